@@ -1,0 +1,8 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class ExtensionsConfig(AppConfig):
+    name = "extensions"
+    verbose_name = "Directory"

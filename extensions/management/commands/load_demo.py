@@ -1,0 +1,101 @@
+"""python manage.py load_demo: a small directory to look around in, with logins."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+from django.contrib.auth.models import Group, Permission, User
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from django.utils import timezone
+
+from extensions.directory_import import import_directory
+from extensions.models import Agent, Team
+from extensions.services import apply_binding
+from integrations.observations import BindingSeen, BindingSource
+
+DEMO_DIRECTORY = Path(__file__).resolve().parents[2] / "demo" / "directory.csv"
+TEAMS = {"Sales": ["John", "Mary", "Erik"], "Support": ["Carl", "Dana", "Fiona", "Gus"]}
+SUPERVISOR_PERMISSIONS = [
+    "view_agent",
+    "view_team",
+    "view_extension",
+    "view_phone",
+    "view_lineappearance",
+    "view_binding",
+    "view_seenextension",
+    "view_bindingconflict",
+]
+
+# What the wire "said" over the last hour: phones registering, John moving to the desk
+# phone for a while (extension mobility), and a number the PBX sends in long form.
+SIGHTINGS = [
+    (60, "9001", "10.20.0.11", BindingSource.SCCP, "SEP001122334455", 1),
+    (59, "9002", "10.20.0.12", BindingSource.SCCP, "SEP0011223344AA", 1),
+    (58, "9003", "10.20.0.13", BindingSource.SCCP, "SEP0011223344BB", 1),
+    (50, "9005", "10.20.0.21", BindingSource.SIP_REGISTER, "", None),
+    (45, "reception", "10.20.0.22", BindingSource.SIP_REGISTER, "", None),
+    (30, "9001", "10.20.0.21", BindingSource.SIP_CALL, "", None),
+    (10, "9001", "10.20.0.11", BindingSource.SCCP, "SEP001122334455", 1),
+    (5, "6175559004", "10.20.0.14", BindingSource.SIP_REGISTER, "", None),
+]
+
+
+class Command(BaseCommand):
+    help = "Load the demo directory (John, Mary, Carl and friends) and print fresh logins."
+
+    def handle(self, *args: object, **options: object) -> None:
+        with transaction.atomic(), open(DEMO_DIRECTORY, newline="") as export:
+            import_directory(export)
+            self.make_teams()
+            self.replay_sightings()
+            logins = self.make_logins()
+        self.stdout.write("Demo directory loaded. Log in at http://127.0.0.1:8000/admin/ as:")
+        for username, password, role in logins:
+            self.stdout.write(f"  {username:<11} password {password}   ({role})")
+
+    def make_teams(self) -> None:
+        for name, members in TEAMS.items():
+            team, _ = Team.objects.get_or_create(name=name)
+            team.agents.set(Agent.objects.filter(name__in=members))
+
+    def replay_sightings(self) -> None:
+        now = timezone.now()
+        for minutes_ago, number, ip, source, device, line in SIGHTINGS:
+            apply_binding(
+                BindingSeen(
+                    extension=number,
+                    ip=ip,
+                    source=source,
+                    seen_at=now - timedelta(minutes=minutes_ago),
+                    expires_in=7200,
+                    device=device,
+                    line_number=line,
+                )
+            )
+
+    def make_logins(self) -> list[tuple[str, str, str]]:
+        admin_password = self.reset_user("admin", superuser=True)
+        supervisors, _ = Group.objects.get_or_create(name="Supervisors")
+        supervisors.permissions.set(Permission.objects.filter(codename__in=SUPERVISOR_PERMISSIONS))
+        supervisor_password = self.reset_user("supervisor", superuser=False)
+        supervisor = User.objects.get(username="supervisor")
+        supervisor.groups.add(supervisors)
+        Team.objects.get(name="Sales").supervisors.add(supervisor)
+        return [
+            ("admin", admin_password, "administrator"),
+            ("supervisor", supervisor_password, "supervisor of Sales"),
+        ]
+
+    @staticmethod
+    def reset_user(username: str, superuser: bool) -> str:
+        # A new random password at every run: QMS ships no default credentials.
+        password = secrets.token_urlsafe(12)
+        user, _ = User.objects.get_or_create(username=username)
+        user.is_staff = True
+        user.is_superuser = superuser
+        user.set_password(password)
+        user.save()
+        return password

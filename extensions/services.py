@@ -1,0 +1,423 @@
+"""The directory's write paths: line appearances and observed ext/IP bindings.
+
+Every writer outside a form (the import command, the API, the observation pipeline) goes
+through here so that the rules and their messages are the same everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+
+from extensions.models import (
+    Agent,
+    Binding,
+    BindingConflict,
+    Extension,
+    LineAppearance,
+    Phone,
+    SeenExtension,
+)
+from integrations.observations import BindingSeen, BindingSource
+
+log = logging.getLogger(__name__)
+
+CONCURRENT_CHANGE = (
+    "Another change to the directory was saved at the same time and conflicts with this one; "
+    "nothing was saved. Reload and try again."
+)
+
+
+# Line appearances ------------------------------------------------------------------------
+
+
+def save_lines(lines: list[LineAppearance], replacing: list[LineAppearance] = ()) -> None:
+    """Save line appearances together, turning a lost race into the rule's own message.
+
+    `replacing` are rows of the same phones that the new lines take the place of: they are
+    deleted first and the lines inserted afresh, so that a person may swap lines 1 and 2
+    of a phone in one save without a moment where both rows claim one line.
+    """
+    try:
+        with transaction.atomic():
+            LineAppearance.objects.filter(pk__in=[row.pk for row in replacing if row.pk]).delete()
+            for line in lines:
+                line.pk = None
+                line._state.adding = True
+                line.save()
+    except IntegrityError:
+        raise ValidationError(race_messages(lines)) from None
+
+
+def race_messages(lines: list[LineAppearance]) -> list[str]:
+    """Explain an IntegrityError after the fact: whoever won the race has committed, so
+    the same checks the forms run now see it and name its phone."""
+    messages = []
+    for line in lines:
+        for field_messages in line.conflicts().values():
+            messages.extend(field_messages)
+    return messages or [CONCURRENT_CHANGE]
+
+
+def assign_line(phone: Phone, line_number: int, number: str) -> LineAppearance:
+    """Make `number` line `line_number` of `phone`, creating the extension if it is new.
+
+    Raises ValidationError with the rule's message when the line breaks R1-R3.
+    """
+    with transaction.atomic():
+        extension = Extension.objects.filter(number=number).first()
+        if extension is None:
+            extension = Extension(number=number)
+            extension.full_clean()
+        line = LineAppearance(phone=phone, line_number=line_number)
+        line._pending_extension = extension
+        line.full_clean(exclude={"extension"})
+        if extension.pk is None:
+            extension.save()
+        line.extension = extension
+        save_lines([line])
+    return line
+
+
+# Observed bindings -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BindingOutcome:
+    """What applying one observation did: opened, refreshed, moved, conflict,
+    unregistered, stale (older than what is known) or ignored."""
+
+    action: str
+    binding: Binding | None = None
+
+
+def apply_binding(seen: BindingSeen) -> BindingOutcome:
+    """Apply one ext/IP observation to the directory (rules R5, R7, R2 on the wire).
+
+    Idempotent: the same observation twice changes nothing but last-seen. Ordered: an
+    observation older than the newest one applied for its extension is stale and changes
+    nothing. Observations of one extension are serialised by a row lock on its
+    SeenExtension, so concurrent capture nodes cannot interleave half-applied moves.
+    """
+    with transaction.atomic():
+        if _is_late(seen):
+            log.info("stale observation of %s at %s ignored", seen.extension, seen.ip)
+            return BindingOutcome("stale")
+        if seen.unregister:
+            return _unregister(seen)
+        return _bind(seen)
+
+
+def _is_late(seen: BindingSeen) -> bool:
+    wire, created = SeenExtension.objects.get_or_create(
+        number=seen.extension,
+        defaults={
+            "first_seen": seen.seen_at,
+            "last_seen": seen.seen_at,
+            "last_ip": seen.ip,
+            "last_source": seen.source,
+        },
+    )
+    if created:
+        return False
+    wire = SeenExtension.objects.select_for_update().get(pk=wire.pk)
+    if seen.seen_at < wire.last_seen:
+        if seen.seen_at < wire.first_seen:
+            wire.first_seen = seen.seen_at
+            wire.save(update_fields=["first_seen"])
+        return True
+    wire.last_seen, wire.last_ip, wire.last_source = seen.seen_at, seen.ip, seen.source
+    wire.save(update_fields=["last_seen", "last_ip", "last_source"])
+    return False
+
+
+def _bind(seen: BindingSeen) -> BindingOutcome:
+    extension = Extension.objects.filter(number=seen.extension).select_related("agent").first()
+    phone, line_number = _locate(seen, extension)
+    open_rows = list(
+        Binding.objects.select_for_update().filter(
+            extension_number=seen.extension, ended_at__isnull=True
+        )
+    )
+    here = next((row for row in open_rows if row.ip == seen.ip), None)
+    if here is not None:
+        _refresh(here, seen, phone, line_number)
+        action = "refreshed"
+    else:
+        here = _open(seen, extension, phone, line_number)
+        rivals = [row for row in open_rows if row.is_primary]
+        action = _settle_rivals(here, rivals, seen) if here.is_primary else "opened"
+    if here.is_primary and extension is not None and extension.agent_id is not None:
+        _place_agent(extension.agent_id, seen)
+    if phone is not None:
+        _note_phone(phone, seen)
+    return BindingOutcome(action, here)
+
+
+def _locate(seen: BindingSeen, extension: Extension | None) -> tuple[Phone | None, int | None]:
+    """Which phone an observation comes from, and which of its lines the extension is.
+
+    The phone is found by the device identity the protocol carries, else by the IP (a
+    static phone's configured address, or the last IP a phone was seen at), else, for a
+    configured extension, as the phone that holds it as line 1 (it got a new address).
+    """
+    phone = None
+    if seen.device:
+        phone = Phone.objects.filter(device_name=seen.device).first()
+    if phone is None:
+        phone = phone_at(seen.ip)
+    if phone is None and extension is not None:
+        line_one = extension.appearances.filter(line_number=1).select_related("phone").first()
+        if line_one is not None and not line_one.phone.static_ip:
+            phone = line_one.phone
+    line_number = seen.line_number
+    if line_number is None and phone is not None and extension is not None:
+        line_number = (
+            LineAppearance.objects.filter(phone=phone, extension=extension)
+            .values_list("line_number", flat=True)
+            .first()
+        )
+    return phone, line_number
+
+
+def phone_at(ip: str) -> Phone | None:
+    static = Phone.objects.filter(static_ip=True, configured_ip=ip).first()
+    if static is not None:
+        return static
+    return Phone.objects.filter(current_ip=ip).order_by("-last_heard_at").first()
+
+
+def _expiry(seen: BindingSeen) -> datetime | None:
+    if seen.source == BindingSource.STATIC:
+        return None
+    lifetime = seen.expires_in if seen.expires_in else settings.QMS_BINDING_DEFAULT_TTL
+    return seen.seen_at + timedelta(seconds=lifetime)
+
+
+def _open(
+    seen: BindingSeen, extension: Extension | None, phone: Phone | None, line: int | None
+) -> Binding:
+    return Binding.objects.create(
+        extension_number=seen.extension,
+        extension=extension,
+        ip=seen.ip,
+        source=seen.source,
+        phone=phone,
+        device=seen.device,
+        line_number=line,
+        first_seen=seen.seen_at,
+        last_seen=seen.seen_at,
+        expires_at=_expiry(seen),
+    )
+
+
+def _refresh(binding: Binding, seen: BindingSeen, phone: Phone | None, line: int | None) -> None:
+    binding.last_seen = max(binding.last_seen, seen.seen_at)
+    binding.expires_at = _expiry(seen)
+    binding.phone = binding.phone or phone
+    binding.line_number = binding.line_number if line is None else line
+    binding.device = binding.device or seen.device
+    binding.save(update_fields=["last_seen", "expires_at", "phone", "line_number", "device"])
+
+
+def _settle_rivals(here: Binding, rivals: list[Binding], seen: BindingSeen) -> str:
+    """The extension is now line 1 at a new IP: that is mobility (R5) and the old binding
+    closes, unless both phones are still claiming it (R2 broken on the wire)."""
+    action = "opened"
+    for rival in rivals:
+        if _both_claim(here, rival, seen):
+            _open_conflict(here, rival, seen)
+            action = "conflict"
+        else:
+            close_binding(rival, Binding.EndReason.MOVED, seen.seen_at)
+            action = "moved" if action == "opened" else action
+    return action
+
+
+def _both_claim(here: Binding, rival: Binding, seen: BindingSeen) -> bool:
+    """Two phones claim one extension as line 1 when
+
+    - both announced it as line 1 themselves (device-aware sources such as SCCP LineStat
+      and TAPI), from different devices, while the rival's claim has not expired; or
+    - the extension comes back to an IP it moved away from while that IP's own claim was
+      still unexpired: the two phones are taking turns, so both are live.
+    """
+    rival_live = rival.expires_at is None or rival.expires_at > seen.seen_at
+    if (
+        rival_live
+        and seen.line_number == 1
+        and rival.line_number == 1
+        and here.device
+        and rival.device
+        and here.device != rival.device
+    ):
+        return True
+    return Binding.objects.filter(
+        extension_number=here.extension_number,
+        ip=here.ip,
+        end_reason=Binding.EndReason.MOVED,
+        ended_at__gte=rival.first_seen,
+        expires_at__gt=seen.seen_at,
+    ).exists()
+
+
+def _open_conflict(here: Binding, rival: Binding, seen: BindingSeen) -> None:
+    if BindingConflict.objects.filter(
+        extension_number=here.extension_number, resolved_at__isnull=True
+    ).exists():
+        return
+    BindingConflict.objects.create(
+        extension_number=here.extension_number,
+        extension=here.extension,
+        first_binding=rival,
+        second_binding=here,
+        opened_at=seen.seen_at,
+    )
+    log.warning(
+        "extension %s is live as line 1 at both %s and %s (rule R2)",
+        here.extension_number,
+        rival.ip,
+        here.ip,
+    )
+
+
+def close_binding(binding: Binding, reason: str, at: datetime) -> None:
+    binding.ended_at = at
+    binding.end_reason = reason
+    binding.save(update_fields=["ended_at", "end_reason"])
+    _resolve_conflicts(binding, reason, at)
+    if binding.is_primary and binding.extension_id is not None:
+        _replace_agent_ip(binding)
+
+
+def _resolve_conflicts(binding: Binding, reason: str, at: datetime) -> None:
+    BindingConflict.objects.filter(
+        Q(first_binding=binding) | Q(second_binding=binding), resolved_at__isnull=True
+    ).update(resolved_at=at, resolution=f"binding at {binding.ip} {reason}")
+
+
+def _replace_agent_ip(closed: Binding) -> None:
+    """The agent's IP follows their live line-1 bindings; none left means nowhere."""
+    agent_id = Extension.objects.filter(pk=closed.extension_id).values_list("agent", flat=True)[0]
+    if agent_id is None:
+        return
+    agent = Agent.objects.select_for_update().get(pk=agent_id)
+    if agent.current_ip != closed.ip:
+        return
+    still_live = (
+        Binding.objects.filter(extension__agent=agent, ended_at__isnull=True)
+        .filter(Q(line_number__isnull=True) | Q(line_number=1))
+        .order_by("-last_seen")
+        .first()
+    )
+    agent.current_ip = still_live.ip if still_live else None
+    agent.ip_updated_at = closed.ended_at
+    agent.save(update_fields=["current_ip", "ip_updated_at"])
+
+
+def _place_agent(agent_id: int, seen: BindingSeen) -> None:
+    # Rule R7: the agent's account follows the ext/IP the call system announces.
+    Agent.objects.filter(pk=agent_id).filter(
+        Q(ip_updated_at__isnull=True) | Q(ip_updated_at__lte=seen.seen_at)
+    ).update(current_ip=seen.ip, ip_updated_at=seen.seen_at)
+
+
+def _note_phone(phone: Phone, seen: BindingSeen) -> None:
+    heard = Phone.objects.filter(pk=phone.pk).filter(
+        Q(last_heard_at__isnull=True) | Q(last_heard_at__lte=seen.seen_at)
+    )
+    heard.update(last_heard_at=seen.seen_at)
+    if not phone.static_ip:
+        heard.update(current_ip=seen.ip)
+
+
+def _unregister(seen: BindingSeen) -> BindingOutcome:
+    binding = (
+        Binding.objects.select_for_update()
+        .filter(extension_number=seen.extension, ip=seen.ip, ended_at__isnull=True)
+        .first()
+    )
+    if binding is None:
+        return BindingOutcome("ignored")
+    binding.last_seen = max(binding.last_seen, seen.seen_at)
+    binding.save(update_fields=["last_seen"])
+    close_binding(binding, Binding.EndReason.UNREGISTERED, seen.seen_at)
+    return BindingOutcome("unregistered", binding)
+
+
+def expire_bindings(now: datetime) -> int:
+    """Close every open binding whose lifetime ended before `now`; return how many."""
+    expired = 0
+    due = Binding.objects.filter(ended_at__isnull=True, expires_at__lte=now)
+    for binding_id in due.values_list("pk", flat=True):
+        with transaction.atomic():
+            binding = (
+                Binding.objects.select_for_update()
+                .filter(pk=binding_id, ended_at__isnull=True)
+                .first()
+            )
+            if binding is not None:
+                close_binding(binding, Binding.EndReason.EXPIRED, binding.expires_at)
+                expired += 1
+    return expired
+
+
+# Attribution ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """Who was at an IP at a moment: the extension live there, its phone and its person."""
+
+    extension_number: str
+    extension: Extension | None
+    phone: Phone | None
+    agent: Agent | None
+    source: str
+
+
+def who_was_at(ip: str, at: datetime) -> Attribution | None:
+    """The one place that decides who an IP belonged to at a given time.
+
+    A static-IP phone is identified by its address alone. Otherwise the bindings valid at
+    `at` decide, line 1 (or unnamed lines) before line 2+, newest first. The person is the
+    extension's owner for a line-1 binding, and the person at the phone (its line-1 owner)
+    for a line 2+ binding, each falling back to the other.
+    """
+    static = Phone.objects.filter(static_ip=True, configured_ip=ip).first()
+    if static is not None:
+        return _static_attribution(static)
+    valid = (
+        Binding.objects.filter(ip=ip, first_seen__lte=at)
+        .filter(Q(ended_at__isnull=True) | Q(ended_at__gte=at))
+        .select_related("extension__agent", "phone")
+        .order_by("-first_seen")
+    )
+    candidates = sorted(valid[:20], key=lambda binding: not binding.is_primary)
+    if not candidates:
+        return None
+    binding = candidates[0]
+    owner = binding.extension.agent if binding.extension else None
+    holder = binding.phone.holder if binding.phone else None
+    agent = (owner or holder) if binding.is_primary else (holder or owner)
+    return Attribution(
+        binding.extension_number, binding.extension, binding.phone, agent, binding.source
+    )
+
+
+def _static_attribution(phone: Phone) -> Attribution:
+    line = phone.line_one
+    extension = line.extension if line else None
+    return Attribution(
+        extension.number if extension else "",
+        extension,
+        phone,
+        phone.holder,
+        BindingSource.STATIC,
+    )

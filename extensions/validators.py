@@ -1,0 +1,70 @@
+"""Rule R4: an extension is written exactly as the PBX writes it.
+
+QMS compares extensions as text and never reformats them, so anything a person might
+type to make a number readable (spaces, dashes, dots, brackets) is refused rather than
+stripped: `617-555-1212` would never match the `6175551212` the CallManager sends.
+
+Two shapes are accepted:
+- a dialable number: digits, `*` and `#`, with an optional leading `+` (E.164 as the
+  PBX sends it, feature codes);
+- a SIP user name for SIP or Lync users that are not numbers (`alice`, `j.smith`,
+  `sales-desk`): letters, digits, `.`, `_` and `-`, with at least one letter. Such an
+  extension can only be placed on a SIP or Lync phone (checked by the line appearance).
+"""
+
+from __future__ import annotations
+
+import re
+
+from django.core.exceptions import ValidationError
+from django.utils.deconstruct import deconstructible
+
+DIALABLE = re.compile(r"\+?[0-9*#]+")
+SIP_USER_NAME = re.compile(r"[A-Za-z0-9._-]*[A-Za-z][A-Za-z0-9._-]*")
+FORMATTING = "-.()/"
+EXACT_MATCH_HINT = "QMS must match the PBX exactly, so write the extension as the PBX writes it"
+
+
+def is_sip_user_name(number: str) -> bool:
+    """True for an extension that is a SIP user name rather than a dialable number."""
+    return SIP_USER_NAME.fullmatch(number) is not None
+
+
+@deconstructible
+class ExtensionNumberValidator:
+    message = "Extension {number!r} is not valid: {reason}."
+    code = "invalid_extension"
+
+    def __call__(self, value: str) -> None:
+        reason = self.reason(value)
+        if reason:
+            raise ValidationError(
+                self.message.format(number=value, reason=reason),
+                code=self.code,
+                params={"value": value},
+            )
+
+    def reason(self, value: str) -> str:
+        if value == "":
+            return "it is empty"
+        if any(character.isspace() for character in value):
+            return f"it contains white space; {EXACT_MATCH_HINT}"
+        if DIALABLE.fullmatch(value) or is_sip_user_name(value):
+            return ""
+        formatting = sorted({character for character in value if character in FORMATTING})
+        if formatting:
+            shown = " ".join(formatting)
+            return f"it contains formatting characters ({shown}); {EXACT_MATCH_HINT}"
+        return (
+            f"{EXACT_MATCH_HINT}: digits, * and # with an optional leading +, "
+            "or a SIP user name of letters, digits, '.', '_' and '-'"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ExtensionNumberValidator)
+
+    def __hash__(self) -> int:
+        return hash(self.code)
+
+
+validate_extension_number = ExtensionNumberValidator()

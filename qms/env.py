@@ -1,0 +1,134 @@
+"""Typed readers for settings that come from the environment.
+
+Every reader names the variable in its error, so a bad setting stops start-up with a
+sentence the operator can act on instead of falling back to a silent default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off"}
+
+DATABASE_ENGINES = {
+    "postgres": "django.db.backends.postgresql",
+    "postgresql": "django.db.backends.postgresql",
+    "pgsql": "django.db.backends.postgresql",
+    "sqlite": "django.db.backends.sqlite3",
+}
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    word = raw.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ImproperlyConfigured(
+        f"{name} must be one of 1/0, true/false, yes/no or on/off, not {raw!r}."
+    )
+
+
+def env_int(name: str, default: int, minimum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {raw!r}.") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {value}.")
+    return value
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    items = [item.strip() for item in raw.split(",")]
+    if any(item == "" for item in items):
+        raise ImproperlyConfigured(
+            f"{name} must be a comma-separated list without empty items, not {raw!r}."
+        )
+    return items
+
+
+def env_choice(name: str, default: str, choices: list[str]) -> str:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().upper()
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, not {raw!r}.")
+    return value
+
+
+def env_path(name: str, default: Path) -> Path:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return Path(raw.strip()).expanduser()
+
+
+def env_database(name: str, default: str) -> dict:
+    """Parse a DATABASE_URL such as postgres://user:pw@host:5432/qms or sqlite:///var/qms.db."""
+    raw = os.environ.get(name) or default
+    try:
+        return parse_database_url(raw)
+    except ValueError as error:
+        raise ImproperlyConfigured(
+            f"{name} is not a usable database URL ({error}): {raw!r}."
+        ) from None
+
+
+def parse_database_url(url: str) -> dict:
+    parts = urlsplit(url)
+    engine = DATABASE_ENGINES.get(parts.scheme)
+    if engine is None:
+        known = ", ".join(sorted(DATABASE_ENGINES))
+        raise ValueError(f"the scheme must be one of {known}")
+    if engine.endswith("sqlite3"):
+        return _sqlite_database(parts.path, engine)
+    return _server_database(parts, engine)
+
+
+def _sqlite_database(path: str, engine: str) -> dict:
+    # sqlite:///relative/path.db keeps one slash as the separator; sqlite:////abs/path.db is
+    # absolute. ":memory:" is accepted as SQLite spells it.
+    name = path[1:] if path.startswith("/") else path
+    if not name:
+        raise ValueError("a SQLite URL needs a file name, as in sqlite:///var/qms.sqlite3")
+    return {"ENGINE": engine, "NAME": name}
+
+
+def _server_database(parts, engine: str) -> dict:
+    name = unquote(parts.path.lstrip("/"))
+    if not name:
+        raise ValueError("the URL must end with the database name, as in /qms")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("the port is not a number") from None
+    return {
+        "ENGINE": engine,
+        "NAME": name,
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": parts.hostname or "",
+        "PORT": str(port or ""),
+        "OPTIONS": dict(parse_qsl(parts.query)),
+        "CONN_MAX_AGE": 60,
+    }

@@ -1,0 +1,49 @@
+"""Shared test ground: real services when configured, a skip (or a failure under
+QMS_REQUIRE_SERVICES=1) with a reason when they are not."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REQUIRE_SERVICES = os.environ.get("QMS_REQUIRE_SERVICES") == "1"
+PUBLIC_CAPTURES = Path(
+    os.environ.get(
+        "QMS_PUBLIC_CAPTURES",
+        Path(__file__).resolve().parent.parent.parent / "shared" / "captures" / "public",
+    )
+)
+
+
+def need(available: bool, reason: str) -> None:
+    """Skip a test whose service or tool is absent; fail instead when CI requires them."""
+    if available:
+        return
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (QMS_REQUIRE_SERVICES=1 turns this skip into a failure)")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def postgresql(transactional_db) -> None:
+    from django.db import connection
+
+    need(
+        connection.vendor == "postgresql",
+        "needs PostgreSQL: run with DATABASE_URL=postgres://postgres@127.0.0.1:5432/qms",
+    )
+
+
+@pytest.fixture
+def public_captures() -> Path:
+    need(PUBLIC_CAPTURES.is_dir(), f"needs the public captures in {PUBLIC_CAPTURES}")
+    return PUBLIC_CAPTURES
+
+
+def need_tool(name: str) -> str:
+    path = shutil.which(name)
+    need(path is not None, f"needs the system tool {name}")
+    return path

@@ -1,0 +1,12 @@
+"""Test settings: the real settings, read from the environment, with DEBUG on by default
+so a developer needs no SECRET_KEY to run the suite."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("DEBUG", "1")
+
+from qms.settings import *  # noqa: E402, F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
