@@ -20,6 +20,9 @@ class LineAppearanceSerializer(serializers.ModelSerializer):
     class Meta:
         model = LineAppearance
         fields = ["id", "phone", "line_number", "extension"]
+        # assign_line applies every rule with the admin's messages, which name the phone;
+        # DRF's generated unique-together check would answer first with a generic sentence.
+        validators = []
 
     def validate_extension(self, number: str) -> str:
         try:

@@ -76,8 +76,9 @@ def import_directory(lines: Iterable[str], dry_run: bool = False) -> ImportRepor
     rows, errors = parse_rows(lines)
     report = ImportReport(errors=errors)
     with transaction.atomic():
-        if not errors:
-            apply_rows(rows, report)
+        # Rows that parsed are applied even when others did not, so that the person also
+        # learns what the database would refuse (an R4 number, an R2 clash) in one pass.
+        apply_rows(rows, report)
         if report.errors:
             transaction.set_rollback(True)
             raise ImportRefused(report.errors)
@@ -243,6 +244,7 @@ def remove_stale_lines(
 
 def add_lines(row: PhoneRow, phone: Phone, report: ImportReport) -> None:
     present = dict(phone.lines.values_list("line_number", "extension__number"))
+    refused: set[int] = set()
     for line_number, number in sorted(row.lines.items()):
         if present.get(line_number) == number:
             continue
@@ -250,9 +252,11 @@ def add_lines(row: PhoneRow, phone: Phone, report: ImportReport) -> None:
             assign_line(phone, line_number, number)
         except ValidationError as error:
             report.errors.extend(f"line {row.line}: {message}" for message in error.messages)
+            refused.add(line_number)
         else:
             report.lines_added += 1
-    if row.agent:
+    # A refused line 1 is already reported; "no line 1 for the agent" would only repeat it.
+    if row.agent and 1 not in refused:
         set_owner(row, phone, report)
 
 

@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.forms.models import BaseInlineFormSet
 
 from extensions.models import Extension, LineAppearance
+from extensions.services import stored_extension
 from extensions.validators import validate_extension_number
 
 
@@ -46,10 +47,7 @@ class LineAppearanceForm(forms.ModelForm):
         super()._update_errors(errors)
 
     def save(self, commit: bool = True) -> LineAppearance:
-        extension = self.instance._pending_extension
-        if extension.pk is None:
-            extension.save()
-        self.instance.extension = extension
+        self.instance.extension = stored_extension(self.instance._pending_extension)
         return super().save(commit=commit)
 
 

@@ -69,6 +69,7 @@ class Extension(models.Model):
         max_length=64,
         unique=True,
         validators=[validate_extension_number],
+        error_messages={"blank": "An extension cannot be empty: write it as the PBX writes it."},
         help_text="Exactly as the PBX / CallManager writes it (rule R4): 1234 is not 01234, "
         "and 6175551212 is not 617-555-1212.",
     )

@@ -78,11 +78,21 @@ def assign_line(phone: Phone, line_number: int, number: str) -> LineAppearance:
         line = LineAppearance(phone=phone, line_number=line_number)
         line._pending_extension = extension
         line.full_clean(exclude={"extension"})
-        if extension.pk is None:
-            extension.save()
-        line.extension = extension
+        line.extension = stored_extension(extension)
         save_lines([line])
     return line
+
+
+def stored_extension(extension: Extension) -> Extension:
+    """The saved row for a validated extension. Two writers adding the same new number at
+    once both end up with the one row (R1) instead of one of them failing."""
+    if extension.pk is not None:
+        return extension
+    stored, _ = Extension.objects.get_or_create(
+        number=extension.number,
+        defaults={"agent": extension.agent, "description": extension.description},
+    )
+    return stored
 
 
 # Observed bindings -------------------------------------------------------------------------

@@ -7,6 +7,6 @@ import os
 
 os.environ.setdefault("DEBUG", "1")
 
-from qms.settings import *  # noqa: E402, F403
+from qms.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests

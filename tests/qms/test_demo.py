@@ -1,0 +1,59 @@
+"""`make demo` loads the demo directory and prints logins that work."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+
+from extensions.models import Binding, LineAppearance, Phone
+
+
+def load_demo() -> dict[str, str]:
+    output = io.StringIO()
+    call_command("load_demo", stdout=output)
+    return dict(re.findall(r"^\s+(\w+)\s+password (\S+)", output.getvalue(), re.MULTILINE))
+
+
+@pytest.mark.django_db
+def test_the_demo_holds_the_john_mary_carl_example_and_live_bindings() -> None:
+    load_demo()
+    mary = Phone.objects.get(device_name="SEP0011223344AA")
+    assert [(line.line_number, line.extension.number) for line in mary.lines.all()] == [
+        (1, "9002"),
+        (2, "9001"),
+        (3, "9003"),
+    ]
+    assert mary.holder.name == "Mary"
+    assert LineAppearance.objects.filter(line_number=1, extension__number="9001").count() == 1
+    assert Binding.objects.filter(ended_at__isnull=True).exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("username", ["admin", "supervisor"])
+def test_the_printed_logins_open_the_admin(username: str) -> None:
+    logins = load_demo()
+    client = Client()
+    response = client.post(
+        "/admin/login/?next=/admin/",
+        {"username": username, "password": logins[username]},
+    )
+    assert response.status_code == 302
+    assert response["Location"] == "/admin/"
+    assert client.get("/admin/").status_code == 200
+    assert client.get("/admin/directory-health/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_running_the_demo_again_issues_new_passwords_and_no_duplicates() -> None:
+    first = load_demo()
+    phones = Phone.objects.count()
+    second = load_demo()
+    assert first["admin"] != second["admin"]
+    assert Phone.objects.count() == phones
+    client = Client()
+    assert not client.login(username="admin", password=first["admin"])
+    assert client.login(username="admin", password=second["admin"])
