@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
+from django.db.models import Field, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
@@ -58,7 +59,19 @@ class TeamAdmin(admin.ModelAdmin):
         return team.agents.count()
 
 
-class ExtensionInline(admin.TabularInline):
+class ExactNumberMixin:
+    """Rule R4: an extension is kept exactly as typed, so white space around it is refused
+    by the validator rather than stripped by the form field."""
+
+    def formfield_for_dbfield(
+        self, db_field: Field, request: HttpRequest, **kwargs: object
+    ) -> forms.Field | None:
+        if db_field.name == "number":
+            kwargs["strip"] = False
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+
+class ExtensionInline(ExactNumberMixin, admin.TabularInline):
     model = Extension
     fields = ["number", "description"]
     extra = 0
@@ -166,7 +179,7 @@ class PhoneAdmin(admin.ModelAdmin):
 
 
 @admin.register(Extension)
-class ExtensionAdmin(admin.ModelAdmin):
+class ExtensionAdmin(ExactNumberMixin, admin.ModelAdmin):
     list_display = ["number", "agent", "appearance_list", "description"]
     search_fields = ["number", "agent__name", "description"]
     autocomplete_fields = ["agent"]
@@ -209,7 +222,13 @@ class BindingAdmin(ReadOnlyAdmin):
         "ended_at",
         "end_reason",
     ]
-    list_filter = ["source", ("ended_at", admin.EmptyFieldListFilter), "end_reason"]
+    # Filtering by agent also lets the agent page link to its bindings history.
+    list_filter = [
+        "source",
+        ("ended_at", admin.EmptyFieldListFilter),
+        "end_reason",
+        ("extension__agent", admin.RelatedOnlyFieldListFilter),
+    ]
     search_fields = ["extension_number", "ip", "device", "phone__device_name"]
     date_hierarchy = "first_seen"
     list_select_related = ["phone"]

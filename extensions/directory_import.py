@@ -81,10 +81,15 @@ def import_directory(lines: Iterable[str], dry_run: bool = False) -> ImportRepor
         apply_rows(rows, report)
         if report.errors:
             transaction.set_rollback(True)
-            raise ImportRefused(report.errors)
+            raise ImportRefused(sorted(report.errors, key=error_line))
         if dry_run:
             transaction.set_rollback(True)
     return report
+
+
+def error_line(error: str) -> int:
+    """The file line an error is about, so the list reads top to bottom."""
+    return int(error.split(":", 1)[0].removeprefix("line "))
 
 
 def parse_rows(lines: Iterable[str]) -> tuple[list[PhoneRow], list[str]]:

@@ -55,7 +55,8 @@ class LineAppearanceFormSet(BaseInlineFormSet):
     """Checks the lines of one phone against each other, as they will be after saving."""
 
     def clean(self) -> None:
-        super().clean()
+        # The phone's own checks run first: when two rows give one line number, Django's
+        # generic "duplicate data for line_number" would otherwise hide the sentence below.
         lines: dict[int, str] = {}
         numbers: dict[str, int] = {}
         errors = []
@@ -82,3 +83,4 @@ class LineAppearanceFormSet(BaseInlineFormSet):
             numbers.setdefault(number, line_number)
         if errors:
             raise ValidationError(errors)
+        super().clean()

@@ -90,8 +90,18 @@ def env_database(name: str, default: str) -> dict:
         return parse_database_url(raw)
     except ValueError as error:
         raise ImproperlyConfigured(
-            f"{name} is not a usable database URL ({error}): {raw!r}."
+            f"{name} is not a usable database URL ({error}): {_without_password(raw)!r}."
         ) from None
+
+
+def _without_password(url: str) -> str:
+    # The error goes to terminals and logs: show the URL's shape, never the password.
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    credentials, _, address = parts.netloc.rpartition("@")
+    user = credentials.partition(":")[0]
+    return parts._replace(netloc=f"{user}:***@{address}").geturl()
 
 
 def parse_database_url(url: str) -> dict:
@@ -121,13 +131,14 @@ def _server_database(parts, engine: str) -> dict:
     try:
         port = parts.port
     except ValueError:
-        raise ValueError("the port is not a number") from None
+        raise ValueError("the port must be a number from 1 to 65535") from None
     return {
         "ENGINE": engine,
         "NAME": name,
         "USER": unquote(parts.username or ""),
         "PASSWORD": unquote(parts.password or ""),
-        "HOST": parts.hostname or "",
+        # A Unix socket directory is written percent-encoded: %2Fvar%2Frun%2Fpostgresql.
+        "HOST": unquote(parts.hostname or ""),
         "PORT": str(port or ""),
         "OPTIONS": dict(parse_qsl(parts.query)),
         "CONN_MAX_AGE": 60,

@@ -1,0 +1,325 @@
+"""Settings come from the environment, and a malformed value stops start-up with a sentence
+naming the variable (issue 2, section 1)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from qms.env import (
+    env_bool,
+    env_choice,
+    env_database,
+    env_int,
+    env_list,
+    parse_database_url,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+
+# Every variable qms/settings.py reads, plus the settings module pytest-django exports:
+# a start-up test sets the ones it is about and inherits none of the developer's.
+SETTINGS_VARIABLES = {
+    "DJANGO_SETTINGS_MODULE",
+    "QMS_VAR_DIR",
+    "DEBUG",
+    "SECRET_KEY",
+    "ALLOWED_HOSTS",
+    "CSRF_TRUSTED_ORIGINS",
+    "DATABASE_URL",
+    "TIME_ZONE",
+    "QMS_STATIC_ROOT",
+    "QMS_RECORDINGS_DIR",
+    "QMS_BINDING_DEFAULT_TTL",
+    "CELERY_BROKER_URL",
+    "CELERY_RESULT_BACKEND",
+    "SECURE_SSL_REDIRECT",
+    "SECURE_HSTS_SECONDS",
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS",
+    "SECURE_HSTS_PRELOAD",
+    "LOG_LEVEL",
+}
+
+
+def run_manage(var_dir: Path, *args: str, **variables: str) -> subprocess.CompletedProcess:
+    """Run manage.py in a fresh interpreter with the real settings module."""
+    env = {name: value for name, value in os.environ.items() if name not in SETTINGS_VARIABLES}
+    env.update(DJANGO_SETTINGS_MODULE="qms.settings", QMS_VAR_DIR=str(var_dir), **variables)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+# env_bool ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("word", ["1", "true", "YES", " on "])
+def test_env_bool_reads_the_true_words(monkeypatch: pytest.MonkeyPatch, word: str) -> None:
+    monkeypatch.setenv("QMS_TEST_FLAG", word)
+    assert env_bool("QMS_TEST_FLAG", False) is True
+
+
+@pytest.mark.parametrize("word", ["0", "false", "No", "OFF"])
+def test_env_bool_reads_the_false_words(monkeypatch: pytest.MonkeyPatch, word: str) -> None:
+    monkeypatch.setenv("QMS_TEST_FLAG", word)
+    assert env_bool("QMS_TEST_FLAG", True) is False
+
+
+@pytest.mark.parametrize("raw", [None, "", "   "])
+def test_env_bool_falls_back_to_the_default_when_unset_or_blank(
+    monkeypatch: pytest.MonkeyPatch, raw: str | None
+) -> None:
+    if raw is None:
+        monkeypatch.delenv("QMS_TEST_FLAG", raising=False)
+    else:
+        monkeypatch.setenv("QMS_TEST_FLAG", raw)
+    assert env_bool("QMS_TEST_FLAG", True) is True
+    assert env_bool("QMS_TEST_FLAG", False) is False
+
+
+def test_env_bool_refuses_another_word_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("QMS_TEST_FLAG", "maybe")
+    with pytest.raises(ImproperlyConfigured, match=r"^QMS_TEST_FLAG .*'maybe'"):
+        env_bool("QMS_TEST_FLAG", False)
+
+
+# env_int -----------------------------------------------------------------------------------
+
+
+def test_env_int_reads_a_whole_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QMS_TEST_SECONDS", " 120 ")
+    assert env_int("QMS_TEST_SECONDS", 3600, minimum=60) == 120
+
+
+def test_env_int_falls_back_to_the_default_when_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("QMS_TEST_SECONDS", raising=False)
+    assert env_int("QMS_TEST_SECONDS", 3600) == 3600
+
+
+@pytest.mark.parametrize("raw", ["abc", "1.5", "60s"])
+def test_env_int_refuses_what_is_not_a_whole_number_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv("QMS_TEST_SECONDS", raw)
+    with pytest.raises(ImproperlyConfigured, match=r"^QMS_TEST_SECONDS must be a whole number"):
+        env_int("QMS_TEST_SECONDS", 3600)
+
+
+def test_env_int_refuses_a_value_below_the_minimum_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("QMS_TEST_SECONDS", "59")
+    with pytest.raises(ImproperlyConfigured, match=r"^QMS_TEST_SECONDS must be at least 60"):
+        env_int("QMS_TEST_SECONDS", 3600, minimum=60)
+
+
+# env_list ----------------------------------------------------------------------------------
+
+
+def test_env_list_splits_on_commas_and_trims(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QMS_TEST_HOSTS", "qms.example.com, 10.0.0.5")
+    assert env_list("QMS_TEST_HOSTS", []) == ["qms.example.com", "10.0.0.5"]
+
+
+def test_env_list_falls_back_to_the_default_when_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("QMS_TEST_HOSTS", raising=False)
+    assert env_list("QMS_TEST_HOSTS", ["localhost"]) == ["localhost"]
+
+
+@pytest.mark.parametrize("raw", [",,", "qms.example.com,", "a, ,b"])
+def test_env_list_refuses_empty_items_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv("QMS_TEST_HOSTS", raw)
+    with pytest.raises(ImproperlyConfigured, match=r"^QMS_TEST_HOSTS .*without empty items"):
+        env_list("QMS_TEST_HOSTS", [])
+
+
+# env_choice --------------------------------------------------------------------------------
+
+
+def test_env_choice_accepts_a_choice_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QMS_TEST_LEVEL", "warning")
+    assert env_choice("QMS_TEST_LEVEL", "INFO", ["INFO", "WARNING"]) == "WARNING"
+
+
+def test_env_choice_falls_back_to_the_default_when_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("QMS_TEST_LEVEL", raising=False)
+    assert env_choice("QMS_TEST_LEVEL", "INFO", ["INFO", "WARNING"]) == "INFO"
+
+
+def test_env_choice_refuses_another_value_naming_the_variable_and_the_choices(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("QMS_TEST_LEVEL", "loud")
+    with pytest.raises(ImproperlyConfigured, match=r"^QMS_TEST_LEVEL must be one of INFO, WARNING"):
+        env_choice("QMS_TEST_LEVEL", "INFO", ["INFO", "WARNING"])
+
+
+# env_database / parse_database_url ---------------------------------------------------------
+
+
+def test_a_postgres_url_gives_every_connection_setting() -> None:
+    database = parse_database_url(
+        "postgres://qms:s%40cret@db.example.com:5433/qms_prod?sslmode=require"
+    )
+    assert database == {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "qms_prod",
+        "USER": "qms",
+        "PASSWORD": "s@cret",
+        "HOST": "db.example.com",
+        "PORT": "5433",
+        "OPTIONS": {"sslmode": "require"},
+        "CONN_MAX_AGE": 60,
+    }
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "pgsql"])
+def test_the_other_postgres_schemes_mean_postgres(scheme: str) -> None:
+    database = parse_database_url(f"{scheme}://postgres@127.0.0.1/qms")
+    assert database["ENGINE"] == "django.db.backends.postgresql"
+    assert (database["USER"], database["HOST"], database["PORT"]) == ("postgres", "127.0.0.1", "")
+
+
+def test_a_sqlite_url_with_three_slashes_is_a_relative_path() -> None:
+    assert parse_database_url("sqlite:///var/qms.sqlite3") == {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": "var/qms.sqlite3",
+    }
+
+
+def test_a_sqlite_url_with_four_slashes_is_an_absolute_path() -> None:
+    assert parse_database_url("sqlite:////srv/qms/qms.sqlite3")["NAME"] == "/srv/qms/qms.sqlite3"
+
+
+def test_a_sqlite_url_may_name_the_in_memory_database() -> None:
+    assert parse_database_url("sqlite:///:memory:")["NAME"] == ":memory:"
+
+
+def test_env_database_reads_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QMS_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/qms")
+    database = env_database("QMS_TEST_DATABASE_URL", "sqlite:///unused.sqlite3")
+    assert (database["NAME"], database["PORT"]) == ("qms", "5432")
+
+
+def test_env_database_falls_back_to_the_default_when_unset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("QMS_TEST_DATABASE_URL", raising=False)
+    database = env_database("QMS_TEST_DATABASE_URL", "sqlite:///var/qms.sqlite3")
+    assert database["NAME"] == "var/qms.sqlite3"
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("mysql://qms@db/qms", "the scheme must be one of pgsql, postgres, postgresql, sqlite"),
+        ("qms.sqlite3", "the scheme must be one of"),
+        ("postgres://qms@db:five/qms", "the port must be a number from 1 to 65535"),
+        ("postgres://qms@db:5432", "the URL must end with the database name"),
+        ("postgres://qms@db:5432/", "the URL must end with the database name"),
+        ("sqlite://", "a SQLite URL needs a file name"),
+    ],
+)
+def test_env_database_refuses_an_unusable_url_naming_the_variable_and_the_reason(
+    monkeypatch: pytest.MonkeyPatch, url: str, reason: str
+) -> None:
+    monkeypatch.setenv("QMS_TEST_DATABASE_URL", url)
+    with pytest.raises(ImproperlyConfigured) as refusal:
+        env_database("QMS_TEST_DATABASE_URL", "sqlite:///unused.sqlite3")
+    message = str(refusal.value)
+    assert message.startswith("QMS_TEST_DATABASE_URL is not a usable database URL")
+    assert reason in message
+
+
+def test_env_database_refusal_does_not_print_the_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The message goes to the terminal, the journal and CI logs; the operator needs the
+    # shape of the URL to find the mistake, never the database password.
+    monkeypatch.setenv("QMS_TEST_DATABASE_URL", "postgres://qms:hunter2@db:five/qms")
+    with pytest.raises(ImproperlyConfigured) as refusal:
+        env_database("QMS_TEST_DATABASE_URL", "sqlite:///unused.sqlite3")
+    message = str(refusal.value)
+    assert "hunter2" not in message
+    assert "postgres://qms:***@db:five/qms" in message
+
+
+def test_parse_database_url_raises_value_error_for_the_reader_to_name() -> None:
+    with pytest.raises(ValueError, match="the port must be a number from 1 to 65535"):
+        parse_database_url("postgres://qms@db:99999/qms")
+
+
+# Start-up ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("DEBUG", "maybe"),
+        ("DATABASE_URL", "mysql://x"),
+        ("QMS_BINDING_DEFAULT_TTL", "abc"),
+        ("QMS_BINDING_DEFAULT_TTL", "30"),
+        ("ALLOWED_HOSTS", ",,"),
+        ("LOG_LEVEL", "loud"),
+    ],
+)
+def test_start_up_stops_on_a_malformed_value_naming_the_variable(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    variables = {"DEBUG": "1", variable: value}
+    result = run_manage(tmp_path, "check", **variables)
+    assert result.returncode != 0, result.stdout
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(f"django.core.exceptions.ImproperlyConfigured: {variable} ")
+    assert value in last_line
+
+
+def test_start_up_with_debug_off_and_no_secret_key_stops_naming_secret_key(
+    tmp_path: Path,
+) -> None:
+    result = run_manage(tmp_path, "check", DEBUG="0", ALLOWED_HOSTS="qms.example.com")
+    assert result.returncode != 0, result.stdout
+    assert "ImproperlyConfigured: SECRET_KEY must be set when DEBUG is off" in result.stderr
+
+
+def test_start_up_with_good_settings_passes_the_plain_check(tmp_path: Path) -> None:
+    result = run_manage(tmp_path, "check", DEBUG="1")
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_a_production_configuration_passes_the_deployment_check_without_warnings(
+    tmp_path: Path,
+) -> None:
+    result = run_manage(
+        tmp_path,
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        DEBUG="0",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        ALLOWED_HOSTS="qms.example.com",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues (0 silenced)." in result.stdout
+
+
+def test_a_unix_socket_directory_is_decoded_as_the_host() -> None:
+    config = parse_database_url("postgres://postgres@%2Fvar%2Frun%2Fpostgresql/qms")
+    assert config["HOST"] == "/var/run/postgresql"
