@@ -43,3 +43,80 @@ class BindingSeen:
     unregister: bool = False
     device: str = ""
     line_number: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """An IP address and port, as on the wire (IPv6 in its compressed text form)."""
+
+    ip: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
+
+
+class Side(StrEnum):
+    """The two parties of a call, as the signalling names them."""
+
+    CALLER = "caller"
+    CALLEE = "callee"
+
+
+@dataclass(frozen=True, slots=True)
+class MediaOffer:
+    """Where one party of a call receives RTP: an SDP `m=audio` line (RFC 4566), an SCCP
+    OpenReceiveChannelAck (the phone) or StartMediaTransmission (the far end).
+
+    `payload_types` maps RTP payload type to encoding name and clock rate as the
+    signalling gave them, e.g. ((0, "PCMU/8000"), (101, "telephone-event/8000")).
+    `mode` is the SDP direction attribute: sendrecv, sendonly, recvonly or inactive.
+    """
+
+    side: Side
+    receive_at: Endpoint
+    payload_types: tuple[tuple[int, str], ...] = ()
+    mode: str = "sendrecv"
+    encrypted: bool = False
+
+
+class CallEvent(StrEnum):
+    START = "start"
+    RINGING = "ringing"
+    ANSWER = "answer"
+    MEDIA = "media"
+    HOLD = "hold"
+    RESUME = "resume"
+    TRANSFER = "transfer"
+    END = "end"
+
+
+@dataclass(frozen=True, slots=True)
+class CallSignal:
+    """One step of one call, from any call system.
+
+    `call_id` is unique per call and protocol: the SIP Call-ID, or `sccp:<device>:<callref>`.
+    Parties are written exactly as the signalling wrote them (R4). `local_side` says
+    which party is the monitored phone when the protocol knows it (SCCP and TAPI speak
+    for one phone); for SIP it is empty and the engine decides from the directory which
+    side is a known phone. `media` carries the offers this step announced (START, MEDIA,
+    ANSWER, HOLD, RESUME may all carry SDP). `reason` explains an END (bye, cancel,
+    486, onhook, ...) or names a TRANSFER target.
+    """
+
+    call_id: str
+    event: CallEvent
+    at: datetime
+    protocol: str
+    caller: str = ""
+    caller_name: str = ""
+    callee: str = ""
+    callee_name: str = ""
+    local_side: Side | None = None
+    caller_ip: str = ""
+    callee_ip: str = ""
+    media: tuple[MediaOffer, ...] = ()
+    reason: str = ""
+
+
+Observation = BindingSeen | CallSignal
