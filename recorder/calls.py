@@ -1,0 +1,261 @@
+"""The table of live calls and the media endpoints that tie RTP to them.
+
+Pure Python, no Django: it runs inside the capture loop. Each side of a call announces
+where it receives RTP (SDP, SCCP OpenReceiveChannelAck / StartMediaTransmission); RTP is
+matched by its destination, because a far end often sends from another port than the
+one it receives on (seen in the pyskinny CUCM capture: announced 60186, sent from 64037).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from integrations.observations import CallEvent, CallSignal, Endpoint, MediaOffer, Side
+
+UNROUTABLE = {"0.0.0.0", "::"}
+
+
+def endpoint_key(endpoint: Endpoint) -> bytes | None:
+    """The packed (address, port) the RTP fast path looks up: 6 bytes for IPv4, 18 for IPv6."""
+    family = socket.AF_INET6 if ":" in endpoint.ip else socket.AF_INET
+    try:
+        return socket.inet_pton(family, endpoint.ip) + struct.pack("!H", endpoint.port)
+    except (OSError, struct.error):
+        return None
+
+
+@dataclass(slots=True, eq=False)
+class MediaStream:
+    """One direction of a call's RTP: the packets sent to one party's receive address."""
+
+    call: LiveCall
+    receiver: Side
+    receive_at: Endpoint
+    payload_types: tuple[tuple[int, str], ...]
+    packets: int = 0
+    octets: int = 0
+    first_at: float = 0.0
+    last_at: float = 0.0
+
+
+@dataclass(slots=True, eq=False)
+class LiveCall:
+    call_id: str
+    protocol: str
+    started_at: float
+    caller: str = ""
+    caller_name: str = ""
+    callee: str = ""
+    callee_name: str = ""
+    caller_ip: str = ""
+    callee_ip: str = ""
+    local_side: Side | None = None
+    direction: str = ""
+    state: str = "setup"
+    answered_at: float | None = None
+    ended_at: float | None = None
+    end_reason: str = ""
+    last_activity: float = 0.0
+    offers: dict[Side, MediaOffer] = field(default_factory=dict)
+    streams: dict[Side, MediaStream] = field(default_factory=dict)
+
+    @property
+    def media_packets(self) -> int:
+        return sum(stream.packets for stream in self.streams.values())
+
+    @property
+    def local_ip(self) -> str:
+        """The address of the phone this call is recorded for."""
+        if self.local_side == Side.CALLEE or (not self.local_side and self.direction == "inbound"):
+            return self.callee_ip
+        return self.caller_ip
+
+    @property
+    def local_number(self) -> str:
+        if self.local_side == Side.CALLEE or (not self.local_side and self.direction == "inbound"):
+            return self.callee
+        return self.caller
+
+    def snapshot(self, event: CallEvent) -> CallSnapshot:
+        return CallSnapshot(
+            call_id=self.call_id,
+            protocol=self.protocol,
+            event=event,
+            started_at=self.started_at,
+            answered_at=self.answered_at,
+            ended_at=self.ended_at,
+            end_reason=self.end_reason,
+            state=self.state,
+            direction=self.direction,
+            caller=self.caller,
+            caller_name=self.caller_name,
+            callee=self.callee,
+            callee_name=self.callee_name,
+            caller_ip=self.caller_ip,
+            callee_ip=self.callee_ip,
+            local_ip=self.local_ip,
+            local_number=self.local_number,
+            media=tuple(self.offers.values()),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CallSnapshot:
+    """A live call as it stands after one event: what leaves the capture loop per call."""
+
+    call_id: str
+    protocol: str
+    event: CallEvent
+    started_at: float
+    answered_at: float | None
+    ended_at: float | None
+    end_reason: str
+    state: str
+    direction: str
+    caller: str
+    caller_name: str
+    callee: str
+    callee_name: str
+    caller_ip: str
+    callee_ip: str
+    local_ip: str
+    local_number: str
+    media: tuple[MediaOffer, ...]
+
+
+class CallTable:
+    """Live calls by id, and the media index {packed receive address: stream}.
+
+    `is_phone(ip)` tells whether an address is a phone QMS knows, which decides a SIP
+    call's direction. `on_timeout` receives the END signal of a call that went silent.
+    """
+
+    def __init__(
+        self,
+        is_phone: Callable[[str], bool] = lambda ip: False,
+        silence_timeout: float = 120.0,
+        setup_timeout: float = 300.0,
+    ) -> None:
+        self.is_phone = is_phone
+        self.silence_timeout = silence_timeout
+        self.setup_timeout = setup_timeout
+        self.calls: dict[str, LiveCall] = {}
+        self.media: dict[bytes, MediaStream] = {}
+        self.calls_seen = 0
+
+    def apply(self, signal: CallSignal, at: float) -> LiveCall | None:
+        call = self.calls.get(signal.call_id)
+        if call is None:
+            if signal.event == CallEvent.END:
+                return None
+            call = self._open(signal, at)
+        call.last_activity = at
+        self._learn_parties(call, signal)
+        for offer in signal.media:
+            self._attach(call, offer)
+        self._advance(call, signal, at)
+        return call
+
+    def _open(self, signal: CallSignal, at: float) -> LiveCall:
+        call = LiveCall(signal.call_id, signal.protocol, at, local_side=signal.local_side)
+        self.calls[signal.call_id] = call
+        self.calls_seen += 1
+        return call
+
+    def _learn_parties(self, call: LiveCall, signal: CallSignal) -> None:
+        for name in ("caller", "caller_name", "callee", "callee_name", "caller_ip", "callee_ip"):
+            value = getattr(signal, name)
+            if value:
+                setattr(call, name, value)
+        if signal.local_side is not None:
+            call.local_side = signal.local_side
+        call.direction = self.direction_of(call)
+
+    def direction_of(self, call: LiveCall) -> str:
+        """Inbound, outbound or internal, by which side is a known phone."""
+        caller_phone = call.local_side == Side.CALLER or (
+            bool(call.caller_ip) and self.is_phone(call.caller_ip)
+        )
+        callee_phone = call.local_side == Side.CALLEE or (
+            bool(call.callee_ip) and self.is_phone(call.callee_ip)
+        )
+        if caller_phone and callee_phone:
+            return "internal"
+        if caller_phone:
+            return "outbound"
+        if callee_phone:
+            return "inbound"
+        return ""
+
+    def _attach(self, call: LiveCall, offer: MediaOffer) -> None:
+        call.offers[offer.side] = offer
+        old = call.streams.get(offer.side)
+        if old is not None and old.receive_at == offer.receive_at:
+            old.payload_types = offer.payload_types or old.payload_types
+            return
+        if old is not None:
+            self._forget(old)
+        if offer.receive_at.ip in UNROUTABLE or offer.receive_at.port == 0 or offer.encrypted:
+            call.streams.pop(offer.side, None)
+            return
+        key = endpoint_key(offer.receive_at)
+        if key is None:
+            return
+        stream = MediaStream(call, offer.side, offer.receive_at, offer.payload_types)
+        call.streams[offer.side] = stream
+        taken = self.media.get(key)
+        if taken is not None and taken.call is not call:
+            taken.call.streams.pop(taken.receiver, None)
+        self.media[key] = stream
+
+    def _advance(self, call: LiveCall, signal: CallSignal, at: float) -> None:
+        event = signal.event
+        if event == CallEvent.RINGING and call.state == "setup":
+            call.state = "ringing"
+        elif event == CallEvent.ANSWER:
+            call.answered_at = call.answered_at or at
+            call.state = "connected"
+        elif event == CallEvent.HOLD:
+            call.state = "held"
+        elif event == CallEvent.RESUME:
+            call.state = "connected"
+        elif event == CallEvent.END:
+            self.end(call, at, signal.reason)
+
+    def end(self, call: LiveCall, at: float, reason: str) -> None:
+        call.ended_at = at
+        call.end_reason = reason
+        call.state = "ended"
+        for stream in list(call.streams.values()):
+            self._forget(stream)
+        self.calls.pop(call.call_id, None)
+
+    def _forget(self, stream: MediaStream) -> None:
+        key = endpoint_key(stream.receive_at)
+        if key is not None and self.media.get(key) is stream:
+            del self.media[key]
+
+    def sweep(self, now: float) -> list[LiveCall]:
+        """End calls whose media and signalling went silent; return them."""
+        ended = []
+        for call in list(self.calls.values()):
+            last = max([call.last_activity, *(s.last_at for s in call.streams.values())])
+            limit = self.silence_timeout if call.answered_at else self.setup_timeout
+            if now - last > limit:
+                ended.append(self.finish(call, last, "media-timeout"))
+        return ended
+
+    def finish_all(self, reason: str) -> list[LiveCall]:
+        """End every live call (capture over); each at its last sign of life."""
+        ended = []
+        for call in list(self.calls.values()):
+            last = max([call.last_activity, *(s.last_at for s in call.streams.values())])
+            ended.append(self.finish(call, last, reason))
+        return ended
+
+    def finish(self, call: LiveCall, at: float, reason: str) -> LiveCall:
+        self.end(call, at, reason)
+        return call
