@@ -1,0 +1,182 @@
+"""REGISTER transactions into BindingSeen (RFC 3261 §10).
+
+A REGISTER is held until its final response (matched by Call-ID and CSeq number). Only a 2xx
+makes bindings; a challenge (401/407) or a refusal (403, ...) makes none. The registrar's 2xx
+lists every current binding of the address-of-record with the lifetime it granted (§10.3
+step 8), so each Contact in the 2xx becomes one BindingSeen; when the 2xx lists none, the
+request's Contacts are used. The extension is the user part of the To URI exactly as sent (R4,
+with the `;ext=` rule of parties.py). The lifetime is the Contact's `expires` parameter, else
+the Expires header (of the response, then of the request), else 3600 seconds (§10.2.1.1).
+A lifetime of 0, or `Contact: *`, is an unregistration (§10.2.2).
+
+Which IP the binding names (the IP rule). "Where the phone is" means the source address of the
+REGISTER packet as the mirror port shows it; for a REGISTER that a proxy forwarded (more than
+one Via, §16.6 step 8) it is the `received` address, else the sent-by host, of the bottom Via,
+which is the phone's own. Then, for each Contact:
+
+1. a Contact host that is an IP literal equal to where the phone is: that IP;
+2. a hostname Contact: where the phone is;
+3. NAT shown, that is the registrar's Via in the response carries a `received` that differs
+   from the sent-by host or an `rport` that differs from the sent-by port (RFC 3581 §4):
+   where the phone is;
+4. a private Contact host (RFC 1918, RFC 4193, link-local, loopback) that differs from where
+   the phone is: where the phone is, since the phone sits behind a NAT the mirror is outside of;
+5. otherwise (a public IP literal, no NAT shown): the Contact host.
+
+A Contact in the 2xx that the REGISTER did not carry is some other binding of the same AOR
+(another device); it is reported with its own host when that is an IP literal and skipped
+otherwise, since the packet says nothing about where that device is.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from datetime import datetime
+
+from integrations.observations import BindingSeen, BindingSource
+from integrations.sip.message import SipMessage
+from integrations.sip.parties import extension_of, is_lync, sip_instance
+from integrations.sip.uri import NameAddr, Via, normalize_ip
+
+DEFAULT_EXPIRES = 3600  # RFC 3261 §10.2.1.1 leaves the default to the registrar; 3600 is usual
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRegister:
+    """A REGISTER request waiting for its final response."""
+
+    at: datetime
+    phone_ip: str
+    extension: str
+    contacts: tuple[NameAddr, ...]
+    contact_star: bool
+    expires: int | None
+    lync: bool
+
+
+def pending_register(request: SipMessage, packet_source: str, at: datetime) -> PendingRegister:
+    return PendingRegister(
+        at=at,
+        phone_ip=phone_address(request.vias, packet_source),
+        extension=extension_of(request.to.uri),
+        contacts=request.contacts,
+        contact_star=request.contact_star,
+        expires=parse_expires(request.header("expires")),
+        lync=is_lync(request),
+    )
+
+
+def phone_address(vias: tuple[Via, ...], packet_source: str) -> str:
+    """The packet source, or for a forwarded REGISTER the phone's own (bottom) Via."""
+    if len(vias) <= 1:
+        return packet_source
+    phone_via = vias[-1]
+    received = normalize_ip(phone_via.param("received") or "")
+    return received or normalize_ip(phone_via.host) or packet_source
+
+
+def parse_expires(text: str | None) -> int | None:
+    """A delta-seconds value (§20.19, §20.10), or None when absent or not a number."""
+    value = (text or "").strip()
+    if not value.isdigit() or len(value) > 10:
+        return None
+    return int(value)
+
+
+def bindings_from_response(
+    pending: PendingRegister, response: SipMessage, at: datetime
+) -> list[BindingSeen]:
+    """BindingSeen for a 2xx to a REGISTER (the caller checks the status)."""
+    if not pending.extension:
+        return []
+    source = BindingSource.LYNC if pending.lync or is_lync(response) else BindingSource.SIP_REGISTER
+    if pending.contact_star:
+        return [BindingSeen(pending.extension, pending.phone_ip, source, at, 0, True)]
+    nat_shown = bool(response.vias) and via_shows_nat(response.vias[0])
+    granted = parse_expires(response.header("expires"))
+    contacts = response.contacts or pending.contacts
+    seen = []
+    for contact in contacts[:32]:
+        binding = contact_binding(pending, contact, source, at, nat_shown, granted)
+        if binding is not None:
+            seen.append(binding)
+    return seen
+
+
+def contact_binding(
+    pending: PendingRegister,
+    contact: NameAddr,
+    source: BindingSource,
+    at: datetime,
+    nat_shown: bool,
+    granted: int | None,
+) -> BindingSeen | None:
+    ip = binding_ip(contact, pending, nat_shown)
+    if ip is None:
+        return None
+    expires = first_of(parse_expires(contact.param("expires")), granted, pending.expires)
+    return BindingSeen(
+        extension=pending.extension,
+        ip=ip,
+        source=source,
+        seen_at=at,
+        expires_in=expires,
+        unregister=expires == 0,
+        device=sip_instance(contact) or requested_instance(contact, pending),
+    )
+
+
+def first_of(*values: int | None) -> int:
+    return next((value for value in values if value is not None), DEFAULT_EXPIRES)
+
+
+def binding_ip(contact: NameAddr, pending: PendingRegister, nat_shown: bool) -> str | None:
+    """The IP rule of the module docstring."""
+    host = contact.uri.host_ip
+    if not is_own_contact(contact, pending):
+        return host
+    if host is None or host == pending.phone_ip:
+        return pending.phone_ip
+    if nat_shown or is_private(host):
+        return pending.phone_ip
+    return host
+
+
+def is_own_contact(contact: NameAddr, pending: PendingRegister) -> bool:
+    """Whether a Contact of the 2xx is one the REGISTER itself carried (or it carried none)."""
+    if not pending.contacts:
+        return True
+    return any(same_binding(requested, contact) for requested in pending.contacts)
+
+
+def requested_instance(contact: NameAddr, pending: PendingRegister) -> str:
+    """RFC 5626: registrars often drop +sip.instance from the 2xx; the REGISTER had it."""
+    for requested in pending.contacts:
+        if same_binding(requested, contact):
+            return sip_instance(requested)
+    return ""
+
+
+def same_binding(first: NameAddr, second: NameAddr) -> bool:
+    """Contacts name the same binding when user, host and port agree (§10.3 step 6 compares
+    whole URIs; parameters such as `;ob` or `;transport` are left out here on purpose)."""
+    return (first.uri.user, first.uri.host.lower(), first.uri.port) == (
+        second.uri.user,
+        second.uri.host.lower(),
+        second.uri.port,
+    )
+
+
+def via_shows_nat(via: Via) -> bool:
+    """RFC 3581 §4 / RFC 3261 §18.2.1: the registrar saw another address than sent-by."""
+    received = normalize_ip(via.param("received") or "")
+    if received is not None and received != normalize_ip(via.host):
+        return True
+    rport = via.param("rport") or ""
+    return rport.isdigit() and int(rport) != (via.port or 5060)
+
+
+def is_private(ip: str) -> bool:
+    address = ipaddress.ip_address(ip)
+    return address.is_private or address.is_link_local or address.is_loopback

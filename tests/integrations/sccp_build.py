@@ -1,0 +1,59 @@
+"""Test helper: hand-built Skinny messages for layouts the public captures do not contain."""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+
+def skinny(message_id: int, payload: bytes = b"", version: int = 0) -> bytes:
+    """A whole message: header (length counts the id and payload) + payload."""
+    return struct.pack("<III", len(payload) + 4, version, message_id) + payload
+
+
+def fixed(text: str, size: int) -> bytes:
+    return text.encode().ljust(size, b"\x00")
+
+
+def ipv4(address: str) -> bytes:
+    return ipaddress.IPv4Address(address).packed
+
+
+def ipv4or6(address: str) -> bytes:
+    """The V17+ ipv4or6 form: ipAddrType u32 then a 16-byte address area."""
+    parsed = ipaddress.ip_address(address)
+    kind = 0 if parsed.version == 4 else 1
+    return struct.pack("<I", kind) + parsed.packed.ljust(16, b"\x00")
+
+
+def u32(*values: int) -> bytes:
+    return struct.pack(f"<{len(values)}I", *values)
+
+
+def register(device: str, station_ip: str, version: int = 0) -> bytes:
+    payload = fixed(device, 16) + u32(0, 1) + ipv4(station_ip) + u32(30007, 0, 0) + bytes(12)
+    return skinny(0x0001, payload, version)
+
+
+def line_stat(line: int, dn: str, display: str = "", label: str = "") -> bytes:
+    payload = u32(line) + fixed(dn, 24) + fixed(display, 40) + fixed(label, 40) + u32(0)
+    return skinny(0x0092, payload)
+
+
+def call_state(state: int, line: int, callref: int, version: int = 0) -> bytes:
+    return skinny(0x0111, u32(state, line, callref, 0, 4, 0), version)
+
+
+def call_info(
+    calling: str, calling_name: str, called: str, called_name: str, line: int, callref: int,
+    call_type: int,
+) -> bytes:  # fmt: skip
+    payload = (
+        fixed(calling_name, 40) + fixed(calling, 24) + fixed(called_name, 40) + fixed(called, 24)
+        + u32(line, callref, call_type)
+    )  # fmt: skip
+    return skinny(0x008F, payload.ljust(384, b"\x00"))
+
+
+def keepalive() -> bytes:
+    return skinny(0x0000)
