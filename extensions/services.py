@@ -107,6 +107,27 @@ class BindingOutcome:
     binding: Binding | None = None
 
 
+def learns_from_call(seen: BindingSeen) -> bool:
+    """Whether a call's ext/IP (rule R6) speaks for a phone.
+
+    A phone's own INVITE or answer says where its extension is. A trunk, an SBC or a
+    gateway also sends INVITEs in its own name, carrying outside numbers that are no
+    phone's: taking those as bindings would fill the directory with strangers at the
+    SBC's address and make its nodes look like R2 conflicts. So a call teaches ext/IP
+    only for an extension configured in QMS, or at the address of a known phone.
+    """
+    if seen.source != BindingSource.SIP_CALL:
+        return True
+    if Extension.objects.filter(number=seen.extension).exists():
+        return True
+    return (
+        phone_at(seen.ip) is not None
+        or Binding.objects.filter(ip=seen.ip, ended_at__isnull=True)
+        .exclude(source=BindingSource.SIP_CALL)
+        .exists()
+    )
+
+
 def apply_binding(seen: BindingSeen) -> BindingOutcome:
     """Apply one ext/IP observation to the directory (rules R5, R7, R2 on the wire).
 

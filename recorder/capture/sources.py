@@ -12,6 +12,7 @@ import logging
 import queue
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,12 +49,56 @@ def read_capture(path: Path) -> Iterator[Packet]:
             raise CaptureFileError(f"{path} is neither a pcap nor a pcapng capture file.")
 
 
-def _read_pcap(capture, path: Path) -> Iterator[Packet]:
+@dataclass(frozen=True, slots=True)
+class PcapFormat:
+    """What a classic pcap file header says about the records after it."""
+
+    byte_order: str
+    unit: float
+    linktype: int
+
+
+def pcap_format(capture, path: Path) -> PcapFormat:
     header = capture.read(24)
     if len(header) < 24:
         raise CaptureFileError(f"{path} ends inside its pcap file header.")
     order, unit = PCAP_MAGIC[header[:4]]
     linktype = struct.unpack_from(order + "I", header, 20)[0] & 0x0FFFFFFF
+    return PcapFormat(order, unit, linktype)
+
+
+def pcap_chunks(path: Path) -> tuple[PcapFormat, Iterator[bytes]] | None:
+    """A classic pcap file as its format and large chunks of records, for the engine's
+    fast loop; each chunk holds whole records only. None for anything but classic pcap."""
+    capture = open(path, "rb")  # noqa: SIM115 (closed by the chunk generator)
+    if capture.read(4) not in PCAP_MAGIC:
+        capture.close()
+        return None
+    capture.seek(0)
+    found = pcap_format(capture, path)
+    return found, _whole_records(capture, found, path)
+
+
+def _whole_records(capture, found: PcapFormat, path: Path) -> Iterator[bytes]:
+    record = struct.Struct(found.byte_order + "IIII")
+    rest = b""
+    with capture:
+        while chunk := capture.read(READ_CHUNK):
+            buffer, offset = rest + chunk, 0
+            while len(buffer) - offset >= 16:
+                end = offset + 16 + record.unpack_from(buffer, offset)[2]
+                if end > len(buffer):
+                    break
+                offset = end
+            rest = buffer[offset:]
+            yield buffer[:offset]
+    if rest:
+        log.warning("%s ends inside a packet; the partial packet is skipped", path)
+
+
+def _read_pcap(capture, path: Path) -> Iterator[Packet]:
+    found = pcap_format(capture, path)
+    order, unit, linktype = found.byte_order, found.unit, found.linktype
     record = struct.Struct(order + "IIII")
     buffer, offset = b"", 0
     while True:
@@ -157,6 +202,20 @@ class LiveCapture:
                 yield self.packets.get(timeout=0.1)
             except queue.Empty:
                 yield None
+
+    def drain(self, until: float, quiet: float = 0.3, limit: float = 2.0) -> Iterator[Packet]:
+        """After the caller stopped iterating: the packets captured up to `until` (a wall-clock
+        time) that are still queued or still inside libpcap, which hands a partly filled
+        buffer over only after its 100 ms timeout. Ends when none came for `quiet` seconds,
+        and after `limit` seconds at most, so a busy link cannot hold a stop up."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            try:
+                packet = self.packets.get(timeout=quiet)
+            except queue.Empty:
+                return
+            if packet[0] <= until:
+                yield packet
 
     def stats(self) -> list[InterfaceStats]:
         found = []

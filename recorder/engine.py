@@ -1,0 +1,339 @@
+"""The capture engine: packets in, observations out, RTP tied to live calls.
+
+The per-packet path never touches the database or the broker. RTP to a known media
+endpoint takes a fast path of a few byte comparisons and one dict lookup; everything else
+is peeled (link layers, tunnels, fragments, TCP) and handed to the signalling decoders,
+whose observations go to a sink (the directory and the call log live behind it).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from integrations.observations import BindingSeen, CallEvent, CallSignal, Endpoint, Observation
+from integrations.sccp.tracker import SccpTracker
+from integrations.sip.framing import SipStreamFramer
+from integrations.sip.message import looks_like_sip
+from integrations.sip.tracker import SipTracker
+from recorder.calls import CallSnapshot, CallTable
+from recorder.capture.ip import PROTO_TCP, PROTO_UDP, Datagram, IpDecoder
+from recorder.capture.link import LINKTYPE_ETHERNET, LinkError, ip_of_frame
+from recorder.capture.sources import Packet, PcapFormat
+from recorder.capture.tcp import TcpReassembler
+
+log = logging.getLogger(__name__)
+
+SCCP_PORT = 2000
+SIP_PORTS = {5060}
+# Signalling QMS cannot read passively: SIP over TLS and secure SCCP (TLS on 2443).
+ENCRYPTED_SIGNALLING_PORTS = {5061: "sip-tls", 2443: "sccp-tls"}
+ETHERNET_IPV4_NO_OPTIONS = b"\x08\x00\x45"
+TICK_SECONDS = 1.0
+# Counted, but not errors: traffic that is not for QMS, and the ordinary life of TCP.
+NOT_ERRORS = {
+    "not-ip",
+    "pppoe-not-ip",
+    "gre-not-mirror",
+    "not-udp-or-tcp",
+    "tcp-out-of-order",
+    "tcp-retransmission",
+    "tcp-idle-expired",
+}
+
+
+class Sink(Protocol):
+    """Where per-binding and per-call events leave the capture loop."""
+
+    def binding(self, seen: BindingSeen) -> None: ...
+
+    def call(self, snapshot: CallSnapshot) -> None: ...
+
+
+@dataclass
+class EngineStats:
+    packets: int = 0
+    octets: int = 0
+    rtp_packets: int = 0
+    rtp_unmatched: int = 0
+    sip_messages: int = 0
+    sccp_messages: int = 0
+    bindings: int = 0
+    encrypted_signalling: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)
+    ignored: Counter = field(default_factory=Counter)
+
+
+class Engine:
+    def __init__(self, sink: Sink, phone_ips: set[str] | None = None) -> None:
+        self.sink = sink
+        self.stats = EngineStats()
+        # Addresses of phones QMS knows: the directory's, plus every binding seen since.
+        self.phone_ips = set(phone_ips or ())
+        self.calls = CallTable(self.phone_ips.__contains__)
+        self.media = self.calls.media  # the fast path's view of the media index
+        self.ip = IpDecoder(self.count)
+        self.sip = SipTracker()
+        self.sccp = SccpTracker()
+        self.tcp = TcpReassembler(self._classify_stream, self.count)
+        self.clock = 0.0
+        self.next_tick = 0.0
+
+    def count(self, kind: str) -> None:
+        if kind in NOT_ERRORS:
+            self.stats.ignored[kind] += 1
+        else:
+            self.stats.errors[kind] += 1
+
+    def run(self, packets: Iterable[Packet | None], wall_clock: Callable[[], float]) -> None:
+        """Feed every packet; a None from a live source means "no packet for a while"."""
+        for packet in packets:
+            if packet is None:
+                self.tick(max(self.clock, wall_clock()))
+            else:
+                self.feed(*packet)
+
+    def feed_pcap(self, found: PcapFormat, chunks: Iterable[bytes]) -> None:
+        """A classic pcap file, record by record, with the RTP fast path inlined.
+
+        This loop is the hot path of an import: for RTP to a known media endpoint it does
+        one header unpack, four byte comparisons and one dict lookup, and builds nothing.
+        """
+        unpack = struct.Struct(found.byte_order + "IIII").unpack_from
+        unit, linktype, media, stats = found.unit, found.linktype, self.media, self.stats
+        ethernet = linktype == LINKTYPE_ETHERNET
+        for buffer in chunks:
+            offset, end, packets, rtp_packets = 0, len(buffer), 0, 0
+            next_tick = self.next_tick
+            while offset < end:
+                seconds, fraction, captured, _ = unpack(buffer, offset)
+                start = offset + 16
+                offset = start + captured
+                at = seconds + fraction * unit
+                packets += 1
+                if at >= next_tick:
+                    self.tick(at)
+                    next_tick = self.next_tick
+                # Ethernet II, IPv4 without options, UDP, not a fragment (flags/offset 0 or DF).
+                if (
+                    ethernet
+                    and buffer[start + 12 : start + 15] == ETHERNET_IPV4_NO_OPTIONS
+                    and buffer[start + 23] == 17
+                    and not buffer[start + 20] & 0xBF
+                    and not buffer[start + 21]
+                ):
+                    stream = media.get(
+                        buffer[start + 30 : start + 34] + buffer[start + 36 : start + 38]
+                    )
+                    if stream is not None:
+                        rtp_packets += 1
+                        stream.packets += 1
+                        stream.octets += captured - 42
+                        stream.last_at = at
+                        if not stream.first_at:
+                            stream.first_at = at
+                        continue
+                self._slow_path(at, linktype, buffer[start:offset])
+            stats.packets += packets
+            stats.rtp_packets += rtp_packets
+            stats.octets += end - 16 * packets
+
+    def feed(self, at: float, linktype: int, frame: bytes) -> None:
+        stats = self.stats
+        stats.packets += 1
+        stats.octets += len(frame)
+        if at >= self.next_tick:
+            self.tick(at)
+        if (
+            linktype == LINKTYPE_ETHERNET
+            and frame[12:15] == ETHERNET_IPV4_NO_OPTIONS
+            and frame[23:24] == b"\x11"
+            and not frame[20] & 0x3F
+            and not frame[21]
+        ):
+            stream = self.media.get(frame[30:34] + frame[36:38])
+            if stream is not None:
+                stats.rtp_packets += 1
+                stream.packets += 1
+                stream.octets += len(frame) - 42
+                stream.last_at = at
+                if not stream.first_at:
+                    stream.first_at = at
+                return
+        self._slow_path(at, linktype, frame)
+
+    def _slow_path(self, at: float, linktype: int, frame: bytes) -> None:
+        try:
+            datagram = self.ip.decode(ip_of_frame(linktype, frame), at)
+        except LinkError as error:
+            self.count(error.kind)
+            return
+        if datagram is None:
+            return
+        if datagram.proto == PROTO_UDP:
+            self._udp(datagram, at)
+        elif datagram.proto == PROTO_TCP:
+            self._tcp(datagram, at)
+        else:
+            self.count("not-udp-or-tcp")
+
+    def _udp(self, datagram: Datagram, at: float) -> None:
+        header = datagram.payload
+        if len(header) < 8:
+            self.count("truncated-udp")
+            return
+        source_port, destination_port = struct.unpack_from("!HH", header)
+        payload = header[8:]
+        stream = self.media.get(datagram.dst + header[2:4])
+        if stream is not None:
+            self._count_rtp(stream, payload, at)
+        elif looks_like_sip(payload):
+            src = Endpoint(datagram.src_ip, source_port)
+            dst = Endpoint(datagram.dst_ip, destination_port)
+            self._observe_all(self.sip.feed(payload, src, dst, self._when(at), "udp"))
+            self.stats.sip_messages += 1
+        elif destination_port in ENCRYPTED_SIGNALLING_PORTS:
+            self.stats.encrypted_signalling[datagram.src_ip] += 1
+        elif looks_like_rtp(payload):
+            self.stats.rtp_unmatched += 1
+
+    def _count_rtp(self, stream, payload: bytes, at: float) -> None:
+        self.stats.rtp_packets += 1
+        stream.packets += 1
+        stream.octets += len(payload)
+        stream.last_at = at
+        if not stream.first_at:
+            stream.first_at = at
+
+    def _tcp(self, datagram: Datagram, at: float) -> None:
+        segment = datagram.payload
+        if len(segment) < 20:
+            self.count("truncated-tcp")
+            return
+        source_port, destination_port, seq = struct.unpack_from("!HHI", segment)
+        header_length = (segment[12] >> 4) * 4
+        if header_length < 20 or header_length > len(segment):
+            self.count("bad-tcp-header")
+            return
+        for port in (source_port, destination_port):
+            label = ENCRYPTED_SIGNALLING_PORTS.get(port)
+            if label is not None:
+                phone_ip = datagram.src_ip if port == destination_port else datagram.dst_ip
+                self.stats.encrypted_signalling[f"{label} {phone_ip}"] += 1
+                return
+        src = Endpoint(datagram.src_ip, source_port)
+        dst = Endpoint(datagram.dst_ip, destination_port)
+        self.tcp.segment(src, dst, seq, segment[13], segment[header_length:], at)
+
+    def _classify_stream(self, client: Endpoint, server: Endpoint, payload: bytes):
+        if SCCP_PORT in (client.port, server.port):
+            return SccpSession(self, client, server)
+        if looks_like_sip(payload) or SIP_PORTS & {client.port, server.port}:
+            return SipConnection(self, client, server)
+        return None
+
+    def _when(self, at: float) -> datetime:
+        return datetime.fromtimestamp(at, UTC)
+
+    def _observe_all(self, observations: list[Observation]) -> None:
+        for observation in observations:
+            self.observe(observation)
+
+    def observe(self, observation: Observation) -> None:
+        if isinstance(observation, CallSignal):
+            call = self.calls.apply(observation, observation.at.timestamp())
+            if call is not None:
+                self.sink.call(call.snapshot(observation.event))
+        elif isinstance(observation, BindingSeen):
+            self.stats.bindings += 1
+            if not observation.unregister:
+                self.phone_ips.add(observation.ip)
+            self.sink.binding(observation)
+
+    def tick(self, now: float) -> None:
+        """Once a second of capture time: expire what waited too long."""
+        self.clock = max(self.clock, now)
+        self.next_tick = now + TICK_SECONDS
+        self.ip.defragmenter.expire(now)
+        self.tcp.expire(now)
+        when = self._when(now)
+        self._observe_all(self.sip.expire(when))
+        self._observe_all(self.sccp.expire(when))
+        for ended in self.calls.sweep(now):
+            self.sink.call(ended.snapshot(CallEvent.END))
+
+    def finish(self) -> None:
+        """The capture is over: end the calls still live, at their last sign of life.
+
+        TCP sessions are not closed: QMS stopping says nothing about the phones, whose
+        bindings stay until they unregister or expire.
+        """
+        for ended in self.calls.finish_all("capture-ended"):
+            self.sink.call(ended.snapshot(CallEvent.END))
+
+    @property
+    def sip_errors(self) -> Counter:
+        return self.sip.errors
+
+    @property
+    def sccp_errors(self) -> Counter:
+        return self.sccp.errors
+
+
+def looks_like_rtp(payload: bytes) -> bool:
+    """RTP version 2 (RFC 3550 §5.1) and not RTCP (payload types 200-204 in byte 1)."""
+    return len(payload) >= 12 and payload[0] >> 6 == 2 and not 200 <= payload[1] <= 204
+
+
+class SipConnection:
+    """SIP over one TCP connection: a framer per direction feeding the SIP tracker."""
+
+    def __init__(self, engine: Engine, client: Endpoint, server: Endpoint) -> None:
+        self.engine = engine
+        self.ends = {True: (client, server), False: (server, client)}
+        self.framers = {True: SipStreamFramer(), False: SipStreamFramer()}
+
+    def data(self, from_client: bool, chunk: bytes, at: float) -> None:
+        src, dst = self.ends[from_client]
+        for message in self.framers[from_client].feed(chunk):
+            self.engine.stats.sip_messages += 1
+            observations = self.engine.sip.feed(message, src, dst, self.engine._when(at), "tcp")
+            self.engine._observe_all(observations)
+
+    def gap(self, from_client: bool) -> None:
+        self.framers[from_client].gap()
+
+    def close(self, at: float) -> None:
+        self.framers.clear()
+
+
+class SccpSession:
+    """One Skinny station session: the phone's TCP connection to its CallManager."""
+
+    def __init__(self, engine: Engine, client: Endpoint, server: Endpoint) -> None:
+        self.engine = engine
+        # The CallManager listens on 2000; the other end is the phone.
+        if server.port == SCCP_PORT:
+            self.phone, self.cm, self.phone_is_client = client, server, True
+        else:
+            self.phone, self.cm, self.phone_is_client = server, client, False
+
+    def data(self, from_client: bool, chunk: bytes, at: float) -> None:
+        from_phone = from_client == self.phone_is_client
+        before = sum(self.engine.sccp.messages.values())
+        observations = self.engine.sccp.feed(
+            chunk, self.phone, self.cm, from_phone, self.engine._when(at)
+        )
+        self.engine.stats.sccp_messages += sum(self.engine.sccp.messages.values()) - before
+        self.engine._observe_all(observations)
+
+    def gap(self, from_client: bool) -> None:
+        self.engine.sccp.gap(self.phone, self.cm, from_client == self.phone_is_client)
+
+    def close(self, at: float) -> None:
+        self.engine._observe_all(self.engine.sccp.close(self.phone, self.cm, self.engine._when(at)))

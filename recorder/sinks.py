@@ -1,0 +1,157 @@
+"""Where the capture loop's events meet the database.
+
+The capture loop hands bindings and call snapshots to a DatabaseSink, whose own thread
+applies them: bindings through the directory's service function, calls as Call rows. The
+loop never waits on the database; the queue between them is bounded, and when it is full
+the loop waits rather than lose a binding or a call.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import Counter
+from datetime import UTC, datetime
+
+from django.db import DatabaseError, close_old_connections, connection
+
+from extensions.models import Binding, Phone
+from extensions.services import apply_binding, learns_from_call, who_was_at
+from integrations.observations import BindingSeen, CallEvent
+from recorder.calls import CallSnapshot
+from recorder.models import Call
+
+log = logging.getLogger(__name__)
+
+STOP = object()
+
+
+def known_phone_ips() -> set[str]:
+    """Every address the directory believes is a phone: configured, current, or bound."""
+    ips = set(Phone.objects.exclude(current_ip=None).values_list("current_ip", flat=True))
+    ips |= set(Phone.objects.exclude(configured_ip=None).values_list("configured_ip", flat=True))
+    ips |= set(Binding.objects.filter(ended_at__isnull=True).values_list("ip", flat=True))
+    return ips
+
+
+def moment(timestamp: float | None) -> datetime | None:
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
+
+
+class CallLog:
+    """Writes call snapshots as Call rows, one row per call, idempotently."""
+
+    def __init__(self, node: str = "") -> None:
+        self.node = node
+        self.rows: dict[str, int] = {}
+        self.written = 0
+
+    def record(self, snapshot: CallSnapshot) -> Call:
+        call = self._row(snapshot)
+        call.state = snapshot.state
+        call.direction = snapshot.direction
+        call.answered_at = moment(snapshot.answered_at)
+        call.ended_at = moment(snapshot.ended_at)
+        call.end_reason = snapshot.end_reason
+        for name in ("caller", "caller_name", "callee", "callee_name"):
+            setattr(call, name, getattr(snapshot, name)[:128])
+        call.caller_ip = snapshot.caller_ip or None
+        call.callee_ip = snapshot.callee_ip or None
+        call.media = [media_json(offer) for offer in snapshot.media]
+        self._attribute(call, snapshot)
+        call.save()
+        self.written += 1
+        if snapshot.event == CallEvent.END:
+            self.rows.pop(snapshot.call_id, None)
+        return call
+
+    def _row(self, snapshot: CallSnapshot) -> Call:
+        pk = self.rows.get(snapshot.call_id)
+        if pk is not None:
+            found = Call.objects.filter(pk=pk).first()
+            if found is not None:
+                return found
+        call, _ = Call.objects.get_or_create(
+            protocol=snapshot.protocol,
+            call_id=snapshot.call_id[:255],
+            started_at=moment(snapshot.started_at),
+            defaults={"node": self.node},
+        )
+        self.rows[snapshot.call_id] = call.pk
+        return call
+
+    def _attribute(self, call: Call, snapshot: CallSnapshot) -> None:
+        """The recorded side's extension, phone and person, as the directory had them."""
+        call.extension = snapshot.local_number[:128]
+        if not snapshot.local_ip:
+            return
+        found = who_was_at(snapshot.local_ip, call.started_at)
+        if found is not None:
+            call.phone = found.phone
+            call.agent = found.agent
+            call.extension = call.extension or found.extension_number
+
+
+def media_json(offer) -> dict:
+    return {
+        "side": str(offer.side),
+        "ip": offer.receive_at.ip,
+        "port": offer.receive_at.port,
+        "payload_types": [list(pair) for pair in offer.payload_types],
+        "mode": offer.mode,
+        "encrypted": offer.encrypted,
+    }
+
+
+class DatabaseSink:
+    """Applies the capture loop's events to the database from a thread of its own."""
+
+    def __init__(self, node: str = "", capacity: int = 100_000) -> None:
+        self.events: queue.Queue = queue.Queue(maxsize=capacity)
+        self.calls = CallLog(node)
+        self.bindings_applied = 0
+        self.outcomes: Counter = Counter()
+        self.failures: Counter = Counter()
+        self.thread = threading.Thread(target=self._work, name="qms-db-sink", daemon=True)
+        self.thread.start()
+
+    def binding(self, seen: BindingSeen) -> None:
+        self.events.put(seen)
+
+    def call(self, snapshot: CallSnapshot) -> None:
+        self.events.put(snapshot)
+
+    def close(self) -> None:
+        """Apply everything queued, then stop."""
+        self.events.put(STOP)
+        self.thread.join()
+
+    def _work(self) -> None:
+        try:
+            while (event := self.events.get()) is not STOP:
+                self._apply(event)
+        finally:
+            connection.close()
+
+    def _bind(self, seen: BindingSeen) -> None:
+        if not learns_from_call(seen):
+            self.outcomes["not a phone's (trunk or gateway)"] += 1
+            return
+        self.outcomes[apply_binding(seen).action] += 1
+        self.bindings_applied += 1
+
+    def _apply(self, event: BindingSeen | CallSnapshot) -> None:
+        # The loop's edge: one bad event is counted and logged, never the end of the rest.
+        try:
+            if isinstance(event, BindingSeen):
+                self._bind(event)
+            else:
+                self.calls.record(event)
+        except DatabaseError as error:
+            self.failures[type(error).__name__] += 1
+            log.error("could not store %r: %s", event, error)
+            close_old_connections()
+        except Exception:
+            self.failures["unexpected"] += 1
+            log.exception("could not store %r", event)

@@ -1,0 +1,45 @@
+"""The end-of-run summary shared by import_pcap and sniff."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from recorder.engine import Engine
+from recorder.sinks import DatabaseSink
+
+
+def summary_lines(engine: Engine, sink: DatabaseSink, seconds: float) -> list[str]:
+    stats = engine.stats
+    rate = stats.packets / seconds if seconds > 0 else 0.0
+    lines = [
+        f"packets: {stats.packets} in {seconds:.1f} s ({rate:,.0f} packets/s)",
+        f"SIP messages: {stats.sip_messages}",
+        f"SCCP messages: {stats.sccp_messages}",
+        f"bindings learned: {stats.bindings} ({format_counts(sink.outcomes) or 'none applied'})",
+        f"calls seen: {engine.calls.calls_seen}",
+        f"RTP packets: {stats.rtp_packets} matched to calls, {stats.rtp_unmatched} unmatched",
+    ]
+    if stats.encrypted_signalling:
+        lines.append(
+            "encrypted signalling (not decodable): " + format_counts(stats.encrypted_signalling)
+        )
+    if stats.ignored:
+        lines.append(
+            f"not signalling or media (counted, not errors): {format_counts(stats.ignored)}"
+        )
+    errors = decode_errors(engine)
+    lines.append(f"decode errors: {format_counts(errors) if errors else 'none'}")
+    if sink.failures:
+        lines.append(f"storage failures: {format_counts(sink.failures)}")
+    return lines
+
+
+def decode_errors(engine: Engine) -> Counter:
+    errors = Counter(engine.stats.errors)
+    errors.update({f"sip {kind}": n for kind, n in engine.sip.errors.items()})
+    errors.update({f"sccp {kind}": n for kind, n in engine.sccp.errors.items()})
+    return errors
+
+
+def format_counts(counts: Counter) -> str:
+    return ", ".join(f"{kind} {number}" for kind, number in counts.most_common())
