@@ -1,0 +1,157 @@
+"""The engine on traffic it must not lose: fragments, split and reordered TCP, mid-stream
+SCCP, tagged RTP, silent calls. Traffic is written by the project's own generator."""
+
+from __future__ import annotations
+
+import itertools
+import struct
+import sys
+from pathlib import Path
+
+from integrations.observations import BindingSeen, CallEvent
+from recorder.calls import CallSnapshot
+from recorder.capture.sources import pcap_chunks
+from recorder.engine import Engine
+from tests.packets import ethernet, fragments4, rtp, tcp4, udp4, vlan
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+import traffic
+
+
+class Collected:
+    def __init__(self) -> None:
+        self.bindings: list[BindingSeen] = []
+        self.calls: list[CallSnapshot] = []
+
+    def binding(self, seen: BindingSeen) -> None:
+        self.bindings.append(seen)
+
+    def call(self, snapshot: CallSnapshot) -> None:
+        self.calls.append(snapshot)
+
+    def events(self, call_id: str) -> list[CallEvent]:
+        return [snapshot.event for snapshot in self.calls if snapshot.call_id == call_id]
+
+
+def run(frames: list[tuple[float, bytes]]) -> tuple[Engine, Collected]:
+    sink = Collected()
+    engine = Engine(sink)
+    for at, frame in frames:
+        engine.feed(at, 1, frame)
+    return engine, sink
+
+
+def sip_payloads(call: traffic.Call, phase: str) -> list[bytes]:
+    return [frame[42:] for frame in traffic.sip_signalling(call, phase)]
+
+
+CALL = traffic.make_calls(1)[0]
+
+
+def test_a_fragmented_invite_still_starts_its_call() -> None:
+    invite, ok, _ack = sip_payloads(CALL, "invite")
+    padded = invite.replace(b"CSeq:", b"X-Padding: " + b"p" * 2500 + b"\r\nCSeq:", 1)
+    packet = udp4(CALL.phone_ip, 5060, CALL.gateway_ip, 5060, padded, ident=4242)
+    pieces = fragments4(packet, 1480)
+    frames = [(1.0 + index * 0.001, ethernet(piece)) for index, piece in enumerate(pieces)]
+    frames.append((1.1, ethernet(udp4(CALL.gateway_ip, 5060, CALL.phone_ip, 5060, ok))))
+    _engine, sink = run(frames)
+    assert len(pieces) == 3
+    assert sink.events(f"bench-0@{CALL.phone_ip}") == [CallEvent.START, CallEvent.ANSWER]
+    assert sink.calls[0].caller == CALL.extension
+
+
+def test_sip_over_tcp_split_and_out_of_order_is_read_whole() -> None:
+    register, ok = sip_payloads(CALL, "register")
+    seq = 5000
+    cuts = [0, 40, 150, len(register)]
+    segments = [
+        tcp4(CALL.phone_ip, 41000, traffic.REGISTRAR_IP, 5060, seq + start, register[start:end])
+        for start, end in itertools.pairwise(cuts)
+    ]
+    handshake = tcp4(CALL.phone_ip, 41000, traffic.REGISTRAR_IP, 5060, seq - 1, flags=0x02)
+    frames = [
+        (0.9, ethernet(handshake)),
+        (1.0, ethernet(segments[2])),
+        (1.01, ethernet(segments[0])),
+        (1.02, ethernet(segments[1])),
+        (1.02, ethernet(segments[1])),
+    ]
+    frames.append((1.05, ethernet(tcp4(traffic.REGISTRAR_IP, 5060, CALL.phone_ip, 41000, 90, ok))))
+    engine, sink = run(frames)
+    assert [(seen.extension, seen.ip, seen.expires_in) for seen in sink.bindings] == [
+        (CALL.extension, CALL.phone_ip, 3600)
+    ]
+    assert engine.sip.messages["REGISTER"] == 1
+    assert engine.stats.ignored["tcp-out-of-order"] == 1
+    assert engine.stats.ignored["tcp-retransmission"] == 1
+
+
+def test_an_sccp_session_picked_up_mid_stream_still_follows_the_call() -> None:
+    session = traffic.SccpSession(CALL)
+    frames = session.register() + session.connect() + session.hang_up()
+    # The capture starts after the phone registered: the first frames are never seen,
+    # and the first one seen begins in the middle of a message.
+    first = frames[4]
+    seq = struct.unpack_from("!I", first, 14 + 20 + 4)[0]
+    cut = ethernet(
+        tcp4(
+            traffic.CM_IP,
+            traffic.SCCP_PORT,
+            CALL.phone_ip,
+            session.port,
+            seq + 30,
+            first[14 + 20 + 20 + 30 :],
+        )
+    )
+    _engine, sink = run(
+        [(1.0 + index * 0.01, frame) for index, frame in enumerate([cut, *frames[5:]])]
+    )
+    events = [snapshot.event for snapshot in sink.calls]
+    assert CallEvent.END in events
+    assert sink.calls[-1].end_reason == "onhook"
+    assert any(snapshot.media for snapshot in sink.calls)
+
+
+def test_rtp_in_a_vlan_is_matched_through_the_slow_path() -> None:
+    invite, ok, _ack = sip_payloads(CALL, "invite")
+    frames = [
+        (1.0, ethernet(udp4(CALL.phone_ip, 5060, CALL.gateway_ip, 5060, invite))),
+        (1.1, ethernet(udp4(CALL.gateway_ip, 5060, CALL.phone_ip, 5060, ok))),
+    ]
+    voice = rtp(1, 160, 0x1234, b"\xff" * 160)
+    to_phone = udp4(CALL.gateway_ip, 40000, CALL.phone_ip, CALL.phone_rtp, voice)
+    frames += [(1.2 + index * 0.02, vlan(to_phone, 100)) for index in range(10)]
+    engine, _sink = run(frames)
+    assert engine.stats.rtp_packets == 10
+    stream = next(iter(engine.calls.calls.values())).streams
+    assert sum(s.packets for s in stream.values()) == 10
+
+
+def test_a_call_whose_media_goes_silent_is_ended_by_the_sweep() -> None:
+    invite, ok, _ack = sip_payloads(CALL, "invite")
+    frames = [
+        (1.0, ethernet(udp4(CALL.phone_ip, 5060, CALL.gateway_ip, 5060, invite))),
+        (1.1, ethernet(udp4(CALL.gateway_ip, 5060, CALL.phone_ip, 5060, ok))),
+        (500.0, ethernet(udp4("10.9.9.9", 1, "10.9.9.8", 2, b"later traffic"))),
+    ]
+    _engine, sink = run(frames)
+    assert sink.calls[-1].event == CallEvent.END
+    assert sink.calls[-1].end_reason in ("media-timeout", "timeout")
+
+
+def test_the_pcap_fast_loop_and_the_packet_path_agree(tmp_path: Path) -> None:
+    path = tmp_path / "calls.pcap"
+    traffic.write(path, traffic.packets(traffic.make_calls(20), 1.0, use_sccp=False))
+    looped = Engine(Collected())
+    found, chunks = pcap_chunks(path)
+    looped.feed_pcap(found, chunks)
+    stepped = Engine(Collected())
+    with open(path, "rb") as capture:
+        capture.read(24)
+        while header := capture.read(16):
+            seconds, micros, length, _ = struct.unpack("<IIII", header)
+            stepped.feed(seconds + micros * 1e-6, 1, capture.read(length))
+    assert looped.stats.packets == stepped.stats.packets == 20 * 107
+    assert looped.stats.rtp_packets == stepped.stats.rtp_packets == 20 * 100
+    assert looped.stats.sip_messages == stepped.stats.sip_messages == 20 * 7
