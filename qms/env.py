@@ -121,7 +121,14 @@ def _sqlite_database(path: str, engine: str) -> dict:
     name = path[1:] if path.startswith("/") else path
     if not name:
         raise ValueError("a SQLite URL needs a file name, as in sqlite:///var/qms.sqlite3")
-    return {"ENGINE": engine, "NAME": name}
+    # WAL lets the web read while a capture writes; NORMAL syncs at checkpoints rather
+    # than at every commit, which is safe in WAL mode. IMMEDIATE takes the write lock at
+    # the start of a transaction, so two writers queue instead of failing mid-way.
+    options = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+    }
+    return {"ENGINE": engine, "NAME": name, "OPTIONS": options}
 
 
 def _server_database(parts, engine: str) -> dict:

@@ -14,7 +14,7 @@ import threading
 from collections import Counter
 from datetime import UTC, datetime
 
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import DatabaseError, close_old_connections, connection, transaction
 
 from extensions.models import Binding, Phone
 from extensions.services import apply_binding, learns_from_call, who_was_at
@@ -25,6 +25,8 @@ from recorder.models import Call
 log = logging.getLogger(__name__)
 
 STOP = object()
+# Events applied per transaction: one commit (one fsync) per batch, not per event.
+BATCH = 500
 
 
 def known_phone_ips() -> set[str]:
@@ -129,10 +131,35 @@ class DatabaseSink:
 
     def _work(self) -> None:
         try:
-            while (event := self.events.get()) is not STOP:
-                self._apply(event)
+            stopped = False
+            while not stopped:
+                batch = self._next_batch()
+                stopped = batch[-1] is STOP
+                self._apply_batch([event for event in batch if event is not STOP])
         finally:
             connection.close()
+
+    def _next_batch(self) -> list:
+        """What is queued now, in order, up to BATCH events (waiting for the first)."""
+        batch = [self.events.get()]
+        while len(batch) < BATCH and batch[-1] is not STOP:
+            try:
+                batch.append(self.events.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _apply_batch(self, batch: list) -> None:
+        """One transaction per batch (one commit, one fsync); each event in a savepoint of
+        its own, so one failure spoils nothing else."""
+        try:
+            with transaction.atomic():
+                for event in batch:
+                    self._apply(event)
+        except DatabaseError as error:
+            self.failures[type(error).__name__] += len(batch)
+            log.error("could not commit %d events: %s", len(batch), error)
+            close_old_connections()
 
     def _bind(self, seen: BindingSeen) -> None:
         if not learns_from_call(seen):
@@ -144,10 +171,11 @@ class DatabaseSink:
     def _apply(self, event: BindingSeen | CallSnapshot) -> None:
         # The loop's edge: one bad event is counted and logged, never the end of the rest.
         try:
-            if isinstance(event, BindingSeen):
-                self._bind(event)
-            else:
-                self.calls.record(event)
+            with transaction.atomic():
+                if isinstance(event, BindingSeen):
+                    self._bind(event)
+                else:
+                    self.calls.record(event)
         except DatabaseError as error:
             self.failures[type(error).__name__] += 1
             log.error("could not store %r: %s", event, error)

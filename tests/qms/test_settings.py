@@ -199,6 +199,10 @@ def test_a_sqlite_url_with_three_slashes_is_a_relative_path() -> None:
     assert parse_database_url("sqlite:///var/qms.sqlite3") == {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": "var/qms.sqlite3",
+        "OPTIONS": {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+        },
     }
 
 
