@@ -16,6 +16,7 @@ from extensions.models import (
     Agent,
     Binding,
     BindingConflict,
+    EncryptedSignalling,
     Extension,
     LineAppearance,
     Phone,
@@ -243,6 +244,13 @@ class SeenExtensionAdmin(ReadOnlyAdmin):
     @admin.display(boolean=True)
     def configured(self, seen: SeenExtension) -> bool:
         return Extension.objects.filter(number=seen.number).exists()
+
+
+@admin.register(EncryptedSignalling)
+class EncryptedSignallingAdmin(ReadOnlyAdmin):
+    list_display = ["ip", "protocol", "first_seen", "last_seen"]
+    search_fields = ["ip"]
+    list_filter = ["protocol"]
 
 
 @admin.register(BindingConflict)

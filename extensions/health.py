@@ -6,7 +6,16 @@ from dataclasses import dataclass, field
 
 from django.db.models import Exists, OuterRef
 
-from extensions.models import BindingConflict, Extension, LineAppearance, SeenExtension
+from extensions.models import (
+    Binding,
+    BindingConflict,
+    EncryptedSignalling,
+    Extension,
+    LineAppearance,
+    Phone,
+    SeenExtension,
+)
+from extensions.services import phone_at
 
 # A one-digit configured number (the operator's 0) would match half the wire.
 MIN_SUGGESTION_LENGTH = 2
@@ -21,14 +30,23 @@ class UnconfiguredNumber:
 
 
 @dataclass(frozen=True, slots=True)
+class EncryptedPhone:
+    """An address whose signalling QMS cannot read, and the phone configured there."""
+
+    seen: EncryptedSignalling
+    phone: Phone | None
+
+
+@dataclass(frozen=True, slots=True)
 class DirectoryHealth:
     never_seen: list[Extension]
     unconfigured: list[UnconfiguredNumber]
     open_conflicts: list[BindingConflict]
+    encrypted: list[EncryptedPhone] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
-        return not (self.never_seen or self.unconfigured or self.open_conflicts)
+        return not (self.never_seen or self.unconfigured or self.open_conflicts or self.encrypted)
 
 
 def directory_health() -> DirectoryHealth:
@@ -40,7 +58,20 @@ def directory_health() -> DirectoryHealth:
                 "first_binding", "second_binding"
             )
         ),
+        encrypted=encrypted_phones(),
     )
+
+
+def encrypted_phones() -> list[EncryptedPhone]:
+    """Addresses whose signalling is TLS and which QMS has learned nothing else about.
+
+    A static IP configured in QMS, or a live binding from another source (TAPI, a clear
+    SIP leg), covers such a phone; the rest cannot be attributed by their signalling.
+    """
+    learned = Binding.objects.filter(ip=OuterRef("ip"), ended_at__isnull=True)
+    static = Phone.objects.filter(static_ip=True, configured_ip=OuterRef("ip"))
+    unlearned = EncryptedSignalling.objects.filter(~Exists(learned), ~Exists(static))
+    return [EncryptedPhone(seen, phone_at(seen.ip)) for seen in unlearned]
 
 
 def never_seen_extensions() -> list[Extension]:

@@ -405,6 +405,22 @@ class Binding(models.Model):
         return self.line_number in (None, 1)
 
 
+class EncryptedSignalling(models.Model):
+    """A phone address seen talking to its call system over TLS, which QMS cannot read."""
+
+    ip = models.GenericIPAddressField("IP", unique=True)
+    protocol = models.CharField(max_length=16, help_text="sip-tls or sccp-tls.")
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        ordering = ["ip"]
+        verbose_name_plural = "encrypted signalling"
+
+    def __str__(self) -> str:
+        return f"{self.ip} ({self.protocol})"
+
+
 class BindingConflict(models.Model):
     """Rule R2 broken on the wire: one extension live as line 1 on two phones at once."""
 

@@ -19,12 +19,13 @@ from extensions.models import (
     Agent,
     Binding,
     BindingConflict,
+    EncryptedSignalling,
     Extension,
     LineAppearance,
     Phone,
     SeenExtension,
 )
-from integrations.observations import BindingSeen, BindingSource
+from integrations.observations import BindingSeen, BindingSource, EncryptedSignallingSeen
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,17 @@ class BindingOutcome:
 
     action: str
     binding: Binding | None = None
+
+
+def note_encrypted_signalling(seen: EncryptedSignallingSeen) -> None:
+    """Remember a phone address whose signalling is TLS, for directory health."""
+    found, created = EncryptedSignalling.objects.get_or_create(
+        ip=seen.ip,
+        defaults={"protocol": seen.protocol, "first_seen": seen.seen_at, "last_seen": seen.seen_at},
+    )
+    if not created and seen.seen_at > found.last_seen:
+        found.last_seen, found.protocol = seen.seen_at, seen.protocol
+        found.save(update_fields=["last_seen", "protocol"])
 
 
 def learns_from_call(seen: BindingSeen) -> bool:

@@ -119,4 +119,14 @@ class CallSignal:
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class EncryptedSignallingSeen:
+    """A phone talking to its call system over TLS (SIP on 5061, secure SCCP on 2443):
+    QMS can see that it exists but cannot read its extensions or calls."""
+
+    ip: str
+    protocol: str
+    seen_at: datetime
+
+
 Observation = BindingSeen | CallSignal

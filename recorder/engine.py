@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
-from integrations.observations import BindingSeen, CallEvent, CallSignal, Endpoint, Observation
+from integrations.observations import (
+    BindingSeen,
+    CallEvent,
+    CallSignal,
+    EncryptedSignallingSeen,
+    Endpoint,
+    Observation,
+)
 from integrations.sccp.tracker import SccpTracker
 from integrations.sip.framing import SipStreamFramer
 from integrations.sip.message import looks_like_sip
@@ -35,6 +42,7 @@ SIP_PORTS = {5060}
 ENCRYPTED_SIGNALLING_PORTS = {5061: "sip-tls", 2443: "sccp-tls"}
 ETHERNET_IPV4_NO_OPTIONS = b"\x08\x00\x45"
 TICK_SECONDS = 1.0
+ENCRYPTED_REPORT_EVERY = 300.0
 # Counted, but not errors: traffic that is not for QMS, and the ordinary life of TCP.
 NOT_ERRORS = {
     "not-ip",
@@ -53,6 +61,8 @@ class Sink(Protocol):
     def binding(self, seen: BindingSeen) -> None: ...
 
     def call(self, snapshot: CallSnapshot) -> None: ...
+
+    def encrypted(self, seen: EncryptedSignallingSeen) -> None: ...
 
 
 @dataclass
@@ -83,6 +93,7 @@ class Engine:
         self.tcp = TcpReassembler(self._classify_stream, self.count)
         self.clock = 0.0
         self.next_tick = 0.0
+        self.encrypted_reported: dict[str, float] = {}
 
     def count(self, kind: str) -> None:
         if kind in NOT_ERRORS:
@@ -198,9 +209,17 @@ class Engine:
             self._observe_all(self.sip.feed(payload, src, dst, self._when(at), "udp"))
             self.stats.sip_messages += 1
         elif destination_port in ENCRYPTED_SIGNALLING_PORTS:
-            self.stats.encrypted_signalling[datagram.src_ip] += 1
+            self._encrypted(datagram.src_ip, ENCRYPTED_SIGNALLING_PORTS[destination_port], at)
         elif looks_like_rtp(payload):
             self.stats.rtp_unmatched += 1
+
+    def _encrypted(self, phone_ip: str, label: str, at: float) -> None:
+        """Count TLS signalling, and tell the sink about each phone now and then."""
+        self.stats.encrypted_signalling[label] += 1
+        last = self.encrypted_reported.get(phone_ip)
+        if last is None or at - last >= ENCRYPTED_REPORT_EVERY:
+            self.encrypted_reported[phone_ip] = at
+            self.sink.encrypted(EncryptedSignallingSeen(phone_ip, label, self._when(at)))
 
     def _count_rtp(self, stream, payload: bytes, at: float) -> None:
         self.stats.rtp_packets += 1
@@ -224,7 +243,7 @@ class Engine:
             label = ENCRYPTED_SIGNALLING_PORTS.get(port)
             if label is not None:
                 phone_ip = datagram.src_ip if port == destination_port else datagram.dst_ip
-                self.stats.encrypted_signalling[f"{label} {phone_ip}"] += 1
+                self._encrypted(phone_ip, label, at)
                 return
         src = Endpoint(datagram.src_ip, source_port)
         dst = Endpoint(datagram.dst_ip, destination_port)

@@ -17,8 +17,13 @@ from datetime import UTC, datetime
 from django.db import DatabaseError, close_old_connections, connection, transaction
 
 from extensions.models import Binding, Phone
-from extensions.services import apply_binding, learns_from_call, who_was_at
-from integrations.observations import BindingSeen, CallEvent
+from extensions.services import (
+    apply_binding,
+    learns_from_call,
+    note_encrypted_signalling,
+    who_was_at,
+)
+from integrations.observations import BindingSeen, CallEvent, EncryptedSignallingSeen
 from recorder.calls import CallSnapshot
 from recorder.models import Call
 
@@ -124,6 +129,9 @@ class DatabaseSink:
     def call(self, snapshot: CallSnapshot) -> None:
         self.events.put(snapshot)
 
+    def encrypted(self, seen: EncryptedSignallingSeen) -> None:
+        self.events.put(seen)
+
     def close(self) -> None:
         """Apply everything queued, then stop."""
         self.events.put(STOP)
@@ -174,6 +182,8 @@ class DatabaseSink:
             with transaction.atomic():
                 if isinstance(event, BindingSeen):
                     self._bind(event)
+                elif isinstance(event, EncryptedSignallingSeen):
+                    note_encrypted_signalling(event)
                 else:
                     self.calls.record(event)
         except DatabaseError as error:

@@ -21,7 +21,8 @@ def summary_lines(engine: Engine, sink: DatabaseSink, seconds: float) -> list[st
     ]
     if stats.encrypted_signalling:
         lines.append(
-            "encrypted signalling (not decodable): " + format_counts(stats.encrypted_signalling)
+            "encrypted signalling packets (not decodable): "
+            + format_counts(stats.encrypted_signalling)
         )
     if stats.ignored:
         lines.append(

@@ -381,3 +381,25 @@ class TestSuggestions:
 
     def test_nothing_is_suggested_for_an_unrelated_number(self) -> None:
         assert suggest("6175551234", {"9001", "55512"}) == []
+
+
+@pytest.mark.django_db
+class TestEncryptedSignalling:
+    def test_a_tls_phone_is_listed_until_something_else_teaches_its_address(self) -> None:
+        from extensions.health import directory_health
+        from extensions.services import note_encrypted_signalling
+        from integrations.observations import EncryptedSignallingSeen
+
+        note_encrypted_signalling(EncryptedSignallingSeen("10.0.0.21", "sip-tls", T0))
+        note_encrypted_signalling(
+            EncryptedSignallingSeen("10.0.0.21", "sip-tls", T0 + timedelta(minutes=5))
+        )
+        listed = directory_health().encrypted
+        assert [(item.seen.ip, item.seen.last_seen) for item in listed] == [
+            ("10.0.0.21", T0 + timedelta(minutes=5))
+        ]
+        phone = make_phone("lobby", protocol="sip", static_ip=True, configured_ip="10.0.0.21")
+        assert directory_health().encrypted == []
+        phone.delete()
+        apply_binding(seen("9001", "10.0.0.21"))
+        assert directory_health().encrypted == []

@@ -8,7 +8,7 @@ import struct
 import sys
 from pathlib import Path
 
-from integrations.observations import BindingSeen, CallEvent
+from integrations.observations import BindingSeen, CallEvent, EncryptedSignallingSeen
 from recorder.calls import CallSnapshot
 from recorder.capture.sources import pcap_chunks
 from recorder.engine import Engine
@@ -22,12 +22,16 @@ class Collected:
     def __init__(self) -> None:
         self.bindings: list[BindingSeen] = []
         self.calls: list[CallSnapshot] = []
+        self.encrypted_seen: list[EncryptedSignallingSeen] = []
 
     def binding(self, seen: BindingSeen) -> None:
         self.bindings.append(seen)
 
     def call(self, snapshot: CallSnapshot) -> None:
         self.calls.append(snapshot)
+
+    def encrypted(self, seen: EncryptedSignallingSeen) -> None:
+        self.encrypted_seen.append(seen)
 
     def events(self, call_id: str) -> list[CallEvent]:
         return [snapshot.event for snapshot in self.calls if snapshot.call_id == call_id]
@@ -155,3 +159,21 @@ def test_the_pcap_fast_loop_and_the_packet_path_agree(tmp_path: Path) -> None:
     assert looped.stats.packets == stepped.stats.packets == 20 * 107
     assert looped.stats.rtp_packets == stepped.stats.rtp_packets == 20 * 100
     assert looped.stats.sip_messages == stepped.stats.sip_messages == 20 * 7
+
+
+def test_tls_signalling_is_counted_and_each_phone_reported_now_and_then() -> None:
+    hello = b"\x16\x03\x01\x00\x05hello"
+    frames = [
+        (1.0 + index, ethernet(tcp4("10.0.0.21", 40000, "10.0.0.1", 5061, 100 + index, hello)))
+        for index in range(5)
+    ]
+    frames.append((400.0, ethernet(tcp4("10.0.0.1", 2443, "10.0.0.22", 50000, 1, hello))))
+    frames.append((401.0, ethernet(tcp4("10.0.0.21", 40000, "10.0.0.1", 5061, 200, hello))))
+    engine, sink = run(frames)
+    assert engine.stats.encrypted_signalling == {"sip-tls": 6, "sccp-tls": 1}
+    assert [(seen.ip, seen.protocol) for seen in sink.encrypted_seen] == [
+        ("10.0.0.21", "sip-tls"),
+        ("10.0.0.22", "sccp-tls"),
+        ("10.0.0.21", "sip-tls"),
+    ]
+    assert not engine.tcp.connections
