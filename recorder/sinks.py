@@ -51,11 +51,11 @@ class CallLog:
 
     def __init__(self, node: str = "") -> None:
         self.node = node
-        self.rows: dict[str, int] = {}
+        self.live: dict[tuple[str, float], Call] = {}
         self.written = 0
 
     def record(self, snapshot: CallSnapshot) -> Call:
-        call = self._row(snapshot)
+        call, new = self._row(snapshot)
         call.state = snapshot.state
         call.direction = snapshot.direction
         call.answered_at = moment(snapshot.answered_at)
@@ -66,27 +66,30 @@ class CallLog:
         call.caller_ip = snapshot.caller_ip or None
         call.callee_ip = snapshot.callee_ip or None
         call.media = [media_json(offer) for offer in snapshot.media]
-        self._attribute(call, snapshot)
+        ended = snapshot.event == CallEvent.END
+        # Who the call belongs to is looked up when it starts and again when it ends (the
+        # binding may have arrived in between), not at every step.
+        if new or ended or not call.extension:
+            self._attribute(call, snapshot)
         call.save()
         self.written += 1
-        if snapshot.event == CallEvent.END:
-            self.rows.pop(snapshot.call_id, None)
+        if ended:
+            self.live.pop((snapshot.call_id, snapshot.started_at), None)
         return call
 
-    def _row(self, snapshot: CallSnapshot) -> Call:
-        pk = self.rows.get(snapshot.call_id)
-        if pk is not None:
-            found = Call.objects.filter(pk=pk).first()
-            if found is not None:
-                return found
-        call, _ = Call.objects.get_or_create(
+    def _row(self, snapshot: CallSnapshot) -> tuple[Call, bool]:
+        key = (snapshot.call_id, snapshot.started_at)
+        found = self.live.get(key)
+        if found is not None:
+            return found, False
+        call, created = Call.objects.get_or_create(
             protocol=snapshot.protocol,
             call_id=snapshot.call_id[:255],
             started_at=moment(snapshot.started_at),
             defaults={"node": self.node},
         )
-        self.rows[snapshot.call_id] = call.pk
-        return call
+        self.live[key] = call
+        return call, created
 
     def _attribute(self, call: Call, snapshot: CallSnapshot) -> None:
         """The recorded side's extension, phone and person, as the directory had them."""
@@ -109,6 +112,17 @@ def media_json(offer) -> dict:
         "mode": offer.mode,
         "encrypted": offer.encrypted,
     }
+
+
+def coalesced(batch: list) -> list:
+    """Bindings and sightings in order, then the newest snapshot of each call."""
+    others = [event for event in batch if not isinstance(event, CallSnapshot)]
+    calls: dict[tuple[str, float], CallSnapshot] = {}
+    for event in batch:
+        if isinstance(event, CallSnapshot):
+            calls.pop((event.call_id, event.started_at), None)
+            calls[(event.call_id, event.started_at)] = event
+    return others + list(calls.values())
 
 
 class DatabaseSink:
@@ -159,10 +173,12 @@ class DatabaseSink:
 
     def _apply_batch(self, batch: list) -> None:
         """One transaction per batch (one commit, one fsync); each event in a savepoint of
-        its own, so one failure spoils nothing else."""
+        its own, so one failure spoils nothing else. Bindings go first, in order, so the
+        calls of the batch are attributed with them; of several snapshots of one call
+        only the last is written, as each snapshot holds the whole call so far."""
         try:
             with transaction.atomic():
-                for event in batch:
+                for event in coalesced(batch):
                     self._apply(event)
         except DatabaseError as error:
             self.failures[type(error).__name__] += len(batch)
