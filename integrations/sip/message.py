@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from integrations.sip.errors import SipDecodeError
 from integrations.sip.sdp import SessionDescription, parse_sdp
@@ -148,7 +148,10 @@ class SipMessage:
         return None
 
 
+@lru_cache(maxsize=4096)
 def canonical_name(name: str) -> str:
+    """The lower-case full name of a header (§7.3.3 compact forms expanded). Cached: the
+    same few dozen names come in every message."""
     lowered = name.strip().lower()
     return COMPACT_FORMS.get(lowered, lowered)
 
