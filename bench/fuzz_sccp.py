@@ -125,7 +125,7 @@ def wire(version: int, message_id: int, payload: bytes) -> bytes:
 
 
 def run(inputs: int, seed: int) -> int:
-    rng = random.Random(seed)  # noqa: S311 -- a reproducible fuzz run, not cryptography
+    rng = random.Random(seed)
     corpus = real_messages() + built_messages()
     decode_errors: Counter[str] = Counter()
     uncaught: Counter[str] = Counter()

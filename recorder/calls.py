@@ -23,7 +23,7 @@ def endpoint_key(endpoint: Endpoint) -> bytes | None:
     family = socket.AF_INET6 if ":" in endpoint.ip else socket.AF_INET
     try:
         return socket.inet_pton(family, endpoint.ip) + struct.pack("!H", endpoint.port)
-    except (OSError, struct.error):
+    except (OSError, ValueError, struct.error):
         return None
 
 

@@ -43,6 +43,7 @@ ENCRYPTED_SIGNALLING_PORTS = {5061: "sip-tls", 2443: "sccp-tls"}
 ETHERNET_IPV4_NO_OPTIONS = b"\x08\x00\x45"
 TICK_SECONDS = 1.0
 ENCRYPTED_REPORT_EVERY = 300.0
+INTERNAL_ERRORS_LOGGED = 20
 # Counted, but not errors: traffic that is not for QMS, and the ordinary life of TCP.
 NOT_ERRORS = {
     "not-ip",
@@ -133,6 +134,7 @@ class Engine:
                 # Ethernet II, IPv4 without options, UDP, not a fragment (flags/offset 0 or DF).
                 if (
                     ethernet
+                    and captured >= 42
                     and buffer[start + 12 : start + 15] == ETHERNET_IPV4_NO_OPTIONS
                     and buffer[start + 23] == 17
                     and not buffer[start + 20] & 0xBF
@@ -162,6 +164,7 @@ class Engine:
             self.tick(at)
         if (
             linktype == LINKTYPE_ETHERNET
+            and len(frame) >= 42
             and frame[12:15] == ETHERNET_IPV4_NO_OPTIONS
             and frame[23:24] == b"\x11"
             and not frame[20] & 0x3F
@@ -179,6 +182,16 @@ class Engine:
         self._slow_path(at, linktype, frame)
 
     def _slow_path(self, at: float, linktype: int, frame: bytes) -> None:
+        # The packet loop's edge: a packet that trips a bug is counted and logged, and
+        # the capture goes on with the next one.
+        try:
+            self._dispatch(at, linktype, frame)
+        except Exception:
+            self.count("internal-error")
+            if self.stats.errors["internal-error"] <= INTERNAL_ERRORS_LOGGED:
+                log.exception("packet at %.6f could not be processed", at)
+
+    def _dispatch(self, at: float, linktype: int, frame: bytes) -> None:
         try:
             datagram = self.ip.decode(ip_of_frame(linktype, frame), at)
         except LinkError as error:

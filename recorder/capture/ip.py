@@ -178,7 +178,8 @@ class IpDecoder:
         if len(packet) < 40:
             raise LinkError("truncated-ipv6")
         payload_length = struct.unpack_from("!H", packet, 4)[0]
-        next_header, offset, end = packet[6], 40, 40 + payload_length
+        # A payload length past the captured bytes must not walk off the packet.
+        next_header, offset, end = packet[6], 40, min(40 + payload_length, len(packet))
         src, dst = packet[8:24], packet[24:40]
         while next_header in IPV6_SKIPPED:
             if offset + 2 > end:

@@ -318,3 +318,11 @@ class TestCaptureFiles:
 def test_tcp4_helper_builds_a_segment_the_decoder_reads() -> None:
     datagram = decode(1, ethernet(tcp4("10.0.0.11", 40000, "10.0.0.1", 2000, 5, b"abc")))
     assert datagram.proto == 6 and datagram.payload[-3:] == b"abc"
+
+
+def test_an_ipv6_length_past_the_captured_bytes_is_an_error_not_a_crash() -> None:
+    # Found by bench/fuzz_engine.py: a hop-by-hop header at the very end of a short packet.
+    header = struct.pack("!IHBB", 6 << 28, 400, 0, 64) + ip4("10.0.0.1") * 4 + ip4("10.0.0.2") * 4
+    with pytest.raises(LinkError) as refusal:
+        IpDecoder(_adder(Counter())).decode(header + b"\x11", 0.0)
+    assert refusal.value.kind == "truncated-ipv6-extension"

@@ -177,3 +177,18 @@ def test_tls_signalling_is_counted_and_each_phone_reported_now_and_then() -> Non
         ("10.0.0.21", "sip-tls"),
     ]
     assert not engine.tcp.connections
+
+
+def test_short_frames_in_a_pcap_never_borrow_the_next_records_bytes(tmp_path: Path) -> None:
+    real = ethernet(udp4("10.0.0.1", 1, "10.0.0.2", 2, b"x" * 30))
+    stub = real[:20]  # looks like Ethernet/IPv4 up to the cut
+    path = tmp_path / "short.pcap"
+    with open(path, "wb") as capture:
+        capture.write(traffic.PCAP_HEADER)
+        for at, frame in ((1.0, stub), (1.1, real), (1.2, stub)):
+            capture.write(traffic.RECORD.pack(int(at), 0, len(frame), len(frame)) + frame)
+    engine = Engine(Collected())
+    found, chunks = pcap_chunks(path)
+    engine.feed_pcap(found, chunks)
+    assert engine.stats.packets == 3
+    assert engine.stats.errors["truncated-ipv4"] == 2
