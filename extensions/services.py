@@ -7,7 +7,7 @@ through here so that the rules and their messages are the same everywhere.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -119,6 +119,22 @@ def note_encrypted_signalling(seen: EncryptedSignallingSeen) -> None:
         found.save(update_fields=["last_seen", "protocol"])
 
 
+def configured_form(seen: BindingSeen) -> BindingSeen:
+    """The observation under the form of its user that the directory holds.
+
+    R4: QMS never reformats, but a call system may write one user in several ways in one
+    message (Lync: a SIP user name in From, a line URI tel:+14255550100;ext=100 in
+    P-Asserted-Identity). The decoder passes those forms as aliases, exactly as written;
+    the first one configured in QMS is used. None configured: the primary form stays.
+    """
+    if not seen.aliases or Extension.objects.filter(number=seen.extension).exists():
+        return seen
+    for alias in seen.aliases:
+        if Extension.objects.filter(number=alias).exists():
+            return replace(seen, extension=alias, aliases=())
+    return seen
+
+
 def learns_from_call(seen: BindingSeen) -> bool:
     """Whether a call's ext/IP (rule R6) speaks for a phone.
 
@@ -130,7 +146,7 @@ def learns_from_call(seen: BindingSeen) -> bool:
     """
     if seen.source != BindingSource.SIP_CALL:
         return True
-    if Extension.objects.filter(number=seen.extension).exists():
+    if Extension.objects.filter(number=configured_form(seen).extension).exists():
         return True
     return (
         phone_at(seen.ip) is not None
@@ -148,6 +164,7 @@ def apply_binding(seen: BindingSeen) -> BindingOutcome:
     nothing. Observations of one extension are serialised by a row lock on its
     SeenExtension, so concurrent capture nodes cannot interleave half-applied moves.
     """
+    seen = configured_form(seen)
     with transaction.atomic():
         if _is_late(seen):
             log.info("stale observation of %s at %s ignored", seen.extension, seen.ip)

@@ -43,6 +43,11 @@ class BindingSeen:
     unregister: bool = False
     device: str = ""
     line_number: int | None = None
+    # Other forms in which the same message wrote the same user, tried in order when the
+    # directory does not hold `extension` (a Lync line URI tel:+14255550100;ext=100 gives
+    # extension "100" and alias "+14255550100"; a Lync From gives the SIP user name and
+    # its P-Asserted-Identity the number). Each is exactly as written (R4).
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

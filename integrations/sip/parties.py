@@ -33,6 +33,25 @@ def extension_of(uri: SipUri) -> str:
     return uri.user
 
 
+def extension_aliases(uri: SipUri) -> tuple[str, ...]:
+    """The whole number of a URI whose extension came from `;ext=`, as another form the
+    directory may hold for the same user."""
+    number = uri.user if uri.scheme == "tel" else uri.user.partition(";")[0]
+    return (number,) if number and number != extension_of(uri) else ()
+
+
+def identity_aliases(message: SipMessage, uri: SipUri) -> tuple[str, ...]:
+    """Every other form of the user a request names: its URI's whole number, and the
+    extension and number of its P-Asserted-Identity (RFC 3325), which Lync fills with the
+    user's line URI while From carries the SIP user name."""
+    forms = list(extension_aliases(uri))
+    identity = asserted_identity(message)
+    if identity is not None:
+        forms += [extension_of(identity.uri), *extension_aliases(identity.uri)]
+    main = extension_of(uri)
+    return tuple(dict.fromkeys(form for form in forms if form and form != main))
+
+
 def asserted_identity(message: SipMessage) -> NameAddr | None:
     """The first P-Asserted-Identity (RFC 3325 §9.1) that names someone, if any."""
     for value in message.header_values("p-asserted-identity")[:4]:

@@ -36,7 +36,7 @@ from datetime import datetime
 
 from integrations.observations import BindingSeen, BindingSource
 from integrations.sip.message import SipMessage
-from integrations.sip.parties import extension_of, is_lync, sip_instance
+from integrations.sip.parties import extension_aliases, extension_of, is_lync, sip_instance
 from integrations.sip.uri import NameAddr, Via, normalize_ip
 
 DEFAULT_EXPIRES = 3600  # RFC 3261 §10.2.1.1 leaves the default to the registrar; 3600 is usual
@@ -53,6 +53,7 @@ class PendingRegister:
     contact_star: bool
     expires: int | None
     lync: bool
+    aliases: tuple[str, ...] = ()
 
 
 def pending_register(request: SipMessage, packet_source: str, at: datetime) -> PendingRegister:
@@ -64,6 +65,7 @@ def pending_register(request: SipMessage, packet_source: str, at: datetime) -> P
         contact_star=request.contact_star,
         expires=parse_expires(request.header("expires")),
         lync=is_lync(request),
+        aliases=extension_aliases(request.to.uri),
     )
 
 
@@ -92,7 +94,11 @@ def bindings_from_response(
         return []
     source = BindingSource.LYNC if pending.lync or is_lync(response) else BindingSource.SIP_REGISTER
     if pending.contact_star:
-        return [BindingSeen(pending.extension, pending.phone_ip, source, at, 0, True)]
+        return [
+            BindingSeen(
+                pending.extension, pending.phone_ip, source, at, 0, True, aliases=pending.aliases
+            )
+        ]
     nat_shown = bool(response.vias) and via_shows_nat(response.vias[0])
     granted = parse_expires(response.header("expires"))
     contacts = response.contacts or pending.contacts
@@ -124,6 +130,7 @@ def contact_binding(
         expires_in=expires,
         unregister=expires == 0,
         device=sip_instance(contact) or requested_instance(contact, pending),
+        aliases=pending.aliases,
     )
 
 

@@ -45,7 +45,9 @@ from integrations.sip.message import SipMessage, parse_message
 from integrations.sip.parties import (
     callee_of,
     caller_of,
+    extension_aliases,
     extension_of,
+    identity_aliases,
     is_lync,
     sip_instance,
 )
@@ -249,7 +251,12 @@ class SipTracker:
         offers = self._offers(request, Side.CALLER)
         call.media_changed(Side.CALLER, offers)
         seen: list[Observation] = self._call_binding(
-            call, request, extension_of(request.from_.uri), sender_ip, packet.at
+            call,
+            request,
+            extension_of(request.from_.uri),
+            sender_ip,
+            packet.at,
+            identity_aliases(request, request.from_.uri),
         )
         seen.append(call.signal(CallEvent.START, packet.at, offers))
         return self._add_call(call) + seen
@@ -285,7 +292,8 @@ class SipTracker:
         offers = self._offers(response, Side.CALLEE)
         call.media_changed(Side.CALLEE, offers)
         callee = extension_of(response.to.uri) or call.callee
-        seen = self._call_binding(call, response, callee, sender_ip, packet.at)
+        aliases = extension_aliases(response.to.uri)
+        seen = self._call_binding(call, response, callee, sender_ip, packet.at, aliases)
         return [*seen, call.signal(CallEvent.ANSWER, packet.at, offers)]
 
     def _pick_up(self, response: SipMessage, packet: Packet) -> list[Observation]:
@@ -400,14 +408,21 @@ class SipTracker:
     # -- helpers --------------------------------------------------------------------------
 
     def _call_binding(
-        self, call: Call, message: SipMessage, extension: str, ip: str, at: datetime
+        self,
+        call: Call,
+        message: SipMessage,
+        extension: str,
+        ip: str,
+        at: datetime,
+        aliases: tuple[str, ...] = (),
     ) -> list[Observation]:
         """R6: a phone's own INVITE or answer says where its extension is."""
         if not extension or not ip:
             return []
         source = BindingSource.LYNC if call.protocol == "lync" else BindingSource.SIP_CALL
         device = sip_instance(message.contacts[0]) if message.contacts else ""
-        return self._not_at_registrar([BindingSeen(extension, ip, source, at, device=device)])
+        seen = BindingSeen(extension, ip, source, at, device=device, aliases=aliases)
+        return self._not_at_registrar([seen])
 
     def _offers(self, message: SipMessage, side: Side) -> tuple[MediaOffer, ...]:
         return media_offers(self._sdp(message), side)

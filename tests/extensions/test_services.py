@@ -403,3 +403,24 @@ class TestEncryptedSignalling:
         phone.delete()
         apply_binding(seen("9001", "10.0.0.21"))
         assert directory_health().encrypted == []
+
+
+@pytest.mark.django_db
+class TestLyncForms:
+    """A Lync user written three ways in one INVITE lands on the form the directory has."""
+
+    @pytest.mark.parametrize("configured", ["+14255550100", "100", "alice"])
+    def test_the_configured_form_of_the_user_is_used(self, configured: str) -> None:
+        phone = make_phone("lync-alice", protocol="lync")
+        assign_line(phone, 1, configured)
+        observed = seen(
+            "alice", "10.0.0.31", source=BindingSource.LYNC, aliases=("100", "+14255550100")
+        )
+        outcome = apply_binding(observed)
+        assert outcome.binding.extension_number == configured
+        assert outcome.binding.extension.number == configured
+
+    def test_with_no_form_configured_the_primary_form_is_kept(self) -> None:
+        outcome = apply_binding(seen("alice", "10.0.0.31", aliases=("100", "+14255550100")))
+        assert outcome.binding.extension_number == "alice"
+        assert outcome.binding.extension is None
