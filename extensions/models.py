@@ -82,6 +82,10 @@ class Extension(models.Model):
         help_text="The person this extension belongs to; their calls on it are theirs.",
     )
     description = models.CharField(max_length=200, blank=True)
+    do_not_record = models.BooleanField(
+        default=False,
+        help_text="Never record calls on this extension: nothing of them is written.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -91,6 +91,19 @@ STATIC_URL = "static/"
 STATIC_ROOT = env_path("QMS_STATIC_ROOT", VAR_DIR / "static")
 
 QMS_RECORDINGS_DIR = env_path("QMS_RECORDINGS_DIR", VAR_DIR / "recordings")
+# Calls being recorded are spooled here, on local disk, until they end.
+QMS_SPOOL_DIR = env_path("QMS_SPOOL_DIR", VAR_DIR / "spool")
+# wav (PCM16, every browser plays it) or opus (Ogg/Opus, several times smaller).
+QMS_RECORDING_FORMAT = env_choice("QMS_RECORDING_FORMAT", "WAV", ["WAV", "OPUS"]).lower()
+
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "recordings": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": QMS_RECORDINGS_DIR, "base_url": None},
+    },
+}
 
 # How long a binding learned without an expiry of its own (SCCP, TAPI, a SIP call) stays
 # valid without being seen again, in seconds.

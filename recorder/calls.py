@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from integrations.observations import CallEvent, CallSignal, Endpoint, MediaOffer, Side
+from recorder.media.rtplog import RtpLog
 
 UNROUTABLE = {"0.0.0.0", "::"}
 
@@ -39,6 +40,8 @@ class MediaStream:
     octets: int = 0
     first_at: float = 0.0
     last_at: float = 0.0
+    # Where this stream's packets are logged for recording; None when not recorded.
+    log: RtpLog | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -61,6 +64,8 @@ class LiveCall:
     last_activity: float = 0.0
     offers: dict[Side, MediaOffer] = field(default_factory=dict)
     streams: dict[Side, MediaStream] = field(default_factory=dict)
+    log: RtpLog | None = None
+    spool: str = ""
 
     @property
     def media_packets(self) -> int:
@@ -99,6 +104,8 @@ class LiveCall:
             local_ip=self.local_ip,
             local_number=self.local_number,
             media=tuple(self.offers.values()),
+            spool=self.spool,
+            local_side=self.local_side,
         )
 
 
@@ -124,6 +131,8 @@ class CallSnapshot:
     local_ip: str
     local_number: str
     media: tuple[MediaOffer, ...]
+    spool: str = ""
+    local_side: Side | None = None
 
 
 class CallTable:
@@ -138,8 +147,10 @@ class CallTable:
         is_phone: Callable[[str], bool] = lambda ip: False,
         silence_timeout: float = 120.0,
         setup_timeout: float = 300.0,
+        open_log: Callable[[LiveCall], RtpLog | None] = lambda call: None,
     ) -> None:
         self.is_phone = is_phone
+        self.open_log = open_log
         self.silence_timeout = silence_timeout
         self.setup_timeout = setup_timeout
         self.calls: dict[str, LiveCall] = {}
@@ -205,6 +216,9 @@ class CallTable:
         if key is None:
             return
         stream = MediaStream(call, offer.side, offer.receive_at, offer.payload_types)
+        if call.log is None:
+            call.log = self.open_log(call)
+        stream.log = call.log
         call.streams[offer.side] = stream
         taken = self.media.get(key)
         if taken is not None and taken.call is not call:
@@ -231,6 +245,10 @@ class CallTable:
         call.state = "ended"
         for stream in list(call.streams.values()):
             self._forget(stream)
+            stream.log = None
+        if call.log is not None:
+            call.log.close()
+            call.log = None
         self.calls.pop(call.call_id, None)
 
     def _forget(self, stream: MediaStream) -> None:

@@ -8,12 +8,14 @@ whose observations go to a sink (the directory and the call log live behind it).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Protocol
 
 from integrations.observations import (
@@ -28,11 +30,12 @@ from integrations.sccp.tracker import SccpTracker
 from integrations.sip.framing import SipStreamFramer
 from integrations.sip.message import looks_like_sip
 from integrations.sip.tracker import SipTracker
-from recorder.calls import CallSnapshot, CallTable
+from recorder.calls import CallSnapshot, CallTable, LiveCall, MediaStream
 from recorder.capture.ip import PROTO_TCP, PROTO_UDP, Datagram, IpDecoder
 from recorder.capture.link import LINKTYPE_ETHERNET, LinkError, ip_of_frame
 from recorder.capture.sources import Packet, PcapFormat
 from recorder.capture.tcp import TcpReassembler
+from recorder.media.rtplog import RtpLog
 
 log = logging.getLogger(__name__)
 
@@ -75,18 +78,28 @@ class EngineStats:
     sip_messages: int = 0
     sccp_messages: int = 0
     bindings: int = 0
+    not_recorded: int = 0
     encrypted_signalling: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     ignored: Counter = field(default_factory=Counter)
 
 
 class Engine:
-    def __init__(self, sink: Sink, phone_ips: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        phone_ips: set[str] | None = None,
+        spool_root: Path | None = None,
+        do_not_record: set[str] | None = None,
+    ) -> None:
         self.sink = sink
         self.stats = EngineStats()
         # Addresses of phones QMS knows: the directory's, plus every binding seen since.
         self.phone_ips = set(phone_ips or ())
-        self.calls = CallTable(self.phone_ips.__contains__)
+        # With a spool root, the RTP of every call is logged there for recording.
+        self.spool_root = spool_root
+        self.do_not_record = set(do_not_record or ())
+        self.calls = CallTable(self.phone_ips.__contains__, open_log=self._open_log)
         self.media = self.calls.media  # the fast path's view of the media index
         self.ip = IpDecoder(self.count)
         self.sip = SipTracker()
@@ -150,6 +163,8 @@ class Engine:
                         stream.last_at = at
                         if not stream.first_at:
                             stream.first_at = at
+                        if stream.log is not None:
+                            stream.log.append(at, stream.receiver, buffer[start + 42 : offset])
                         continue
                 self._slow_path(at, linktype, buffer[start:offset])
             stats.packets += packets
@@ -167,17 +182,12 @@ class Engine:
             and len(frame) >= 42
             and frame[12:15] == ETHERNET_IPV4_NO_OPTIONS
             and frame[23:24] == b"\x11"
-            and not frame[20] & 0x3F
+            and not frame[20] & 0xBF
             and not frame[21]
         ):
             stream = self.media.get(frame[30:34] + frame[36:38])
             if stream is not None:
-                stats.rtp_packets += 1
-                stream.packets += 1
-                stream.octets += len(frame) - 42
-                stream.last_at = at
-                if not stream.first_at:
-                    stream.first_at = at
+                self._count_rtp(stream, frame[42:], at)
                 return
         self._slow_path(at, linktype, frame)
 
@@ -226,6 +236,29 @@ class Engine:
         elif looks_like_rtp(payload):
             self.stats.rtp_unmatched += 1
 
+    def _open_log(self, call: LiveCall) -> RtpLog | None:
+        """Start logging a call's RTP for its recording, unless it must not be recorded."""
+        if self.spool_root is None:
+            return None
+        if self.do_not_record & {call.caller, call.callee}:
+            self.stats.not_recorded += 1
+            return None
+        name = hashlib.sha1(call.call_id.encode(), usedforsecurity=False).hexdigest()[:20]
+        directory = self.spool_root / f"{int(call.started_at)}-{name}"
+        manifest = {
+            "call_id": call.call_id,
+            "protocol": call.protocol,
+            "started_at": call.started_at,
+        }
+        try:
+            rtp_log = RtpLog(directory, manifest)
+        except OSError as error:
+            self.count("spool-unavailable")
+            log.error("cannot spool call %s: %s", call.call_id, error)
+            return None
+        call.spool = str(directory)
+        return rtp_log
+
     def _encrypted(self, phone_ip: str, label: str, at: float) -> None:
         """Count TLS signalling, and tell the sink about each phone now and then."""
         self.stats.encrypted_signalling[label] += 1
@@ -234,13 +267,15 @@ class Engine:
             self.encrypted_reported[phone_ip] = at
             self.sink.encrypted(EncryptedSignallingSeen(phone_ip, label, self._when(at)))
 
-    def _count_rtp(self, stream, payload: bytes, at: float) -> None:
+    def _count_rtp(self, stream: MediaStream, payload: bytes, at: float) -> None:
         self.stats.rtp_packets += 1
         stream.packets += 1
         stream.octets += len(payload)
         stream.last_at = at
         if not stream.first_at:
             stream.first_at = at
+        if stream.log is not None:
+            stream.log.append(at, stream.receiver, payload)
 
     def _tcp(self, datagram: Datagram, at: float) -> None:
         segment = datagram.payload

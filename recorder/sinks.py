@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import logging
 import queue
+import shutil
 import threading
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 
+from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection, transaction
 
-from extensions.models import Binding, Phone
+from extensions.models import Binding, Extension, Phone
 from extensions.services import (
     apply_binding,
     learns_from_call,
@@ -26,6 +29,7 @@ from extensions.services import (
 from integrations.observations import BindingSeen, CallEvent, EncryptedSignallingSeen
 from recorder.calls import CallSnapshot
 from recorder.models import Call
+from recorder.recording import finish_recording, recover_spools
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,22 @@ def known_phone_ips() -> set[str]:
     ips |= set(Phone.objects.exclude(configured_ip=None).values_list("configured_ip", flat=True))
     ips |= set(Binding.objects.filter(ended_at__isnull=True).values_list("ip", flat=True))
     return ips
+
+
+def do_not_record_numbers() -> set[str]:
+    return set(Extension.objects.filter(do_not_record=True).values_list("number", flat=True))
+
+
+def recording_options(options: dict) -> dict:
+    """The engine's recording settings for a capture command, after finishing, as partial
+    recordings, the spools a killed earlier run left behind."""
+    if options.get("no_recording"):
+        return {}
+    spool_root = Path(settings.QMS_SPOOL_DIR)
+    spool_root.mkdir(parents=True, exist_ok=True)
+    for recording in recover_spools(spool_root):
+        log.warning("recovered a partial recording of call %s", recording.call_id)
+    return {"spool_root": spool_root, "do_not_record": do_not_record_numbers()}
 
 
 def moment(timestamp: float | None) -> datetime | None:
@@ -75,7 +95,18 @@ class CallLog:
         self.written += 1
         if ended:
             self.live.pop((snapshot.call_id, snapshot.started_at), None)
+            if snapshot.spool:
+                self._finish_recording(call, snapshot)
         return call
+
+    def _finish_recording(self, call: Call, snapshot: CallSnapshot) -> None:
+        spool = Path(snapshot.spool)
+        if Extension.objects.filter(number=call.extension, do_not_record=True).exists():
+            # Belt and braces: the engine starts no log for a do-not-record number it
+            # knows, but a number may be learned only as the call goes on.
+            shutil.rmtree(spool, ignore_errors=True)
+            return
+        finish_recording(call, spool, snapshot.media, snapshot.local_side)
 
     def _row(self, snapshot: CallSnapshot) -> tuple[Call, bool]:
         key = (snapshot.call_id, snapshot.started_at)

@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from recorder.capture.sources import CaptureFileError, Packet, pcap_chunks, read_captures
 from recorder.engine import Engine
-from recorder.sinks import DatabaseSink, known_phone_ips
+from recorder.sinks import DatabaseSink, known_phone_ips, recording_options
 from recorder.summary import summary_lines
 
 
@@ -61,6 +61,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("files", nargs="+", type=Path, help="pcap or pcapng files")
+        parser.add_argument(
+            "--no-recording",
+            action="store_true",
+            help="Follow calls and learn bindings, but record no audio.",
+        )
         parser.add_argument("--node", default="import", help="Capture node name for the calls.")
 
     def handle(self, *args: object, **options: object) -> None:
@@ -69,7 +74,7 @@ class Command(BaseCommand):
             if not path.is_file():
                 raise CommandError(f"{path} is not a readable file.")
         sink = DatabaseSink(node=options["node"])
-        engine = Engine(sink, known_phone_ips())
+        engine = Engine(sink, known_phone_ips(), **recording_options(options))
         started = time.perf_counter()
         try:
             self.process(engine, paths, Progress(paths))

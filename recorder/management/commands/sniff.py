@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from recorder.capture.sources import CaptureFileError, LiveCapture
 from recorder.engine import Engine
-from recorder.sinks import DatabaseSink, known_phone_ips
+from recorder.sinks import DatabaseSink, known_phone_ips, recording_options
 from recorder.summary import summary_lines
 
 log = logging.getLogger("qms.sniff")
@@ -29,6 +29,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--stats-every", type=float, default=10, help="Seconds between statistics lines."
         )
+        parser.add_argument(
+            "--no-recording",
+            action="store_true",
+            help="Follow calls and learn bindings, but record no audio.",
+        )
         parser.add_argument("--node", default="", help="Capture node name for the calls.")
 
     def handle(self, *args: object, **options: object) -> None:
@@ -40,7 +45,7 @@ class Command(BaseCommand):
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: self.stopping.set())
         sink = DatabaseSink(node=options["node"])
-        engine = Engine(sink, known_phone_ips())
+        engine = Engine(sink, known_phone_ips(), **recording_options(options))
         started = time.monotonic()
         capture.start()
         # Said once the interfaces are open, so whoever started sniff knows packets from

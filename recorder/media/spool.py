@@ -1,0 +1,672 @@
+"""A call's audio on its way to the archive: spooled to disk as it arrives, then finalised.
+
+A spool is one directory per call under a spool root::
+
+    <root>/<call-id-safe>-<12 hex>/
+        manifest.json     call id, sample rate, channel meaning, created time, metadata
+        left.pcm          the agent's side, PCM16 little-endian mono, sample k at byte 2k
+        right.pcm         the far party's side, same layout
+        finalizing.json   present only while finalize() runs: where the file is going
+
+Audio is written with pwrite() at its place on the call's timeline, so the kernel holds it
+as soon as write() returns: a process killed with SIGKILL loses nothing that write() had
+accepted (a power loss is another matter; the finished file is fsynced, the spool is not).
+Memory per call is two file descriptors and an optional small coalescing buffer.
+
+finalize() interleaves the two channels into one stereo file (agent left, far party right),
+WAV PCM16 or Ogg/Opus, streaming in blocks, and moves it into place atomically. recover()
+finalises whatever a killed process left behind. This module imports no Django: the engine
+and the storage layer call it. See docs/spool.md.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import struct
+import uuid
+import wave
+from array import array
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, BinaryIO, Self
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+FINALIZING = "finalizing.json"
+CHANNEL_FILES = ("left.pcm", "right.pcm")
+SPOOL_FORMAT = "qms-spool"
+SPOOL_VERSION = 1
+
+SAMPLE_BYTES = 2  # PCM16 mono
+FRAME_BYTES = 4  # PCM16 stereo
+WAV_HEADER_BYTES = 44
+# RIFF sizes are 32-bit: a stereo PCM16 data chunk holds at most this many frames. Writes
+# beyond it are refused up front so that finalize() can never fail on length (that is
+# about 18.6 hours at 16 kHz; the engine splits endless calls long before).
+MAX_FRAMES = (0xFFFFFFFF - WAV_HEADER_BYTES) // FRAME_BYTES
+# 16384 frames per block: 32 KB read per channel, 64 KB written, whatever the call length.
+FINALIZE_BLOCK_FRAMES = 16384
+HASH_BLOCK_BYTES = 1 << 16
+
+# A full disk and an exhausted quota look the same to the caller: no room for audio.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+SUPPORTED_FORMATS = ("wav", "opus")
+# The input rates libsndfile's Opus encoder takes (RFC 6716 section 2: 8 to 48 kHz bands).
+OPUS_RATES = frozenset({8000, 12000, 16000, 24000, 48000})
+RESERVED_PREFIXES = ("_", ".")  # _recovered/, _damaged/ and temporary names under the root
+RECOVERED_DIR = "_recovered"
+DAMAGED_DIR = "_damaged"
+
+
+class Channel(IntEnum):
+    """Which side of the call a stream is; the value is its position in the stereo file."""
+
+    AGENT = 0  # left
+    FAR_PARTY = 1  # right
+
+
+class SpoolFullError(OSError):
+    """No space left for a call's audio. The audio of the failed write is dropped (counted on
+    the spool), what was on disk before is untouched, and later writes try again."""
+
+    def __init__(self, message: str, dropped_samples: int = 0) -> None:
+        super().__init__(errno.ENOSPC, message)
+        self.dropped_samples = dropped_samples
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedAudio:
+    path: Path
+    sha256: str
+    size: int
+    duration_seconds: float
+    sample_rate: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveredSpool:
+    """A spool a killed process left behind, now a file. `complete` is True only when the
+    process had already finished the file and died before removing the spool: the recording
+    then ended normally and its row may already exist."""
+
+    call_id: str
+    metadata: dict[str, Any]
+    created_at: str
+    audio: FinishedAudio
+    complete: bool
+
+
+class CallSpool:
+    """One call's audio being written. Create with CallSpool.create(); not thread-safe."""
+
+    def __init__(self, directory: Path, manifest: dict[str, Any], buffer_bytes: int) -> None:
+        self.directory = directory
+        self.call_id: str = manifest["call_id"]
+        self.sample_rate: int = manifest["sample_rate"]
+        self.dropped_samples = 0
+        self.failed_writes = 0
+        self._manifest = manifest
+        self._buffer_bytes = buffer_bytes
+        self._fds = [_open_channel(directory / name) for name in CHANNEL_FILES]
+        # Bytes on disk per channel, tracked here so a failed write can be undone without a
+        # stat() per packet.
+        self._sizes = [0, 0]
+        self._pending: list[tuple[int, bytearray] | None] = [None, None]
+
+    @classmethod
+    def create(
+        cls,
+        root: Path | str,
+        call_id: str,
+        sample_rate: int,
+        metadata: Mapping[str, Any] | None = None,
+        buffer_bytes: int = 0,
+    ) -> Self:
+        """Make a new spool directory under `root` and write its manifest.
+
+        `sample_rate` is the rate of the finished file: choose the highest rate the call may
+        use (16000 when G.722 was offered), since a channel may be upsampled into it but
+        never downsampled. `buffer_bytes` > 0 coalesces contiguous writes per channel up to
+        that size; audio in that buffer is lost if the process is killed (see docs/spool.md).
+        """
+        if sample_rate <= 0:
+            raise ValueError(f"sample rate must be positive, not {sample_rate}")
+        if not 0 <= buffer_bytes <= 65536:
+            raise ValueError(f"buffer_bytes must be between 0 and 65536, not {buffer_bytes}")
+        manifest = _new_manifest(call_id, sample_rate, dict(metadata or {}))
+        json.dumps(manifest)  # metadata JSON cannot hold fails here, before any directory
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        directory = root / _spool_name(call_id)
+        directory.mkdir()
+        # The manifest is written before any audio and fsynced: without it the audio cannot
+        # be interpreted, and recover() treats a directory without one as never started.
+        _write_json_atomically(directory / MANIFEST, manifest, durable=True)
+        return cls(directory, manifest, buffer_bytes)
+
+    def write(
+        self,
+        channel: Channel | int,
+        sample_offset: int,
+        pcm: bytes | bytearray | memoryview,
+        sample_rate: int | None = None,
+    ) -> None:
+        """Place PCM16 LE mono samples at `sample_offset` on the call's timeline.
+
+        Offset and samples are at `sample_rate` (the spool's rate when None). A lower rate
+        that divides the spool's rate is upsampled by sample repetition; gaps stay silence;
+        a late or overlapping write overwrites. Raises SpoolFullError when the disk is full.
+        """
+        # Checked by hand rather than through Channel(): this runs for every packet.
+        if channel not in (0, 1):
+            raise ValueError(f"channel is 0 (agent) or 1 (far party), not {channel!r}")
+        _check_pcm(sample_offset, pcm)
+        if sample_rate is not None and sample_rate != self.sample_rate:
+            factor = self._upsampling_factor(sample_rate)
+            pcm, sample_offset = _repeat_samples(pcm, factor), sample_offset * factor
+        if sample_offset + len(pcm) // SAMPLE_BYTES > MAX_FRAMES:
+            raise ValueError(f"offset {sample_offset} is beyond the longest WAV file")
+        if pcm:
+            self._place(int(channel), sample_offset * SAMPLE_BYTES, bytes(pcm))
+
+    def flush(self) -> None:
+        """Hand buffered audio to the kernel. Raises SpoolFullError when the disk is full."""
+        for side in Channel:
+            self._flush_pending(side)
+
+    def update_metadata(self, changes: Mapping[str, Any]) -> None:
+        """Merge `changes` into the manifest's metadata (rarely: a far party's name, a
+        transfer link). The old manifest stays whole if this fails."""
+        metadata = {**self._manifest["metadata"], **changes}
+        manifest = {**self._manifest, "metadata": metadata}
+        try:
+            _write_json_atomically(self.directory / MANIFEST, manifest, durable=False)
+        except OSError as error:
+            _raise_if_no_space(error, f"manifest of call {self.call_id!r}")
+            raise
+        self._manifest = manifest
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return dict(self._manifest["metadata"])
+
+    def close(self) -> None:
+        """Flush and close the channel files; the spool stays on disk for finalize()."""
+        try:
+            self.flush()
+        finally:
+            for fd in self._fds:
+                if fd >= 0:
+                    os.close(fd)
+            self._fds = [-1, -1]
+
+    def finalize(self, destination_path: Path | str, format: str = "wav") -> FinishedAudio:
+        """Close the spool and turn it into the finished file (see finalize())."""
+        self.close()
+        return finalize(self.directory, destination_path, format)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._fds != [-1, -1]:
+            self.close()
+
+    def _upsampling_factor(self, sample_rate: int) -> int:
+        if sample_rate <= 0 or sample_rate > self.sample_rate or self.sample_rate % sample_rate:
+            raise ValueError(
+                f"cannot put {sample_rate} Hz audio into a {self.sample_rate} Hz spool: "
+                "only a lower rate that divides the spool's rate is upsampled"
+            )
+        return self.sample_rate // sample_rate
+
+    def _place(self, side: int, position: int, data: bytes) -> None:
+        if self._buffer_bytes == 0:
+            self._write_or_drop(side, position, data)
+            return
+        pending = self._pending[side]
+        if pending is not None:
+            start, buffered = pending
+            if (
+                start + len(buffered) == position
+                and len(buffered) + len(data) <= self._buffer_bytes
+            ):
+                buffered += data
+                return
+            self._flush_pending(side)
+        if len(data) >= self._buffer_bytes:
+            self._write_or_drop(side, position, data)
+        else:
+            self._pending[side] = (position, bytearray(data))
+
+    def _flush_pending(self, side: int) -> None:
+        pending = self._pending[side]
+        if pending is not None:
+            # Cleared first: on a full disk the buffered audio is dropped, not kept growing.
+            self._pending[side] = None
+            self._write_or_drop(side, pending[0], pending[1])
+
+    def _write_or_drop(self, side: int, position: int, data: bytes | bytearray) -> None:
+        try:
+            _pwrite_all(self._fds[side], data, position)
+        except OSError as error:
+            if error.errno not in NO_SPACE_ERRNOS:
+                raise
+            self._undo_growth(side)
+            dropped = len(data) // SAMPLE_BYTES
+            self.dropped_samples += dropped
+            self.failed_writes += 1
+            message = (
+                f"no space for call {self.call_id!r}: {dropped} samples of the "
+                f"{Channel(side).name.lower()} channel dropped ({self.dropped_samples} in all)"
+            )
+            raise SpoolFullError(message, dropped) from error
+        self._sizes[side] = max(self._sizes[side], position + len(data))
+
+    def _undo_growth(self, side: int) -> None:
+        """A short write may have extended the file before space ran out; cut it back so
+        the file ends where the last whole write ended (shrinking needs no space)."""
+        os.ftruncate(self._fds[side], self._sizes[side])
+
+
+def finalize(
+    spool_dir: Path | str, destination_path: Path | str, format: str = "wav"
+) -> FinishedAudio:
+    """Turn a spool into one stereo file at `destination_path` and remove the spool.
+
+    The file is written under a temporary name beside the destination, hashed while written,
+    fsynced, moved into place with os.replace() and its directory fsynced; only then is the
+    spool removed. A torn last write (an odd byte) is cut to whole samples; the shorter
+    channel is padded with silence. `format` is "wav" (PCM16) or "opus" (Ogg/Opus through
+    soundfile; hashed once written). Raises SpoolFullError (spool kept) on a full disk.
+    """
+    _check_format(format)
+    spool_dir, destination = Path(spool_dir), Path(destination_path)
+    rate = _read_manifest(spool_dir)["sample_rate"]
+    if format == "opus" and rate not in OPUS_RATES:
+        raise ValueError(f"Opus cannot encode {rate} Hz audio; use format='wav'")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temporary = _temporary_name(destination)
+    marker = {"destination": str(destination), "format": format}
+    try:
+        # Written before the file so that recover() can tell a finished file from a stranger.
+        _write_json_atomically(spool_dir / FINALIZING, marker, durable=False)
+        write = _write_wav if format == "wav" else _write_opus
+        audio = write(spool_dir, temporary, destination, rate)
+    except BaseException as error:
+        # Whatever stopped us, a half-written file must not stay beside the archive.
+        temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            _raise_if_no_space(error, f"finished file of spool {spool_dir.name}")
+        raise
+    _remove_spool(spool_dir)
+    return audio
+
+
+def recover(
+    root: Path | str, destination_dir: Path | str | None = None, format: str = "wav"
+) -> list[RecoveredSpool]:
+    """Finalise every spool a killed process left under `root` into `destination_dir`
+    (default `<root>/_recovered`), named after the spool directory (.wav, or .ogg for Opus).
+
+    Call it at start, before any spool is created under `root`. A directory without a
+    manifest never received audio and is removed; one whose manifest cannot be read is moved
+    to `<root>/_damaged` and logged. A spool that cannot be finalised now (disk full) is
+    logged and left for the next start.
+    """
+    _check_format(format)
+    root = Path(root)
+    target = Path(destination_dir) if destination_dir is not None else root / RECOVERED_DIR
+    found = []
+    for spool_dir in _leftover_spools(root):
+        try:
+            recovered = _recover_one(root, spool_dir, target, format)
+        except OSError:
+            log.exception("could not recover spool %s; will try again at next start", spool_dir)
+            continue
+        if recovered is not None:
+            found.append(recovered)
+    return found
+
+
+def read_manifest(spool_dir: Path | str) -> dict[str, Any]:
+    """The spool's manifest as written by CallSpool.create()/update_metadata()."""
+    return _read_manifest(Path(spool_dir))
+
+
+# -- writing the spool ----------------------------------------------------------------------
+
+
+def _spool_name(call_id: str) -> str:
+    """A directory name that is readable, safe on any filesystem and unique even when a
+    Call-ID repeats (a SIP Call-ID may hold '@', '/' and anything else)."""
+    readable = re.sub(r"[^A-Za-z0-9._-]", "_", call_id)[:48].lstrip("._-") or "call"
+    return f"{readable}-{uuid.uuid4().hex[:12]}"
+
+
+def _new_manifest(call_id: str, sample_rate: int, metadata: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "format": SPOOL_FORMAT,
+        "version": SPOOL_VERSION,
+        "call_id": call_id,
+        "sample_rate": sample_rate,
+        "sample_format": "s16le",
+        "channels": {
+            "left": {"file": CHANNEL_FILES[0], "party": "agent"},
+            "right": {"file": CHANNEL_FILES[1], "party": "far_party"},
+        },
+        "created_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "metadata": metadata,
+    }
+
+
+def _open_channel(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o640)
+
+
+def _check_pcm(sample_offset: int, pcm: bytes | bytearray | memoryview) -> None:
+    if sample_offset < 0:
+        raise ValueError(f"sample offset must not be negative, not {sample_offset}")
+    if len(pcm) % SAMPLE_BYTES:
+        raise ValueError(f"PCM16 audio has an even number of bytes, not {len(pcm)}")
+
+
+def _repeat_samples(pcm: bytes | bytearray | memoryview, factor: int) -> bytes:
+    """Upsample by repeating each sample `factor` times (zero-order hold). It needs no state
+    across chunks, keeps every sample at its exact place, and G.711's 4 kHz band does not
+    gain anything from a finer interpolation worth its cost on the per-packet path."""
+    samples = array("h", bytes(pcm))
+    repeated = array("h", bytes(len(pcm) * factor))
+    for phase in range(factor):
+        repeated[phase::factor] = samples
+    return repeated.tobytes()
+
+
+def _pwrite_all(fd: int, data: bytes | bytearray, position: int) -> None:
+    written = os.pwrite(fd, data, position)
+    if written == len(data):
+        return
+    # A short write happens when the disk fills mid-way; the retry then reports ENOSPC.
+    view, position = memoryview(data)[written:], position + written
+    while view:
+        written = os.pwrite(fd, view, position)
+        view, position = view[written:], position + written
+
+
+def _write_json_atomically(path: Path, document: dict[str, Any], durable: bool) -> None:
+    text = json.dumps(document, indent=1, sort_keys=True)  # fails before any file is opened
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        raise
+    if durable:
+        _fsync_directory(path.parent)
+
+
+def _raise_if_no_space(error: OSError, what: str) -> None:
+    if error.errno in NO_SPACE_ERRNOS:
+        raise SpoolFullError(f"no space for the {what}") from error
+
+
+# -- finishing ------------------------------------------------------------------------------
+
+
+def _check_format(format: str) -> None:
+    if format not in SUPPORTED_FORMATS:
+        raise ValueError(f"unknown audio format {format!r}; supported: {SUPPORTED_FORMATS}")
+
+
+def _read_manifest(spool_dir: Path) -> dict[str, Any]:
+    with open(spool_dir / MANIFEST, encoding="utf-8") as handle:
+        manifest = json.load(handle)
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{spool_dir / MANIFEST} is not a QMS spool manifest")
+    if manifest.get("format") != SPOOL_FORMAT or not isinstance(manifest.get("sample_rate"), int):
+        raise ValueError(f"{spool_dir / MANIFEST} is not a QMS spool manifest")
+    return manifest
+
+
+def _temporary_name(destination: Path) -> Path:
+    # A fixed name, not a random one: a finalize() killed half-way leaves a file that the
+    # next attempt overwrites and recover() removes, instead of an orphan.
+    return destination.with_name(f".{destination.name}.tmp")
+
+
+def _write_wav(spool_dir: Path, temporary: Path, destination: Path, rate: int) -> FinishedAudio:
+    frames = _frames_in(spool_dir)
+    digest = hashlib.sha256()
+    with open(temporary, "wb") as out:
+        _hashed_write(out, digest, _wav_header(frames, rate))
+        for block in _stereo_blocks(spool_dir, frames):
+            _hashed_write(out, digest, block)
+        out.flush()
+        os.fsync(out.fileno())
+    _move_into_place(temporary, destination)
+    size = WAV_HEADER_BYTES + frames * FRAME_BYTES
+    return FinishedAudio(destination, digest.hexdigest(), size, frames / rate, rate)
+
+
+def _write_opus(spool_dir: Path, temporary: Path, destination: Path, rate: int) -> FinishedAudio:
+    # Imported here: numpy and libsndfile load only in a process that asks for Opus.
+    import soundfile
+
+    frames = _frames_in(spool_dir)
+    with open(temporary, "w+b") as out:
+        guarded = _ErrorKeepingFile(out)
+        try:
+            with soundfile.SoundFile(
+                guarded, "w", samplerate=rate, channels=2, format="OGG", subtype="OPUS"
+            ) as encoder:
+                for block in _stereo_blocks(spool_dir, frames):
+                    encoder.buffer_write(block, dtype="int16")
+        except soundfile.LibsndfileError:
+            guarded.raise_kept_error()
+            raise
+        guarded.raise_kept_error()
+        out.flush()
+        os.fsync(out.fileno())
+    # libsndfile may seek while it writes, so the hash is taken from the finished bytes.
+    sha256, size = _hash_file(temporary)
+    _move_into_place(temporary, destination)
+    return FinishedAudio(destination, sha256, size, frames / rate, rate)
+
+
+class _ErrorKeepingFile:
+    """A file for libsndfile's virtual I/O that keeps the OSError (ENOSPC) of a failed
+    write: inside the C callback it would only become a vague 'System error'."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self._error: OSError | None = None
+        self.read, self.seek, self.tell = file.read, file.seek, file.tell
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._file.write(data)
+        except OSError as error:
+            self._error = self._error or error
+            return 0
+
+    def raise_kept_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+
+def _frames_in(spool_dir: Path) -> int:
+    return max(_whole_samples(spool_dir / name) for name in CHANNEL_FILES)
+
+
+def _stereo_blocks(spool_dir: Path, frames: int) -> Iterator[bytes]:
+    left_path, right_path = (spool_dir / name for name in CHANNEL_FILES)
+    with _open_or_empty(left_path) as left, _open_or_empty(right_path) as right:
+        for start in range(0, frames, FINALIZE_BLOCK_FRAMES):
+            yield _interleave(left, right, min(FINALIZE_BLOCK_FRAMES, frames - start))
+
+
+def _move_into_place(temporary: Path, destination: Path) -> None:
+    os.replace(temporary, destination)
+    _fsync_directory(destination.parent)
+
+
+def _hash_file(path: Path) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as handle:
+        while block := handle.read(HASH_BLOCK_BYTES):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def _whole_samples(path: Path) -> int:
+    """Samples on disk; a byte of a torn last write is ignored."""
+    try:
+        return path.stat().st_size // SAMPLE_BYTES
+    except FileNotFoundError:
+        return 0
+
+
+def _open_or_empty(path: Path) -> BinaryIO:
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        return open(os.devnull, "rb")
+
+
+def _wav_header(frames: int, rate: int) -> bytes:
+    """The 44-byte canonical RIFF/WAVE header for stereo PCM16 (WAVE_FORMAT_PCM = 1)."""
+    data_bytes = frames * FRAME_BYTES
+    return struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF", 36 + data_bytes, b"WAVE",
+        b"fmt ", 16, 1, 2, rate, rate * FRAME_BYTES, FRAME_BYTES, 16,
+        b"data", data_bytes,
+    )  # fmt: skip
+
+
+def _interleave(left: BinaryIO, right: BinaryIO, frames: int) -> bytes:
+    """The next `frames` stereo frames; a channel that ends early is padded with silence.
+    Samples are only moved, never computed, so the host's byte order does not matter."""
+    stereo = array("h", bytes(frames * FRAME_BYTES))
+    for side, source in enumerate((left, right)):
+        chunk = source.read(frames * SAMPLE_BYTES)
+        mono = array("h", chunk[: len(chunk) // SAMPLE_BYTES * SAMPLE_BYTES])
+        mono.extend(array("h", bytes((frames - len(mono)) * SAMPLE_BYTES)))
+        stereo[side::2] = mono
+    return stereo.tobytes()
+
+
+def _hashed_write(out: BinaryIO, digest: Any, data: bytes) -> None:
+    out.write(data)
+    digest.update(data)
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_spool(spool_dir: Path) -> None:
+    shutil.rmtree(spool_dir)
+    _fsync_directory(spool_dir.parent)
+
+
+# -- recovery -------------------------------------------------------------------------------
+
+
+def _leftover_spools(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    return sorted(
+        entry
+        for entry in root.iterdir()
+        if entry.is_dir() and not entry.name.startswith(RESERVED_PREFIXES)
+    )
+
+
+def _recover_one(root: Path, spool_dir: Path, target: Path, format: str) -> RecoveredSpool | None:
+    if not (spool_dir / MANIFEST).exists():
+        # create() writes the manifest before returning, so no audio was ever written here.
+        log.warning("removing spool %s: it has no manifest and so no audio", spool_dir)
+        _remove_spool(spool_dir)
+        return None
+    try:
+        manifest = _read_manifest(spool_dir)
+    except (ValueError, UnicodeDecodeError) as error:
+        _quarantine(root, spool_dir, error)
+        return None
+    finished = _already_finished(spool_dir)
+    if finished is not None:
+        _remove_spool(spool_dir)
+        return _recovered(manifest, finished, complete=True)
+    if format == "opus" and manifest["sample_rate"] not in OPUS_RATES:
+        format = "wav"  # a partial recording in WAV beats none at all
+    suffix = "wav" if format == "wav" else "ogg"
+    audio = finalize(spool_dir, target / f"{spool_dir.name}.{suffix}", format)
+    log.info("recovered a partial recording of call %r: %s", manifest["call_id"], audio.path)
+    return _recovered(manifest, audio, complete=False)
+
+
+def _already_finished(spool_dir: Path) -> FinishedAudio | None:
+    """The file of a finalize() that put it in place but died before removing the spool."""
+    try:
+        with open(spool_dir / FINALIZING, encoding="utf-8") as handle:
+            marker = json.load(handle)
+        destination = Path(marker["destination"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
+    _temporary_name(destination).unlink(missing_ok=True)
+    if not destination.is_file():
+        return None
+    return describe_audio(destination, marker.get("format", "wav"))
+
+
+def describe_audio(path: Path | str, format: str = "wav") -> FinishedAudio:
+    """FinishedAudio for a file finalize() already put on disk (hashed in blocks)."""
+    path = Path(path)
+    if format == "wav":
+        with wave.open(str(path), "rb") as reader:
+            frames, rate = reader.getnframes(), reader.getframerate()
+    else:
+        import soundfile
+
+        info = soundfile.info(str(path))
+        frames, rate = info.frames, info.samplerate
+    sha256, size = _hash_file(path)
+    return FinishedAudio(path, sha256, size, frames / rate, rate)
+
+
+def _recovered(manifest: dict[str, Any], audio: FinishedAudio, complete: bool) -> RecoveredSpool:
+    return RecoveredSpool(
+        call_id=manifest["call_id"],
+        metadata=manifest.get("metadata", {}),
+        created_at=manifest.get("created_at", ""),
+        audio=audio,
+        complete=complete,
+    )
+
+
+def _quarantine(root: Path, spool_dir: Path, error: Exception) -> None:
+    damaged = root / DAMAGED_DIR
+    damaged.mkdir(exist_ok=True)
+    log.error("spool %s has an unreadable manifest (%s); moved to %s", spool_dir, error, damaged)
+    os.replace(spool_dir, damaged / spool_dir.name)

@@ -1,0 +1,301 @@
+"""From a finished call's RTP log to a Recording: stereo audio in storage, and its row.
+
+Runs off the packet path (the sink's thread; later a Celery worker). The agent is on the
+left, the far party on the right: the left channel is what the far side received (the
+agent's voice), the right what the agent's phone received. Both directions are placed on
+one timeline by their first packet's arrival, so a reply never plays before its question.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from django.conf import settings
+
+from integrations.observations import Endpoint, MediaOffer, Side
+from recorder.media.codecs import PayloadKind
+from recorder.media.rtplog import MANIFEST_NAME, read_log, read_manifest
+from recorder.media.spool import CallSpool, Channel
+from recorder.media.stream import StreamDecoder
+from recorder.models import Call, Recording, recordings_storage
+from recorder.quality import mos_estimate
+
+log = logging.getLogger(__name__)
+
+WIDEBAND_RATE = 16000
+NARROWBAND_RATE = 8000
+
+
+@dataclass
+class Direction:
+    """One direction of the call: the packets one side received."""
+
+    receiver: Side
+    channel: Channel
+    decoder: StreamDecoder
+    first_arrival: float | None = None
+    payload_types: Counter = field(default_factory=Counter)
+
+
+def far_side_of(local_side: Side) -> Side:
+    return Side.CALLEE if local_side == Side.CALLER else Side.CALLER
+
+
+def local_side_of(call: Call, given: Side | None) -> Side:
+    """Whose phone the recording is for: the protocol's word, else the call's direction."""
+    if given is not None:
+        return given
+    return Side.CALLEE if call.direction == Call.Direction.INBOUND else Side.CALLER
+
+
+def finish_recording(
+    call: Call, spool: Path, media: tuple[MediaOffer, ...], local_side: Side | None
+) -> Recording | None:
+    """Decode a finished call's log into a Recording; the spool is removed once stored."""
+    local = local_side_of(call, local_side)
+    directions = _directions(media, local)
+    _scan(spool, directions)
+    if not any(direction.payload_types for direction in directions.values()):
+        shutil.rmtree(spool, ignore_errors=True)
+        return None
+    recording = _new_recording(call, local)
+    rate = _rate_for(directions)
+    start = min(d.first_arrival for d in directions.values() if d.first_arrival is not None)
+    audio_spool = CallSpool.create(
+        spool / "pcm", call.call_id, rate, metadata={"timeline_start": start}
+    )
+    for packet in read_log(spool):
+        direction = directions[packet.receiver]
+        _write(audio_spool, direction, direction.decoder.feed(packet.arrival, packet.packet))
+    for direction in directions.values():
+        _write(audio_spool, direction, direction.decoder.flush())
+    _store(recording, audio_spool, directions, spool)
+    return recording
+
+
+def _directions(media: tuple[MediaOffer, ...], local: Side) -> dict[Side, Direction]:
+    offers = {offer.side: offer for offer in media}
+    far = far_side_of(local)
+    return {
+        # What the far side receives is the agent's voice: the left channel.
+        far: Direction(far, Channel.AGENT, StreamDecoder(_payload_types(offers, far))),
+        local: Direction(local, Channel.FAR_PARTY, StreamDecoder(_payload_types(offers, local))),
+    }
+
+
+def _payload_types(offers: dict[Side, MediaOffer], side: Side) -> tuple[tuple[int, str], ...]:
+    # A sender uses the payload types its receiver's SDP declared (RFC 3264 §5.1).
+    offer = offers.get(side)
+    return offer.payload_types if offer is not None else ()
+
+
+def _scan(spool: Path, directions: dict[Side, Direction]) -> None:
+    """First pass: when each direction started, and which payload types it carried."""
+    for packet in read_log(spool):
+        direction = directions[packet.receiver]
+        if direction.first_arrival is None:
+            direction.first_arrival = packet.arrival
+        if len(packet.packet) >= 2:
+            direction.payload_types[packet.packet[1] & 0x7F] += 1
+
+
+def _rate_for(directions: dict[Side, Direction]) -> int:
+    for direction in directions.values():
+        formats = direction.decoder.formats
+        for payload_type in direction.payload_types:
+            codec = formats[payload_type].codec
+            if codec is not None and codec.sample_rate >= WIDEBAND_RATE:
+                return WIDEBAND_RATE
+    return NARROWBAND_RATE
+
+
+def _write(audio_spool: CallSpool, direction: Direction, chunks: list) -> None:
+    rate = direction.decoder.sample_rate
+    if not chunks or rate is None:
+        return
+    start = _call_start(audio_spool)
+    base = round((direction.first_arrival - start) * rate)
+    for chunk in chunks:
+        audio_spool.write(direction.channel, base + chunk.offset, chunk.pcm, sample_rate=rate)
+
+
+def _call_start(audio_spool: CallSpool) -> float:
+    return audio_spool.metadata.get("timeline_start", 0.0)
+
+
+def _new_recording(call: Call, local: Side) -> Recording:
+    far_number = call.callee if local == Side.CALLER else call.caller
+    far_name = call.callee_name if local == Side.CALLER else call.caller_name
+    local_ip = call.caller_ip if local == Side.CALLER else call.callee_ip
+    remote_ip = call.callee_ip if local == Side.CALLER else call.caller_ip
+    recording, _ = Recording.objects.update_or_create(
+        signalling=call,
+        defaults={
+            "call_id": call.call_id,
+            "conversation_id": call.call_id,
+            "started_at": call.started_at,
+            "ended_at": call.ended_at,
+            "direction": call.direction,
+            "extension": call.extension,
+            "agent": call.agent,
+            "phone": call.phone,
+            "remote_party": far_number,
+            "remote_name": far_name,
+            "local_ip": local_ip,
+            "remote_ip": remote_ip,
+        },
+    )
+    return recording
+
+
+def _store(
+    recording: Recording, audio_spool: CallSpool, directions: dict[Side, Direction], spool: Path
+) -> None:
+    decoded = [d for d in directions.values() if d.decoder.sample_rate is not None]
+    recording.quality = {_quality_key(d): _quality(d.decoder) for d in directions.values()}
+    recording.dtmf = _dtmf(directions)
+    recording.codec = _codecs(directions)
+    recording.mos_estimate = _mos(directions)
+    if not decoded:
+        _keep_raw(recording, audio_spool, spool)
+        return
+    name = _audio_name(recording)
+    storage = recordings_storage()
+    destination = Path(storage.path(name))
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    audio = audio_spool.finalize(destination, format=settings.QMS_RECORDING_FORMAT)
+    recording.file.name = name
+    recording.size, recording.sha256 = audio.size, audio.sha256
+    recording.duration_seconds = audio.duration_seconds
+    recording.audio_format = settings.QMS_RECORDING_FORMAT
+    recording.status = Recording.Status.COMPLETE
+    recording.save()
+    shutil.rmtree(spool, ignore_errors=True)
+
+
+def _keep_raw(recording: Recording, audio_spool: CallSpool, spool: Path) -> None:
+    """No direction could be decoded: keep the RTP as it came, and say which codec."""
+    audio_spool.close()
+    name = _audio_name(recording, suffix="rtplog")
+    storage = recordings_storage()
+    destination = Path(storage.path(name))
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(spool / "rtp.log", destination)
+    recording.file.name = name
+    recording.size = destination.stat().st_size
+    recording.audio_format = "rtp"
+    recording.status = Recording.Status.NOT_DECODABLE
+    recording.status_detail = f"not decodable: {recording.codec or 'unknown codec'}"
+    recording.save()
+    shutil.rmtree(spool, ignore_errors=True)
+
+
+def _audio_name(recording: Recording, suffix: str | None = None) -> str:
+    day = recording.started_at.astimezone(UTC)
+    extension = suffix or settings.QMS_RECORDING_FORMAT
+    return f"{day:%Y/%m/%d}/{recording.pk:08d}.{extension}"
+
+
+def _quality_key(direction: Direction) -> str:
+    return "agent_to_far" if direction.channel == Channel.AGENT else "far_to_agent"
+
+
+def _quality(decoder: StreamDecoder) -> dict:
+    quality = decoder.quality
+    return {
+        "expected": quality.expected,
+        "received": quality.received,
+        "lost": quality.lost,
+        "duplicated": quality.duplicated,
+        "out_of_order": quality.out_of_order,
+        "jitter_ms": round(quality.jitter_ms, 3),
+    }
+
+
+def _dtmf(directions: dict[Side, Direction]) -> list[dict]:
+    events = []
+    for direction in directions.values():
+        who = "agent" if direction.channel == Channel.AGENT else "far"
+        for event in direction.decoder.take_dtmf():
+            events.append(
+                {"digit": event.digit, "at": event.start, "duration": event.duration, "by": who}
+            )
+    return sorted(events, key=lambda event: event["at"])
+
+
+def _codecs(directions: dict[Side, Direction]) -> str:
+    names = []
+    for direction in directions.values():
+        for payload_type, _ in direction.payload_types.most_common():
+            found = direction.decoder.formats[payload_type]
+            if found.kind in (PayloadKind.AUDIO, PayloadKind.UNDECODABLE):
+                names.append(found.name)
+                break
+    return "/".join(dict.fromkeys(names))
+
+
+def _mos(directions: dict[Side, Direction]) -> float | None:
+    qualities = [d.decoder.quality for d in directions.values() if d.decoder.quality.expected]
+    if not qualities:
+        return None
+    worst = max(qualities, key=lambda quality: quality.lost / max(quality.expected, 1))
+    loss = worst.lost / max(worst.expected, 1)
+    jitter = max(quality.jitter_ms for quality in qualities)
+    return mos_estimate(_codecs(directions).split("/")[0], loss, jitter)
+
+
+def moment(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
+def media_from_json(media: list[dict]) -> tuple[MediaOffer, ...]:
+    """The media offers a Call row stored, back as observations."""
+    return tuple(
+        MediaOffer(
+            Side(item["side"]),
+            Endpoint(item["ip"], item["port"]),
+            tuple((int(pt), name) for pt, name in item.get("payload_types", [])),
+            item.get("mode", "sendrecv"),
+            item.get("encrypted", False),
+        )
+        for item in media
+    )
+
+
+def recover_spools(root: Path) -> list[Recording]:
+    """Finish, as partial recordings, the spools a killed capture process left behind.
+
+    Everything the log holds up to the kill becomes audio; the Call row written when the
+    call started says who it was. A spool whose call is unknown is kept aside and logged.
+    """
+    recovered = []
+    for spool in sorted(path for path in root.glob("*") if (path / MANIFEST_NAME).exists()):
+        recording = _recover(spool)
+        if recording is not None:
+            recovered.append(recording)
+    return recovered
+
+
+def _recover(spool: Path) -> Recording | None:
+    manifest = read_manifest(spool)
+    call = Call.objects.filter(
+        protocol=manifest.get("protocol", ""),
+        call_id=manifest.get("call_id", ""),
+        started_at=moment(manifest.get("started_at", 0.0)),
+    ).first()
+    if call is None:
+        log.error("spool %s has no call row; kept for inspection", spool)
+        spool.rename(spool.with_name(spool.name + ".orphan"))
+        return None
+    shutil.rmtree(spool / "pcm", ignore_errors=True)
+    recording = finish_recording(call, spool, media_from_json(call.media), None)
+    if recording is not None:
+        recording.status = Recording.Status.PARTIAL
+        recording.status_detail = "the capture process stopped during the call"
+        recording.save(update_fields=["status", "status_detail"])
+    return recording

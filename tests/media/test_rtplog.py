@@ -1,0 +1,73 @@
+"""The capture loop's RTP log: every complete record survives, a torn tail ends it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from integrations.observations import Side
+from recorder.media.rtplog import LoggedPacket, RtpLog, read_log, read_manifest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_packets_read_back_in_order_with_their_direction(tmp_path: Path) -> None:
+    log = RtpLog(tmp_path / "call", {"call_id": "c1"})
+    log.append(1.5, Side.CALLER, b"\x80\x00abc")
+    log.append(1.52, Side.CALLEE, b"\x80\x08defg")
+    log.close()
+    assert list(read_log(tmp_path / "call")) == [
+        LoggedPacket(1.5, Side.CALLER, b"\x80\x00abc"),
+        LoggedPacket(1.52, Side.CALLEE, b"\x80\x08defg"),
+    ]
+    assert read_manifest(tmp_path / "call") == {"call_id": "c1"}
+
+
+def test_a_torn_last_record_ends_the_log_there(tmp_path: Path) -> None:
+    log = RtpLog(tmp_path / "call", {})
+    for index in range(3):
+        log.append(float(index), Side.CALLER, bytes([index]) * 172)
+    log.close()
+    path = tmp_path / "call" / "rtp.log"
+    path.write_bytes(path.read_bytes()[:-40])
+    assert [packet.arrival for packet in read_log(tmp_path / "call")] == [0.0, 1.0]
+
+
+def test_a_killed_writer_leaves_every_flushed_record_readable(tmp_path: Path) -> None:
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from integrations.observations import Side\n"
+        "from recorder.media.rtplog import RtpLog\n"
+        f"log = RtpLog(Path({str(tmp_path / 'call')!r}), {{}}, buffer_size=4096)\n"
+        "index = 0\n"
+        "while True:\n"
+        "    log.append(float(index), Side.CALLEE, index.to_bytes(4, 'big') * 43)\n"
+        "    index += 1\n"
+        "    if index % 50 == 0:\n"
+        "        log.file.flush()\n"
+        f"        Path({str(tmp_path / 'progress')!r}).write_text(str(index))\n"
+        "    time.sleep(0.0005)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 10
+        while (
+            not (tmp_path / "progress").exists()
+            or int((tmp_path / "progress").read_text() or 0) < 200
+        ):
+            assert time.monotonic() < deadline, "the writer never got going"
+            time.sleep(0.05)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    flushed = int((tmp_path / "progress").read_text())
+    packets = list(read_log(tmp_path / "call"))
+    assert len(packets) >= flushed
+    assert [packet.packet[:4] for packet in packets] == [
+        index.to_bytes(4, "big") for index in range(len(packets))
+    ]
