@@ -15,56 +15,30 @@ from __future__ import annotations
 
 import argparse
 import struct
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
-RECORD = struct.Struct("<IIII")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as bench/traffic.py
+
+from recorder.capture.synthesis import (  # noqa: F401 (PCAP_HEADER, RECORD re-exported)
+    PCAP_HEADER,
+    RECORD,
+    ip_bytes,
+    sdp,
+    sip,
+    tcp,
+    udp,
+    write_pcap,
+)
+
 START = 1_700_000_000.0
 PTIME = 0.020
 SAMPLES = 160
 SCCP_PORT = 2000
 CM_IP = "10.3.0.1"
 REGISTRAR_IP = "10.3.0.2"
-
-
-def ip_bytes(address: str) -> bytes:
-    return bytes(int(part) for part in address.split("."))
-
-
-def checksum(header: bytes) -> int:
-    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def ipv4(src: str, dst: str, proto: int, payload: bytes) -> bytes:
-    header = struct.pack(
-        "!BBHHHBBH4s4s",
-        0x45,
-        0,
-        20 + len(payload),
-        0,
-        0x4000,
-        64,
-        proto,
-        0,
-        ip_bytes(src),
-        ip_bytes(dst),
-    )
-    header = header[:10] + struct.pack("!H", checksum(header)) + header[12:]
-    return b"\x00\x11\x22\x33\x44\xaa\x00\x11\x22\x33\x44\x55\x08\x00" + header + payload
-
-
-def udp(src: str, sport: int, dst: str, dport: int, payload: bytes) -> bytes:
-    return ipv4(src, dst, 17, struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload)
-
-
-def tcp(src: str, sport: int, dst: str, dport: int, seq: int, payload: bytes) -> bytes:
-    header = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 5 << 4, 0x18, 65535, 0, 0)
-    return ipv4(src, dst, 6, header + payload)
 
 
 @dataclass
@@ -92,20 +66,6 @@ def make_calls(count: int) -> list[Call]:
             )
         )
     return calls
-
-
-def sdp(ip: str, port: int) -> str:
-    return (
-        f"v=0\r\no=qms 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n"
-        f"m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
-        "a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
-    )
-
-
-def sip(start_line: str, headers: list[str], body: str = "") -> bytes:
-    extra = ["Content-Type: application/sdp"] if body else []
-    lines = [start_line, *headers, *extra, f"Content-Length: {len(body.encode())}", "", ""]
-    return ("\r\n".join(lines) + body).encode()
 
 
 def sip_signalling(call: Call, phase: str) -> list[bytes]:
@@ -290,16 +250,7 @@ def media(calls: list[Call], seconds: float, start: float) -> Iterator[tuple[flo
 
 
 def write(path: Path, frames: Iterator[tuple[float, bytes]]) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    count = 0
-    with open(path, "wb") as capture:
-        capture.write(PCAP_HEADER)
-        for at, frame in frames:
-            seconds = int(at)
-            capture.write(RECORD.pack(seconds, int((at - seconds) * 1e6), len(frame), len(frame)))
-            capture.write(frame)
-            count += 1
-    return count
+    return write_pcap(path, frames)
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from typing import Protocol
 
 from integrations.observations import (
     BindingSeen,
+    BindingSource,
     CallEvent,
     CallSignal,
     EncryptedSignallingSeen,
@@ -318,7 +319,9 @@ class Engine:
                 self.sink.call(call.snapshot(observation.event))
         elif isinstance(observation, BindingSeen):
             self.stats.bindings += 1
-            if not observation.unregister:
+            # A registration places a phone; a call's binding may be a trunk's or a
+            # gateway's (the directory decides, see learns_from_call), so it does not.
+            if not observation.unregister and observation.source != BindingSource.SIP_CALL:
                 self.phone_ips.add(observation.ip)
             self.sink.binding(observation)
 

@@ -95,13 +95,23 @@ def _payload_types(offers: dict[Side, MediaOffer], side: Side) -> tuple[tuple[in
 
 
 def _scan(spool: Path, directions: dict[Side, Direction]) -> None:
-    """First pass: when each direction started, and which payload types it carried."""
+    """First pass: when each direction started, and which payload types it carried.
+
+    Only RTP counts: a keepalive or probe datagram sent to the media port (SIPp sends a
+    4-byte one, rtppcap-sip-rtp-g722.pcap) is neither a payload type nor the start of
+    the direction's audio."""
     for packet in read_log(spool):
+        if not looks_like_rtp(packet.packet):
+            continue
         direction = directions[packet.receiver]
         if direction.first_arrival is None:
             direction.first_arrival = packet.arrival
-        if len(packet.packet) >= 2:
-            direction.payload_types[packet.packet[1] & 0x7F] += 1
+        direction.payload_types[packet.packet[1] & 0x7F] += 1
+
+
+def looks_like_rtp(datagram: bytes) -> bool:
+    """RTP version 2 with a whole fixed header, not RTCP (RFC 3550 §5.1, byte 1 200-204)."""
+    return len(datagram) >= 12 and datagram[0] >> 6 == 2 and not 200 <= datagram[1] <= 204
 
 
 def _rate_for(directions: dict[Side, Direction]) -> int:

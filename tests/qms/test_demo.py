@@ -57,3 +57,24 @@ def test_running_the_demo_again_issues_new_passwords_and_no_duplicates() -> None
     client = Client()
     assert not client.login(username="admin", password=first["admin"])
     assert client.login(username="admin", password=second["admin"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_demo_records_three_calls_with_audio_under_the_right_names() -> None:
+    from recorder.models import Recording
+
+    load_demo()
+    found = {
+        (recording.agent.name, recording.extension, recording.direction, recording.status)
+        for recording in Recording.objects.select_related("agent")
+    }
+    assert found == {
+        ("John", "9001", "outbound", "complete"),
+        ("Mary", "9002", "inbound", "complete"),
+        ("Carl", "9003", "internal", "complete"),
+    }
+    john = Recording.objects.get(extension="9001")
+    assert [event["digit"] for event in john.dtmf] == ["4", "2"]
+    assert john.file.size == john.size and john.file.open("rb").read(4) == b"RIFF"
+    load_demo()
+    assert Recording.objects.count() == 3

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import secrets
 from datetime import timedelta
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth.models import Group, Permission, User
+from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
@@ -15,6 +18,8 @@ from extensions.directory_import import import_directory
 from extensions.models import Agent, Team
 from extensions.services import apply_binding
 from integrations.observations import BindingSeen, BindingSource
+from recorder.demo import write_demo_capture
+from recorder.models import Recording
 
 DEMO_DIRECTORY = Path(__file__).resolve().parents[2] / "demo" / "directory.csv"
 TEAMS = {"Sales": ["John", "Mary", "Erik"], "Support": ["Carl", "Dana", "Fiona", "Gus"]}
@@ -27,6 +32,8 @@ SUPERVISOR_PERMISSIONS = [
     "view_binding",
     "view_seenextension",
     "view_bindingconflict",
+    "view_call",
+    "view_recording",
 ]
 
 # What the wire "said" over the last hour: phones registering, John moving to the desk
@@ -52,9 +59,20 @@ class Command(BaseCommand):
             self.make_teams()
             self.replay_sightings()
             logins = self.make_logins()
+        self.record_demo_calls()
         self.stdout.write("Demo directory loaded. Log in at http://127.0.0.1:8000/admin/ as:")
         for username, password, role in logins:
             self.stdout.write(f"  {username:<11} password {password}   ({role})")
+
+    def record_demo_calls(self) -> None:
+        """Capture three demo calls, the way a capture node would, into real recordings."""
+        if Recording.objects.filter(call_id__startswith="demo-").exists():
+            return
+        capture = Path(settings.QMS_SPOOL_DIR).parent / "demo" / "demo-calls.pcap"
+        write_demo_capture(capture, timezone.now().timestamp())
+        call_command("import_pcap", str(capture), node="demo", stdout=io.StringIO())
+        recorded = Recording.objects.filter(call_id__startswith="demo-").count()
+        self.stdout.write(f"Demo calls captured: {recorded} recordings with audio.")
 
     def make_teams(self) -> None:
         for name, members in TEAMS.items():
