@@ -94,6 +94,8 @@ QMS_RECORDINGS_DIR = env_path("QMS_RECORDINGS_DIR", VAR_DIR / "recordings")
 # Calls being recorded are spooled here, on local disk, until they end.
 QMS_SPOOL_DIR = env_path("QMS_SPOOL_DIR", VAR_DIR / "spool")
 # wav (PCM16, every browser plays it) or opus (Ogg/Opus, several times smaller).
+# Record RTP of known phones that no signalling announced (encrypted SIP, ShoreTel).
+QMS_RECORD_UNSIGNALLED = env_bool("QMS_RECORD_UNSIGNALLED", True)
 QMS_RECORDING_FORMAT = env_choice("QMS_RECORDING_FORMAT", "WAV", ["WAV", "OPUS"]).lower()
 
 STORAGES = {

@@ -66,6 +66,8 @@ class LiveCall:
     streams: dict[Side, MediaStream] = field(default_factory=dict)
     log: RtpLog | None = None
     spool: str = ""
+    # Seconds of silence that end this call, when not the table's default.
+    silence_limit: float | None = None
 
     @property
     def media_packets(self) -> int:
@@ -261,7 +263,9 @@ class CallTable:
         ended = []
         for call in list(self.calls.values()):
             last = max([call.last_activity, *(s.last_at for s in call.streams.values())])
-            limit = self.silence_timeout if call.answered_at else self.setup_timeout
+            limit = call.silence_limit or (
+                self.silence_timeout if call.answered_at else self.setup_timeout
+            )
             if now - last > limit:
                 ended.append(self.finish(call, last, "media-timeout"))
         return ended

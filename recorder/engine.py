@@ -25,7 +25,9 @@ from integrations.observations import (
     CallSignal,
     EncryptedSignallingSeen,
     Endpoint,
+    MediaOffer,
     Observation,
+    Side,
 )
 from integrations.sccp.tracker import SccpTracker
 from integrations.sip.framing import SipStreamFramer
@@ -47,6 +49,9 @@ ENCRYPTED_SIGNALLING_PORTS = {5061: "sip-tls", 2443: "sccp-tls"}
 ETHERNET_IPV4_NO_OPTIONS = b"\x08\x00\x45"
 TICK_SECONDS = 1.0
 ENCRYPTED_REPORT_EVERY = 300.0
+# An unsignalled call ends when its RTP has been silent this long: with no BYE to wait
+# for, the media's own end is the call's.
+UNSIGNALLED_SILENCE = 10.0
 INTERNAL_ERRORS_LOGGED = 20
 # Counted, but not errors: traffic that is not for QMS, and the ordinary life of TCP.
 NOT_ERRORS = {
@@ -80,6 +85,7 @@ class EngineStats:
     sccp_messages: int = 0
     bindings: int = 0
     not_recorded: int = 0
+    unsignalled_calls: int = 0
     encrypted_signalling: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     ignored: Counter = field(default_factory=Counter)
@@ -92,6 +98,7 @@ class Engine:
         phone_ips: set[str] | None = None,
         spool_root: Path | None = None,
         do_not_record: set[str] | None = None,
+        record_unsignalled: bool = False,
     ) -> None:
         self.sink = sink
         self.stats = EngineStats()
@@ -100,6 +107,7 @@ class Engine:
         # With a spool root, the RTP of every call is logged there for recording.
         self.spool_root = spool_root
         self.do_not_record = set(do_not_record or ())
+        self.record_unsignalled = record_unsignalled
         self.calls = CallTable(self.phone_ips.__contains__, open_log=self._open_log)
         self.media = self.calls.media  # the fast path's view of the media index
         self.ip = IpDecoder(self.count)
@@ -235,7 +243,38 @@ class Engine:
         elif destination_port in ENCRYPTED_SIGNALLING_PORTS:
             self._encrypted(datagram.src_ip, ENCRYPTED_SIGNALLING_PORTS[destination_port], at)
         elif looks_like_rtp(payload):
-            self.stats.rtp_unmatched += 1
+            stream = self._unsignalled(datagram, source_port, destination_port, at)
+            if stream is not None:
+                self._count_rtp(stream, payload, at)
+            else:
+                self.stats.rtp_unmatched += 1
+
+    def _unsignalled(
+        self, datagram: Datagram, source_port: int, destination_port: int, at: float
+    ) -> MediaStream | None:
+        """RTP to or from a known phone that no signalling announced (encrypted SIP,
+        ShoreTel's own signalling): recorded as an unsignalled call of that phone, its
+        far end taken to receive where it sends from (symmetric RTP, RFC 4961)."""
+        if not self.record_unsignalled or min(source_port, destination_port) < 1024:
+            return None
+        source, destination = datagram.src_ip, datagram.dst_ip
+        if destination in self.phone_ips:
+            phone, far = Endpoint(destination, destination_port), Endpoint(source, source_port)
+        elif source in self.phone_ips:
+            phone, far = Endpoint(source, source_port), Endpoint(destination, destination_port)
+        else:
+            return None
+        call_id = f"rtp:{phone}:{far}:{int(at)}"
+        media = (MediaOffer(Side.CALLER, phone), MediaOffer(Side.CALLEE, far))
+        when = self._when(at)
+        for event in (CallEvent.START, CallEvent.ANSWER):
+            self.observe(
+                CallSignal(call_id, event, when, "rtp", local_side=Side.CALLER,
+                           caller_ip=phone.ip, callee_ip=far.ip, media=media)
+            )  # fmt: skip
+        self.calls.calls[call_id].silence_limit = UNSIGNALLED_SILENCE
+        self.stats.unsignalled_calls += 1
+        return self.media.get(datagram.dst + struct.pack("!H", destination_port))
 
     def _open_log(self, call: LiveCall) -> RtpLog | None:
         """Start logging a call's RTP for its recording, unless it must not be recorded."""

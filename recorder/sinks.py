@@ -59,7 +59,11 @@ def recording_options(options: dict) -> dict:
     spool_root.mkdir(parents=True, exist_ok=True)
     for recording in recover_spools(spool_root):
         log.warning("recovered a partial recording of call %s", recording.call_id)
-    return {"spool_root": spool_root, "do_not_record": do_not_record_numbers()}
+    return {
+        "spool_root": spool_root,
+        "do_not_record": do_not_record_numbers(),
+        "record_unsignalled": settings.QMS_RECORD_UNSIGNALLED,
+    }
 
 
 def moment(timestamp: float | None) -> datetime | None:

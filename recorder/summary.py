@@ -16,7 +16,8 @@ def summary_lines(engine: Engine, sink: DatabaseSink, seconds: float) -> list[st
         f"SIP messages: {stats.sip_messages}",
         f"SCCP messages: {stats.sccp_messages}",
         f"bindings learned: {stats.bindings} ({format_counts(sink.outcomes) or 'none applied'})",
-        f"calls seen: {engine.calls.calls_seen}",
+        f"calls seen: {engine.calls.calls_seen}"
+        + (f" ({stats.unsignalled_calls} unsignalled)" if stats.unsignalled_calls else ""),
         f"RTP packets: {stats.rtp_packets} matched to calls, {stats.rtp_unmatched} unmatched",
     ]
     if stats.encrypted_signalling:

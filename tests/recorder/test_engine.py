@@ -192,3 +192,39 @@ def test_short_frames_in_a_pcap_never_borrow_the_next_records_bytes(tmp_path: Pa
     engine.feed_pcap(found, chunks)
     assert engine.stats.packets == 3
     assert engine.stats.errors["truncated-ipv4"] == 2
+
+
+def rtp_between(phone: str, far: str, count: int, start: float) -> list[tuple[float, bytes]]:
+    frames = []
+    for index in range(count):
+        voice = rtp(index, index * 160, 0x42, b"\xff" * 160)
+        at = start + index * 0.02
+        frames.append((at, ethernet(udp4(far, 30000, phone, 16384, voice))))
+        frames.append((at + 0.001, ethernet(udp4(phone, 16384, far, 30000, voice))))
+    return frames
+
+
+def test_rtp_of_a_known_phone_without_signalling_becomes_an_unsignalled_call() -> None:
+    sink = Collected()
+    engine = Engine(sink, phone_ips={"10.0.0.11"}, record_unsignalled=True)
+    frames = rtp_between("10.0.0.11", "10.9.9.9", 50, 1.0)
+    frames.append((30.0, ethernet(udp4("10.1.1.1", 1, "10.1.1.2", 2, b"later"))))
+    for at, frame in frames:
+        engine.feed(at, 1, frame)
+    assert engine.stats.unsignalled_calls == 1
+    assert engine.stats.rtp_packets == 100 and engine.stats.rtp_unmatched == 0
+    ended = sink.calls[-1]
+    assert (ended.event, ended.protocol, ended.local_ip) == (CallEvent.END, "rtp", "10.0.0.11")
+    assert ended.end_reason == "media-timeout"
+    assert {str(offer.receive_at) for offer in ended.media} == {"10.0.0.11:16384", "10.9.9.9:30000"}
+
+
+def test_unsignalled_recording_can_be_turned_off_and_strangers_are_never_recorded() -> None:
+    off = Engine(Collected(), phone_ips={"10.0.0.11"}, record_unsignalled=False)
+    stranger = Engine(Collected(), phone_ips={"10.0.0.11"}, record_unsignalled=True)
+    for at, frame in rtp_between("10.0.0.11", "10.9.9.9", 5, 1.0):
+        off.feed(at, 1, frame)
+    for at, frame in rtp_between("10.0.0.77", "10.9.9.9", 5, 1.0):
+        stranger.feed(at, 1, frame)
+    assert (off.stats.unsignalled_calls, off.stats.rtp_unmatched) == (0, 10)
+    assert (stranger.stats.unsignalled_calls, stranger.stats.rtp_unmatched) == (0, 10)
