@@ -96,6 +96,9 @@ QMS_SPOOL_DIR = env_path("QMS_SPOOL_DIR", VAR_DIR / "spool")
 # wav (PCM16, every browser plays it) or opus (Ogg/Opus, several times smaller).
 # Record RTP of known phones that no signalling announced (encrypted SIP, ShoreTel).
 QMS_RECORD_UNSIGNALLED = env_bool("QMS_RECORD_UNSIGNALLED", True)
+# A call longer than this is split into segments, each its own recording, linked by a
+# conversation id, so an endless stream never makes an endless file.
+QMS_MAX_CALL_SECONDS = env_int("QMS_MAX_CALL_SECONDS", 4 * 3600, minimum=60)
 QMS_RECORDING_FORMAT = env_choice("QMS_RECORDING_FORMAT", "WAV", ["WAV", "OPUS"]).lower()
 
 STORAGES = {

@@ -66,6 +66,8 @@ class LiveCall:
     streams: dict[Side, MediaStream] = field(default_factory=dict)
     log: RtpLog | None = None
     spool: str = ""
+    # The segments of one conversation share it (a call split at the maximum length).
+    conversation_id: str = ""
     # Seconds of silence that end this call, when not the table's default.
     silence_limit: float | None = None
 
@@ -108,6 +110,7 @@ class LiveCall:
             media=tuple(self.offers.values()),
             spool=self.spool,
             local_side=self.local_side,
+            conversation_id=self.conversation_id,
         )
 
 
@@ -135,6 +138,7 @@ class CallSnapshot:
     media: tuple[MediaOffer, ...]
     spool: str = ""
     local_side: Side | None = None
+    conversation_id: str = ""
 
 
 class CallTable:
@@ -149,9 +153,11 @@ class CallTable:
         is_phone: Callable[[str], bool] = lambda ip: False,
         silence_timeout: float = 120.0,
         setup_timeout: float = 300.0,
+        max_length: float = 0.0,
         open_log: Callable[[LiveCall], RtpLog | None] = lambda call: None,
     ) -> None:
         self.is_phone = is_phone
+        self.max_length = max_length
         self.open_log = open_log
         self.silence_timeout = silence_timeout
         self.setup_timeout = setup_timeout
@@ -174,6 +180,7 @@ class CallTable:
 
     def _open(self, signal: CallSignal, at: float) -> LiveCall:
         call = LiveCall(signal.call_id, signal.protocol, at, local_side=signal.local_side)
+        call.conversation_id = signal.call_id
         self.calls[signal.call_id] = call
         self.calls_seen += 1
         return call
@@ -258,9 +265,10 @@ class CallTable:
         if key is not None and self.media.get(key) is stream:
             del self.media[key]
 
-    def sweep(self, now: float) -> list[LiveCall]:
-        """End calls whose media and signalling went silent; return them."""
-        ended = []
+    def sweep(self, now: float) -> tuple[list[LiveCall], list[LiveCall]]:
+        """End calls whose media and signalling went silent, and split calls longer than
+        the maximum; return the calls ended and the continuations begun."""
+        ended, begun = [], []
         for call in list(self.calls.values()):
             last = max([call.last_activity, *(s.last_at for s in call.streams.values())])
             limit = call.silence_limit or (
@@ -268,7 +276,32 @@ class CallTable:
             )
             if now - last > limit:
                 ended.append(self.finish(call, last, "media-timeout"))
-        return ended
+            elif self.max_length and now - call.started_at > self.max_length:
+                ended.append(self.finish(call, now, "max-length"))
+                begun.append(self._continue(call, now))
+        return ended, begun
+
+    def _continue(self, ended: LiveCall, at: float) -> LiveCall:
+        """A new segment of an endless call: same parties and media, its own recording,
+        linked to the first by the conversation id."""
+        call = LiveCall(ended.call_id, ended.protocol, at, local_side=ended.local_side)
+        for name in (
+            "caller",
+            "caller_name",
+            "callee",
+            "callee_name",
+            "caller_ip",
+            "callee_ip",
+            "direction",
+            "conversation_id",
+            "silence_limit",
+        ):
+            setattr(call, name, getattr(ended, name))  # fmt: skip
+        call.answered_at, call.state, call.last_activity = at, ended.state, at
+        self.calls[call.call_id] = call
+        for offer in ended.offers.values():
+            self._attach(call, offer)
+        return call
 
     def finish_all(self, reason: str) -> list[LiveCall]:
         """End every live call (capture over); each at its last sign of life."""

@@ -99,6 +99,7 @@ class Engine:
         spool_root: Path | None = None,
         do_not_record: set[str] | None = None,
         record_unsignalled: bool = False,
+        max_call_seconds: float = 0.0,
     ) -> None:
         self.sink = sink
         self.stats = EngineStats()
@@ -108,7 +109,9 @@ class Engine:
         self.spool_root = spool_root
         self.do_not_record = set(do_not_record or ())
         self.record_unsignalled = record_unsignalled
-        self.calls = CallTable(self.phone_ips.__contains__, open_log=self._open_log)
+        self.calls = CallTable(
+            self.phone_ips.__contains__, max_length=max_call_seconds, open_log=self._open_log
+        )
         self.media = self.calls.media  # the fast path's view of the media index
         self.ip = IpDecoder(self.count)
         self.sip = SipTracker()
@@ -373,8 +376,11 @@ class Engine:
         when = self._when(now)
         self._observe_all(self.sip.expire(when))
         self._observe_all(self.sccp.expire(when))
-        for ended in self.calls.sweep(now):
-            self.sink.call(ended.snapshot(CallEvent.END))
+        ended, begun = self.calls.sweep(now)
+        for call in ended:
+            self.sink.call(call.snapshot(CallEvent.END))
+        for call in begun:
+            self.sink.call(call.snapshot(CallEvent.START))
 
     def finish(self) -> None:
         """The capture is over: end the calls still live, at their last sign of life.

@@ -56,6 +56,12 @@ class Call(models.Model):
         help_text="Media endpoints announced: side, address, port, payload types, mode.",
     )
     node = models.CharField(max_length=100, blank=True, help_text="The capture node.")
+    conversation_id = models.CharField(
+        max_length=255,
+        blank=True,
+        db_index=True,
+        help_text="Shared by the segments of one conversation.",
+    )
 
     class Meta:
         ordering = ["-started_at"]

@@ -147,7 +147,7 @@ def _new_recording(call: Call, local: Side) -> Recording:
         signalling=call,
         defaults={
             "call_id": call.call_id,
-            "conversation_id": call.call_id,
+            "conversation_id": call.conversation_id or call.call_id,
             "started_at": call.started_at,
             "ended_at": call.ended_at,
             "direction": call.direction,

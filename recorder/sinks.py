@@ -63,6 +63,7 @@ def recording_options(options: dict) -> dict:
         "spool_root": spool_root,
         "do_not_record": do_not_record_numbers(),
         "record_unsignalled": settings.QMS_RECORD_UNSIGNALLED,
+        "max_call_seconds": settings.QMS_MAX_CALL_SECONDS,
     }
 
 
@@ -82,6 +83,7 @@ class CallLog:
         call, new = self._row(snapshot)
         call.state = snapshot.state
         call.direction = snapshot.direction
+        call.conversation_id = snapshot.conversation_id[:255]
         call.answered_at = moment(snapshot.answered_at)
         call.ended_at = moment(snapshot.ended_at)
         call.end_reason = snapshot.end_reason

@@ -79,8 +79,9 @@ def test_silent_calls_are_swept_at_their_last_sign_of_life() -> None:
     table.apply(signal(CallEvent.START, offer(Side.CALLER, "10.0.0.11", 16384)), 1.0)
     table.apply(signal(CallEvent.ANSWER), 2.0)
     table.calls["call-1"].streams[Side.CALLER].last_at = 60.0
-    assert table.sweep(now=150.0) == []
-    ended = table.sweep(now=181.0)
+    assert table.sweep(now=150.0) == ([], [])
+    ended, begun = table.sweep(now=181.0)
+    assert begun == []
     assert [(call.call_id, call.ended_at, call.end_reason) for call in ended] == [
         ("call-1", 60.0, "media-timeout")
     ]
@@ -96,3 +97,18 @@ def test_a_port_taken_over_by_a_new_call_leaves_the_old_one() -> None:
     stream = table.media[endpoint_key(Endpoint("10.0.0.11", 16384))]
     assert stream.call.call_id == "call-2"
     assert not table.calls["call-1"].streams
+
+
+def test_a_call_longer_than_the_maximum_goes_on_as_a_linked_segment() -> None:
+    table = CallTable(max_length=3600.0)
+    table.apply(signal(CallEvent.START, offer(Side.CALLER, "10.0.0.11", 16384), caller="9001"), 1.0)
+    table.apply(signal(CallEvent.ANSWER, offer(Side.CALLEE, "10.0.0.99", 30000)), 2.0)
+    for stream in table.calls["call-1"].streams.values():
+        stream.last_at = 3600.0
+    ended, begun = table.sweep(now=3602.0)
+    assert [(call.ended_at, call.end_reason) for call in ended] == [(3602.0, "max-length")]
+    (segment,) = begun
+    assert (segment.call_id, segment.started_at, segment.caller) == ("call-1", 3602.0, "9001")
+    assert segment.conversation_id == ended[0].conversation_id == "call-1"
+    assert table.calls["call-1"] is segment
+    assert table.media[endpoint_key(Endpoint("10.0.0.99", 30000))].call is segment
