@@ -28,21 +28,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "qms.settings")
 import traffic  # noqa: E402
 
 from recorder.capture.sources import read_capture  # noqa: E402
-from recorder.engine import Engine  # noqa: E402
+from recorder.engine import Engine, NullSink  # noqa: E402
 
 CAPTURES = Path(os.environ.get("QMS_PUBLIC_CAPTURES", ROOT.parent / "shared/captures/public"))
 LINKTYPES = [1, 1, 1, 113, 276, 101, 0]
-
-
-class NoStore:
-    def binding(self, seen: object) -> None:
-        pass
-
-    def call(self, snapshot: object) -> None:
-        pass
-
-    def encrypted(self, seen: object) -> None:
-        pass
 
 
 def corpus() -> list[tuple[int, bytes]]:
@@ -78,7 +67,7 @@ def mutate(rng: random.Random, frame: bytes, corpus_frames: list[tuple[int, byte
 def run(inputs: int, seed: int) -> int:
     rng = random.Random(seed)
     corpus_frames = corpus()
-    engine = Engine(NoStore())
+    engine = Engine(NullSink())
     uncaught: Counter[str] = Counter()
     started = time.perf_counter()
     for index in range(inputs):

@@ -78,19 +78,9 @@ def run_engine_only(path: Path) -> None:
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "qms.settings")
     from recorder.capture.sources import pcap_chunks
-    from recorder.engine import Engine
+    from recorder.engine import Engine, NullSink
 
-    class NoStore:
-        def binding(self, seen: object) -> None:
-            pass
-
-        def call(self, snapshot: object) -> None:
-            pass
-
-        def encrypted(self, seen: object) -> None:
-            pass
-
-    engine = Engine(NoStore())
+    engine = Engine(NullSink())
     found, chunks = pcap_chunks(path)
     started = time.perf_counter()
     engine.feed_pcap(found, chunks)

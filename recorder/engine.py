@@ -75,6 +75,19 @@ class Sink(Protocol):
     def encrypted(self, seen: EncryptedSignallingSeen) -> None: ...
 
 
+class NullSink:
+    """A sink that keeps nothing: for measuring the engine alone, and for fuzzing it."""
+
+    def binding(self, seen: BindingSeen) -> None:
+        pass
+
+    def call(self, snapshot: CallSnapshot) -> None:
+        pass
+
+    def encrypted(self, seen: EncryptedSignallingSeen) -> None:
+        pass
+
+
 @dataclass
 class EngineStats:
     packets: int = 0
