@@ -17,6 +17,9 @@ from integrations.observations import CallEvent, CallSignal, Endpoint, MediaOffe
 from recorder.media.rtplog import RtpLog
 
 UNROUTABLE = {"0.0.0.0", "::"}
+# How long an ended call's media addresses still claim their trailing packets (the far
+# end sends a few after BYE or on-hook), so they do not look like a new, unsignalled call.
+ENDED_MEDIA_GRACE = 5.0
 
 
 def endpoint_key(endpoint: Endpoint) -> bytes | None:
@@ -163,6 +166,7 @@ class CallTable:
         self.setup_timeout = setup_timeout
         self.calls: dict[str, LiveCall] = {}
         self.media: dict[bytes, MediaStream] = {}
+        self.ended_media: dict[bytes, float] = {}
         self.calls_seen = 0
 
     def apply(self, signal: CallSignal, at: float) -> LiveCall | None:
@@ -253,22 +257,29 @@ class CallTable:
         call.end_reason = reason
         call.state = "ended"
         for stream in list(call.streams.values()):
-            self._forget(stream)
+            self._forget(stream, grace_until=at + ENDED_MEDIA_GRACE)
             stream.log = None
         if call.log is not None:
             call.log.close()
             call.log = None
         self.calls.pop(call.call_id, None)
 
-    def _forget(self, stream: MediaStream) -> None:
+    def _forget(self, stream: MediaStream, grace_until: float = 0.0) -> None:
         key = endpoint_key(stream.receive_at)
         if key is not None and self.media.get(key) is stream:
             del self.media[key]
+            if grace_until:
+                self.ended_media[key] = grace_until
+
+    def ended_recently(self, key: bytes, now: float) -> bool:
+        """A media address of a call that ended moments ago: its last packets still arrive."""
+        return self.ended_media.get(key, 0.0) >= now
 
     def sweep(self, now: float) -> tuple[list[LiveCall], list[LiveCall]]:
         """End calls whose media and signalling went silent, and split calls longer than
         the maximum; return the calls ended and the continuations begun."""
         ended, begun = [], []
+        self.ended_media = {key: until for key, until in self.ended_media.items() if until >= now}
         for call in list(self.calls.values()):
             last = max([call.last_activity, *(s.last_at for s in call.streams.values())])
             limit = call.silence_limit or (

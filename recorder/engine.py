@@ -99,6 +99,8 @@ class EngineStats:
     bindings: int = 0
     not_recorded: int = 0
     unsignalled_calls: int = 0
+    rtp_relayed: int = 0
+    rtp_after_end: int = 0
     encrypted_signalling: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     ignored: Counter = field(default_factory=Counter)
@@ -259,11 +261,31 @@ class Engine:
         elif destination_port in ENCRYPTED_SIGNALLING_PORTS:
             self._encrypted(datagram.src_ip, ENCRYPTED_SIGNALLING_PORTS[destination_port], at)
         elif looks_like_rtp(payload):
-            stream = self._unsignalled(datagram, source_port, destination_port, at)
-            if stream is not None:
-                self._count_rtp(stream, payload, at)
-            else:
-                self.stats.rtp_unmatched += 1
+            self._unmatched_rtp(datagram, header, payload, at)
+
+    def _unmatched_rtp(self, datagram: Datagram, header: bytes, payload: bytes, at: float) -> None:
+        """RTP to an address no signalling announced.
+
+        Sent from a live call's own media address, it is that party's voice on its way to
+        a media relay or through NAT to an address no SDP named: it belongs to that call
+        and is counted, not recorded as a call of its own. (Recording it as its direction
+        when nothing reaches the announced address needs care with relays that take both
+        legs on one port; see docs/capture.md.) Packets to a call that ended moments ago
+        are its stragglers. Otherwise it may be a known phone's unsignalled call.
+        """
+        destination_key = datagram.dst + header[2:4]
+        if datagram.src + header[0:2] in self.media:
+            self.stats.rtp_relayed += 1
+            return
+        if self.calls.ended_recently(destination_key, at):
+            self.stats.rtp_after_end += 1
+            return
+        source_port, destination_port = struct.unpack_from("!HH", header)
+        stream = self._unsignalled(datagram, source_port, destination_port, at)
+        if stream is not None:
+            self._count_rtp(stream, payload, at)
+        else:
+            self.stats.rtp_unmatched += 1
 
     def _unsignalled(
         self, datagram: Datagram, source_port: int, destination_port: int, at: float
@@ -386,6 +408,10 @@ class Engine:
         self.next_tick = now + TICK_SECONDS
         self.ip.defragmenter.expire(now)
         self.tcp.expire(now)
+        # Spooled audio reaches the file system at least once a second of capture.
+        for call in self.calls.calls.values():
+            if call.log is not None:
+                call.log.flush()
         when = self._when(now)
         self._observe_all(self.sip.expire(when))
         self._observe_all(self.sccp.expire(when))

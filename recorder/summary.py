@@ -19,6 +19,7 @@ def summary_lines(engine: Engine, sink: DatabaseSink, seconds: float) -> list[st
         f"calls seen: {engine.calls.calls_seen}"
         + (f" ({stats.unsignalled_calls} unsignalled)" if stats.unsignalled_calls else ""),
         f"RTP packets: {stats.rtp_packets} matched to calls, {stats.rtp_unmatched} unmatched",
+        *rtp_details(stats),
     ]
     if stats.encrypted_signalling:
         lines.append(
@@ -34,6 +35,15 @@ def summary_lines(engine: Engine, sink: DatabaseSink, seconds: float) -> list[st
     if sink.failures:
         lines.append(f"storage failures: {format_counts(sink.failures)}")
     return lines
+
+
+def rtp_details(stats) -> list[str]:
+    details = []
+    if stats.rtp_relayed:
+        details.append(f"RTP copies on their way to a media relay (counted): {stats.rtp_relayed}")
+    if stats.rtp_after_end:
+        details.append(f"RTP arriving after its call ended (counted): {stats.rtp_after_end}")
+    return details
 
 
 def decode_errors(engine: Engine) -> Counter:

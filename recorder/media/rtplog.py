@@ -67,6 +67,13 @@ class RtpLog:
             # space returns (the log keeps whole records only, see read_log).
             self.failed_writes += 1
 
+    def flush(self) -> None:
+        """Hand the buffer to the kernel: what a kill -9 can lose is what came since."""
+        try:
+            self.file.flush()
+        except OSError:
+            self.failed_writes += 1
+
     def close(self) -> None:
         try:
             self.file.close()
