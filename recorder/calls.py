@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from integrations.observations import CallEvent, CallSignal, Endpoint, MediaOffer, Side
-from recorder.media.rtplog import RtpLog
+from recorder.media.rtplog import DIRECTION_CODE, RtpLog
 
 UNROUTABLE = {"0.0.0.0", "::"}
 # How long an ended call's media addresses still claim their trailing packets (the far
@@ -45,6 +45,7 @@ class MediaStream:
     last_at: float = 0.0
     # Where this stream's packets are logged for recording; None when not recorded.
     log: RtpLog | None = None
+    log_code: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -232,6 +233,7 @@ class CallTable:
         if call.log is None:
             call.log = self.open_log(call)
         stream.log = call.log
+        stream.log_code = DIRECTION_CODE[offer.side]
         call.streams[offer.side] = stream
         taken = self.media.get(key)
         if taken is not None and taken.call is not call:

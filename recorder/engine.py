@@ -191,7 +191,9 @@ class Engine:
                         if not stream.first_at:
                             stream.first_at = at
                         if stream.log is not None:
-                            stream.log.append(at, stream.receiver, buffer[start + 42 : offset])
+                            stream.log.append_coded(
+                                at, stream.log_code, buffer[start + 42 : offset]
+                            )
                         continue
                 self._slow_path(at, linktype, buffer[start:offset])
             stats.packets += packets
@@ -353,7 +355,7 @@ class Engine:
         if not stream.first_at:
             stream.first_at = at
         if stream.log is not None:
-            stream.log.append(at, stream.receiver, payload)
+            stream.log.append_coded(at, stream.log_code, payload)
 
     def _tcp(self, datagram: Datagram, at: float) -> None:
         segment = datagram.payload

@@ -57,10 +57,16 @@ class RtpLog:
         self.failed_writes = 0
 
     def append(self, arrival: float, receiver: Side, packet: bytes) -> None:
+        self.append_coded(arrival, DIRECTION_CODE[receiver], packet)
+
+    def append_coded(self, arrival: float, code: int, packet: bytes) -> None:
+        """The packet path's form of append: the direction already as its code, and two
+        buffered writes rather than a concatenated copy."""
         if len(packet) > MAX_PACKET:
             return
         try:
-            self.file.write(RECORD.pack(arrival, DIRECTION_CODE[receiver], len(packet)) + packet)
+            self.file.write(RECORD.pack(arrival, code, len(packet)))
+            self.file.write(packet)
             self.packets += 1
         except OSError:
             # Disk full or gone: counted; the capture goes on, and writing resumes when
