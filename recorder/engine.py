@@ -38,6 +38,7 @@ from recorder.capture.ip import PROTO_TCP, PROTO_UDP, Datagram, IpDecoder
 from recorder.capture.link import LINKTYPE_ETHERNET, LinkError, ip_of_frame
 from recorder.capture.sources import Packet, PcapFormat
 from recorder.capture.tcp import TcpReassembler
+from recorder.media.rtp import looks_like_rtp
 from recorder.media.rtplog import RtpLog
 
 log = logging.getLogger(__name__)
@@ -439,11 +440,6 @@ class Engine:
     @property
     def sccp_errors(self) -> Counter:
         return self.sccp.errors
-
-
-def looks_like_rtp(payload: bytes) -> bool:
-    """RTP version 2 (RFC 3550 §5.1) and not RTCP (payload types 200-204 in byte 1)."""
-    return len(payload) >= 12 and payload[0] >> 6 == 2 and not 200 <= payload[1] <= 204
 
 
 class SipConnection:

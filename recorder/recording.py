@@ -19,6 +19,7 @@ from django.conf import settings
 
 from integrations.observations import Endpoint, MediaOffer, Side
 from recorder.media.codecs import PayloadKind
+from recorder.media.rtp import looks_like_rtp
 from recorder.media.rtplog import MANIFEST_NAME, read_log, read_manifest
 from recorder.media.spool import CallSpool, Channel
 from recorder.media.stream import StreamDecoder
@@ -107,11 +108,6 @@ def _scan(spool: Path, directions: dict[Side, Direction]) -> None:
         if direction.first_arrival is None:
             direction.first_arrival = packet.arrival
         direction.payload_types[packet.packet[1] & 0x7F] += 1
-
-
-def looks_like_rtp(datagram: bytes) -> bool:
-    """RTP version 2 with a whole fixed header, not RTCP (RFC 3550 §5.1, byte 1 200-204)."""
-    return len(datagram) >= 12 and datagram[0] >> 6 == 2 and not 200 <= datagram[1] <= 204
 
 
 def _rate_for(directions: dict[Side, Direction]) -> int:

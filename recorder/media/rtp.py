@@ -112,3 +112,9 @@ def _padding(data: bytes, payload_start: int) -> int:
     if count == 0 or count > len(data) - payload_start:
         raise RtpDecodeError("bad-padding")
     return count
+
+
+def looks_like_rtp(datagram: bytes) -> bool:
+    """RTP version 2 with a whole fixed header, not RTCP (RFC 3550 §5.1; RTCP puts its
+    packet types 200-204 where RTP has marker and payload type). Cheap: no parsing."""
+    return len(datagram) >= 12 and datagram[0] >> 6 == 2 and not 200 <= datagram[1] <= 204
