@@ -122,6 +122,9 @@ class CallSignal:
     callee_ip: str = ""
     media: tuple[MediaOffer, ...] = ()
     reason: str = ""
+    # The call this one takes over, when the signalling says so (an INVITE with an
+    # RFC 3891 Replaces header, as an attended transfer sends).
+    replaces_call_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,6 +21,20 @@ UNROUTABLE = {"0.0.0.0", "::"}
 # How long an ended call's media addresses still claim their trailing packets (the far
 # end sends a few after BYE or on-hook), so they do not look like a new, unsignalled call.
 ENDED_MEDIA_GRACE = 5.0
+# A call to a transfer's target within this many seconds continues the conversation.
+TRANSFER_WINDOW = 60.0
+CONVERSATIONS_REMEMBERED = 10_000
+
+
+def transfer_number(target: str) -> str:
+    """The number a Refer-To URI names: its user part (sip:1002@pbx gives 1002), exactly
+    as written; empty when the target names no user."""
+    scheme, _, rest = target.strip().strip("<>").partition(":")
+    if scheme.lower() == "tel":
+        return rest.partition(";")[0]
+    if scheme.lower() in ("sip", "sips") and "@" in rest:
+        return rest.partition("@")[0].partition(";")[0]
+    return ""
 
 
 def endpoint_key(endpoint: Endpoint) -> bytes | None:
@@ -168,6 +183,9 @@ class CallTable:
         self.calls: dict[str, LiveCall] = {}
         self.media: dict[bytes, MediaStream] = {}
         self.ended_media: dict[bytes, float] = {}
+        # Conversation of every recent call, and transfer targets waiting for their call.
+        self.conversations: OrderedDict[str, str] = OrderedDict()
+        self.transfers: dict[str, tuple[str, float]] = {}
         self.calls_seen = 0
 
     def apply(self, signal: CallSignal, at: float) -> LiveCall | None:
@@ -185,7 +203,10 @@ class CallTable:
 
     def _open(self, signal: CallSignal, at: float) -> LiveCall:
         call = LiveCall(signal.call_id, signal.protocol, at, local_side=signal.local_side)
-        call.conversation_id = signal.call_id
+        call.conversation_id = self._conversation_of(signal, signal.callee, at)
+        self.conversations[signal.call_id] = call.conversation_id
+        while len(self.conversations) > CONVERSATIONS_REMEMBERED:
+            self.conversations.popitem(last=False)
         self.calls[signal.call_id] = call
         self.calls_seen += 1
         return call
@@ -251,8 +272,27 @@ class CallTable:
             call.state = "held"
         elif event == CallEvent.RESUME:
             call.state = "connected"
+        elif event == CallEvent.TRANSFER:
+            self._remember_transfer(call, signal.reason, at)
         elif event == CallEvent.END:
             self.end(call, at, signal.reason)
+
+    def _remember_transfer(self, call: LiveCall, target: str, at: float) -> None:
+        """A REFER (or a transfer key) names who the call goes to next: a call to that
+        number shortly after is the same conversation."""
+        number = transfer_number(target)
+        if number:
+            self.transfers[number] = (call.conversation_id, at)
+
+    def _conversation_of(self, signal: CallSignal, callee: str, at: float) -> str:
+        """The conversation a new call belongs to: the one of the call it replaces, or of
+        the transfer that sent it to its callee; else its own."""
+        if signal.replaces_call_id:
+            return self.conversations.get(signal.replaces_call_id, signal.replaces_call_id)
+        transfer = self.transfers.pop(callee, None)
+        if transfer is not None and at - transfer[1] <= TRANSFER_WINDOW:
+            return transfer[0]
+        return signal.call_id
 
     def end(self, call: LiveCall, at: float, reason: str) -> None:
         call.ended_at = at

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from integrations.observations import (
@@ -258,7 +258,9 @@ class SipTracker:
             packet.at,
             identity_aliases(request, request.from_.uri),
         )
-        seen.append(call.signal(CallEvent.START, packet.at, offers))
+        start = call.signal(CallEvent.START, packet.at, offers)
+        replaces = (request.header("replaces") or "").partition(";")[0].strip()
+        seen.append(replace(start, replaces_call_id=replaces) if replaces else start)
         return self._add_call(call) + seen
 
     def _on_invite_response(self, response: SipMessage, packet: Packet) -> list[Observation]:

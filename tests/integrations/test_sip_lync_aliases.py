@@ -37,3 +37,26 @@ def test_the_call_binding_carries_the_line_uri_forms_as_aliases() -> None:
         ("alice", "10.0.0.31", ("100", "+14255550100"))
     ]
     assert bindings[0].source == "lync"
+
+
+def test_an_invite_with_replaces_names_the_call_it_takes_over() -> None:
+    invite = (
+        b"INVITE sip:9002@10.0.0.12 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 10.0.0.11:5060;branch=z9hG4bKrepl\r\n"
+        b"From: <sip:9001@pbx>;tag=a\r\n"
+        b"To: <sip:9002@pbx>\r\n"
+        b"Call-ID: joined-call\r\n"
+        b"CSeq: 1 INVITE\r\n"
+        b"Replaces: consult-call;to-tag=7743;from-tag=6472\r\n"
+        b"Contact: <sip:9001@10.0.0.11>\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    observations = SipTracker().feed(
+        invite,
+        Endpoint("10.0.0.11", 5060),
+        Endpoint("10.0.0.12", 5060),
+        datetime(2026, 11, 2, 9, 0, tzinfo=UTC),
+        "udp",
+    )
+    starts = [seen for seen in observations if getattr(seen, "event", None) == "start"]
+    assert [start.replaces_call_id for start in starts] == ["consult-call"]

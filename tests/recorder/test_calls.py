@@ -112,3 +112,36 @@ def test_a_call_longer_than_the_maximum_goes_on_as_a_linked_segment() -> None:
     assert segment.conversation_id == ended[0].conversation_id == "call-1"
     assert table.calls["call-1"] is segment
     assert table.media[endpoint_key(Endpoint("10.0.0.99", 30000))].call is segment
+
+
+def call_signal(call_id: str, event: CallEvent, **fields: object) -> CallSignal:
+    return CallSignal(call_id, event, AT, "sip", **fields)
+
+
+def test_a_blind_transfer_links_the_next_call_to_its_target() -> None:
+    table = CallTable()
+    table.apply(call_signal("first", CallEvent.START, caller="+15550001", callee="9001"), 1.0)
+    table.apply(call_signal("first", CallEvent.TRANSFER, reason="sip:9002@pbx.example"), 20.0)
+    table.apply(call_signal("first", CallEvent.END, reason="bye"), 21.0)
+    second = table.apply(call_signal("second", CallEvent.START, callee="9002"), 22.0)
+    unrelated = table.apply(call_signal("third", CallEvent.START, callee="9002"), 23.0)
+    assert second.conversation_id == "first"
+    assert unrelated.conversation_id == "third"
+
+
+def test_a_transfer_target_called_too_late_starts_a_conversation_of_its_own() -> None:
+    table = CallTable()
+    table.apply(call_signal("first", CallEvent.START, callee="9001"), 1.0)
+    table.apply(call_signal("first", CallEvent.TRANSFER, reason="tel:9002"), 2.0)
+    later = table.apply(call_signal("later", CallEvent.START, callee="9002"), 200.0)
+    assert later.conversation_id == "later"
+
+
+def test_an_attended_transfer_replacing_a_call_joins_its_conversation() -> None:
+    table = CallTable()
+    table.apply(call_signal("consult", CallEvent.START, callee="9002"), 1.0)
+    table.apply(call_signal("consult", CallEvent.END, reason="bye"), 5.0)
+    joined = table.apply(
+        call_signal("joined", CallEvent.START, callee="9002", replaces_call_id="consult"), 6.0
+    )
+    assert joined.conversation_id == "consult"
