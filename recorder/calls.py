@@ -187,6 +187,8 @@ class CallTable:
         self.conversations: OrderedDict[str, str] = OrderedDict()
         self.transfers: dict[str, tuple[str, float]] = {}
         self.calls_seen = 0
+        # RTP packets the spool could not write (disk full), over every ended call.
+        self.spool_dropped_packets = 0
 
     def apply(self, signal: CallSignal, at: float) -> LiveCall | None:
         call = self.calls.get(signal.call_id)
@@ -303,6 +305,7 @@ class CallTable:
             stream.log = None
         if call.log is not None:
             call.log.close()
+            self.spool_dropped_packets += call.log.dropped_packets
             call.log = None
         self.calls.pop(call.call_id, None)
 

@@ -21,6 +21,11 @@ def summary_lines(engine: Engine, sink: DatabaseSink, seconds: float) -> list[st
         f"RTP packets: {stats.rtp_packets} matched to calls, {stats.rtp_unmatched} unmatched",
         *rtp_details(stats),
     ]
+    if engine.calls.spool_dropped_packets:
+        lines.append(
+            "RTP packets not recorded, the spool being full or gone: "
+            f"{engine.calls.spool_dropped_packets}"
+        )
     if stats.encrypted_signalling:
         lines.append(
             "encrypted signalling packets (not decodable): "

@@ -20,7 +20,10 @@ Record layout (little-endian):
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import logging
 import os
 import struct
 from collections.abc import Iterator
@@ -28,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from integrations.observations import Side
+
+log = logging.getLogger(__name__)
 
 RECORD = struct.Struct("<dBH")
 LOG_NAME = "rtp.log"
@@ -45,46 +50,70 @@ class LoggedPacket:
 
 
 class RtpLog:
-    """One call's append-only RTP log in its own spool directory."""
+    """One call's append-only RTP log in its own spool directory.
+
+    Records are gathered in a small buffer and written with one system call per buffer.
+    A write the disk refuses (full, gone) is undone to the last whole record and its
+    packets are dropped and counted, so the log never holds a torn record in its middle
+    and recording resumes, after a gap, as soon as space returns.
+    """
 
     def __init__(self, directory: Path, manifest: dict, buffer_size: int = 64 * 1024) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         write_manifest(directory, manifest)
-        # Buffered: one write system call per buffer, not per packet.
-        self.file = open(directory / LOG_NAME, "ab", buffering=buffer_size)  # noqa: SIM115
+        self.fd = os.open(directory / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        self.size = os.fstat(self.fd).st_size
+        self.buffer = bytearray()
+        self.buffered_packets = 0
+        self.buffer_size = buffer_size
         self.packets = 0
+        self.dropped_packets = 0
         self.failed_writes = 0
 
     def append(self, arrival: float, receiver: Side, packet: bytes) -> None:
         self.append_coded(arrival, DIRECTION_CODE[receiver], packet)
 
     def append_coded(self, arrival: float, code: int, packet: bytes) -> None:
-        """The packet path's form of append: the direction already as its code, and two
-        buffered writes rather than a concatenated copy."""
+        """The packet path's form of append, with the direction already as its code."""
         if len(packet) > MAX_PACKET:
             return
-        try:
-            self.file.write(RECORD.pack(arrival, code, len(packet)))
-            self.file.write(packet)
-            self.packets += 1
-        except OSError:
-            # Disk full or gone: counted; the capture goes on, and writing resumes when
-            # space returns (the log keeps whole records only, see read_log).
-            self.failed_writes += 1
+        self.buffer += RECORD.pack(arrival, code, len(packet))
+        self.buffer += packet
+        self.buffered_packets += 1
+        if len(self.buffer) >= self.buffer_size:
+            self.flush()
 
     def flush(self) -> None:
         """Hand the buffer to the kernel: what a kill -9 can lose is what came since."""
+        if not self.buffer:
+            return
         try:
-            self.file.flush()
+            written = os.write(self.fd, self.buffer)
+            if written < len(self.buffer):
+                raise OSError(errno.ENOSPC, "short write to the spool")
         except OSError:
-            self.failed_writes += 1
+            self._undo()
+        else:
+            self.size += written
+            self.packets += self.buffered_packets
+        self.buffer.clear()
+        self.buffered_packets = 0
+
+    def _undo(self) -> None:
+        """Cut the file back to its last whole record; count what is lost."""
+        self.failed_writes += 1
+        self.dropped_packets += self.buffered_packets
+        with contextlib.suppress(OSError):
+            os.ftruncate(self.fd, self.size)
+        if self.failed_writes == 1:
+            log.error("spool %s: cannot write (disk full?); dropping audio until it can",
+                      self.directory)  # fmt: skip
 
     def close(self) -> None:
-        try:
-            self.file.close()
-        except OSError:
-            self.failed_writes += 1
+        self.flush()
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
 
 
 def write_manifest(directory: Path, manifest: dict) -> None:

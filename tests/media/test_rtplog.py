@@ -9,8 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from integrations.observations import Side
 from recorder.media.rtplog import LoggedPacket, RtpLog, read_log, read_manifest
+from tests.conftest import need
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,7 +52,7 @@ def test_a_killed_writer_leaves_every_flushed_record_readable(tmp_path: Path) ->
         "    log.append(float(index), Side.CALLEE, index.to_bytes(4, 'big') * 43)\n"
         "    index += 1\n"
         "    if index % 50 == 0:\n"
-        "        log.file.flush()\n"
+        "        log.flush()\n"
         f"        Path({str(tmp_path / 'progress')!r}).write_text(str(index))\n"
         "    time.sleep(0.0005)\n"
     )
@@ -71,3 +74,39 @@ def test_a_killed_writer_leaves_every_flushed_record_readable(tmp_path: Path) ->
     assert [packet.packet[:4] for packet in packets] == [
         index.to_bytes(4, "big") for index in range(len(packets))
     ]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 64 KiB tmpfs: a spool disk that fills up for real."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)],
+        capture_output=True,
+        check=False,
+    )
+    need(mounted.returncode == 0, f"needs root to mount a tmpfs: {mounted.stderr.decode()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=False)
+
+
+def test_a_full_disk_drops_packets_keeps_whole_records_and_resumes(small_disk: Path) -> None:
+    ballast = small_disk / "ballast"
+    ballast.write_bytes(b"\x00" * 40 * 1024)
+    log = RtpLog(small_disk / "call", {"call_id": "c1"}, buffer_size=4096)
+    for index in range(400):  # about 72 KiB of records: more than the disk has left
+        log.append(float(index), Side.CALLEE, index.to_bytes(4, "big") * 43)
+    log.flush()
+    assert log.failed_writes > 0 and log.dropped_packets > 0
+    ballast.unlink()  # space returns
+    for index in range(400, 420):
+        log.append(float(index), Side.CALLEE, index.to_bytes(4, "big") * 43)
+    log.close()
+    packets = list(read_log(small_disk / "call"))
+    numbers = [int.from_bytes(packet.packet[:4], "big") for packet in packets]
+    assert numbers[-20:] == list(range(400, 420))
+    assert numbers == sorted(numbers) and len(numbers) == log.packets
+    assert log.packets + log.dropped_packets == 420
