@@ -4,12 +4,13 @@
     .venv/bin/python bench/spool_cost.py var/bench/sip-1000x20s.pcap log
 
 (the capture file is the one bench/throughput.py generates). Prints the mode, packets,
-seconds and packets/s of Engine.feed_pcap with a sink that stores nothing.
+seconds, packets/s and peak memory of Engine.feed_pcap with a sink that stores nothing.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -34,7 +35,9 @@ def main() -> None:
         engine.feed_pcap(found, chunks)
         elapsed = time.perf_counter() - started
         engine.finish()
-        print(mode, engine.stats.packets, round(elapsed, 2), int(engine.stats.packets / elapsed))
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rate = int(engine.stats.packets / elapsed)
+        print(mode, engine.stats.packets, round(elapsed, 2), rate, f"peak RSS {peak // 1024} MiB")
     finally:
         shutil.rmtree(root)
 

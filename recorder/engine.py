@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import resource
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -121,8 +122,11 @@ class Engine:
         self.stats = EngineStats()
         # Addresses of phones QMS knows: the directory's, plus every binding seen since.
         self.phone_ips = set(phone_ips or ())
-        # With a spool root, the RTP of every call is logged there for recording.
+        # With a spool root, the RTP of every call is logged there for recording, one
+        # open file per live call: 2,000 calls need more than the usual 1,024 files.
         self.spool_root = spool_root
+        if spool_root is not None:
+            allow_open_files()
         self.do_not_record = set(do_not_record or ())
         self.record_unsignalled = record_unsignalled
         self.calls = CallTable(
@@ -440,6 +444,13 @@ class Engine:
     @property
     def sccp_errors(self) -> Counter:
         return self.sccp.errors
+
+
+def allow_open_files() -> None:
+    """Raise this process's open-file limit to the most it may have (RLIMIT_NOFILE)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 class SipConnection:
