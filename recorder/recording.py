@@ -29,6 +29,8 @@ from recorder.quality import mos_estimate
 log = logging.getLogger(__name__)
 
 WIDEBAND_RATE = 16000
+# Where spools whose call is unknown are set aside, once, for a person to look at.
+ORPHANED = "_orphaned"
 NARROWBAND_RATE = 8000
 
 
@@ -280,7 +282,9 @@ def recover_spools(root: Path) -> list[Recording]:
     call started says who it was. A spool whose call is unknown is kept aside and logged.
     """
     recovered = []
-    for spool in sorted(path for path in root.glob("*") if (path / MANIFEST_NAME).exists()):
+    for spool in sorted(
+        path for path in root.iterdir() if path.name != ORPHANED and (path / MANIFEST_NAME).exists()
+    ):
         recording = _recover(spool)
         if recording is not None:
             recovered.append(recording)
@@ -295,8 +299,11 @@ def _recover(spool: Path) -> Recording | None:
         started_at=moment(manifest.get("started_at", 0.0)),
     ).first()
     if call is None:
-        log.error("spool %s has no call row; kept for inspection", spool)
-        spool.rename(spool.with_name(spool.name + ".orphan"))
+        kept = spool.parent / ORPHANED / spool.name
+        log.error("spool %s has no call row; kept for inspection in %s", spool, kept)
+        kept.parent.mkdir(exist_ok=True)
+        shutil.rmtree(kept, ignore_errors=True)
+        spool.rename(kept)
         return None
     shutil.rmtree(spool / "pcm", ignore_errors=True)
     recording = finish_recording(call, spool, media_from_json(call.media), None)
