@@ -13,6 +13,7 @@ import struct
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from integrations.observations import CallEvent, CallSignal, Endpoint, MediaOffer, Side
 from recorder.media.rtplog import DIRECTION_CODE, RtpLog
@@ -35,6 +36,11 @@ def transfer_number(target: str) -> str:
     if scheme.lower() in ("sip", "sips") and "@" in rest:
         return rest.partition("@")[0].partition(";")[0]
     return ""
+
+
+def moment(timestamp: float | None) -> datetime | None:
+    """A capture timestamp (seconds since the epoch) as an aware UTC datetime."""
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
 
 
 def endpoint_key(endpoint: Endpoint) -> bytes | None:

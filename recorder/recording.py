@@ -12,12 +12,13 @@ import logging
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 
 from django.conf import settings
 
 from integrations.observations import Endpoint, MediaOffer, Side
+from recorder.calls import moment
 from recorder.media.codecs import PayloadKind
 from recorder.media.rtp import looks_like_rtp
 from recorder.media.rtplog import MANIFEST_NAME, read_log, read_manifest
@@ -255,10 +256,6 @@ def _mos(directions: dict[Side, Direction]) -> float | None:
     loss = worst.lost / max(worst.expected, 1)
     jitter = max(quality.jitter_ms for quality in qualities)
     return mos_estimate(_codecs(directions).split("/")[0], loss, jitter)
-
-
-def moment(timestamp: float) -> datetime:
-    return datetime.fromtimestamp(timestamp, UTC)
 
 
 def media_from_json(media: list[dict]) -> tuple[MediaOffer, ...]:

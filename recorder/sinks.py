@@ -13,7 +13,6 @@ import queue
 import shutil
 import threading
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 
 from django.conf import settings
@@ -27,7 +26,7 @@ from extensions.services import (
     who_was_at,
 )
 from integrations.observations import BindingSeen, CallEvent, EncryptedSignallingSeen
-from recorder.calls import CallSnapshot
+from recorder.calls import CallSnapshot, moment
 from recorder.models import Call
 from recorder.recording import finish_recording, recover_spools
 
@@ -50,6 +49,15 @@ def do_not_record_numbers() -> set[str]:
     return set(Extension.objects.filter(do_not_record=True).values_list("number", flat=True))
 
 
+def add_recording_arguments(parser) -> None:
+    """The options every capture command shares."""
+    parser.add_argument(
+        "--no-recording",
+        action="store_true",
+        help="Follow calls and learn bindings, but record no audio.",
+    )
+
+
 def recording_options(options: dict) -> dict:
     """The engine's recording settings for a capture command, after finishing, as partial
     recordings, the spools a killed earlier run left behind."""
@@ -65,10 +73,6 @@ def recording_options(options: dict) -> dict:
         "record_unsignalled": settings.QMS_RECORD_UNSIGNALLED,
         "max_call_seconds": settings.QMS_MAX_CALL_SECONDS,
     }
-
-
-def moment(timestamp: float | None) -> datetime | None:
-    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
 
 
 class CallLog:

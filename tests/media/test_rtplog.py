@@ -7,13 +7,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from integrations.observations import Side
 from recorder.media.rtplog import LoggedPacket, RtpLog, read_log, read_manifest
-from tests.conftest import need
+from tests.conftest import mounted_tmpfs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,20 +78,10 @@ def test_a_killed_writer_leaves_every_flushed_record_readable(tmp_path: Path) ->
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path):
+def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 64 KiB tmpfs: a spool disk that fills up for real."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)],
-        capture_output=True,
-        check=False,
-    )
-    need(mounted.returncode == 0, f"needs root to mount a tmpfs: {mounted.stderr.decode()}")
-    try:
+    with mounted_tmpfs(tmp_path / "small", "64k") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=False)
 
 
 def test_a_full_disk_drops_packets_keeps_whole_records_and_resumes(small_disk: Path) -> None:

@@ -29,7 +29,7 @@ from recorder.media.spool import (
     read_manifest,
     recover,
 )
-from tests.conftest import need
+from tests.conftest import mounted_tmpfs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -438,19 +438,8 @@ def test_recover_redoes_a_finalize_that_died_half_way(tmp_path: Path) -> None:
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A real 256 KB filesystem, so 'disk full' is the kernel's ENOSPC and not a mock."""
-    mount_point = tmp_path / "tmpfs"
-    mount_point.mkdir()
-    need(os.geteuid() == 0, "mounting a small tmpfs needs root")
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
-        capture_output=True,
-        check=False,
-    )
-    need(mounted.returncode == 0, f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "tmpfs", "256k") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=True)
 
 
 def fill_up(directory: Path) -> Path:

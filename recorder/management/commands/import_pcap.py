@@ -11,7 +11,12 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from recorder.capture.sources import CaptureFileError, Packet, pcap_chunks, read_captures
 from recorder.engine import Engine
-from recorder.sinks import DatabaseSink, known_phone_ips, recording_options
+from recorder.sinks import (
+    DatabaseSink,
+    add_recording_arguments,
+    known_phone_ips,
+    recording_options,
+)
 from recorder.summary import summary_lines
 
 
@@ -61,11 +66,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("files", nargs="+", type=Path, help="pcap or pcapng files")
-        parser.add_argument(
-            "--no-recording",
-            action="store_true",
-            help="Follow calls and learn bindings, but record no audio.",
-        )
+        add_recording_arguments(parser)
         parser.add_argument("--node", default="import", help="Capture node name for the calls.")
 
     def handle(self, *args: object, **options: object) -> None:

@@ -11,7 +11,12 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from recorder.capture.sources import CaptureFileError, LiveCapture
 from recorder.engine import Engine
-from recorder.sinks import DatabaseSink, known_phone_ips, recording_options
+from recorder.sinks import (
+    DatabaseSink,
+    add_recording_arguments,
+    known_phone_ips,
+    recording_options,
+)
 from recorder.summary import summary_lines
 
 log = logging.getLogger("qms.sniff")
@@ -29,11 +34,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--stats-every", type=float, default=10, help="Seconds between statistics lines."
         )
-        parser.add_argument(
-            "--no-recording",
-            action="store_true",
-            help="Follow calls and learn bindings, but record no audio.",
-        )
+        add_recording_arguments(parser)
         parser.add_argument("--node", default="", help="Capture node name for the calls.")
 
     def handle(self, *args: object, **options: object) -> None:
