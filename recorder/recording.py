@@ -19,9 +19,9 @@ from django.conf import settings
 
 from integrations.observations import Endpoint, MediaOffer, Side
 from recorder.calls import moment
+from recorder.media.bulk import rtp_payload_types
 from recorder.media.codecs import PayloadKind
-from recorder.media.rtp import looks_like_rtp
-from recorder.media.rtplog import MANIFEST_NAME, read_log, read_manifest
+from recorder.media.rtplog import MANIFEST_NAME, read_batches, read_manifest
 from recorder.media.spool import CallSpool, Channel
 from recorder.media.stream import StreamDecoder
 from recorder.models import Call, Recording, recordings_storage
@@ -73,9 +73,10 @@ def finish_recording(
     audio_spool = CallSpool.create(
         spool / "pcm", call.call_id, rate, metadata={"timeline_start": start}
     )
-    for packet in read_log(spool):
-        direction = directions[packet.receiver]
-        _write(audio_spool, direction, direction.decoder.feed(packet.arrival, packet.packet))
+    for batch in read_batches(spool):
+        direction = directions[batch.receiver]
+        chunks = direction.decoder.feed_block(batch.arrivals, batch.lengths, batch.data)
+        _write(audio_spool, direction, chunks)
     for direction in directions.values():
         _write(audio_spool, direction, direction.decoder.flush())
     _store(recording, audio_spool, directions, spool)
@@ -104,13 +105,12 @@ def _scan(spool: Path, directions: dict[Side, Direction]) -> None:
     Only RTP counts: a keepalive or probe datagram sent to the media port (SIPp sends a
     4-byte one, rtppcap-sip-rtp-g722.pcap) is neither a payload type nor the start of
     the direction's audio."""
-    for packet in read_log(spool):
-        if not looks_like_rtp(packet.packet):
-            continue
-        direction = directions[packet.receiver]
-        if direction.first_arrival is None:
-            direction.first_arrival = packet.arrival
-        direction.payload_types[packet.packet[1] & 0x7F] += 1
+    for batch in read_batches(spool):
+        direction = directions[batch.receiver]
+        first_rtp, payload_types = rtp_payload_types(batch.lengths, batch.data)
+        if direction.first_arrival is None and first_rtp is not None:
+            direction.first_arrival = batch.arrivals[first_rtp]
+        direction.payload_types.update(payload_types)
 
 
 def _rate_for(directions: dict[Side, Direction]) -> int:

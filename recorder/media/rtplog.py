@@ -1,21 +1,27 @@
 """The capture loop's side of recording: RTP packets appended, raw, to a call's log.
 
 Decoding audio costs far more per packet than the capture loop can spend, so the loop
-only appends each RTP packet, as it came off the wire, with its arrival time and
-direction, to one append-only file per call. When the call ends the log is decoded off
-the packet path (reordering, loss, codecs, DTMF, quality figures) into the recording.
-Nothing is held in memory beyond a small write buffer, and a process killed mid-call
-leaves a log whose every complete record can still be decoded.
+only appends each RTP packet, as it came off the wire, with its arrival time, to the
+call's log; when the call ends the log is decoded off the packet path (reordering, loss,
+codecs, DTMF, quality figures) into the recording. A process killed mid-call leaves a log
+whose every complete block can still be decoded.
 
-Record layout (little-endian):
+The packet path's append is two list appends. Packets wait in memory, per direction, until
+the next flush: the engine flushes every call's log once a second of capture, and a
+direction flushes by itself at BLOCK_PACKETS packets, so memory per call stays bounded
+whatever the packet rate. A flush writes one block per direction in one system call:
 
-    0        8        9        11
-    +--------+--------+--------+------------------------+
-    | arrival| dir    | length | RTP packet (length)    |
-    | float64| uint8  | uint16 |                        |
-    +--------+--------+--------+------------------------+
+    block header (8 bytes, little-endian)
+    +--------+--------+----------+--------------+
+    | dir    | magic  | count    | packet bytes |
+    | uint8  | 0xB1   | uint16   | uint32       |
+    +--------+--------+----------+--------------+
+    then count float64 arrival times, count uint16 packet lengths, and the packets
+    themselves back to back.
 
-`dir` is the Side that receives the packet: 0 caller, 1 callee.
+`dir` is the Side that receives the packets: 0 caller, 1 callee. Arrivals and lengths as
+arrays make a block cheap to write and to read back whole (recorder/media/bulk.py decodes
+the regular stretches of a block without a Python step per packet).
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import json
 import logging
 import os
 import struct
+import sys
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,12 +42,16 @@ from integrations.observations import Side
 
 log = logging.getLogger(__name__)
 
-RECORD = struct.Struct("<dBH")
+BLOCK_HEADER = struct.Struct("<BBHI")
+BLOCK_MAGIC = 0xB1
+# Packets a direction holds before it writes a block of its own: about 5 s of 20 ms audio.
+BLOCK_PACKETS = 256
 LOG_NAME = "rtp.log"
 MANIFEST_NAME = "call.json"
-MAX_PACKET = 65535
 DIRECTION_CODE = {Side.CALLER: 0, Side.CALLEE: 1}
 CODE_DIRECTION = {code: side for side, code in DIRECTION_CODE.items()}
+ARRIVAL_BYTES = 8
+LENGTH_BYTES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,24 +61,40 @@ class LoggedPacket:
     packet: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class LogBlock:
+    """One flush of one direction: arrival times, packet lengths, the packets concatenated."""
+
+    receiver: Side
+    arrivals: array
+    lengths: array
+    data: bytes
+
+    def packets(self) -> Iterator[LoggedPacket]:
+        offset = 0
+        for arrival, length in zip(self.arrivals, self.lengths, strict=True):
+            yield LoggedPacket(arrival, self.receiver, self.data[offset : offset + length])
+            offset += length
+
+
 class RtpLog:
     """One call's append-only RTP log in its own spool directory.
 
-    Records are gathered in a small buffer and written with one system call per buffer.
-    A write the disk refuses (full, gone) is undone to the last whole record and its
-    packets are dropped and counted, so the log never holds a torn record in its middle
+    A write the disk refuses (full, gone) is undone to the last whole block and its
+    packets are dropped and counted, so the log never holds a torn block in its middle
     and recording resumes, after a gap, as soon as space returns.
     """
 
-    def __init__(self, directory: Path, manifest: dict, buffer_size: int = 64 * 1024) -> None:
+    def __init__(self, directory: Path, manifest: dict, block_packets: int = BLOCK_PACKETS) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         write_manifest(directory, manifest)
         self.fd = os.open(directory / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         self.size = os.fstat(self.fd).st_size
-        self.buffer = bytearray()
-        self.buffered_packets = 0
-        self.buffer_size = buffer_size
+        self.block_packets = max(1, min(block_packets, 0xFFFF))
+        # Per direction code: the arrival times and packets since the last flush.
+        self.arrivals: tuple[list[float], list[bytes]] = ([], [])
+        self.pending: tuple[list[bytes], list[bytes]] = ([], [])
         self.packets = 0
         self.dropped_packets = 0
         self.failed_writes = 0
@@ -76,34 +104,39 @@ class RtpLog:
 
     def append_coded(self, arrival: float, code: int, packet: bytes) -> None:
         """The packet path's form of append, with the direction already as its code."""
-        if len(packet) > MAX_PACKET:
-            return
-        self.buffer += RECORD.pack(arrival, code, len(packet))
-        self.buffer += packet
-        self.buffered_packets += 1
-        if len(self.buffer) >= self.buffer_size:
+        pending = self.pending[code]
+        pending.append(packet)
+        self.arrivals[code].append(arrival)
+        if len(pending) >= self.block_packets:
             self.flush()
 
     def flush(self) -> None:
-        """Hand the buffer to the kernel: what a kill -9 can lose is what came since."""
-        if not self.buffer:
+        """Hand what is pending to the kernel: what a kill -9 can lose is what came since."""
+        blocks, count = [], 0
+        for code in (0, 1):
+            pending = self.pending[code]
+            if pending:
+                blocks.append(_block(code, self.arrivals[code], pending))
+                count += len(pending)
+                pending.clear()
+                self.arrivals[code].clear()
+        if not blocks:
             return
+        data = b"".join(blocks)
         try:
-            written = os.write(self.fd, self.buffer)
-            if written < len(self.buffer):
+            written = os.write(self.fd, data)
+            if written < len(data):
                 raise OSError(errno.ENOSPC, "short write to the spool")
         except OSError:
-            self._undo()
+            self._undo(count)
         else:
             self.size += written
-            self.packets += self.buffered_packets
-        self.buffer.clear()
-        self.buffered_packets = 0
+            self.packets += count
 
-    def _undo(self) -> None:
-        """Cut the file back to its last whole record; count what is lost."""
+    def _undo(self, count: int) -> None:
+        """Cut the file back to its last whole block; count what is lost."""
         self.failed_writes += 1
-        self.dropped_packets += self.buffered_packets
+        self.dropped_packets += count
         with contextlib.suppress(OSError):
             os.ftruncate(self.fd, self.size)
         if self.failed_writes == 1:
@@ -114,6 +147,22 @@ class RtpLog:
         self.flush()
         with contextlib.suppress(OSError):
             os.close(self.fd)
+
+
+def _block(code: int, arrivals: list[float], packets: list[bytes]) -> bytes:
+    """One direction's pending packets as a block. A UDP payload is at most 65,527 bytes
+    (the UDP length field is 16 bits), so every length fits its uint16."""
+    lengths = array("H", [len(packet) for packet in packets])
+    payload = b"".join(packets)
+    header = BLOCK_HEADER.pack(code, BLOCK_MAGIC, len(packets), len(payload))
+    return header + _little_endian(array("d", arrivals)) + _little_endian(lengths) + payload
+
+
+def _little_endian(values: array) -> bytes:
+    if sys.byteorder == "big":
+        values = array(values.typecode, values)
+        values.byteswap()
+    return values.tobytes()
 
 
 def write_manifest(directory: Path, manifest: dict) -> None:
@@ -127,18 +176,72 @@ def read_manifest(directory: Path) -> dict:
     return json.loads((directory / MANIFEST_NAME).read_text())
 
 
-def read_log(directory: Path) -> Iterator[LoggedPacket]:
-    """Every complete record of a call's log, in the order written. A record cut short
-    by a crash or a full disk ends the log there."""
+def read_blocks(directory: Path) -> Iterator[LogBlock]:
+    """Every complete block of a call's log, in the order written. A block cut short by a
+    crash or a full disk, or one that does not parse, ends the log there."""
     path = directory / LOG_NAME
     if not path.exists():
         return
-    with open(path, "rb") as log:
-        while header := log.read(RECORD.size):
-            if len(header) < RECORD.size:
+    with open(path, "rb") as log_file:
+        while header := log_file.read(BLOCK_HEADER.size):
+            block = _read_block(log_file, header)
+            if block is None:
                 return
-            arrival, code, length = RECORD.unpack(header)
-            packet = log.read(length)
-            if len(packet) < length or code not in CODE_DIRECTION:
-                return
-            yield LoggedPacket(arrival, CODE_DIRECTION[code], packet)
+            yield block
+
+
+def _read_block(log_file, header: bytes) -> LogBlock | None:
+    if len(header) < BLOCK_HEADER.size:
+        return None
+    code, magic, count, total = BLOCK_HEADER.unpack(header)
+    if magic != BLOCK_MAGIC or code not in CODE_DIRECTION:
+        return None
+    body = log_file.read(count * (ARRIVAL_BYTES + LENGTH_BYTES) + total)
+    if len(body) < count * (ARRIVAL_BYTES + LENGTH_BYTES) + total:
+        return None
+    arrivals = _native(array("d"), body[: count * ARRIVAL_BYTES])
+    lengths = _native(array("H"), body[count * ARRIVAL_BYTES : count * (ARRIVAL_BYTES + 2)])
+    if sum(lengths) != total:
+        return None
+    data = body[count * (ARRIVAL_BYTES + LENGTH_BYTES) :]
+    return LogBlock(CODE_DIRECTION[code], arrivals, lengths, data)
+
+
+def _native(values: array, data: bytes) -> array:
+    values.frombytes(data)
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values
+
+
+def read_batches(directory: Path, batch_packets: int = 2048) -> Iterator[LogBlock]:
+    """The log's blocks merged, per direction, into batches of about `batch_packets`:
+    fewer, longer steps for the decoder. Each direction's packets keep their order; the
+    two directions' batches interleave in no particular order."""
+    groups: dict[Side, list[LogBlock]] = {side: [] for side in CODE_DIRECTION.values()}
+    for block in read_blocks(directory):
+        group = groups[block.receiver]
+        group.append(block)
+        if sum(len(member.lengths) for member in group) >= batch_packets:
+            yield _merged(group)
+            group.clear()
+    for group in groups.values():
+        if group:
+            yield _merged(group)
+
+
+def _merged(group: list[LogBlock]) -> LogBlock:
+    if len(group) == 1:
+        return group[0]
+    arrivals, lengths = array("d"), array("H")
+    for block in group:
+        arrivals.extend(block.arrivals)
+        lengths.extend(block.lengths)
+    data = b"".join(block.data for block in group)
+    return LogBlock(group[0].receiver, arrivals, lengths, data)
+
+
+def read_log(directory: Path) -> Iterator[LoggedPacket]:
+    """Every packet of every complete block, a direction's packets in arrival order."""
+    for block in read_blocks(directory):
+        yield from block.packets()

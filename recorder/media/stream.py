@@ -18,11 +18,21 @@ pads. Memory is bounded by the reorder window: nothing else is kept per packet.
 from __future__ import annotations
 
 import struct
+from array import array
+from bisect import bisect_right
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import numpy as np
+
+from recorder.media.bulk import (
+    G711_TABLES,
+    HEADER_BYTES,
+    PLAIN_FIRST_OCTET,
+    BlockHeaders,
+)
 from recorder.media.codecs import (
     SAMPLE_BYTES,
     Codec,
@@ -225,6 +235,29 @@ class StreamDecoder:
             self._accept(buffered)
         return chunks + self._release(at)
 
+    def feed_block(self, arrivals: array, lengths: array, data: bytes) -> list[PcmChunk]:
+        """A log block of this direction (recorder/media/rtplog.py), in arrival order.
+
+        The result is exactly that of feed() on each packet: a packet that continues the
+        stream just as the decoder expects (see _takes_stretch) starts a stretch that is
+        decoded in one step, as far as bulk.BlockHeaders.links says its successors follow
+        it; every other packet goes through feed().
+        """
+        headers = BlockHeaders(arrivals, lengths, data)
+        limits = (-self.stall_limit * 8000, self.jump_limit * 8000)
+        breaks = [*np.flatnonzero(~headers.links(self.formats, limits)).tolist(), len(headers)]
+        chunks: list[PcmChunk] = []
+        index = 0
+        while index < len(headers):
+            if self._takes_stretch(headers, index):
+                end = breaks[bisect_right(breaks, index)]
+                chunks += self._play_stretch(headers, index, end)
+                index = end
+            else:
+                chunks += self.feed(*headers.packet(index))
+                index += 1
+        return chunks
+
     def tick(self, now: float) -> list[PcmChunk]:
         """Time passed without a packet: release what waited longer than the window."""
         return self._release(self._arrival(now))
@@ -328,6 +361,79 @@ class StreamDecoder:
         clock = self.quality.clock_rate = packet_format.clock_rate
         transit_change = (at - previous[0]) * clock - signed32(packet.timestamp - previous[1])
         self.quality.jitter += (abs(transit_change) - self.quality.jitter) / 16
+
+    # --- regular stretches in bulk ------------------------------------------------------
+
+    def _takes_stretch(self, headers: BlockHeaders, index: int) -> bool:
+        """Whether packet `index` is exactly what feed() would play at once, gap-free:
+        the next sequence number of the current source, nothing waiting in the reorder
+        buffer, the same G.711 codec, and a timestamp that lands on the end of the audio
+        emitted so far with an arrival the timestamps agree with."""
+        source, anchor, codec = self.source, self.anchor, self.codec
+        if self.buffer or source is None or anchor is None or codec is None or self.reanchor:
+            return False
+        if source.stray is not None or source.last_arrival is None:
+            return False
+        second, arrival = int(headers.second[index]), float(headers.arrivals[index])
+        if headers.lengths[index] <= HEADER_BYTES or headers.first[index] != PLAIN_FIRST_OCTET:
+            return False
+        found = self.formats.get(second)
+        if found is None or found.codec is not codec or codec.name not in G711_TABLES:
+            return False
+        if int(headers.ssrc[index]) != source.ssrc or source.next_release != source.highest + 1:
+            return False
+        if source.extend(int(headers.sequence[index])) != source.highest + 1:
+            return False
+        if not 0.0 <= arrival < LATEST_ARRIVAL or self.clock_rate != 8000:
+            return False
+        by_timestamp = signed32(int(headers.timestamp[index]) - anchor.timestamp)
+        if anchor.tick + by_timestamp != self.end_sample:
+            return False
+        return self._agrees(by_timestamp, (arrival - anchor.arrival) * 8000, 8000)
+
+    def _play_stretch(self, headers: BlockHeaders, start: int, end: int) -> list[PcmChunk]:
+        """Packets start..end-1, each the regular successor of the one before: counted,
+        measured and placed as feed() would, one after the other, with no gap."""
+        source, quality = self.source, self.quality
+        assert source is not None and self.codec is not None
+        count = end - start
+        arrivals = headers.arrivals[start:end]
+        timestamps = headers.timestamp[start:end]
+        quality.received += count
+        quality.expected += count
+        quality.clock_rate = 8000
+        self._stretch_jitter(source, arrivals, timestamps)
+        first = source.highest + 1
+        source.highest += count
+        source.next_release = source.highest + 1
+        source.recent.extend(range(max(first, source.highest + 1 - RECENT_SEQUENCES),
+                                   source.highest + 1))  # fmt: skip
+        source.last_arrival = (float(arrivals[-1]), int(timestamps[-1]))
+        self.last_arrival = float(arrivals[-1])
+        pcm = headers.pcm(start, end, self.codec.name)
+        begin = self.end_sample
+        samples = int(headers.lengths[start]) - HEADER_BYTES
+        self.end_sample = begin + count * samples
+        self.anchor = _Anchor(int(timestamps[-1]), self.end_sample - samples, float(arrivals[-1]))
+        return [PcmChunk(begin, pcm)]
+
+    def _stretch_jitter(
+        self, source: _Source, arrivals: np.ndarray, timestamps: np.ndarray
+    ) -> None:
+        """RFC 3550 A.8 over the stretch, in the same floating-point steps as
+        _measure_jitter so that both give the same figure to the last bit."""
+        assert source.last_arrival is not None
+        previous_arrival, previous_timestamp = source.last_arrival
+        first = (float(arrivals[0]) - previous_arrival) * 8000 - signed32(
+            int(timestamps[0]) - previous_timestamp
+        )
+        # Within a stretch each timestamp step is one packet's samples, modulo 2**32.
+        steps = np.diff(arrivals) * 8000 - np.diff(timestamps) % TIMESTAMP_MODULO
+        jitter = self.quality.jitter
+        jitter += (abs(first) - jitter) / 16
+        for change in np.abs(steps).tolist():
+            jitter += (change - jitter) / 16
+        self.quality.jitter = jitter
 
     # --- sequence order ----------------------------------------------------------------
 

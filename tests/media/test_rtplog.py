@@ -1,4 +1,4 @@
-"""The capture loop's RTP log: every complete record survives, a torn tail ends it."""
+"""The capture loop's RTP log: every complete block survives, a torn tail ends it."""
 
 from __future__ import annotations
 
@@ -31,10 +31,11 @@ def test_packets_read_back_in_order_with_their_direction(tmp_path: Path) -> None
     assert read_manifest(tmp_path / "call") == {"call_id": "c1"}
 
 
-def test_a_torn_last_record_ends_the_log_there(tmp_path: Path) -> None:
+def test_a_torn_last_block_ends_the_log_there(tmp_path: Path) -> None:
     log = RtpLog(tmp_path / "call", {})
     for index in range(3):
         log.append(float(index), Side.CALLER, bytes([index]) * 172)
+        log.flush()
     log.close()
     path = tmp_path / "call" / "rtp.log"
     path.write_bytes(path.read_bytes()[:-40])
@@ -47,7 +48,7 @@ def test_a_killed_writer_leaves_every_flushed_record_readable(tmp_path: Path) ->
         "from pathlib import Path\n"
         "from integrations.observations import Side\n"
         "from recorder.media.rtplog import RtpLog\n"
-        f"log = RtpLog(Path({str(tmp_path / 'call')!r}), {{}}, buffer_size=4096)\n"
+        f"log = RtpLog(Path({str(tmp_path / 'call')!r}), {{}}, block_packets=20)\n"
         "index = 0\n"
         "while True:\n"
         "    log.append(float(index), Side.CALLEE, index.to_bytes(4, 'big') * 43)\n"
@@ -87,7 +88,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def test_a_full_disk_drops_packets_keeps_whole_records_and_resumes(small_disk: Path) -> None:
     ballast = small_disk / "ballast"
     ballast.write_bytes(b"\x00" * 40 * 1024)
-    log = RtpLog(small_disk / "call", {"call_id": "c1"}, buffer_size=4096)
+    log = RtpLog(small_disk / "call", {"call_id": "c1"}, block_packets=20)
     for index in range(400):  # about 72 KiB of records: more than the disk has left
         log.append(float(index), Side.CALLEE, index.to_bytes(4, "big") * 43)
     log.flush()

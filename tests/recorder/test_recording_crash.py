@@ -43,16 +43,17 @@ CHILD_SECONDS = 30.0
 PACKET_SECONDS = 0.020
 # Ethernet, IPv4, UDP and RTP headers, then 160 bytes of G.711: the generator's RTP frames.
 RTP_FRAME_BYTES = 14 + 20 + 8 + 12 + 160
-# The RTP log hands the kernel 64 KB at a time (recorder/media/rtplog.py): at most that
-# much of a call's log, two directions of 50 records of 11 + 172 bytes a second, is still
-# in the dead process's memory at the kill.
-LOG_BUFFER_SECONDS = 65536 / (2 * 50 * (11 + 12 + 160))
+# The RTP log reaches the kernel once a second of capture (recorder/engine.py tick), or
+# when a direction has 256 packets waiting (recorder/media/rtplog.py): at most that much
+# of a call's log is still in the dead process's memory at the kill.
+LOG_BUFFER_SECONDS = 1.0
 # One packet the child may have fed after its last report and before the kill.
 UNREPORTED_SECONDS = PACKET_SECONDS
 
-# The rtp.log record header (recorder/media/rtplog.py): arrival float64, receiver uint8,
-# length uint16, little-endian; then the RTP packet.
-LOG_RECORD = struct.Struct("<dBH")
+# The rtp.log block header (recorder/media/rtplog.py): receiver uint8, magic 0xB1, packet
+# count uint16, packet bytes uint32, little-endian; then count float64 arrival times,
+# count uint16 lengths, and the packets.
+LOG_BLOCK = struct.Struct("<BBHI")
 
 CHILD = """
 import sys, time
@@ -95,16 +96,21 @@ def read_spool(directory: Path) -> LoggedCall:
     manifest = json.loads((directory / "call.json").read_text())
     data = (directory / "rtp.log").read_bytes()
     offset, directions = 0, {}
-    while offset + LOG_RECORD.size <= len(data):
-        arrival, receiver, length = LOG_RECORD.unpack_from(data, offset)
-        packet = data[offset + LOG_RECORD.size : offset + LOG_RECORD.size + length]
-        if len(packet) < length:
-            break  # a record torn by the kill
-        offset += LOG_RECORD.size + length
-        timestamp = struct.unpack_from("!I", packet, 4)[0]
-        first = directions.setdefault(receiver, [arrival, timestamp, timestamp, 0])
-        first[2] = max(first[2], timestamp)
-        first[3] += 1
+    while offset + LOG_BLOCK.size <= len(data):
+        receiver, magic, count, total = LOG_BLOCK.unpack_from(data, offset)
+        end = offset + LOG_BLOCK.size + 10 * count + total
+        if magic != 0xB1 or end > len(data):
+            break  # a block torn by the kill
+        arrivals = struct.unpack_from(f"<{count}d", data, offset + LOG_BLOCK.size)
+        lengths = struct.unpack_from(f"<{count}H", data, offset + LOG_BLOCK.size + 8 * count)
+        packet_at = offset + LOG_BLOCK.size + 10 * count
+        for arrival, length in zip(arrivals, lengths, strict=True):
+            timestamp = struct.unpack_from("!I", data, packet_at + 4)[0]
+            packet_at += length
+            first = directions.setdefault(receiver, [arrival, timestamp, timestamp, 0])
+            first[2] = max(first[2], timestamp)
+            first[3] += 1
+        offset = end
     start = min(first_arrival for first_arrival, *_ in directions.values())
     end = max(
         first_arrival + (last - first_ts) / 8000 + PACKET_SECONDS

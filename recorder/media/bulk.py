@@ -1,0 +1,141 @@
+"""A log block's RTP headers read in bulk, and which packets continue their predecessor.
+
+Most of a call's packets are alike: one sender, one G.711 payload type, 20 ms each, the
+sequence number one up and the timestamp one packet's samples up from the packet before,
+arriving about when the timestamps say. StreamDecoder.feed_block decodes such a stretch
+in one step instead of packet by packet; this module finds the stretches. The fixed
+header fields (RFC 3550 §5.1) of every packet of a block are gathered with numpy at once.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import Counter
+
+import numpy as np
+
+from recorder.media.codecs import ALAW_TABLE, ULAW_TABLE, PayloadFormat, PayloadKind
+
+HEADER_BYTES = 12
+# A fixed header with version 2 and no padding, extension or CSRCs (RFC 3550 §5.1).
+PLAIN_FIRST_OCTET = 0x80
+SEQUENCE_MODULO = 1 << 16
+TIMESTAMP_MODULO = 1 << 32
+G711_TABLES = {
+    "PCMU": np.array(ULAW_TABLE, dtype="<i2"),
+    "PCMA": np.array(ALAW_TABLE, dtype="<i2"),
+}
+
+
+class BlockHeaders:
+    """Arrival, length and fixed-header fields of every packet of a block, as arrays."""
+
+    def __init__(self, arrivals: array, lengths: array, data: bytes) -> None:
+        self.data = data
+        self.arrivals = np.frombuffer(arrivals, dtype=np.float64)
+        self.lengths = np.frombuffer(lengths, dtype=np.uint16).astype(np.int64)
+        self.offsets = np.zeros(len(self.lengths), dtype=np.int64)
+        np.cumsum(self.lengths[:-1], out=self.offsets[1:])
+        whole = self.lengths >= HEADER_BYTES
+        raw = _padded(data)
+        starts = np.where(whole, self.offsets, 0)
+        header = raw[starts[:, None] + np.arange(HEADER_BYTES)].astype(np.int64)
+        header[~whole] = 0
+        self.first, self.second = header[:, 0], header[:, 1]
+        self.sequence = header[:, 2] << 8 | header[:, 3]
+        self.timestamp = _word(header[:, 4:8])
+        self.ssrc = _word(header[:, 8:12])
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def packet(self, index: int) -> tuple[float, bytes]:
+        """Packet `index` as feed() takes it: arrival time and UDP payload."""
+        offset = int(self.offsets[index])
+        return float(self.arrivals[index]), self.data[offset : offset + int(self.lengths[index])]
+
+    def links(self, formats: dict[int, PayloadFormat], limits: tuple[float, float]) -> np.ndarray:
+        """links[i]: packet i is the regular successor of packet i - 1 (never for i = 0).
+
+        Both plain G.711 packets of one payload type, length and SSRC; the sequence number
+        one up; the timestamp up by exactly the previous packet's samples; and the arrival
+        step within `limits`, the (lowest, highest) timestamp-ahead-of-arrival, in clock
+        ticks, that StreamDecoder accepts before it follows the arrival clock instead.
+        """
+        plain = self._plain_g711(formats)
+        samples = self.lengths - HEADER_BYTES
+        links = np.zeros(len(self), dtype=bool)
+        if len(self) < 2:
+            return links
+        ahead = samples[:-1] - np.diff(self.arrivals) * 8000
+        links[1:] = (
+            plain[1:]
+            & plain[:-1]
+            & (self.lengths[1:] == self.lengths[:-1])
+            & (self.second[1:] == self.second[:-1])
+            & (self.ssrc[1:] == self.ssrc[:-1])
+            & (self.sequence[1:] == (self.sequence[:-1] + 1) % SEQUENCE_MODULO)
+            & (self.timestamp[1:] == (self.timestamp[:-1] + samples[:-1]) % TIMESTAMP_MODULO)
+            & (ahead >= limits[0])
+            & (ahead <= limits[1])
+        )
+        return links
+
+    def _plain_g711(self, formats: dict[int, PayloadFormat]) -> np.ndarray:
+        """Whole plain headers with a G.711 payload type, at least one sample, and an
+        arrival time StreamDecoder takes as it is. No marker bit: a marked packet is left
+        to the general path (with a dynamic payload type, marker and type can read as RTCP)."""
+        g711 = [pt for pt, found in formats.items() if _is_g711(found)]
+        return (
+            (self.lengths > HEADER_BYTES)
+            & (self.first == PLAIN_FIRST_OCTET)
+            & np.isin(self.second, g711)
+            & (self.arrivals >= 0.0)
+            & (self.arrivals < 1e11)
+        )
+
+    def pcm(self, start: int, end: int, codec_name: str) -> bytes:
+        """PCM16 of packets start..end-1, all of one length, decoded by table."""
+        length = int(self.lengths[start])
+        first = int(self.offsets[start])
+        rows = np.frombuffer(self.data, dtype=np.uint8, count=(end - start) * length, offset=first)
+        payloads = rows.reshape(end - start, length)[:, HEADER_BYTES:]
+        return G711_TABLES[codec_name][payloads].tobytes()
+
+
+def rtp_payload_types(lengths: array, data: bytes) -> tuple[int | None, Counter]:
+    """Of a block's packets: the index of the first that looks like RTP (version 2, a
+    whole fixed header, not RTCP: recorder.media.rtp.looks_like_rtp), and how many carry
+    each payload type."""
+    sizes = np.frombuffer(lengths, dtype=np.uint16).astype(np.int64)
+    offsets = np.zeros(len(sizes), dtype=np.int64)
+    np.cumsum(sizes[:-1], out=offsets[1:])
+    raw = _padded(data)
+    whole = sizes >= HEADER_BYTES
+    first = np.where(whole, raw[np.where(whole, offsets, 0)], 0)
+    second = np.where(whole, raw[np.where(whole, offsets + 1, 0)], 0)
+    rtp = whole & (first >> 6 == 2) & ((second < 200) | (second > 204))
+    found = np.flatnonzero(rtp)
+    counts = np.bincount(second[rtp] & 0x7F, minlength=128)
+    types = Counter({int(pt): int(counts[pt]) for pt in np.flatnonzero(counts)})
+    return (int(found[0]) if len(found) else None), types
+
+
+def _padded(data: bytes) -> np.ndarray:
+    """The block's bytes and a header's worth of zeros: a short last packet (a 4-byte
+    keepalive) is indexed as if whole, then masked out."""
+    return np.frombuffer(data + bytes(HEADER_BYTES), dtype=np.uint8)
+
+
+def _is_g711(found: PayloadFormat) -> bool:
+    return (
+        found.kind is PayloadKind.AUDIO
+        and found.codec is not None
+        and found.codec.name in G711_TABLES
+        and found.clock_rate == 8000
+    )
+
+
+def _word(octets: np.ndarray) -> np.ndarray:
+    """Big-endian 32-bit fields from four octet columns."""
+    return octets[:, 0] << 24 | octets[:, 1] << 16 | octets[:, 2] << 8 | octets[:, 3]
