@@ -125,6 +125,11 @@ class CallSignal:
     # The call this one takes over, when the signalling says so (an INVITE with an
     # RFC 3891 Replaces header, as an attended transfer sends).
     replaces_call_id: str = ""
+    # A call of the same conversation that this one does not take over: both go on (an
+    # SCCP consult call placed with the Transfer or Confrn key on that call, calls joined
+    # with Join or DirTrfr, the next segment of a call whose far party changed). The
+    # engine gives this call that call's conversation id, on any step that carries it.
+    joins_call_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

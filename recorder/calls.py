@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from integrations.observations import CallEvent, CallSignal, Endpoint, MediaOffer, Side
+from recorder.media.rtp import looks_like_rtp
 from recorder.media.rtplog import DIRECTION_CODE, RtpLog
 
 UNROUTABLE = {"0.0.0.0", "::"}
@@ -25,6 +26,15 @@ ENDED_MEDIA_GRACE = 5.0
 # A call to a transfer's target within this many seconds continues the conversation.
 TRANSFER_WINDOW = 60.0
 CONVERSATIONS_REMEMBERED = 10_000
+# RTP that a party sends from its announced media address to an address no SDP named is
+# taken as the other party's direction once it has gone there this long while nothing
+# reached that party's announced address: a relay that takes both legs of a call sends the
+# voice on to the announced address within its jitter buffer's delay (50 ms in the public
+# SIP_DTMF2 capture), a NAT'd far end's private address never receives anything. See
+# docs/capture.md, "Media relays and NAT".
+LATCH_PROBATION = 1.0
+# Packets held while an address is on probation, at most: a second of 5 ms packets.
+LATCH_HELD_PACKETS = 200
 
 
 def transfer_number(target: str) -> str:
@@ -43,6 +53,10 @@ def moment(timestamp: float | None) -> datetime | None:
     return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
 
 
+def other_side(side: Side) -> Side:
+    return Side.CALLEE if side == Side.CALLER else Side.CALLER
+
+
 def endpoint_key(endpoint: Endpoint) -> bytes | None:
     """The packed (address, port) the RTP fast path looks up: 6 bytes for IPv4, 18 for IPv6."""
     family = socket.AF_INET6 if ":" in endpoint.ip else socket.AF_INET
@@ -50,6 +64,12 @@ def endpoint_key(endpoint: Endpoint) -> bytes | None:
         return socket.inet_pton(family, endpoint.ip) + struct.pack("!H", endpoint.port)
     except (OSError, ValueError, struct.error):
         return None
+
+
+def endpoint_of_key(key: bytes) -> Endpoint:
+    """The endpoint a packed media index key stands for (the inverse of endpoint_key)."""
+    family = socket.AF_INET6 if len(key) == 18 else socket.AF_INET
+    return Endpoint(socket.inet_ntop(family, key[:-2]), struct.unpack("!H", key[-2:])[0])
 
 
 @dataclass(slots=True, eq=False)
@@ -65,8 +85,66 @@ class MediaStream:
     first_at: float = 0.0
     last_at: float = 0.0
     # Where this stream's packets are logged for recording; None when not recorded.
-    log: RtpLog | None = None
+    log: RtpLog | LearnedLog | None = None
     log_code: int = 0
+    # An address no SDP named that stands in for this (announced) stream's, on probation
+    # or learned; and whether this direction may no longer learn one (docs/capture.md).
+    latch: Latch | None = None
+    latch_refused: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class Latch:
+    """An address no SDP named, where one party's announced media address sends RTP: it
+    stands in for the other party's announced address (`toward`) while that stays silent.
+
+    On probation for LATCH_PROBATION, its packets held; then learned: a MediaStream of its
+    own in the media index, logging into the call's log as `toward`'s direction.
+    """
+
+    destination: bytes
+    toward: MediaStream
+    since: float
+    # The announced stream's packet count when the latch began: any more, and it is in use.
+    announced_packets: int
+    last_at: float
+    held: list[tuple[float, bytes]] = field(default_factory=list)
+    learned: MediaStream | None = None
+    ssrc: bytes = b""
+    recorded: int = 0
+
+    def announced_in_use(self) -> bool:
+        return self.toward.packets > self.announced_packets
+
+    def last_heard(self) -> float:
+        return self.learned.last_at if self.learned is not None else self.last_at
+
+
+class LearnedLog:
+    """The log of a learned stream. The packet path hands it each packet sent to the
+    learned address (`stream.log.append_coded`, the RTP fast path's call); it passes the
+    party's RTP on to the call's log, and gives the address up once that is not safe: the
+    announced address received RTP, or another sender's RTP (another SSRC) arrived, which
+    the fast path, matching by destination only, cannot tell apart by its source."""
+
+    __slots__ = ("latch", "table")
+
+    def __init__(self, latch: Latch, table: CallTable) -> None:
+        self.latch = latch
+        self.table = table
+
+    def append_coded(self, arrival: float, code: int, packet: bytes) -> None:
+        latch = self.latch
+        if not looks_like_rtp(packet):
+            return
+        if latch.announced_in_use():
+            self.table.refuse_latch(latch.toward)
+        elif packet[8:12] != latch.ssrc:
+            self.table.unlatch(latch.toward)
+        else:
+            latch.recorded += 1
+            if latch.toward.log is not None:
+                latch.toward.log.append_coded(arrival, code, packet)
 
 
 @dataclass(slots=True, eq=False)
@@ -91,7 +169,8 @@ class LiveCall:
     streams: dict[Side, MediaStream] = field(default_factory=dict)
     log: RtpLog | None = None
     spool: str = ""
-    # The segments of one conversation share it (a call split at the maximum length).
+    # The segments of one conversation share it (a call split at the maximum length, the
+    # calls of a transfer or a conference).
     conversation_id: str = ""
     # Seconds of silence that end this call, when not the table's default.
     silence_limit: float | None = None
@@ -99,6 +178,15 @@ class LiveCall:
     @property
     def media_packets(self) -> int:
         return sum(stream.packets for stream in self.streams.values())
+
+    def last_sign_of_life(self) -> float:
+        """Its last signalling or RTP, RTP to a learned address included."""
+        times = [self.last_activity]
+        for stream in self.streams.values():
+            times.append(stream.last_at)
+            if stream.latch is not None:
+                times.append(stream.latch.last_heard())
+        return max(times)
 
     @property
     def local_ip(self) -> str:
@@ -195,6 +283,10 @@ class CallTable:
         self.calls_seen = 0
         # RTP packets the spool could not write (disk full), over every ended call.
         self.spool_dropped_packets = 0
+        # Addresses no SDP named that stand in for an announced one: {packed address: latch}.
+        self.latches: dict[bytes, Latch] = {}
+        # RTP taken as its direction through a learned address, over every latch let go.
+        self.latched_before = 0
 
     def apply(self, signal: CallSignal, at: float) -> LiveCall | None:
         call = self.calls.get(signal.call_id)
@@ -202,6 +294,8 @@ class CallTable:
             if signal.event == CallEvent.END:
                 return None
             call = self._open(signal, at)
+        elif signal.joins_call_id:
+            self._join(call, signal.joins_call_id)
         call.last_activity = at
         self._learn_parties(call, signal)
         for offer in signal.media:
@@ -251,6 +345,9 @@ class CallTable:
             old.payload_types = offer.payload_types or old.payload_types
             return
         if old is not None:
+            # A latch is judged by both parties' announced addresses: a change starts over.
+            for stream in call.streams.values():
+                self.unlatch(stream)
             self._forget(old)
         if offer.receive_at.ip in UNROUTABLE or offer.receive_at.port == 0 or offer.encrypted:
             call.streams.pop(offer.side, None)
@@ -264,8 +361,13 @@ class CallTable:
         stream.log = call.log
         stream.log_code = DIRECTION_CODE[offer.side]
         call.streams[offer.side] = stream
+        claimed = self.latches.get(key)
+        if claimed is not None:
+            self.unlatch(claimed.toward)  # announced now: the announcer's, not a stand-in
         taken = self.media.get(key)
         if taken is not None and taken.call is not call:
+            for old_stream in taken.call.streams.values():
+                self.unlatch(old_stream)
             taken.call.streams.pop(taken.receiver, None)
         self.media[key] = stream
 
@@ -292,11 +394,18 @@ class CallTable:
         if number:
             self.transfers[number] = (call.conversation_id, at)
 
+    def _join(self, call: LiveCall, other_call_id: str) -> None:
+        """A live call found to continue another's conversation (SCCP Join, DirTrfr, or a
+        consult ended with its held call) takes that conversation from now on."""
+        call.conversation_id = self.conversations.get(other_call_id, other_call_id)
+        self.conversations[call.call_id] = call.conversation_id
+
     def _conversation_of(self, signal: CallSignal, callee: str, at: float) -> str:
-        """The conversation a new call belongs to: the one of the call it replaces, or of
-        the transfer that sent it to its callee; else its own."""
-        if signal.replaces_call_id:
-            return self.conversations.get(signal.replaces_call_id, signal.replaces_call_id)
+        """The conversation a new call belongs to: the one of the call it replaces or
+        joins, or of the transfer that sent it to its callee; else its own."""
+        linked = signal.replaces_call_id or signal.joins_call_id
+        if linked:
+            return self.conversations.get(linked, linked)
         transfer = self.transfers.pop(callee, None)
         if transfer is not None and at - transfer[1] <= TRANSFER_WINDOW:
             return transfer[0]
@@ -316,11 +425,112 @@ class CallTable:
         self.calls.pop(call.call_id, None)
 
     def _forget(self, stream: MediaStream, grace_until: float = 0.0) -> None:
+        self.unlatch(stream, grace_until)
         key = endpoint_key(stream.receive_at)
         if key is not None and self.media.get(key) is stream:
             del self.media[key]
             if grace_until:
                 self.ended_media[key] = grace_until
+
+    # --- addresses no SDP named (docs/capture.md, "Media relays and NAT") ----------------
+
+    def follow(self, sender: MediaStream, destination: bytes, packet: bytes, at: float) -> int:
+        """RTP sent from `sender`'s announced address to `destination`, an address no SDP
+        named. Return how many packets, this one and those held before it, are now the
+        other party's direction; none while the address is on probation or refused."""
+        toward = self._latch_direction(sender)
+        latch = None if toward is None else self._latch_at(toward, destination, at)
+        if latch is None:
+            return 0
+        if latch.announced_in_use():
+            self.refuse_latch(latch.toward)
+            return 0
+        latch.last_at = at
+        if len(latch.held) < LATCH_HELD_PACKETS:
+            latch.held.append((at, packet))
+        if at - latch.since < LATCH_PROBATION:
+            return 0
+        return self._learn(latch)
+
+    def _latch_direction(self, sender: MediaStream) -> MediaStream | None:
+        """The announced stream an address `sender` sends to may stand in for: the other
+        party's, in a connected call, unless that direction was refused."""
+        call = sender.call
+        if call.state != "connected" or call.streams.get(sender.receiver) is not sender:
+            return None
+        toward = call.streams.get(other_side(sender.receiver))
+        if toward is None or toward.latch_refused:
+            return None
+        return toward
+
+    def _latch_at(self, toward: MediaStream, destination: bytes, at: float) -> Latch | None:
+        """The latch of `destination` for `toward`, begun now if need be; None when the
+        address serves another direction or call, or the direction follows another one."""
+        latch = self.latches.get(destination)
+        if latch is not None and latch.toward is not toward:
+            # One address for two directions or two calls: a relay's shared port. Following
+            # it could mix two voices into one channel, so neither direction follows it.
+            self.refuse_latch(latch.toward)
+            self.refuse_latch(toward)
+            return None
+        if latch is not None:
+            return latch
+        current = toward.latch
+        if current is not None:
+            if at - current.last_heard() < LATCH_PROBATION:
+                return None
+            self.unlatch(toward)  # the party moved on from an address gone quiet
+        latch = Latch(destination, toward, at, toward.packets, at)
+        self.latches[destination] = toward.latch = latch
+        return latch
+
+    def _learn(self, latch: Latch) -> int:
+        """Probation passed: the address joins the media index as a stream of its own, and
+        the packets held meanwhile go to the call's log."""
+        toward = latch.toward
+        learned = MediaStream(
+            toward.call, toward.receiver, endpoint_of_key(latch.destination), toward.payload_types
+        )
+        learned.log, learned.log_code = LearnedLog(latch, self), toward.log_code
+        for at, packet in latch.held:
+            if toward.log is not None:
+                toward.log.append_coded(at, toward.log_code, packet)
+            learned.octets += len(packet)
+        learned.packets = latch.recorded = len(latch.held)
+        learned.first_at, learned.last_at = latch.held[0][0], latch.held[-1][0]
+        latch.ssrc = latch.held[-1][1][8:12]
+        latch.held, latch.learned = [], learned
+        self.media[latch.destination] = learned
+        return learned.packets
+
+    def unlatch(self, toward: MediaStream, grace_until: float = 0.0) -> None:
+        """Let go of the address standing in for `toward`: out of the media index (held
+        for its stragglers until `grace_until` when its call ended), packets held dropped."""
+        latch = toward.latch
+        if latch is None:
+            return
+        toward.latch = None
+        if self.latches.get(latch.destination) is latch:
+            del self.latches[latch.destination]
+        learned = latch.learned
+        if learned is not None:
+            learned.log = None
+            if self.media.get(latch.destination) is learned:
+                del self.media[latch.destination]
+                if grace_until:
+                    self.ended_media[latch.destination] = grace_until
+        latch.held = []
+        self.latched_before += latch.recorded
+
+    def refuse_latch(self, toward: MediaStream) -> None:
+        """The direction keeps to its announced address for as long as that is announced."""
+        self.unlatch(toward)
+        toward.latch_refused = True
+
+    @property
+    def latched_packets(self) -> int:
+        """RTP taken as its direction through learned addresses, so far."""
+        return self.latched_before + sum(latch.recorded for latch in self.latches.values())
 
     def ended_recently(self, key: bytes, now: float) -> bool:
         """A media address of a call that ended moments ago: its last packets still arrive."""
@@ -332,7 +542,7 @@ class CallTable:
         ended, begun = [], []
         self.ended_media = {key: until for key, until in self.ended_media.items() if until >= now}
         for call in list(self.calls.values()):
-            last = max([call.last_activity, *(s.last_at for s in call.streams.values())])
+            last = call.last_sign_of_life()
             limit = call.silence_limit or (
                 self.silence_timeout if call.answered_at else self.setup_timeout
             )
@@ -369,8 +579,7 @@ class CallTable:
         """End every live call (capture over); each at its last sign of life."""
         ended = []
         for call in list(self.calls.values()):
-            last = max([call.last_activity, *(s.last_at for s in call.streams.values())])
-            ended.append(self.finish(call, last, reason))
+            ended.append(self.finish(call, call.last_sign_of_life(), reason))
         return ended
 
     def finish(self, call: LiveCall, at: float, reason: str) -> LiveCall:

@@ -274,15 +274,15 @@ class Engine:
         """RTP to an address no signalling announced.
 
         Sent from a live call's own media address, it is that party's voice on its way to
-        a media relay or through NAT to an address no SDP named: it belongs to that call
-        and is counted, not recorded as a call of its own. (Recording it as its direction
-        when nothing reaches the announced address needs care with relays that take both
-        legs on one port; see docs/capture.md.) Packets to a call that ended moments ago
-        are its stragglers. Otherwise it may be a known phone's unsignalled call.
+        a media relay or through NAT to an address no SDP named: it belongs to that call,
+        never to a call of its own, and is recorded as its direction when that is safe
+        (see _from_media_address). Packets to a call that ended moments ago are its
+        stragglers. Otherwise it may be a known phone's unsignalled call.
         """
         destination_key = datagram.dst + header[2:4]
-        if datagram.src + header[0:2] in self.media:
-            self.stats.rtp_relayed += 1
+        sender = self.media.get(datagram.src + header[0:2])
+        if sender is not None:
+            self._from_media_address(sender, destination_key, payload, at)
             return
         if self.calls.ended_recently(destination_key, at):
             self.stats.rtp_after_end += 1
@@ -293,6 +293,17 @@ class Engine:
             self._count_rtp(stream, payload, at)
         else:
             self.stats.rtp_unmatched += 1
+
+    def _from_media_address(
+        self, sender: MediaStream, destination: bytes, payload: bytes, at: float
+    ) -> None:
+        """RTP from a call's media address to an address no SDP named: the other party's
+        direction once the call table has learned that address (CallTable.follow, the rule
+        of docs/capture.md), else counted as relayed. Packets held on probation are counted
+        as relayed on arrival, and moved to the recorded ones when the address is learned."""
+        recorded = self.calls.follow(sender, destination, payload, at)
+        self.stats.rtp_relayed += 1 - recorded
+        self.stats.rtp_packets += recorded
 
     def _unsignalled(
         self, datagram: Datagram, source_port: int, destination_port: int, at: float

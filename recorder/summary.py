@@ -19,7 +19,7 @@ def summary_lines(engine: Engine, sink: DatabaseSink, seconds: float) -> list[st
         f"calls seen: {engine.calls.calls_seen}"
         + (f" ({stats.unsignalled_calls} unsignalled)" if stats.unsignalled_calls else ""),
         f"RTP packets: {stats.rtp_packets} matched to calls, {stats.rtp_unmatched} unmatched",
-        *rtp_details(stats),
+        *rtp_details(stats, engine.calls.latched_packets),
     ]
     if engine.calls.spool_dropped_packets:
         lines.append(
@@ -42,8 +42,10 @@ def summary_lines(engine: Engine, sink: DatabaseSink, seconds: float) -> list[st
     return lines
 
 
-def rtp_details(stats) -> list[str]:
+def rtp_details(stats, latched: int) -> list[str]:
     details = []
+    if latched:
+        details.append(f"RTP to an address no SDP named, learned (NAT) and recorded: {latched}")
     if stats.rtp_relayed:
         details.append(f"RTP copies on their way to a media relay (counted): {stats.rtp_relayed}")
     if stats.rtp_after_end:

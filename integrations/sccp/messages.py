@@ -699,15 +699,22 @@ def decode_on_hook(version: int, payload: bytes) -> HookEvent:
 
 @dataclass(frozen=True, slots=True)
 class SoftKeyEvent:
-    """SoftKeyEventMessage 0x0026: 0 softKeyEvent (2 NewCall, 3 Hold, 9 EndCall, 10 Resume,
-    11 Answer, ...) | 4 lineInstance | 8 callReference."""
+    """SoftKeyEventMessage 0x0026: 0 softKeyEvent (2 NewCall, 3 Hold, 4 Transfer, 9 EndCall,
+    10 Resume, 11 Answer, 13 Confrn, 15 Join, 0x4D DirTrfr, 0x4E Select, ...; Wireshark
+    `SoftKeyEvent`, Asterisk `SOFTKEY_*`) | 4 lineInstance | 8 callReference (the call the
+    key was pressed on)."""
 
     event: int
     line_instance: int | None
     call_reference: int | None
 
 
+SOFT_KEY_TRANSFER: Final = 4
 SOFT_KEY_END_CALL: Final = 9
+SOFT_KEY_CONFERENCE: Final = 13  # Confrn
+SOFT_KEY_JOIN: Final = 15
+SOFT_KEY_DIRECT_TRANSFER: Final = 0x4D  # DirTrfr
+SOFT_KEY_SELECT: Final = 0x4E
 
 
 def decode_soft_key_event(version: int, payload: bytes) -> SoftKeyEvent:
@@ -725,6 +732,9 @@ class Stimulus:
 
 
 STIMULUS_HOLD: Final = 3
+# The fixed Transfer and Conference keys of phones that have them (Wireshark DeviceStimulus).
+STIMULUS_TRANSFER: Final = 4
+STIMULUS_CONFERENCE: Final = 0x7D
 
 
 def decode_stimulus(version: int, payload: bytes) -> Stimulus:

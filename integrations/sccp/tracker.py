@@ -19,13 +19,20 @@ parties; OpenReceiveChannelAck and StartMediaTransmission give the two RTP recei
 addresses. Legacy CallManager 2.x sends no CallState and no call references: its calls are
 followed from OffHook/OnHook, the 128-byte CallInfo, Stimulus(Hold) and the legacy media
 messages, one active call per session.
+
+Transfers and conferences (docs/sccp.md): the phone's Transfer or Confrn key on a call makes
+the next call it places that call's consult, which joins its conversation (`joins_call_id`);
+Join and DirTrfr join the calls they combine; a call placed while another on its line is held
+joins it only if the two go on-hook together (a transfer completed); and an answered call
+whose far party changes on the same call reference (the phone was transferred or conferenced)
+ends one segment and begins the next in the same conversation.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -55,13 +62,33 @@ MAX_CHANNELS: Final = 64
 LEGACY: Final = "legacy"  # key of the single call of a CallManager 2.x session
 
 # CallStateMessage states (Wireshark DCallState).
-IDLE, OFF_HOOK, ON_HOOK, RING_OUT, RING_IN, CONNECTED, HOLD = 0, 1, 2, 3, 4, 5, 8
+IDLE, OFF_HOOK, ON_HOOK, RING_OUT, RING_IN, CONNECTED, HOLD, PROCEED = 0, 1, 2, 3, 4, 5, 8, 12
+PLACING: Final = frozenset({OFF_HOOK, RING_OUT, PROCEED})  # first states of a call it places
 CALL_TYPE_SIDE: Final = {1: Side.CALLEE, 2: Side.CALLER}  # CallInfo callType, this phone's side
+
+# Transfers and conferences (docs/sccp.md). The CallManager opens the consult call as it
+# answers the key, and completing a transfer clears the consult and the held call together:
+# the windows leave room for a slow network. A far party named within PARTY_SETTLE of the
+# answer is taken as a correction (a hunt group member answering), not as a transfer.
+FEATURE_KEY_WINDOW: Final = timedelta(seconds=10)
+CONSULT_END_WINDOW: Final = timedelta(seconds=3)
+PARTY_SETTLE: Final = timedelta(seconds=2)
+PARTY_CHANGED: Final = "far-party-changed"
+CONSULT, JOIN, SELECT = "consult", "join", "select"
+SOFT_KEY_FEATURES: Final = {
+    m.SOFT_KEY_TRANSFER: CONSULT,
+    m.SOFT_KEY_CONFERENCE: CONSULT,
+    m.SOFT_KEY_JOIN: JOIN,
+    m.SOFT_KEY_DIRECT_TRANSFER: JOIN,
+    m.SOFT_KEY_SELECT: SELECT,
+}
+STIMULUS_FEATURES: Final = {m.STIMULUS_TRANSFER: CONSULT, m.STIMULUS_CONFERENCE: CONSULT}
 
 
 @dataclass
 class _Call:
     call_id: str
+    key: int | str
     line_instance: int | None
     caller: str = ""
     caller_name: str = ""
@@ -73,6 +100,15 @@ class _Call:
     held: bool = False
     ringing_pending: bool = False
     legacy: bool = False
+    answered_at: datetime | None = None
+    # Where each side receives RTP, for the next segment when the far party changes.
+    offers: dict[Side, MediaOffer] = field(default_factory=dict)
+    # The call this one consults (Transfer/Confrn pressed on it, or held on this one's line
+    # when it was placed), and whether it joined that call's conversation already.
+    consult_of: int | str | None = None
+    joined: bool = False
+    # That held call went on-hook first: its id and when.
+    held_call_ended: tuple[str, datetime] | None = None
 
 
 @dataclass
@@ -100,6 +136,11 @@ class _Session:
     uses_call_state: bool = False
     off_hook_first: bool = False
     legacy_calls: int = 0
+    # Transfer or Confrn pressed on this call, waiting for the consult call it opens.
+    consult_key: tuple[int | str, datetime] | None = None
+    selected: set[int | str] = field(default_factory=set)
+    # Consults' ENDs held back until their held call ends or resumes: key -> (END, held key).
+    deferred_ends: dict[int | str, tuple[CallSignal, int | str]] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[Endpoint, Endpoint]:
@@ -139,6 +180,7 @@ class SccpTracker:
         observations: list[Observation] = []
         try:
             session = self._session(phone, cm, at, observations)
+            observations += self._release_stale(session, at)
             for frame in session.framers[from_phone].feed(data):
                 observations += self._on_frame(session, frame, from_phone, at)
         except Exception:  # the tracker's edge: one bad message never stops the capture
@@ -163,6 +205,7 @@ class SccpTracker:
         """End sessions silent for more than `TIMEOUT_KEEPALIVES` keepalive intervals."""
         observations: list[Observation] = []
         for session in list(self._sessions.values()):
+            observations += self._release_stale(session, now)
             timeout = timedelta(seconds=TIMEOUT_KEEPALIVES * session.keepalive_interval)
             if now - session.last_seen > timeout:
                 observations += self._end_session(session, now, "session-expired")
@@ -314,7 +357,7 @@ class SccpTracker:
             if len(session.calls) >= MAX_CALLS:
                 self.errors["too-many-calls"] += 1
                 return None
-            call = _Call(f"sccp:{session.identity}:{key}", line)
+            call = _Call(f"sccp:{session.identity}:{key}", key, line)
             session.calls[key] = call
         if call.line_instance is None and line:
             call.line_instance = line
@@ -340,19 +383,39 @@ class SccpTracker:
         if call.local_side is None:
             call.local_side = Side.CALLEE if state == RING_IN else Side.CALLER
         call.ringing_pending = state in (RING_IN, RING_OUT)
-        return [self._signal(session, call, CallEvent.START, at)]
+        joins = self._consult_of(session, call, at) if state in PLACING else ""
+        start = self._signal(session, call, CallEvent.START, at, joins=joins)
+        return [*_release_key(session, call.key), start]
+
+    def _consult_of(self, session: _Session, call: _Call, at: datetime) -> str:
+        """A call the phone places right after Transfer or Confrn was pressed on another call
+        is that call's consult: the id of the call whose conversation it joins at once. One
+        placed while another call on its line is held may be a consult as well (a transfer
+        made from an application, no key on the phone): `_end_call` settles that."""
+        pressed, session.consult_key = session.consult_key, None
+        if pressed is not None and at - pressed[1] <= FEATURE_KEY_WINDOW:
+            consulted = session.calls.get(pressed[0])
+            if consulted is not None and consulted is not call:
+                call.consult_of, call.joined = consulted.key, True
+                return consulted.call_id
+        for other in session.calls.values():
+            if other is not call and other.started and other.held and _same_line(other, call):
+                call.consult_of = other.key
+        return ""
 
     def _follow_state(
         self, session: _Session, call: _Call, state: int, at: datetime
     ) -> list[Observation]:
         if state == CONNECTED and not call.answered:
-            call.answered = True
+            call.answered, call.answered_at = True, at
             return [self._signal(session, call, CallEvent.ANSWER, at)]
         if state == CONNECTED and call.held:
             call.held = False
-            return [self._signal(session, call, CallEvent.RESUME, at)]
+            alone = self._settle_consults(session, call, at, completed=False)
+            return [*alone, self._signal(session, call, CallEvent.RESUME, at)]
         if state == HOLD and not call.held:
             call.held = call.answered = True
+            call.answered_at = call.answered_at or at
             return [self._signal(session, call, CallEvent.HOLD, at)]
         return []
 
@@ -366,16 +429,55 @@ class SccpTracker:
         self, session: _Session, key: int | str, at: datetime, reason: str
     ) -> list[Observation]:
         call = session.calls.pop(key, None)
+        session.selected.discard(key)
         if call is None or not call.started:
             return []
+        on_hook = reason == "onhook"
         observations = self._flush_ringing(session, call, at)
-        return [*observations, self._signal(session, call, CallEvent.END, at, reason=reason)]
+        observations += self._settle_consults(session, call, at, completed=on_hook)
+        if on_hook and call.held:
+            _note_held_call_ended(session, call, at)
+        joins = _held_call_ended_with(call, at) if on_hook else ""
+        end = self._signal(session, call, CallEvent.END, at, reason=reason, joins=joins)
+        held = _held_call_of(session, call)
+        if on_hook and held is not None:
+            # A consult placed while its call was held, with no Transfer/Confrn key seen:
+            # whether it completed a transfer shows only when the held call ends too.
+            session.deferred_ends[key] = (end, held.key)
+            return observations
+        return [*observations, end]
+
+    def _settle_consults(
+        self, session: _Session, held: _Call, at: datetime, completed: bool
+    ) -> list[Observation]:
+        """The ENDs held back for the consults of `held`, which now ends or resumes. Ending
+        on-hook within CONSULT_END_WINDOW of a consult completed a transfer: that consult
+        joins its conversation. Resumed, or ended later, the consult stays on its own."""
+        settled: list[Observation] = []
+        for key, (end, held_key) in list(session.deferred_ends.items()):
+            if held_key == held.key:
+                del session.deferred_ends[key]
+                together = completed and at - end.at <= CONSULT_END_WINDOW
+                settled.append(replace(end, joins_call_id=held.call_id) if together else end)
+        return settled
+
+    def _release_stale(self, session: _Session, now: datetime) -> list[Observation]:
+        """ENDs held back longer than CONSULT_END_WINDOW: their held call did not follow."""
+        stale = [
+            key
+            for key, (end, _) in session.deferred_ends.items()
+            if now - end.at > CONSULT_END_WINDOW
+        ]
+        return [session.deferred_ends.pop(key)[0] for key in stale]
 
     def _end_calls(self, session: _Session, at: datetime, reason: str) -> list[Observation]:
         observations: list[Observation] = []
         for key in list(session.calls):
             observations += self._end_call(session, key, at, reason)
+        observations += [end for end, _ in session.deferred_ends.values()]
+        session.deferred_ends.clear()
         session.channels.clear()
+        session.consult_key = None
         return observations
 
     def _on_call_info(
@@ -386,9 +488,30 @@ class SccpTracker:
         call = self._call(session, message.call_reference, message.line_instance)
         if call is None:
             return []
+        side = CALL_TYPE_SIDE.get(message.call_type or 0, call.local_side)
+        if _far_party_changes(call, message, side, at):
+            return self._split(session, call, message, side, at)
         _set_parties(call, message)
-        call.local_side = CALL_TYPE_SIDE.get(message.call_type or 0, call.local_side)
+        call.local_side = side
         return self._flush_ringing(session, call, at)
+
+    def _split(
+        self, session: _Session, call: _Call, message: m.CallInfo, side: Side | None, at: datetime
+    ) -> list[Observation]:
+        """The far party of an answered call changed on the same call reference: the phone
+        was transferred, or joined to a conference. The segment with the old party ends and
+        one with the new party begins, with the same media, in the same conversation."""
+        end = self._signal(session, call, CallEvent.END, at, reason=PARTY_CHANGED)
+        _set_parties(call, message)
+        call.local_side, call.answered_at = side, at
+        offers = tuple(call.offers.values())
+        begun = [
+            self._signal(session, call, CallEvent.START, at, offers, joins=call.call_id),
+            self._signal(session, call, CallEvent.ANSWER, at),
+        ]
+        if call.held:
+            begun.append(self._signal(session, call, CallEvent.HOLD, at))
+        return [end, *begun]
 
     def _on_dialed_number(
         self, session: _Session, message: m.DialedNumber, at: datetime
@@ -407,6 +530,7 @@ class SccpTracker:
         at: datetime,
         media: tuple[MediaOffer, ...] = (),
         reason: str = "",
+        joins: str = "",
     ) -> CallSignal:
         _fill_local_party(session, call)
         local_ip = session.phone.ip
@@ -424,6 +548,7 @@ class SccpTracker:
             callee_ip=local_ip if call.local_side is Side.CALLEE else "",
             media=media,
             reason=reason,
+            joins_call_id=joins,
         )
 
     # --- Media -------------------------------------------------------------------------------
@@ -505,12 +630,14 @@ class SccpTracker:
         observations: list[Observation] = []
         if not call.started:  # picked up mid-call: media proves the call exists
             call.started = True
+            observations += _release_key(session, call.key)
             observations.append(self._signal(session, call, CallEvent.START, at))
         observations += self._flush_ringing(session, call, at)
         if call.legacy and not call.answered:  # CallManager 2.x: media flows once connected
             call.answered = True
             observations.append(self._signal(session, call, CallEvent.ANSWER, at))
         offer = MediaOffer(side=side, receive_at=receive_at, payload_types=payload_types)
+        call.offers[side] = offer
         return [*observations, self._signal(session, call, CallEvent.MEDIA, at, (offer,))]
 
     # --- Legacy CallManager 2.x --------------------------------------------------------------
@@ -522,7 +649,7 @@ class SccpTracker:
         if LEGACY not in session.calls:
             session.legacy_calls += 1
             line = min(session.lines) if session.lines else None
-            call = _Call(f"sccp:{session.identity}:{LEGACY}-{session.legacy_calls}", line)
+            call = _Call(f"sccp:{session.identity}:{LEGACY}-{session.legacy_calls}", LEGACY, line)
             call.legacy = True
             session.calls[LEGACY] = call
         return session.calls[LEGACY]
@@ -570,15 +697,22 @@ class SccpTracker:
     def _on_soft_key_event(
         self, session: _Session, message: m.SoftKeyEvent, at: datetime
     ) -> list[Observation]:
-        if session.uses_call_state or message.event != m.SOFT_KEY_END_CALL:
+        if session.uses_call_state:
+            feature = SOFT_KEY_FEATURES.get(message.event)
+            return self._on_feature_key(session, feature, message.call_reference, at)
+        if message.event != m.SOFT_KEY_END_CALL:
             return []
         return self._end_call(session, LEGACY, at, "onhook")
 
     def _on_stimulus(
         self, session: _Session, message: m.Stimulus, at: datetime
     ) -> list[Observation]:
-        """Stimulus(Hold) toggles hold on a CallManager 2.x call (no CallState to tell us)."""
-        if session.uses_call_state or message.stimulus != m.STIMULUS_HOLD:
+        """Stimulus(Hold) toggles hold on a CallManager 2.x call (no CallState to tell us);
+        the fixed Transfer and Conference keys of newer phones act as their soft keys do."""
+        if session.uses_call_state:
+            feature = STIMULUS_FEATURES.get(message.stimulus)
+            return self._on_feature_key(session, feature, message.call_reference, at)
+        if message.stimulus != m.STIMULUS_HOLD:
             return []
         call = self._legacy_call(session, at)
         if call is None:
@@ -592,10 +726,119 @@ class SccpTracker:
     def _on_ignored(self, session: _Session, message: object, at: datetime) -> list[Observation]:
         return []
 
+    # --- Transfer and conference keys --------------------------------------------------------
+
+    def _on_feature_key(
+        self, session: _Session, feature: str | None, reference: int | None, at: datetime
+    ) -> list[Observation]:
+        """A key on the call it names (or, when it names none, the one call in talk)."""
+        if feature is None:
+            return []
+        call = session.calls.get(reference) if reference else None
+        call = call or _active_call(session)
+        if call is None or not call.started:
+            return []
+        if feature == SELECT:
+            session.selected ^= {call.key}
+            return []
+        if feature == JOIN:
+            return self._join_calls(session, call, at)
+        self._on_consult_key(session, call, at)
+        return []
+
+    def _on_consult_key(self, session: _Session, call: _Call, at: datetime) -> None:
+        """Transfer or Confrn on a call: the CallManager holds it and opens a consult call.
+        Pressed on a call whose consult is up (on either of the two), it completes the
+        transfer or conference and opens nothing."""
+        paired = call.consult_of in session.calls or any(
+            other.consult_of == call.key for other in session.calls.values()
+        )
+        session.consult_key = None if paired else (call.key, at)
+
+    def _join_calls(self, session: _Session, call: _Call, at: datetime) -> list[Observation]:
+        """Join or DirTrfr on a call: it and the calls selected with it (with none selected,
+        the calls held on its line) become one conversation, the oldest call's."""
+        chosen, session.selected = session.selected - {call.key}, set()
+        others = [
+            other
+            for other in session.calls.values()
+            if other is not call
+            and other.started
+            and (other.key in chosen if chosen else other.held and _same_line(other, call))
+        ]
+        if not others:
+            return []
+        anchor, *rest = others
+        observations: list[Observation] = []
+        for joined in (*rest, call):
+            joined.joined = True
+            observations.append(
+                self._signal(session, joined, CallEvent.TRANSFER, at, joins=anchor.call_id)
+            )
+        return observations
+
 
 def _set_parties(call: _Call, message: m.CallInfo) -> None:
     call.caller, call.caller_name = message.calling_party, message.calling_party_name
     call.callee, call.callee_name = message.called_party, message.called_party_name
+
+
+def _far_party(caller: str, caller_name: str, callee: str, callee_name: str, local: Side) -> str:
+    """Who the phone talks to: the other party's number, or its name when it has none."""
+    return callee or callee_name if local is Side.CALLER else caller or caller_name
+
+
+def _far_party_changes(call: _Call, message: m.CallInfo, side: Side | None, at: datetime) -> bool:
+    """CallInfo names another far party for a call answered a while ago (not a correction
+    right after the answer, not a call still ringing, which may be forwarded)."""
+    if call.answered_at is None or at - call.answered_at < PARTY_SETTLE:
+        return False
+    before = _far_party(
+        call.caller, call.caller_name, call.callee, call.callee_name, _local_side(call)
+    )
+    after = _far_party(
+        message.calling_party, message.calling_party_name, message.called_party,
+        message.called_party_name, side or Side.CALLEE,
+    )  # fmt: skip
+    return bool(before and after and before != after)
+
+
+def _release_key(session: _Session, key: int | str) -> list[Observation]:
+    """The END held back for a call reference that starts again: the old call is over."""
+    held_back = session.deferred_ends.pop(key, None)
+    return [] if held_back is None else [held_back[0]]
+
+
+def _note_held_call_ended(session: _Session, held: _Call, at: datetime) -> None:
+    """A held call went on-hook: its consults (placed while it was held) learn when."""
+    for call in session.calls.values():
+        if call.consult_of == held.key and not call.joined:
+            call.held_call_ended = (held.call_id, at)
+
+
+def _held_call_ended_with(call: _Call, at: datetime) -> str:
+    """The held call this consult joins, having gone on-hook just before it."""
+    ended = call.held_call_ended
+    return ended[0] if ended is not None and at - ended[1] <= CONSULT_END_WINDOW else ""
+
+
+def _held_call_of(session: _Session, call: _Call) -> _Call | None:
+    """The call still held for this consult placed without a key, if there is one."""
+    if call.joined or call.consult_of is None:
+        return None
+    held = session.calls.get(call.consult_of)
+    return held if held is not None and held.held else None
+
+
+def _same_line(one: _Call, other: _Call) -> bool:
+    lines = {one.line_instance, other.line_instance}
+    return None in lines or len(lines) == 1
+
+
+def _active_call(session: _Session) -> _Call | None:
+    """The session's one call in talk (started, not held), if there is exactly one."""
+    talking = [call for call in session.calls.values() if call.started and not call.held]
+    return talking[0] if len(talking) == 1 else None
 
 
 def _fill_local_party(session: _Session, call: _Call) -> None:

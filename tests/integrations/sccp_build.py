@@ -57,3 +57,33 @@ def call_info(
 
 def keepalive() -> bytes:
     return skinny(0x0000)
+
+
+def soft_key(event: int, line: int, callref: int) -> bytes:
+    """SoftKeyEventMessage: the key pressed, on which line and call."""
+    return skinny(0x0026, u32(event, line, callref))
+
+
+def stimulus(stimulus_id: int, line: int, callref: int | None = None) -> bytes:
+    """StimulusMessage: a fixed key; short (no call reference) when `callref` is None."""
+    tail = u32(callref, 0) if callref is not None else b""
+    return skinny(0x0005, u32(stimulus_id, line) + tail)
+
+
+def dialed_number(number: str, line: int, callref: int) -> bytes:
+    return skinny(0x011D, fixed(number, 24) + u32(line, callref))
+
+
+def open_receive_channel(callref: int, party: int) -> bytes:
+    """OpenReceiveChannel (Basic): µ-law, 20 ms, for `callref`."""
+    return skinny(0x0105, u32(callref, party, 20, 4, 0, 0, callref))
+
+
+def open_receive_channel_ack(ip: str, port: int, party: int, callref: int) -> bytes:
+    return skinny(0x0022, u32(0) + ipv4(ip) + u32(port, party, callref))
+
+
+def start_media_transmission(callref: int, party: int, ip: str, port: int) -> bytes:
+    """StartMediaTransmission (Basic): send µ-law, 20 ms, to ip:port."""
+    payload = u32(callref, party) + ipv4(ip) + u32(port, 20, 4) + bytes(16) + u32(callref)
+    return skinny(0x008A, payload)

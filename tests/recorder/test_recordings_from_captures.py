@@ -149,9 +149,12 @@ CASES: dict[str, list[ExpectedRecording]] = {
         )
     ],
     # The answered hairpin call 2502 -> 2504 on one gateway (192.168.105.110). Only the
-    # stream to 2504's announced 110:4376 goes to an address the SDP announced; the other
-    # leg runs to a relay no SDP of the capture names, and is not recorded (yet): see
-    # docs/capture.md.
+    # stream to 2504's announced 110:4376 goes to an address the SDP announced; 2502's
+    # packets from its announced 110:4374 go to the relay 192.168.105.172:4376, no SDP of
+    # the capture names, which sends another stream (another SSRC; dpkt shows speech and
+    # DTMF there, line noise in 2502's) to 110:4376 from 50 ms later. The relay's port takes
+    # both legs, so its address is not learned and 2502's packets stay counted, not
+    # recorded (docs/capture.md, "Media relays and NAT").
     "rtppcap-SIP_DTMF2.pcap": [
         ExpectedRecording(
             agent_rtp=("192.168.105.110", 4374),
