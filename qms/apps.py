@@ -13,3 +13,7 @@ class QMSAdminConfig(AdminConfig):
 class QMSConfig(AppConfig):
     name = "qms"
     verbose_name = "QMS"
+
+    def ready(self) -> None:
+        # Connects the failed-login counter to django.contrib.auth's signals.
+        from qms import login_throttle  # noqa: F401

@@ -83,6 +83,37 @@ def env_path(name: str, default: Path) -> Path:
     return Path(raw.strip()).expanduser()
 
 
+def env_url_path(name: str) -> str:
+    """An absolute URL path ending in a slash, such as nginx's /protected-recordings/."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return ""
+    segments = raw.strip("/").split("/")
+    if not (raw.startswith("/") and raw.endswith("/")) or ".." in segments or "" in segments:
+        raise ImproperlyConfigured(
+            f"{name} must be a URL path that starts and ends with /, such as "
+            f"/protected-recordings/, not {raw!r}."
+        )
+    return raw
+
+
+def env_cache(name: str) -> dict:
+    """A CACHES entry: Redis for redis://, rediss:// or unix:// URLs, else process memory."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    if urlsplit(raw).scheme not in ("redis", "rediss", "unix"):
+        raise ImproperlyConfigured(
+            f"{name} must be a Redis URL such as redis://127.0.0.1:6379/1, "
+            f"not {_without_password(raw)!r}."
+        )
+    return {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": raw,
+        "KEY_PREFIX": "qms",
+    }
+
+
 def env_database(name: str, default: str) -> dict:
     """Parse a DATABASE_URL such as postgres://user:pw@host:5432/qms or sqlite:///var/qms.db."""
     raw = os.environ.get(name) or default

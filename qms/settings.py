@@ -6,7 +6,17 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from qms.env import env_bool, env_choice, env_database, env_int, env_list, env_path, env_str
+from qms.env import (
+    env_bool,
+    env_cache,
+    env_choice,
+    env_database,
+    env_int,
+    env_list,
+    env_path,
+    env_str,
+    env_url_path,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = env_path("QMS_VAR_DIR", BASE_DIR / "var")
@@ -75,6 +85,22 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Login throttling counts failures here, so in production, with several gunicorn workers,
+# point CACHE_URL at Redis: a per-process memory cache would count per worker.
+CACHES = {"default": env_cache("CACHE_URL")}
+
+AUTHENTICATION_BACKENDS = [
+    # Refuses a locked username + client IP before any password is checked (docs/playback.md).
+    "qms.login_throttle.LockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# After this many failed logins for one username from one client IP within the lockout
+# period, that username is locked for that IP for the lockout period.
+QMS_LOGIN_FAILURE_LIMIT = env_int("QMS_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+QMS_LOGIN_LOCKOUT_SECONDS = env_int("QMS_LOGIN_LOCKOUT_MINUTES", 15, minimum=1) * 60
+# The pages come later; until then a login for any page is the admin's.
+LOGIN_URL = "admin:login"
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -100,6 +126,15 @@ QMS_RECORD_UNSIGNALLED = env_bool("QMS_RECORD_UNSIGNALLED", True)
 # conversation id, so an endless stream never makes an endless file.
 QMS_MAX_CALL_SECONDS = env_int("QMS_MAX_CALL_SECONDS", 4 * 3600, minimum=60)
 QMS_RECORDING_FORMAT = env_choice("QMS_RECORDING_FORMAT", "WAV", ["WAV", "OPUS"]).lower()
+
+# Playback (docs/playback.md). Agents hear their own recordings only when this is on.
+QMS_AGENTS_HEAR_OWN = env_bool("QMS_AGENTS_HEAR_OWN", False)
+# Empty: Django streams the audio itself. Set to nginx's internal location (for example
+# /protected-recordings/) to hand the authorized file to nginx with X-Accel-Redirect.
+QMS_AUDIO_ACCEL_REDIRECT = env_url_path("QMS_AUDIO_ACCEL_REDIRECT")
+# The request header nginx puts the client's address in (X-Real-IP); empty: the socket
+# peer. Only set it behind a proxy that overwrites the header, or clients could forge it.
+QMS_CLIENT_IP_HEADER = env_str("QMS_CLIENT_IP_HEADER").strip()
 
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -1,13 +1,28 @@
-"""Calls and recordings in the admin: read-only, written by the capture engine alone."""
+"""Calls, recordings and the audit trail in the admin: read-only, written by QMS alone.
+
+Calls and recordings are scoped by recorder/access.py like everywhere else; a recording
+list shown is a search, and is audited with its filters.
+"""
 
 from __future__ import annotations
 
+import csv
+import json
+
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from extensions.admin import ReadOnlyAdmin
-from recorder.models import Call, Recording
+from recorder.access import calls_visible_to, recordings_visible_to
+from recorder.audit import audit_search
+from recorder.models import AuditEntry, Call, Recording
+
+# A spreadsheet runs a cell that starts with one of these as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @admin.register(Call)
@@ -27,6 +42,9 @@ class CallAdmin(ReadOnlyAdmin):
     search_fields = ["call_id", "caller", "callee", "extension", "agent__name"]
     date_hierarchy = "started_at"
     list_select_related = ["agent"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return calls_visible_to(request.user, super().get_queryset(request))
 
 
 @admin.register(Recording)
@@ -48,6 +66,17 @@ class RecordingAdmin(ReadOnlyAdmin):
     date_hierarchy = "started_at"
     list_select_related = ["agent"]
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return recordings_visible_to(request.user, super().get_queryset(request))
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict | None = None
+    ) -> HttpResponse:
+        response = super().changelist_view(request, extra_context)
+        if request.method == "GET" and response.status_code == 200:
+            audit_search(request, request.GET)
+        return response
+
     @admin.display(description="duration")
     def duration(self, recording: Recording) -> str:
         minutes, seconds = divmod(round(recording.duration_seconds), 60)
@@ -57,5 +86,44 @@ class RecordingAdmin(ReadOnlyAdmin):
     def listen(self, recording: Recording) -> str:
         if not recording.file or recording.audio_format == "rtp":
             return ""
-        url = reverse("recording-audio", args=[recording.pk])
+        url = reverse("recorder:audio", args=[recording.pk])
         return format_html('<audio controls preload="none" src="{}"></audio>', url)
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyAdmin):
+    """Searchable and exportable, never editable: not even a superuser may add, change or
+    delete an entry here (ReadOnlyAdmin), and the model and database refuse it anyway."""
+
+    list_display = ["at", "username", "action", "recording_id", "client_ip", "detail"]
+    list_filter = ["action"]
+    search_fields = ["username", "client_ip", "recording__call_id", "recording__extension"]
+    date_hierarchy = "at"
+    actions = ["export_csv"]
+
+    @admin.action(description="Export the selected entries as CSV")
+    def export_csv(self, request: HttpRequest, entries: QuerySet) -> HttpResponse:
+        stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="qms-audit-{stamp}.csv"'
+        writer = csv.writer(response)
+        writer.writerow(["at", "user", "action", "recording", "client_ip", "detail"])
+        for entry in entries.order_by("at", "pk").iterator():
+            writer.writerow([spreadsheet_safe(cell) for cell in csv_row(entry)])
+        return response
+
+
+def csv_row(entry: AuditEntry) -> list[str]:
+    return [
+        entry.at.isoformat(),
+        entry.username,
+        entry.action,
+        str(entry.recording_id or ""),
+        entry.client_ip or "",
+        json.dumps(entry.detail, sort_keys=True),
+    ]
+
+
+def spreadsheet_safe(cell: str) -> str:
+    # A login name or a search filter is typed by someone; keep it text in a spreadsheet.
+    return "'" + cell if cell.startswith(FORMULA_STARTS) else cell

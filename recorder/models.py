@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.files.storage import storages
 from django.db import models
+from django.utils import timezone
 
 from extensions.models import Agent, Phone
 
@@ -154,6 +156,95 @@ class Recording(models.Model):
             models.Index(fields=["extension", "started_at"]),
             models.Index(fields=["status", "started_at"]),
         ]
+        # Who sees which recording is decided in recorder/access.py (docs/playback.md).
+        permissions = [
+            ("view_all_recordings", "Can see and play every recording, of every team"),
+            ("download_recording", "Can download the audio file of a recording they may play"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.extension or '?'} ↔ {self.remote_party or '?'} at {self.started_at}"
+
+
+class AppendOnlyError(Exception):
+    """An attempt to change or delete an audit entry."""
+
+
+class AuditEntryQuerySet(models.QuerySet):
+    """Bulk writes that would bypass AuditEntry.save() and delete() are refused too."""
+
+    def update(self, **kwargs: object) -> int:
+        raise AppendOnlyError("Audit entries are append-only: they cannot be updated.")
+
+    def bulk_update(self, objs: object, fields: object, batch_size: int | None = None) -> int:
+        # Refused here, before bulk_update() opens its transaction, so the caller's own
+        # transaction is left usable.
+        raise AppendOnlyError("Audit entries are append-only: they cannot be updated.")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise AppendOnlyError("Audit entries are append-only: they cannot be deleted.")
+
+
+class AuditEntry(models.Model):
+    """One look at recordings: a play, a seek, a download, an API fetch or a search.
+
+    Append-only three times over: here (save() refuses updates, delete() refuses), in the
+    admin and API (read-only), and on PostgreSQL in a trigger that refuses UPDATE and
+    DELETE whatever the client (migration 0002).
+    """
+
+    class Action(models.TextChoices):
+        PLAY = "play", "play"
+        SEEK = "seek", "seek"
+        DOWNLOAD = "download", "download"
+        API_AUDIO = "api_audio", "API audio fetch"
+        SEARCH = "search", "search"
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,  # Led by the (user, at) index below.
+        help_text="Whoever did it. A person with audit entries is deactivated, not deleted.",
+    )
+    username = models.CharField(
+        max_length=150, help_text="The login name at the time, kept should it change."
+    )
+    action = models.CharField(max_length=16, choices=Action)
+    recording = models.ForeignKey(
+        Recording,
+        null=True,
+        blank=True,
+        # No database constraint and no cascade: the retention purge may delete the
+        # recording, and the entry must outlive it, with its id, unchanged.
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,  # Led by the (recording, at) index below.
+        related_name="+",
+    )
+    client_ip = models.GenericIPAddressField("client IP", null=True, blank=True)
+    detail = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="The Range asked for, or the filters of a search.",
+    )
+
+    objects = AuditEntryQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+        verbose_name_plural = "audit entries"
+        indexes = [models.Index(fields=["user", "at"]), models.Index(fields=["recording", "at"])]
+
+    def __str__(self) -> str:
+        target = f" recording {self.recording_id}" if self.recording_id else ""
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username} {self.action}{target}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if not self._state.adding:
+            raise AppendOnlyError("Audit entries are append-only: they cannot be updated.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
+        raise AppendOnlyError("Audit entries are append-only: they cannot be deleted.")

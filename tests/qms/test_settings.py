@@ -14,10 +14,12 @@ from django.core.exceptions import ImproperlyConfigured
 
 from qms.env import (
     env_bool,
+    env_cache,
     env_choice,
     env_database,
     env_int,
     env_list,
+    env_url_path,
     parse_database_url,
 )
 
@@ -44,6 +46,12 @@ SETTINGS_VARIABLES = {
     "SECURE_HSTS_INCLUDE_SUBDOMAINS",
     "SECURE_HSTS_PRELOAD",
     "LOG_LEVEL",
+    "CACHE_URL",
+    "QMS_LOGIN_FAILURE_LIMIT",
+    "QMS_LOGIN_LOCKOUT_MINUTES",
+    "QMS_AGENTS_HEAR_OWN",
+    "QMS_AUDIO_ACCEL_REDIRECT",
+    "QMS_CLIENT_IP_HEADER",
 }
 
 
@@ -169,6 +177,50 @@ def test_env_choice_refuses_another_value_naming_the_variable_and_the_choices(
         env_choice("QMS_TEST_LEVEL", "INFO", ["INFO", "WARNING"])
 
 
+# env_cache and env_url_path ---------------------------------------------------------------
+
+
+def test_env_cache_is_process_memory_when_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("QMS_TEST_CACHE_URL", raising=False)
+    assert env_cache("QMS_TEST_CACHE_URL") == {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache"
+    }
+
+
+def test_env_cache_reads_a_redis_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QMS_TEST_CACHE_URL", "redis://127.0.0.1:6379/1")
+    assert env_cache("QMS_TEST_CACHE_URL") == {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": "redis://127.0.0.1:6379/1",
+        "KEY_PREFIX": "qms",
+    }
+
+
+def test_env_cache_refuses_another_scheme_without_printing_the_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("QMS_TEST_CACHE_URL", "memcached://qms:hunter2@cache:11211")
+    with pytest.raises(ImproperlyConfigured, match=r"^QMS_TEST_CACHE_URL must be a Redis URL") as e:
+        env_cache("QMS_TEST_CACHE_URL")
+    assert "hunter2" not in str(e.value)
+
+
+@pytest.mark.parametrize("raw", ["protected/", "/protected", "/a/../b/", "//", "/a//b/"])
+def test_env_url_path_refuses_what_is_not_a_clean_absolute_path(
+    monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv("QMS_TEST_PATH", raw)
+    with pytest.raises(ImproperlyConfigured, match=r"^QMS_TEST_PATH must be a URL path"):
+        env_url_path("QMS_TEST_PATH")
+
+
+def test_env_url_path_reads_an_internal_location(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QMS_TEST_PATH", " /protected-recordings/ ")
+    assert env_url_path("QMS_TEST_PATH") == "/protected-recordings/"
+    monkeypatch.delenv("QMS_TEST_PATH")
+    assert env_url_path("QMS_TEST_PATH") == ""
+
+
 # env_database / parse_database_url ---------------------------------------------------------
 
 
@@ -280,6 +332,10 @@ def test_parse_database_url_raises_value_error_for_the_reader_to_name() -> None:
         ("QMS_BINDING_DEFAULT_TTL", "30"),
         ("ALLOWED_HOSTS", ",,"),
         ("LOG_LEVEL", "loud"),
+        ("CACHE_URL", "memcached://cache:11211"),
+        ("QMS_AGENTS_HEAR_OWN", "sometimes"),
+        ("QMS_AUDIO_ACCEL_REDIRECT", "protected"),
+        ("QMS_LOGIN_FAILURE_LIMIT", "0"),
     ],
 )
 def test_start_up_stops_on_a_malformed_value_naming_the_variable(
