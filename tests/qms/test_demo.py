@@ -18,7 +18,7 @@ def load_demo() -> dict[str, str]:
     return dict(re.findall(r"^\s+(\w+)\s+password (\S+)", output.getvalue(), re.MULTILINE))
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # load_demo records through a thread of its own
 def test_the_demo_holds_the_john_mary_carl_example_and_live_bindings() -> None:
     load_demo()
     mary = Phone.objects.get(device_name="SEP0011223344AA")
@@ -32,7 +32,7 @@ def test_the_demo_holds_the_john_mary_carl_example_and_live_bindings() -> None:
     assert Binding.objects.filter(ended_at__isnull=True).exists()
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # load_demo records through a thread of its own
 @pytest.mark.parametrize("username", ["admin", "supervisor"])
 def test_the_printed_logins_open_the_admin(username: str) -> None:
     logins = load_demo()
@@ -47,7 +47,7 @@ def test_the_printed_logins_open_the_admin(username: str) -> None:
     assert client.get("/admin/directory-health/").status_code == 200
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # load_demo records through a thread of its own
 def test_running_the_demo_again_issues_new_passwords_and_no_duplicates() -> None:
     first = load_demo()
     phones = Phone.objects.count()
