@@ -22,6 +22,11 @@ class Team(models.Model):
         related_name="supervised_teams",
         help_text="People who may search and play the recordings of this team's agents.",
     )
+    retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Days this team's recordings are kept; empty for the global QMS_RETENTION_DAYS.",
+    )
 
     class Meta:
         ordering = ["name"]

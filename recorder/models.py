@@ -142,6 +142,15 @@ class Recording(models.Model):
         help_text="Per direction: packets expected, received, lost, duplicated, out of "
         "order, and RFC 3550 jitter.",
     )
+    peaks = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Waveform of both channels for the player, computed once when the "
+        "recording is finalised.",
+    )
+    legal_hold = models.BooleanField(
+        default=False, help_text="Held for legal reasons: retention never deletes it."
+    )
     mos_estimate = models.FloatField(
         "MOS (estimate)",
         null=True,
@@ -199,14 +208,18 @@ class AuditEntry(models.Model):
         DOWNLOAD = "download", "download"
         API_AUDIO = "api_audio", "API audio fetch"
         SEARCH = "search", "search"
+        PURGE = "purge", "retention purge"
 
     at = models.DateTimeField(default=timezone.now, db_index=True)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
         on_delete=models.PROTECT,
         related_name="+",
         db_index=False,  # Led by the (user, at) index below.
-        help_text="Whoever did it. A person with audit entries is deactivated, not deleted.",
+        help_text="Whoever did it (none for QMS itself, e.g. the retention purge). A person "
+        "with audit entries is deactivated, not deleted.",
     )
     username = models.CharField(
         max_length=150, help_text="The login name at the time, kept should it change."
