@@ -16,6 +16,7 @@ from datetime import UTC
 from pathlib import Path
 
 from django.conf import settings
+from django.db import transaction
 
 from integrations.observations import Endpoint, MediaOffer, Side
 from recorder.calls import moment
@@ -26,6 +27,7 @@ from recorder.media.spool import CallSpool, Channel
 from recorder.media.stream import StreamDecoder
 from recorder.models import Call, Recording, recordings_storage
 from recorder.quality import mos_estimate
+from recorder.waveform import peaks_or_none
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +72,9 @@ def finish_recording(
     recording = _new_recording(call, local)
     rate = _rate_for(directions)
     start = min(d.first_arrival for d in directions.values() if d.first_arrival is not None)
+    # The PCM spool can always be decoded again from the RTP log: no fsync for it.
     audio_spool = CallSpool.create(
-        spool / "pcm", call.call_id, rate, metadata={"timeline_start": start}
+        spool / "pcm", call.call_id, rate, metadata={"timeline_start": start}, durable=False
     )
     for batch in read_batches(spool):
         direction = directions[batch.receiver]
@@ -182,9 +185,10 @@ def _store(
     recording.size, recording.sha256 = audio.size, audio.sha256
     recording.duration_seconds = audio.duration_seconds
     recording.audio_format = settings.QMS_RECORDING_FORMAT
+    recording.peaks = peaks_or_none(destination, recording.audio_format)
     recording.status = Recording.Status.COMPLETE
     recording.save()
-    shutil.rmtree(spool, ignore_errors=True)
+    _remove_after_commit(spool)
 
 
 def _keep_raw(recording: Recording, audio_spool: CallSpool, spool: Path) -> None:
@@ -201,7 +205,13 @@ def _keep_raw(recording: Recording, audio_spool: CallSpool, spool: Path) -> None
     recording.status = Recording.Status.NOT_DECODABLE
     recording.status_detail = f"not decodable: {recording.codec or 'unknown codec'}"
     recording.save()
-    shutil.rmtree(spool, ignore_errors=True)
+    _remove_after_commit(spool)
+
+
+def _remove_after_commit(spool: Path) -> None:
+    """The call's log goes only once the row that points at its audio is committed: a
+    crash before the commit leaves the log for recover_spools to finish again."""
+    transaction.on_commit(lambda: shutil.rmtree(spool, ignore_errors=True))
 
 
 def _audio_name(recording: Recording, suffix: str | None = None) -> str:
@@ -302,6 +312,10 @@ def _recover(spool: Path) -> Recording | None:
         shutil.rmtree(kept, ignore_errors=True)
         spool.rename(kept)
         return None
+    if _finished_before(call):
+        # Stored and committed, then stopped before the log was removed: nothing to redo.
+        shutil.rmtree(spool, ignore_errors=True)
+        return None
     shutil.rmtree(spool / "pcm", ignore_errors=True)
     recording = finish_recording(call, spool, media_from_json(call.media), None)
     if recording is not None:
@@ -309,3 +323,13 @@ def _recover(spool: Path) -> Recording | None:
         recording.status_detail = "the capture process stopped during the call"
         recording.save(update_fields=["status", "status_detail"])
     return recording
+
+
+def _finished_before(call: Call) -> bool:
+    recording = Recording.objects.filter(signalling=call).first()
+    return (
+        recording is not None
+        and recording.status in (Recording.Status.COMPLETE, Recording.Status.NOT_DECODABLE)
+        and bool(recording.file.name)
+        and recording.file.storage.exists(recording.file.name)
+    )

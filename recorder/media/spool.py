@@ -131,6 +131,7 @@ class CallSpool:
         sample_rate: int,
         metadata: Mapping[str, Any] | None = None,
         buffer_bytes: int = 0,
+        durable: bool = True,
     ) -> Self:
         """Make a new spool directory under `root` and write its manifest.
 
@@ -138,6 +139,8 @@ class CallSpool:
         use (16000 when G.722 was offered), since a channel may be upsampled into it but
         never downsampled. `buffer_bytes` > 0 coalesces contiguous writes per channel up to
         that size; audio in that buffer is lost if the process is killed (see docs/spool.md).
+        `durable=False` skips the fsync of the manifest, for a spool that can be rebuilt
+        from a durable source (the RTP log it is decoded from) should the machine crash.
         """
         if sample_rate <= 0:
             raise ValueError(f"sample rate must be positive, not {sample_rate}")
@@ -151,7 +154,7 @@ class CallSpool:
         directory.mkdir()
         # The manifest is written before any audio and fsynced: without it the audio cannot
         # be interpreted, and recover() treats a directory without one as never started.
-        _write_json_atomically(directory / MANIFEST, manifest, durable=True)
+        _write_json_atomically(directory / MANIFEST, manifest, durable=durable)
         return cls(directory, manifest, buffer_bytes)
 
     def write(
