@@ -39,6 +39,8 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, BinaryIO, Self
 
+import numpy as np
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
@@ -566,12 +568,11 @@ def _wav_header(frames: int, rate: int) -> bytes:
 def _interleave(left: BinaryIO, right: BinaryIO, frames: int) -> bytes:
     """The next `frames` stereo frames; a channel that ends early is padded with silence.
     Samples are only moved, never computed, so the host's byte order does not matter."""
-    stereo = array("h", bytes(frames * FRAME_BYTES))
+    stereo = np.zeros((frames, 2), dtype=np.int16)
     for side, source in enumerate((left, right)):
         chunk = source.read(frames * SAMPLE_BYTES)
-        mono = array("h", chunk[: len(chunk) // SAMPLE_BYTES * SAMPLE_BYTES])
-        mono.extend(array("h", bytes((frames - len(mono)) * SAMPLE_BYTES)))
-        stereo[side::2] = mono
+        mono = np.frombuffer(chunk, dtype=np.int16, count=len(chunk) // SAMPLE_BYTES)
+        stereo[: len(mono), side] = mono
     return stereo.tobytes()
 
 
