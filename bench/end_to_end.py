@@ -1,0 +1,120 @@
+"""Recording end to end: a pcap in, finished stereo WAV files and their rows out.
+
+    .venv/bin/python bench/end_to_end.py --calls 1000 --seconds 20
+    .venv/bin/python bench/end_to_end.py --calls 1000 --seconds 180
+
+Generates (or reuses) the bench/traffic.py capture for N concurrent G.711 calls, then,
+each pinned to CPU 0 with `taskset -c 0`, times:
+
+- the whole `manage.py import_pcap FILE` command on a fresh SQLite database and recordings
+  folder (start-up, capture, bindings, calls, decoding, WAV files, SHA-256, rows), from
+  outside, with its peak RSS (the command's own process; its sink thread shares the core);
+- `tshark -q -z rtp,streams -r FILE`, the peer, on the same file in the same run.
+
+Then it checks what came out: one complete recording per call, a WAV file of the call's
+length for each. Prints one Markdown table row per run for bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = ROOT / ".venv" / "bin" / "python"
+
+
+def capture_file(calls: int, seconds: float) -> Path:
+    path = ROOT / "var" / "bench" / f"sip-{calls}x{seconds:g}s.pcap"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [PYTHON, "bench/traffic.py", "--calls", str(calls), "--seconds", str(seconds),
+             "--out", str(path)],
+            cwd=ROOT, check=True,
+        )  # fmt: skip
+    return path
+
+
+def timed(command: list[str], environment: dict[str, str]) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS in KiB of the child, and its output."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    started = time.perf_counter()
+    done = subprocess.run(
+        ["taskset", "-c", "0", *command], cwd=ROOT, env=environment,
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return elapsed, max(peak, before), done.stdout + done.stderr
+
+
+def run_qms(capture: Path, var_dir: Path) -> tuple[float, int, str]:
+    environment = dict(os.environ, QMS_VAR_DIR=str(var_dir), DEBUG="1")
+    environment.pop("DATABASE_URL", None)
+    subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=environment, check=True)
+    return timed([str(PYTHON), "manage.py", "import_pcap", str(capture)], environment)
+
+
+def check_output(var_dir: Path, calls: int, seconds: float) -> str:
+    """One complete recording per call, each WAV as long as the call's audio."""
+    environment = dict(os.environ, QMS_VAR_DIR=str(var_dir), DEBUG="1")
+    environment.pop("DATABASE_URL", None)
+    script = (
+        "from recorder.models import Recording\n"
+        "rows = Recording.objects.all()\n"
+        "print(rows.count(), rows.filter(status='complete').count())\n"
+    )
+    found = subprocess.run(
+        [PYTHON, "manage.py", "shell", "-c", script], cwd=ROOT, env=environment,
+        capture_output=True, text=True, check=True,
+    ).stdout.strip().splitlines()[-1].split()  # fmt: skip
+    files = sorted((var_dir / "recordings").rglob("*.wav"))
+    lengths = []
+    for path in files:
+        with wave.open(str(path)) as audio:
+            assert audio.getnchannels() == 2
+            lengths.append(audio.getnframes() / audio.getframerate())
+    short = [length for length in lengths if abs(length - seconds) > 0.1]
+    assert int(found[0]) == calls == len(files), (found, len(files))
+    assert int(found[1]) == calls, found
+    assert not short, f"{len(short)} files are not {seconds} s long: {short[:5]}"
+    return f"{calls} complete recordings, {len(files)} stereo WAV files of {seconds:g} s"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=20)
+    arguments = parser.parse_args()
+    capture = capture_file(arguments.calls, arguments.seconds)
+    var_dir = Path(tempfile.mkdtemp(prefix="qms-e2e-", dir=ROOT / "var"))
+    try:
+        qms_seconds, qms_peak, output = run_qms(capture, var_dir)
+        outcome = check_output(var_dir, arguments.calls, arguments.seconds)
+    finally:
+        shutil.rmtree(var_dir, ignore_errors=True)
+    rtp = int(re.search(r"RTP packets: (\d+) matched", output).group(1))
+    tshark_seconds, _, _ = timed(["tshark", "-q", "-z", "rtp,streams", "-r", str(capture)],
+                                 dict(os.environ))  # fmt: skip
+    print(output.strip().splitlines()[-1])
+    print(outcome)
+    print(
+        f"| {capture.name} | {rtp:,} | {qms_seconds:.1f} s, "
+        f"**{rtp / qms_seconds:,.0f} RTP packets/s**"
+        f" | {qms_peak // 1024} MiB | {tshark_seconds:.1f} s, {rtp / tshark_seconds:,.0f}"
+        f" RTP packets/s | **{tshark_seconds / qms_seconds:.2f}x** |"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
