@@ -98,8 +98,10 @@ AUTHENTICATION_BACKENDS = [
 # period, that username is locked for that IP for the lockout period.
 QMS_LOGIN_FAILURE_LIMIT = env_int("QMS_LOGIN_FAILURE_LIMIT", 5, minimum=1)
 QMS_LOGIN_LOCKOUT_SECONDS = env_int("QMS_LOGIN_LOCKOUT_MINUTES", 15, minimum=1) * 60
-# The pages come later; until then a login for any page is the admin's.
-LOGIN_URL = "admin:login"
+# The pages' own login admits every active user; the admin keeps its own, for staff.
+LOGIN_URL = "recorder:login"
+LOGIN_REDIRECT_URL = "recorder:list"
+LOGOUT_REDIRECT_URL = "recorder:login"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -87,10 +87,22 @@ class MediaStream:
     # Where this stream's packets are logged for recording; None when not recorded.
     log: RtpLog | LearnedLog | None = None
     log_code: int = 0
+    # The RtpLog's own pending lists for this direction, for the packet path to append to
+    # without a method call; None when the log is not an RtpLog (or there is none).
+    log_packets: list[bytes] | None = None
+    log_arrivals: list[float] | None = None
     # An address no SDP named that stands in for this (announced) stream's, on probation
     # or learned; and whether this direction may no longer learn one (docs/capture.md).
     latch: Latch | None = None
     latch_refused: bool = False
+
+    def set_log(self, log: RtpLog | LearnedLog | None, code: int = 0) -> None:
+        """Where this stream's packets are logged, and as which direction."""
+        self.log, self.log_code = log, code
+        if isinstance(log, RtpLog):
+            self.log_packets, self.log_arrivals = log.pending[code], log.arrivals[code]
+        else:
+            self.log_packets = self.log_arrivals = None
 
 
 @dataclass(slots=True, eq=False)
@@ -358,8 +370,7 @@ class CallTable:
         stream = MediaStream(call, offer.side, offer.receive_at, offer.payload_types)
         if call.log is None:
             call.log = self.open_log(call)
-        stream.log = call.log
-        stream.log_code = DIRECTION_CODE[offer.side]
+        stream.set_log(call.log, DIRECTION_CODE[offer.side])
         call.streams[offer.side] = stream
         claimed = self.latches.get(key)
         if claimed is not None:
@@ -417,7 +428,7 @@ class CallTable:
         call.state = "ended"
         for stream in list(call.streams.values()):
             self._forget(stream, grace_until=at + ENDED_MEDIA_GRACE)
-            stream.log = None
+            stream.set_log(None)
         if call.log is not None:
             call.log.close()
             self.spool_dropped_packets += call.log.dropped_packets
@@ -491,7 +502,7 @@ class CallTable:
         learned = MediaStream(
             toward.call, toward.receiver, endpoint_of_key(latch.destination), toward.payload_types
         )
-        learned.log, learned.log_code = LearnedLog(latch, self), toward.log_code
+        learned.set_log(LearnedLog(latch, self), toward.log_code)
         for at, packet in latch.held:
             if toward.log is not None:
                 toward.log.append_coded(at, toward.log_code, packet)
@@ -514,7 +525,7 @@ class CallTable:
             del self.latches[latch.destination]
         learned = latch.learned
         if learned is not None:
-            learned.log = None
+            learned.set_log(None)
             if self.media.get(latch.destination) is learned:
                 del self.media[latch.destination]
                 if grace_until:

@@ -40,7 +40,7 @@ from recorder.capture.link import LINKTYPE_ETHERNET, LinkError, ip_of_frame
 from recorder.capture.sources import Packet, PcapFormat
 from recorder.capture.tcp import TcpReassembler
 from recorder.media.rtp import looks_like_rtp
-from recorder.media.rtplog import RtpLog
+from recorder.media.rtplog import BLOCK_PACKETS, RtpLog
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,14 @@ class Engine:
                         stream.last_at = at
                         if not stream.first_at:
                             stream.first_at = at
-                        if stream.log is not None:
+                        logged = stream.log_packets
+                        if logged is not None:
+                            # RtpLog.append_coded, inlined: two list appends.
+                            logged.append(buffer[start + 42 : offset])
+                            stream.log_arrivals.append(at)
+                            if len(logged) >= BLOCK_PACKETS:
+                                stream.log.flush()
+                        elif stream.log is not None:
                             stream.log.append_coded(
                                 at, stream.log_code, buffer[start + 42 : offset]
                             )
