@@ -27,7 +27,7 @@ from recorder.media.spool import CallSpool, Channel
 from recorder.media.stream import StreamDecoder
 from recorder.models import Call, Recording, recordings_storage
 from recorder.quality import mos_estimate
-from recorder.waveform import peaks_or_none
+from recorder.waveform import PeaksBuilder
 
 log = logging.getLogger(__name__)
 
@@ -180,12 +180,14 @@ def _store(
     storage = recordings_storage()
     destination = Path(storage.path(name))
     destination.parent.mkdir(parents=True, exist_ok=True)
-    audio = audio_spool.finalize(destination, format=settings.QMS_RECORDING_FORMAT)
+    # The waveform is drawn from the audio as it is written, not read back from the file.
+    waveform = PeaksBuilder()
+    audio = audio_spool.finalize(destination, settings.QMS_RECORDING_FORMAT, waveform)
     recording.file.name = name
     recording.size, recording.sha256 = audio.size, audio.sha256
     recording.duration_seconds = audio.duration_seconds
     recording.audio_format = settings.QMS_RECORDING_FORMAT
-    recording.peaks = peaks_or_none(destination, recording.audio_format)
+    recording.peaks = waveform.peaks
     recording.status = Recording.Status.COMPLETE
     recording.save()
     _remove_after_commit(spool)

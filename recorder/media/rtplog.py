@@ -219,12 +219,15 @@ def read_batches(directory: Path, batch_packets: int = 2048) -> Iterator[LogBloc
     fewer, longer steps for the decoder. Each direction's packets keep their order; the
     two directions' batches interleave in no particular order."""
     groups: dict[Side, list[LogBlock]] = {side: [] for side in CODE_DIRECTION.values()}
+    counts = dict.fromkeys(CODE_DIRECTION.values(), 0)
     for block in read_blocks(directory):
         group = groups[block.receiver]
         group.append(block)
-        if sum(len(member.lengths) for member in group) >= batch_packets:
+        counts[block.receiver] += len(block.lengths)
+        if counts[block.receiver] >= batch_packets:
             yield _merged(group)
             group.clear()
+            counts[block.receiver] = 0
     for group in groups.values():
         if group:
             yield _merged(group)

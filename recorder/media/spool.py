@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, BinaryIO, Self
+from typing import Any, BinaryIO, Protocol, Self
 
 import numpy as np
 
@@ -106,6 +106,26 @@ class RecoveredSpool:
     created_at: str
     audio: FinishedAudio
     complete: bool
+
+
+class BlockObserver(Protocol):
+    """Sees a finished file's audio as finalize() writes it: the number of stereo frames
+    and the rate first, then each block of interleaved PCM16 frames in order."""
+
+    def begin(self, frames: int, sample_rate: int) -> None: ...
+
+    def block(self, stereo: bytes) -> None: ...
+
+
+class _NoObserver:
+    def begin(self, frames: int, sample_rate: int) -> None:
+        pass
+
+    def block(self, stereo: bytes) -> None:
+        pass
+
+
+_NO_OBSERVER = _NoObserver()
 
 
 class CallSpool:
@@ -215,10 +235,15 @@ class CallSpool:
                     os.close(fd)
             self._fds = [-1, -1]
 
-    def finalize(self, destination_path: Path | str, format: str = "wav") -> FinishedAudio:
+    def finalize(
+        self,
+        destination_path: Path | str,
+        format: str = "wav",
+        observer: BlockObserver | None = None,
+    ) -> FinishedAudio:
         """Close the spool and turn it into the finished file (see finalize())."""
         self.close()
-        return finalize(self.directory, destination_path, format)
+        return finalize(self.directory, destination_path, format, observer)
 
     def __enter__(self) -> Self:
         return self
@@ -285,7 +310,10 @@ class CallSpool:
 
 
 def finalize(
-    spool_dir: Path | str, destination_path: Path | str, format: str = "wav"
+    spool_dir: Path | str,
+    destination_path: Path | str,
+    format: str = "wav",
+    observer: BlockObserver | None = None,
 ) -> FinishedAudio:
     """Turn a spool into one stereo file at `destination_path` and remove the spool.
 
@@ -294,6 +322,8 @@ def finalize(
     spool removed. A torn last write (an odd byte) is cut to whole samples; the shorter
     channel is padded with silence. `format` is "wav" (PCM16) or "opus" (Ogg/Opus through
     soundfile; hashed once written). Raises SpoolFullError (spool kept) on a full disk.
+    `observer`, if given, sees the stereo PCM as it is written (the waveform is drawn from
+    it without reading the finished file again).
     """
     _check_format(format)
     spool_dir, destination = Path(spool_dir), Path(destination_path)
@@ -307,7 +337,7 @@ def finalize(
         # Written before the file so that recover() can tell a finished file from a stranger.
         _write_json_atomically(spool_dir / FINALIZING, marker, durable=False)
         write = _write_wav if format == "wav" else _write_opus
-        audio = write(spool_dir, temporary, destination, rate)
+        audio = write(spool_dir, temporary, destination, rate, observer or _NO_OBSERVER)
     except BaseException as error:
         # Whatever stopped us, a half-written file must not stay beside the archive.
         temporary.unlink(missing_ok=True)
@@ -454,12 +484,16 @@ def _temporary_name(destination: Path) -> Path:
     return destination.with_name(f".{destination.name}.tmp")
 
 
-def _write_wav(spool_dir: Path, temporary: Path, destination: Path, rate: int) -> FinishedAudio:
+def _write_wav(
+    spool_dir: Path, temporary: Path, destination: Path, rate: int, observer: BlockObserver
+) -> FinishedAudio:
     frames = _frames_in(spool_dir)
     digest = hashlib.sha256()
+    observer.begin(frames, rate)
     with open(temporary, "wb") as out:
         _hashed_write(out, digest, _wav_header(frames, rate))
         for block in _stereo_blocks(spool_dir, frames):
+            observer.block(block)
             _hashed_write(out, digest, block)
         out.flush()
         os.fsync(out.fileno())
@@ -468,11 +502,14 @@ def _write_wav(spool_dir: Path, temporary: Path, destination: Path, rate: int) -
     return FinishedAudio(destination, digest.hexdigest(), size, frames / rate, rate)
 
 
-def _write_opus(spool_dir: Path, temporary: Path, destination: Path, rate: int) -> FinishedAudio:
-    # Imported here: numpy and libsndfile load only in a process that asks for Opus.
+def _write_opus(
+    spool_dir: Path, temporary: Path, destination: Path, rate: int, observer: BlockObserver
+) -> FinishedAudio:
+    # Imported here: libsndfile loads only in a process that asks for Opus.
     import soundfile
 
     frames = _frames_in(spool_dir)
+    observer.begin(frames, rate)
     with open(temporary, "w+b") as out:
         guarded = _ErrorKeepingFile(out)
         try:
@@ -480,6 +517,7 @@ def _write_opus(spool_dir: Path, temporary: Path, destination: Path, rate: int) 
                 guarded, "w", samplerate=rate, channels=2, format="OGG", subtype="OPUS"
             ) as encoder:
                 for block in _stereo_blocks(spool_dir, frames):
+                    observer.block(block)
                     encoder.buffer_write(block, dtype="int16")
         except soundfile.LibsndfileError:
             guarded.raise_kept_error()
