@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "qms.apps.QMSConfig",
     "extensions",
     "recorder",
+    "integrations.shoretel",
 ]
 
 MIDDLEWARE = [
@@ -150,6 +151,14 @@ STORAGES = {
 # How long a binding learned without an expiry of its own (SCCP, TAPI, a SIP call) stays
 # valid without being seen again, in seconds.
 QMS_BINDING_DEFAULT_TTL = env_int("QMS_BINDING_DEFAULT_TTL", 3600, minimum=60)
+
+# ShoreTel TAPI bridges (docs/tapi-bridge.md): celery beat polls them this often; each
+# request may take this long; their line lists are read again this often; the event ids
+# kept to recognise duplicates are forgotten after this many days.
+QMS_TAPI_POLL_SECONDS = env_int("QMS_TAPI_POLL_SECONDS", 5, minimum=1)
+QMS_TAPI_TIMEOUT_SECONDS = env_int("QMS_TAPI_TIMEOUT_SECONDS", 5, minimum=1)
+QMS_TAPI_LINES_SECONDS = env_int("QMS_TAPI_LINES_SECONDS", 600, minimum=10)
+QMS_TAPI_EVENTS_KEEP_DAYS = env_int("QMS_TAPI_EVENTS_KEEP_DAYS", 7, minimum=1)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
