@@ -97,9 +97,9 @@ class CallLog:
         call.callee_ip = snapshot.callee_ip or None
         call.media = [media_json(offer) for offer in snapshot.media]
         ended = snapshot.event == CallEvent.END
-        # Who the call belongs to is looked up when it starts and again when it ends (the
-        # binding may have arrived in between), not at every step.
-        if new or ended or not call.extension:
+        # Who the call belongs to is looked up when it starts, and again at its end only if
+        # it was not found then (the binding may have arrived in between): not at every step.
+        if new or not call.extension or (ended and call.agent_id is None):
             self._attribute(call, snapshot)
         call.save()
         self.written += 1
