@@ -1,14 +1,68 @@
-"""REST access to the directory. Writes go through the same rules as the admin."""
+"""REST access to the directory, scoped like the recordings (recorder/access.py).
+
+A supervisor reads the teams they supervise, those teams' agents and what belongs to the
+agents (extensions, the phones and lines they appear on, their observed bindings); an agent,
+when QMS_AGENTS_HEAR_OWN is on, their own; directory admins (the model's view permission)
+and those who see every recording read everything; anyone else reads empty lists. A row
+outside one's scope answers 404, as a missing one. Writes go through the same rules as the
+admin (extensions/services.py).
+"""
 
 from __future__ import annotations
 
+import ipaddress
+
 from django.core.exceptions import ValidationError as ModelValidationError
+from django.db.models import Prefetch, Q, QuerySet
 from rest_framework import mixins, permissions, serializers, viewsets
 from rest_framework.exceptions import ValidationError
 
-from extensions.models import Agent, Binding, LineAppearance, Phone
+from extensions.models import Agent, Binding, Extension, LineAppearance, Phone, Team
 from extensions.services import assign_line
 from extensions.validators import validate_extension_number
+from recorder.access import (
+    agents_visible_to,
+    bindings_visible_to,
+    extensions_visible_to,
+    line_appearances_visible_to,
+    phones_visible_to,
+    teams_visible_to,
+)
+
+STRING = {"type": "string"}
+INTEGER = {"type": "integer"}
+BOOLEAN = {"type": "boolean"}
+
+
+class ViewModelPermissions(permissions.DjangoModelPermissions):
+    """Reading needs the model's view permission too, not only a login."""
+
+    perms_map = {
+        **permissions.DjangoModelPermissions.perms_map,
+        "GET": ["%(app_label)s.view_%(model_name)s"],
+        "HEAD": ["%(app_label)s.view_%(model_name)s"],
+    }
+
+
+class DirectoryViewSet(viewsets.GenericViewSet):
+    """Reading needs a login, and shows the rows recorder/access.py lets one see; writing
+    needs the model's add, change or delete permission (DjangoModelPermissions)."""
+
+    permission_classes = [permissions.DjangoModelPermissions]
+    query_parameters: tuple[tuple[str, dict, str], ...] = ()
+
+    def visible(self, rows: QuerySet) -> QuerySet:
+        raise NotImplementedError
+
+    def get_queryset(self) -> QuerySet:
+        rows = self.visible(super().get_queryset())
+        return self.filtered(rows, self.request.query_params)
+
+    def filtered(self, rows: QuerySet, query: dict) -> QuerySet:
+        return rows
+
+
+# Line appearances ---------------------------------------------------------------------------
 
 
 class LineAppearanceSerializer(serializers.ModelSerializer):
@@ -44,23 +98,31 @@ class LineAppearanceViewSet(
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.DestroyModelMixin,
-    viewsets.GenericViewSet,
+    DirectoryViewSet,
 ):
-    """Lines of phones. Creating one applies rules R1-R3 with the admin's messages."""
+    """Lines of phones: line N of phone P rings for extension E. Creating one applies rules
+    R1-R4 with the admin's messages (a second line 1 for an extension is refused, naming
+    the phone that has it). Filters: phone (device name), extension (exact, R4)."""
 
     queryset = LineAppearance.objects.select_related("phone", "extension").order_by("pk")
     serializer_class = LineAppearanceSerializer
-    permission_classes = [permissions.DjangoModelPermissions]
+    query_parameters = (
+        ("phone", STRING, "The phone's device name."),
+        ("extension", STRING, "The extension, exactly as the PBX writes it (rule R4)."),
+    )
+
+    def visible(self, rows: QuerySet) -> QuerySet:
+        return line_appearances_visible_to(self.request.user, rows)
+
+    def filtered(self, rows: QuerySet, query: dict) -> QuerySet:
+        if "phone" in query:
+            rows = rows.filter(phone__device_name=query["phone"])
+        if "extension" in query:
+            rows = rows.filter(extension__number=query["extension"])
+        return rows
 
 
-class ViewModelPermissions(permissions.DjangoModelPermissions):
-    """Reading needs the model's view permission too, not only a login."""
-
-    perms_map = {
-        **permissions.DjangoModelPermissions.perms_map,
-        "GET": ["%(app_label)s.view_%(model_name)s"],
-        "HEAD": ["%(app_label)s.view_%(model_name)s"],
-    }
+# Bindings ----------------------------------------------------------------------------------
 
 
 class BindingSerializer(serializers.ModelSerializer):
@@ -72,6 +134,7 @@ class BindingSerializer(serializers.ModelSerializer):
     class Meta:
         model = Binding
         fields = [
+            "id",
             "extension",
             "ip",
             "source",
@@ -86,24 +149,32 @@ class BindingSerializer(serializers.ModelSerializer):
         ]
 
 
-class BindingViewSet(viewsets.ReadOnlyModelViewSet):
+class BindingViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, DirectoryViewSet):
     """Observed ext/IP bindings, newest first. Filters: extension (exact, R4), ip, active."""
 
     serializer_class = BindingSerializer
-    permission_classes = [ViewModelPermissions]
     queryset = Binding.objects.select_related("phone").order_by("-last_seen", "-pk")
+    query_parameters = (
+        ("extension", STRING, "The extension as the call system sent it (rule R4)."),
+        ("ip", STRING, "The phone's IP address."),
+        ("active", BOOLEAN, "true: open bindings only; false: ended ones only."),
+    )
 
-    def get_queryset(self):
-        bindings = super().get_queryset()
-        query = self.request.query_params
+    def visible(self, rows: QuerySet) -> QuerySet:
+        return bindings_visible_to(self.request.user, rows)
+
+    def filtered(self, rows: QuerySet, query: dict) -> QuerySet:
         if "extension" in query:
-            bindings = bindings.filter(extension_number=query["extension"])
+            rows = rows.filter(extension_number=query["extension"])
         if "ip" in query:
-            bindings = bindings.filter(ip=query["ip"])
+            rows = rows.filter(ip=ip_address("ip", query["ip"]))
         if "active" in query:
             active = query["active"].lower() in ("1", "true", "yes")
-            bindings = bindings.filter(ended_at__isnull=active)
-        return bindings
+            rows = rows.filter(ended_at__isnull=active)
+        return rows
+
+
+# Agents and teams ---------------------------------------------------------------------------
 
 
 class AgentSerializer(serializers.ModelSerializer):
@@ -116,9 +187,157 @@ class AgentSerializer(serializers.ModelSerializer):
         fields = ["id", "name", "ip", "ip_updated_at", "extensions", "teams"]
 
 
-class AgentViewSet(viewsets.ReadOnlyModelViewSet):
-    """Agents with the IP of the phone they are on now (rule R7)."""
+class AgentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, DirectoryViewSet):
+    """Agents with the IP of the phone they are on now (rule R7), their extensions and the
+    teams of theirs one may see. Filter: team (id or name)."""
 
     serializer_class = AgentSerializer
-    permission_classes = [ViewModelPermissions]
-    queryset = Agent.objects.prefetch_related("extensions", "teams").order_by("name")
+    queryset = Agent.objects.prefetch_related("extensions").order_by("name")
+    query_parameters = (("team", STRING, "A team's id or name."),)
+
+    def visible(self, rows: QuerySet) -> QuerySet:
+        teams = teams_visible_to(self.request.user).order_by("name")
+        rows = rows.prefetch_related(Prefetch("teams", queryset=teams))
+        return agents_visible_to(self.request.user, rows)
+
+    def filtered(self, rows: QuerySet, query: dict) -> QuerySet:
+        if "team" in query:
+            rows = rows.filter(**by_id_or_name("teams", query["team"]))
+        return rows
+
+
+class TeamSerializer(serializers.ModelSerializer):
+    agents = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
+
+    class Meta:
+        model = Team
+        fields = ["id", "name", "retention_days", "agents"]
+
+
+class TeamViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, DirectoryViewSet):
+    """Teams, with the agents of each that one may see."""
+
+    serializer_class = TeamSerializer
+    queryset = Team.objects.order_by("name")
+
+    def visible(self, rows: QuerySet) -> QuerySet:
+        agents = agents_visible_to(self.request.user).order_by("name")
+        rows = rows.prefetch_related(Prefetch("agents", queryset=agents))
+        return teams_visible_to(self.request.user, rows)
+
+
+# Extensions and phones -----------------------------------------------------------------------
+
+
+class LineOfExtensionSerializer(serializers.ModelSerializer):
+    phone = serializers.SlugRelatedField(slug_field="device_name", read_only=True)
+
+    class Meta:
+        model = LineAppearance
+        fields = ["phone", "line_number"]
+
+
+class ExtensionSerializer(serializers.ModelSerializer):
+    agent = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    appearances = LineOfExtensionSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Extension
+        fields = ["id", "number", "agent", "description", "do_not_record", "appearances"]
+
+
+class ExtensionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, DirectoryViewSet):
+    """Configured extensions, exactly as the PBX writes them (rule R4), with their owner and
+    the phones they ring on. Filters: number (exact), agent (id or name)."""
+
+    serializer_class = ExtensionSerializer
+    queryset = (
+        Extension.objects.select_related("agent")
+        .prefetch_related(
+            Prefetch(
+                "appearances",
+                queryset=LineAppearance.objects.select_related("phone").order_by(
+                    "line_number", "phone__device_name"
+                ),
+            )
+        )
+        .order_by("number")
+    )
+    query_parameters = (
+        ("number", STRING, "The extension, exactly as the PBX writes it (rule R4)."),
+        ("agent", STRING, "The owner's id or name."),
+    )
+
+    def visible(self, rows: QuerySet) -> QuerySet:
+        return extensions_visible_to(self.request.user, rows)
+
+    def filtered(self, rows: QuerySet, query: dict) -> QuerySet:
+        if "number" in query:
+            rows = rows.filter(number=query["number"])
+        if "agent" in query:
+            rows = rows.filter(**by_id_or_name("agent", query["agent"]))
+        return rows
+
+
+class LineOfPhoneSerializer(serializers.ModelSerializer):
+    extension = serializers.SlugRelatedField(slug_field="number", read_only=True)
+
+    class Meta:
+        model = LineAppearance
+        fields = ["line_number", "extension"]
+
+
+class PhoneSerializer(serializers.ModelSerializer):
+    lines = LineOfPhoneSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Phone
+        fields = [
+            "id",
+            "device_name",
+            "protocol",
+            "description",
+            "current_ip",
+            "static_ip",
+            "configured_ip",
+            "last_heard_at",
+            "lines",
+        ]
+
+
+class PhoneViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, DirectoryViewSet):
+    """Phones, with the lines of each that one may see. last_heard_at empty: never heard
+    since QMS started (rule R8). Filters: protocol, ip (current or configured)."""
+
+    serializer_class = PhoneSerializer
+    queryset = Phone.objects.order_by("device_name")
+    query_parameters = (
+        ("protocol", {"type": "string", "enum": Phone.Protocol.values}, "The call system."),
+        ("ip", STRING, "The phone's current or configured IP address."),
+    )
+
+    def visible(self, rows: QuerySet) -> QuerySet:
+        lines = line_appearances_visible_to(self.request.user).select_related("extension")
+        rows = rows.prefetch_related(Prefetch("lines", queryset=lines.order_by("line_number")))
+        return phones_visible_to(self.request.user, rows)
+
+    def filtered(self, rows: QuerySet, query: dict) -> QuerySet:
+        if "protocol" in query:
+            rows = rows.filter(protocol=query["protocol"])
+        if "ip" in query:
+            ip = ip_address("ip", query["ip"])
+            rows = rows.filter(Q(current_ip=ip) | Q(configured_ip=ip))
+        return rows
+
+
+def by_id_or_name(relation: str, value: str) -> dict:
+    if value.isascii() and value.isdigit():
+        return {f"{relation}__pk": int(value)}
+    return {f"{relation}__name": value}
+
+
+def ip_address(name: str, text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ValidationError({name: [f"{text!r} is not an IP address."]}) from None

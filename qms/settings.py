@@ -104,6 +104,10 @@ LOGIN_URL = "recorder:login"
 LOGIN_REDIRECT_URL = "recorder:list"
 LOGOUT_REDIRECT_URL = "recorder:login"
 
+# The recordings' search indexes carry extra columns (INCLUDE) for PostgreSQL's index-only
+# scans; SQLite, the embedded default, builds them without those columns, which is fine.
+SILENCED_SYSTEM_CHECKS = ["models.W040"]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -166,7 +170,9 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    # Every list is paginated: PAGE_SIZE rows unless ?page_size= asks for up to 500.
+    "DEFAULT_PAGINATION_CLASS": "qms.api.Pagination",
+    "DEFAULT_SCHEMA_CLASS": "qms.api.QMSAutoSchema",
     "PAGE_SIZE": 100,
 }
 

@@ -5,7 +5,8 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
+    # The front page is the recordings list (which asks for a login first).
+    path("", RedirectView.as_view(pattern_name="recorder:list", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/", include("extensions.api_urls")),
     path("", include("recorder.urls")),

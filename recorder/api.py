@@ -1,4 +1,4 @@
-"""REST access to recordings: search, details, and the audio itself; the audit trail.
+"""REST access to recordings: search, details, the audio and the waveform; the audit trail.
 
 Every recording the API shows comes from recordings_visible_to(): filters only narrow the
 recordings a person may already see, so no filter, count or id tells them about others.
@@ -6,23 +6,33 @@ recordings a person may already see, so no filter, count or id tells them about 
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
+from django.db.models.expressions import OrderBy
 from django.http.response import HttpResponseBase
 from django.utils.dateparse import parse_datetime
 from rest_framework import permissions, serializers, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
-from extensions.api import ViewModelPermissions
+from extensions.api import ViewModelPermissions, by_id_or_name
 from recorder.access import recordings_visible_to
 from recorder.audit import audit_search
-from recorder.models import AuditEntry, Recording
+from recorder.listing import ScopedListing
+from recorder.models import AuditEntry, Call, Recording
 from recorder.playback import audio_response
+from recorder.search import DEFAULT_SORT, SORTS
+
+STRING = {"type": "string"}
+NUMBER = {"type": "number"}
+DATE_TIME = {"type": "string", "format": "date-time"}
+# A recording id no URL holds otherwise, stood in for the id when a URL is reversed once.
+URL_PLACEHOLDER = 918273645546372819
 
 
 class RecordingSerializer(serializers.ModelSerializer):
@@ -30,6 +40,7 @@ class RecordingSerializer(serializers.ModelSerializer):
     phone = serializers.SlugRelatedField(slug_field="device_name", read_only=True)
     codec = serializers.CharField()
     audio_url = serializers.SerializerMethodField()
+    waveform_url = serializers.SerializerMethodField()
     quality = serializers.JSONField()
 
     class Meta:
@@ -56,6 +67,7 @@ class RecordingSerializer(serializers.ModelSerializer):
             "size",
             "sha256",
             "audio_url",
+            "waveform_url",
             "dtmf",
             "quality",
             "mos_estimate",
@@ -64,26 +76,80 @@ class RecordingSerializer(serializers.ModelSerializer):
     def get_audio_url(self, recording: Recording) -> str | None:
         if not recording.file:
             return None
-        return reverse("recording-audio", args=[recording.pk], request=self.context.get("request"))
+        return self.url_of("recording-audio", recording)
+
+    def get_waveform_url(self, recording: Recording) -> str:
+        return self.url_of("recording-waveform", recording)
+
+    def url_of(self, name: str, recording: Recording) -> str:
+        # Reversed once per response and filled in per row: a page of a hundred rows would
+        # otherwise spend a sixth of its time resolving the same two URL patterns.
+        templates = self.root.__dict__.setdefault("_url_templates", {})
+        if name not in templates:
+            request = self.context.get("request")
+            templates[name] = reverse(name, args=[URL_PLACEHOLDER], request=request)
+        return templates[name].replace(str(URL_PLACEHOLDER), str(recording.pk), 1)
 
 
 class RecordingViewSet(viewsets.ReadOnlyModelViewSet):
-    """Recordings the caller may see, newest first. Filters: extension (exact), agent (name
-    or id), team (name or id), since and until (ISO 8601 start times), status. Every list
-    request is written to the audit trail with its filters."""
+    """Recordings the caller may see, newest first unless ?sort= says otherwise. The filters
+    and sort orders are the recordings page's. Every list request is written to the audit
+    trail with its filters."""
 
     serializer_class = RecordingSerializer
     # Seeing a recording is decided row by row in recorder/access.py, not by a model
     # permission: a supervisor's teams are their grant.
     permission_classes = [permissions.IsAuthenticated]
-    queryset = Recording.objects.select_related("agent", "phone").order_by("-started_at", "-pk")
+    queryset = Recording.objects.select_related("agent", "phone")
+    query_parameters = (
+        ("extension", STRING, "The line's extension, exactly as the PBX writes it (rule R4)."),
+        ("agent", STRING, "The agent's id or name."),
+        ("team", STRING, "The id or name of a team the agent is in."),
+        ("far_party", STRING, "Part of the far party's number, as on the wire."),
+        ("since", DATE_TIME, "Started at or after (ISO 8601)."),
+        ("until", DATE_TIME, "Started before (ISO 8601)."),
+        ("longer_than", NUMBER, "At least this many seconds long."),
+        ("shorter_than", NUMBER, "At most this many seconds long."),
+        ("direction", {**STRING, "enum": ["inbound", "outbound", "internal"]}, "Direction."),
+        ("status", {**STRING, "enum": Recording.Status.values}, "Recording status."),
+        ("mos_below", NUMBER, "Estimated MOS below this (recordings with no estimate excluded)."),
+        (
+            "sort",
+            {**STRING, "enum": [f"{sign}{name}" for name in SORTS for sign in ("", "-")]},
+            f"Sort order, as in the pages; a leading '-' is descending. Default: {DEFAULT_SORT}.",
+        ),
+    )
+    action_responses = {
+        "audio": {
+            "200": {
+                "description": "The audio file (206 for a satisfiable Range request).",
+                "content": {
+                    kind: {"schema": {"type": "string", "format": "binary"}}
+                    for kind in ("audio/wav", "audio/ogg")
+                },
+            }
+        },
+        "waveform": {
+            "200": {
+                "description": "The peaks of both channels, as computed when the recording "
+                "was finalised. 404 while none have been computed.",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+    }
 
     def get_queryset(self) -> QuerySet:
         recordings = recordings_visible_to(self.request.user, super().get_queryset())
-        return filtered(recordings, self.request.query_params)
+        if self.action != "waveform":
+            # The peaks are the waveform endpoint's alone: kilobytes a row nobody else reads.
+            recordings = recordings.defer("peaks")
+        recordings = filtered(recordings, self.request.query_params)
+        return ordered(recordings, self.request.query_params.get("sort") or DEFAULT_SORT)
 
     def list(self, request: Request, *args: object, **kwargs: object) -> Response:
-        response = super().list(request, *args, **kwargs)
+        # Counted and paged from the search indexes, not by reading the matching rows.
+        page = self.paginate_queryset(ScopedListing(request.user, self.get_queryset()))
+        response = self.get_paginated_response(self.get_serializer(page, many=True).data)
         audit_search(request, request.query_params)
         return response
 
@@ -92,32 +158,76 @@ class RecordingViewSet(viewsets.ReadOnlyModelViewSet):
         """The audio, with HTTP Range support; ?download=1 needs recorder.download_recording."""
         return audio_response(request, self.get_object(), via_api=True)
 
+    @action(detail=True, url_path="waveform", url_name="waveform")
+    def waveform(self, request: Request, pk: str | None = None) -> Response:
+        """The waveform peaks the player draws, under the same rules as the audio."""
+        recording = self.get_object()
+        if recording.peaks is None:
+            raise NotFound("This recording has no waveform yet.")
+        return Response(recording.peaks)
+
 
 def filtered(recordings: QuerySet, query: dict) -> QuerySet:
+    """Narrow visible recordings by the API's (and the pages') search filters."""
     if "extension" in query:
         recordings = recordings.filter(extension=query["extension"])
     if "agent" in query:
         recordings = recordings.filter(**by_id_or_name("agent", query["agent"]))
     if "team" in query:
         recordings = recordings.filter(**by_id_or_name("agent__teams", query["team"]))
-    if "status" in query:
-        recordings = recordings.filter(status=query["status"])
+    if query.get("far_party"):
+        recordings = recordings.filter(remote_party__contains=query["far_party"])
+    for name, field in (("direction", "direction"), ("status", "status")):
+        if name in query:
+            recordings = recordings.filter(**{field: choice(name, query[name], field)})
     for name, lookup in (("since", "started_at__gte"), ("until", "started_at__lt")):
         if name in query:
             recordings = recordings.filter(**{lookup: moment(name, query[name])})
+    for name, lookup in (
+        ("longer_than", "duration_seconds__gte"),
+        ("shorter_than", "duration_seconds__lte"),
+        ("mos_below", "mos_estimate__lt"),
+    ):
+        if name in query:
+            recordings = recordings.filter(**{lookup: number(name, query[name])})
     return recordings
 
 
-def by_id_or_name(relation: str, value: str) -> dict:
-    if value.isascii() and value.isdigit():
-        return {f"{relation}__pk": int(value)}
-    return {f"{relation}__name": value}
+def ordered(recordings: QuerySet, sort: str) -> QuerySet:
+    """Sort by one column of the recordings page; the id breaks ties so pages never
+    overlap. Rows without a value (no MOS estimate, no agent) come last either way."""
+    name = sort.removeprefix("-")
+    if name not in SORTS:
+        known = ", ".join(SORTS)
+        raise ValidationError({"sort": [f"{sort!r} is not one of {known} (or -name)."]})
+    descending = sort.startswith("-")
+    field = F(SORTS[name])
+    first: OrderBy = field.desc(nulls_last=True) if descending else field.asc(nulls_last=True)
+    return recordings.order_by(first, "-pk" if descending else "pk")
+
+
+def choice(name: str, text: str, field: str) -> str:
+    choices = {"direction": Call.Direction.values, "status": Recording.Status.values}[field]
+    if text not in choices:
+        known = ", ".join(value for value in choices if value)
+        raise ValidationError({name: [f"{text!r} is not one of {known}."]})
+    return text
+
+
+def number(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValidationError({name: [f"{text!r} is not a number."]})
+    return value
 
 
 def moment(name: str, text: str) -> datetime:
     parsed = parse_datetime(text)
     if parsed is None:
-        raise ValidationError({name: f"{text!r} is not an ISO 8601 date and time."})
+        raise ValidationError({name: [f"{text!r} is not an ISO 8601 date and time."]})
     return parsed
 
 
@@ -138,6 +248,13 @@ class AuditEntryViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = AuditEntrySerializer
     permission_classes = [ViewModelPermissions]
     queryset = AuditEntry.objects.order_by("-at", "-pk")
+    query_parameters = (
+        ("user", STRING, "The login name at the time."),
+        ("action", {**STRING, "enum": AuditEntry.Action.values}, "What was done."),
+        ("recording", {"type": "integer"}, "The recording's id."),
+        ("since", DATE_TIME, "At or after (ISO 8601)."),
+        ("until", DATE_TIME, "Before (ISO 8601)."),
+    )
 
     def get_queryset(self) -> QuerySet:
         entries = super().get_queryset()
@@ -156,5 +273,5 @@ class AuditEntryViewSet(viewsets.ReadOnlyModelViewSet):
 
 def whole_number(name: str, text: str) -> int:
     if not (text.isascii() and text.isdigit()):
-        raise ValidationError({name: f"{text!r} is not a recording id."})
+        raise ValidationError({name: [f"{text!r} is not a recording id."]})
     return int(text)

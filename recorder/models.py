@@ -84,6 +84,11 @@ class Call(models.Model):
         return (self.ended_at - self.started_at).total_seconds()
 
 
+# The columns the recordings list filters and sorts on, carried in its search indexes
+# besides each index's own key.
+SEARCHED_COLUMNS = ["id", "remote_party", "duration_seconds", "direction", "status", "mos_estimate"]
+
+
 class Recording(models.Model):
     """The audio of one call (or one segment of a conversation), attributed to a person."""
 
@@ -160,9 +165,20 @@ class Recording(models.Model):
 
     class Meta:
         ordering = ["-started_at"]
+        # A supervisor's search reads these two alone (index-only): their agents' recordings,
+        # and those on their agents' extensions, with every column the list filters on
+        # (recorder/listing.py, bench/RESULTS.md "Playback search").
         indexes = [
-            models.Index(fields=["agent", "started_at"]),
-            models.Index(fields=["extension", "started_at"]),
+            models.Index(
+                fields=["agent", "started_at"],
+                include=["extension", *SEARCHED_COLUMNS],
+                name="recording_agent_search",
+            ),
+            models.Index(
+                fields=["extension", "started_at"],
+                include=["agent", *SEARCHED_COLUMNS],
+                name="recording_extension_search",
+            ),
             models.Index(fields=["status", "started_at"]),
         ]
         # Who sees which recording is decided in recorder/access.py (docs/playback.md).

@@ -78,3 +78,37 @@ def test_the_demo_records_three_calls_with_audio_under_the_right_names() -> None
     assert john.file.size == john.size and john.file.open("rb").read(4) == b"RIFF"
     load_demo()
     assert Recording.objects.count() == 3
+
+
+@pytest.mark.django_db(transaction=True)  # load_demo records through a thread of its own
+def test_the_demo_supervisor_lands_on_the_three_demo_recordings_and_one_plays() -> None:
+    from recorder.models import Recording
+
+    output = io.StringIO()
+    call_command("load_demo", stdout=output)
+    printed = output.getvalue()
+    password = re.search(r"^\s+supervisor\s+password (\S+)", printed, re.MULTILINE).group(1)
+    assert "Open http://127.0.0.1:8000/ and log in as supervisor" in printed
+    assert "(supervisor of Sales, Support)" in printed
+    client = Client()
+    landing = client.get("/", follow=True)
+    assert landing.redirect_chain[-1][0] == "/login/?next=/recordings/"
+    response = client.post(
+        "/login/?next=/recordings/", {"username": "supervisor", "password": password}
+    )
+    assert response["Location"] == "/recordings/"
+    listing = client.get("/recordings/")
+    demo = set(Recording.objects.filter(call_id__startswith="demo-").values_list("pk", flat=True))
+    assert len(demo) == 3
+    assert {recording.pk for recording in listing.context["page"]} == demo
+    john = Recording.objects.get(extension="9001")
+    page = client.get(f"/recordings/{john.pk}/")
+    assert page.status_code == 200
+    assert page.context["integrity"].state == "verified"
+    assert john.peaks is not None and len(john.peaks["channels"]) == 2
+    assert 'id="download"' in page.content.decode()
+    audio = client.get(f"/recordings/{john.pk}/audio", HTTP_RANGE="bytes=0-")
+    assert audio.status_code in (200, 206)
+    assert audio["Content-Type"] == "audio/wav"
+    body = b"".join(audio.streaming_content)
+    assert body[:4] == b"RIFF" and len(body) == john.size

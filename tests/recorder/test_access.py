@@ -80,7 +80,7 @@ def test_anonymous_is_asked_to_log_in_and_learns_nothing(world: PlaybackWorld) -
     assert api.get("/api/recordings/999999/audio/").status_code == 403
     page = Client().get(f"/recordings/{pk}/audio")
     assert page.status_code == 302
-    assert page["Location"].startswith("/admin/login/?next=/recordings/")
+    assert page["Location"].startswith("/login/?next=/recordings/")
 
 
 def test_a_hidden_recording_answers_exactly_as_a_missing_one(world: PlaybackWorld) -> None:

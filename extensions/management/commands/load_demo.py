@@ -22,6 +22,8 @@ from recorder.demo import write_demo_capture
 from recorder.models import Recording
 
 DEMO_DIRECTORY = Path(__file__).resolve().parents[2] / "demo" / "directory.csv"
+# Where `make demo` serves QMS (Makefile: runserver 127.0.0.1:8000).
+DEMO_URL = "http://127.0.0.1:8000/"
 TEAMS = {"Sales": ["John", "Mary", "Erik"], "Support": ["Carl", "Dana", "Fiona", "Gus"]}
 SUPERVISOR_PERMISSIONS = [
     "view_agent",
@@ -34,6 +36,7 @@ SUPERVISOR_PERMISSIONS = [
     "view_bindingconflict",
     "view_call",
     "view_recording",
+    "download_recording",
 ]
 
 # What the wire "said" over the last hour: phones registering, John moving to the desk
@@ -58,11 +61,21 @@ class Command(BaseCommand):
             import_directory(export)
             self.make_teams()
             self.replay_sightings()
-            logins = self.make_logins()
+            admin_password, supervisor_password = self.make_logins()
         self.record_demo_calls()
-        self.stdout.write("Demo directory loaded. Log in at http://127.0.0.1:8000/admin/ as:")
-        for username, password, role in logins:
-            self.stdout.write(f"  {username:<11} password {password}   ({role})")
+        # Recordings made before waveforms were computed at finalisation get theirs now.
+        call_command("compute_peaks", stdout=io.StringIO())
+        teams = self.supervise_recorded_teams()
+        self.stdout.write("Demo directory loaded. Logins (new passwords at every run):")
+        self.stdout.write(f"  {'admin':<11} password {admin_password}   (administrator)")
+        self.stdout.write(
+            f"  {'supervisor':<11} password {supervisor_password}   "
+            f"(supervisor of {', '.join(teams) or 'no team'})"
+        )
+        self.stdout.write(
+            f"Open {DEMO_URL} and log in as supervisor to search and play the demo "
+            f"recordings; the admin is at {DEMO_URL}admin/."
+        )
 
     def record_demo_calls(self) -> None:
         """Capture three demo calls, the way a capture node would, into real recordings."""
@@ -94,18 +107,21 @@ class Command(BaseCommand):
                 )
             )
 
-    def make_logins(self) -> list[tuple[str, str, str]]:
+    def make_logins(self) -> tuple[str, str]:
         admin_password = self.reset_user("admin", superuser=True)
         supervisors, _ = Group.objects.get_or_create(name="Supervisors")
         supervisors.permissions.set(Permission.objects.filter(codename__in=SUPERVISOR_PERMISSIONS))
         supervisor_password = self.reset_user("supervisor", superuser=False)
+        User.objects.get(username="supervisor").groups.add(supervisors)
+        return admin_password, supervisor_password
+
+    def supervise_recorded_teams(self) -> list[str]:
+        """The demo supervisor supervises the teams of the agents the demo calls recorded,
+        so that every demo recording is on their list."""
         supervisor = User.objects.get(username="supervisor")
-        supervisor.groups.add(supervisors)
-        Team.objects.get(name="Sales").supervisors.add(supervisor)
-        return [
-            ("admin", admin_password, "administrator"),
-            ("supervisor", supervisor_password, "supervisor of Sales"),
-        ]
+        teams = Team.objects.filter(agents__recordings__call_id__startswith="demo-").distinct()
+        supervisor.supervised_teams.add(*teams)
+        return list(supervisor.supervised_teams.order_by("name").values_list("name", flat=True))
 
     @staticmethod
     def reset_user(username: str, superuser: bool) -> str:
