@@ -44,6 +44,9 @@ from recorder.media.rtplog import BLOCK_PACKETS, RtpLog
 
 log = logging.getLogger(__name__)
 
+# No capture's snapshot length reaches this: a longer record is a damaged file.
+MAX_PCAP_RECORD = 16 + 262144
+
 SCCP_PORT = 2000
 SIP_PORTS = {5060}
 # Signalling QMS cannot read passively: SIP over TLS and secure SCCP (TLS on 2443).
@@ -160,16 +163,23 @@ class Engine:
 
         This loop is the hot path of an import: for RTP to a known media endpoint it does
         one header unpack, four byte comparisons and one dict lookup, and builds nothing.
+        Chunks are cut anywhere: a record that runs past a chunk's end is carried over to
+        the next, so the file is walked once.
         """
         unpack = struct.Struct(found.byte_order + "IIII").unpack_from
         unit, linktype, media, stats = found.unit, found.linktype, self.media, self.stats
         ethernet = linktype == LINKTYPE_ETHERNET
-        for buffer in chunks:
+        carry = b""
+        for chunk in chunks:
+            buffer = carry + chunk if carry else chunk
             offset, end, packets, rtp_packets = 0, len(buffer), 0, 0
+            last_header = end - 16
             next_tick = self.next_tick
-            while offset < end:
+            while offset <= last_header:
                 seconds, fraction, captured, _ = unpack(buffer, offset)
                 start = offset + 16
+                if start + captured > end:
+                    break  # the record goes on in the next chunk
                 offset = start + captured
                 at = seconds + fraction * unit
                 packets += 1
@@ -210,7 +220,14 @@ class Engine:
                 self._slow_path(at, linktype, buffer[start:offset])
             stats.packets += packets
             stats.rtp_packets += rtp_packets
-            stats.octets += end - 16 * packets
+            stats.octets += offset - 16 * packets
+            carry = buffer[offset:]
+            if len(carry) > MAX_PCAP_RECORD:
+                self.count("bad-pcap-record")
+                log.error("a pcap record claims %d bytes: the file is damaged here", len(carry))
+                return
+        if carry:
+            log.warning("the capture ends inside a packet; the partial packet is skipped")
 
     def feed(self, at: float, linktype: int, frame: bytes) -> None:
         stats = self.stats

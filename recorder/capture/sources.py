@@ -68,32 +68,22 @@ def pcap_format(capture, path: Path) -> PcapFormat:
 
 
 def pcap_chunks(path: Path) -> tuple[PcapFormat, Iterator[bytes]] | None:
-    """A classic pcap file as its format and large chunks of records, for the engine's
-    fast loop; each chunk holds whole records only. None for anything but classic pcap."""
+    """A classic pcap file as its format and large chunks of its records, for the engine's
+    fast loop (Engine.feed_pcap carries a record cut by a chunk's end over to the next).
+    None for anything but classic pcap."""
     capture = open(path, "rb")  # noqa: SIM115 (closed by the chunk generator)
     if capture.read(4) not in PCAP_MAGIC:
         capture.close()
         return None
     capture.seek(0)
     found = pcap_format(capture, path)
-    return found, _whole_records(capture, found, path)
+    return found, _chunks(capture)
 
 
-def _whole_records(capture, found: PcapFormat, path: Path) -> Iterator[bytes]:
-    record = struct.Struct(found.byte_order + "IIII")
-    rest = b""
+def _chunks(capture) -> Iterator[bytes]:
     with capture:
         while chunk := capture.read(READ_CHUNK):
-            buffer, offset = rest + chunk, 0
-            while len(buffer) - offset >= 16:
-                end = offset + 16 + record.unpack_from(buffer, offset)[2]
-                if end > len(buffer):
-                    break
-                offset = end
-            rest = buffer[offset:]
-            yield buffer[:offset]
-    if rest:
-        log.warning("%s ends inside a packet; the partial packet is skipped", path)
+            yield chunk
 
 
 def _read_pcap(capture, path: Path) -> Iterator[Packet]:

@@ -152,7 +152,7 @@ class RtpLog:
 def _block(code: int, arrivals: list[float], packets: list[bytes]) -> bytes:
     """One direction's pending packets as a block. A UDP payload is at most 65,527 bytes
     (the UDP length field is 16 bits), so every length fits its uint16."""
-    lengths = array("H", [len(packet) for packet in packets])
+    lengths = array("H", map(len, packets))
     payload = b"".join(packets)
     header = BLOCK_HEADER.pack(code, BLOCK_MAGIC, len(packets), len(payload))
     return header + _little_endian(array("d", arrivals)) + _little_endian(lengths) + payload
