@@ -9,6 +9,8 @@ header fields (RFC 3550 §5.1) of every packet of a block are gathered with nump
 
 from __future__ import annotations
 
+import sys
+import warnings
 from array import array
 from collections import Counter
 
@@ -21,6 +23,15 @@ HEADER_BYTES = 12
 PLAIN_FIRST_OCTET = 0x80
 SEQUENCE_MODULO = 1 << 16
 TIMESTAMP_MODULO = 1 << 32
+# audioop left the standard library in Python 3.13 (PEP 594); the audioop-lts package
+# brings it back there. Without it, the numpy table below does the same, slower.
+try:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import audioop
+except ImportError:
+    audioop = None
+C_EXPANDERS = {"PCMU": audioop.ulaw2lin, "PCMA": audioop.alaw2lin} if audioop else {}
 G711_TABLES = {
     "PCMU": np.array(ULAW_TABLE, dtype="<i2"),
     "PCMA": np.array(ALAW_TABLE, dtype="<i2"),
@@ -95,12 +106,23 @@ class BlockHeaders:
         )
 
     def pcm(self, start: int, end: int, codec_name: str) -> bytes:
-        """PCM16 of packets start..end-1, all of one length, decoded by table."""
+        """PCM16 of packets start..end-1, all of one length, G.711-expanded."""
         length = int(self.lengths[start])
         first = int(self.offsets[start])
         rows = np.frombuffer(self.data, dtype=np.uint8, count=(end - start) * length, offset=first)
         payloads = rows.reshape(end - start, length)[:, HEADER_BYTES:]
+        return expand_g711(codec_name, payloads)
+
+
+def expand_g711(codec_name: str, payloads: np.ndarray) -> bytes:
+    """G.711 code words to PCM16 little-endian: audioop's C expansion where Python has it
+    (ten times the table's speed, the same samples: tests/media/test_bulk.py), else the
+    ITU table of recorder.media.codecs."""
+    expand = C_EXPANDERS.get(codec_name)
+    if expand is None:
         return G711_TABLES[codec_name][payloads].tobytes()
+    pcm = expand(payloads.tobytes(), 2)
+    return pcm if sys.byteorder == "little" else audioop.byteswap(pcm, 2)
 
 
 def rtp_payload_types(lengths: array, data: bytes) -> tuple[int | None, Counter]:

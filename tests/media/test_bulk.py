@@ -11,9 +11,10 @@ from __future__ import annotations
 import random
 from array import array
 
+import numpy as np
 import pytest
 
-from recorder.media.bulk import BlockHeaders
+from recorder.media.bulk import C_EXPANDERS, G711_TABLES, BlockHeaders, expand_g711
 from recorder.media.stream import PcmChunk, StreamDecoder
 from tests.media.rtp_build import CN, PCMA, PCMU, rtp, telephone_event
 
@@ -167,3 +168,10 @@ def test_links_break_at_each_irregularity() -> None:
     headers = BlockHeaders(arrivals, lengths, b"".join(p for _, p in packets))
     links = headers.links(StreamDecoder(PAYLOAD_TYPES).formats, (-40000.0, 8000.0))
     assert links.tolist() == [False, True, True, False, False, True]
+
+
+@pytest.mark.parametrize("codec_name", ["PCMU", "PCMA"])
+def test_the_c_expansion_gives_the_itu_tables_samples_for_every_code(codec_name: str) -> None:
+    codes = np.arange(256, dtype=np.uint8).reshape(2, 128)
+    assert expand_g711(codec_name, codes) == G711_TABLES[codec_name][codes].tobytes()
+    assert len(C_EXPANDERS) == 2  # this Python has audioop: the C path was the one tested
