@@ -11,3 +11,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "qms.settings")
 app = Celery("qms")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+# The TAPI poll's beat entry ("tapi-poll") is added by integrations/shoretel/apps.py with
+# app.add_periodic_task; a beat_schedule set here or in settings is merged with it.
+
+# On a capture node, `celery -A qms worker -Q capture.<QMS_NODE>` also hosts the node's
+# sniffers for the worker's life (recorder/capture/worker.py, docs/deployment.md).
+app.steps["worker"].add("recorder.capture.worker:CaptureStep")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import socket
+from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -47,6 +50,7 @@ INSTALLED_APPS = [
     "qms.apps.QMSConfig",
     "extensions",
     "recorder",
+    "recorder.capture.apps.CaptureConfig",
     "integrations.shoretel",
 ]
 
@@ -134,6 +138,34 @@ QMS_RECORD_UNSIGNALLED = env_bool("QMS_RECORD_UNSIGNALLED", True)
 QMS_MAX_CALL_SECONDS = env_int("QMS_MAX_CALL_SECONDS", 4 * 3600, minimum=60)
 QMS_RECORDING_FORMAT = env_choice("QMS_RECORDING_FORMAT", "WAV", ["WAV", "OPUS"]).lower()
 
+# Capture nodes (docs/deployment.md). This node's name: its worker, started with
+# `celery -A qms worker -Q capture.<node>`, runs the sniffers configured for it in the admin.
+QMS_NODE = env_str("QMS_NODE", socket.gethostname()).strip()
+if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", QMS_NODE):
+    raise ImproperlyConfigured(
+        f"QMS_NODE must be letters, digits, '.', '_' and '-' (it names the worker's queue, "
+        f"capture.<node>), not {QMS_NODE!r}."
+    )
+# The node's durable outbox: events captured and not yet applied to the database wait here,
+# on local disk, through broker and database outages.
+QMS_OUTBOX_DIR = env_path("QMS_OUTBOX_DIR", VAR_DIR / "outbox")
+# How often a node's worker heartbeats its interfaces, and how long its lease on one lasts
+# without a heartbeat before another worker may take the interface over.
+QMS_CAPTURE_HEARTBEAT_SECONDS = env_int("QMS_CAPTURE_HEARTBEAT_SECONDS", 5, minimum=1)
+QMS_CAPTURE_LEASE_SECONDS = env_int("QMS_CAPTURE_LEASE_SECONDS", 60, minimum=2)
+if QMS_CAPTURE_LEASE_SECONDS <= 2 * QMS_CAPTURE_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured(
+        "QMS_CAPTURE_LEASE_SECONDS must be more than twice QMS_CAPTURE_HEARTBEAT_SECONDS, "
+        "or a lease could lapse between two heartbeats."
+    )
+# Events sent to the broker and not applied this long after are sent again (a broker that
+# restarted without persistence forgets its queue).
+QMS_OUTBOX_REDELIVER_SECONDS = env_int("QMS_OUTBOX_REDELIVER_SECONDS", 60, minimum=1)
+
+# Retention (docs/retention.md): days a recording is kept; 0 keeps recordings forever. A
+# team's own retention_days overrides it for its agents' recordings.
+QMS_RETENTION_DAYS = env_int("QMS_RETENTION_DAYS", 0, minimum=0)
+
 # Playback (docs/playback.md). Agents hear their own recordings only when this is on.
 QMS_AGENTS_HEAR_OWN = env_bool("QMS_AGENTS_HEAR_OWN", False)
 # Empty: Django streams the audio itself. Set to nginx's internal location (for example
@@ -172,8 +204,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     # Every list is paginated: PAGE_SIZE rows unless ?page_size= asks for up to 500.
     "DEFAULT_PAGINATION_CLASS": "qms.api.Pagination",
-    "DEFAULT_SCHEMA_CLASS": "qms.api.QMSAutoSchema",
     "PAGE_SIZE": 100,
+    "DEFAULT_SCHEMA_CLASS": "qms.api.QMSAutoSchema",
 }
 
 # Celery: with no broker configured, tasks run in-process (the embedded default).
@@ -183,6 +215,25 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = TIME_ZONE
+# A capture node's worker hosts its sniffers: it must outlive any broker outage rather than
+# exit after a number of reconnection attempts (its outbox holds the events meanwhile).
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# celery beat. The TAPI poll has its own entry (integrations/shoretel).
+CELERY_BEAT_SCHEDULE = {
+    "expire-stale-bindings": {
+        "task": "extensions.tasks.expire_stale_bindings",
+        "schedule": timedelta(minutes=1),
+    },
+    "sweep-stale-calls": {
+        "task": "recorder.tasks.sweep_stale_calls",
+        "schedule": timedelta(minutes=1),
+    },
+    "purge-expired-recordings": {
+        "task": "recorder.tasks.purge_expired_recordings",
+        "schedule": timedelta(hours=1),
+    },
+}
 
 # Production hardening, all on whenever DEBUG is off. nginx terminates TLS in front of
 # gunicorn and tells Django so with X-Forwarded-Proto.
