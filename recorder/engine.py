@@ -158,6 +158,14 @@ class Engine:
             else:
                 self.feed(*packet)
 
+    def adopt_directory(self, phone_ips: set[str], do_not_record: set[str]) -> None:
+        """What the directory learned since the engine started (a phone the TAPI poller
+        bound, an extension marked do-not-record), taken up while capturing. Safe from
+        another thread: phone addresses are added in place to the one set the call table
+        reads, and the do-not-record list is replaced whole."""
+        self.phone_ips |= phone_ips
+        self.do_not_record = set(do_not_record)
+
     def feed_pcap(self, found: PcapFormat, chunks: Iterable[bytes]) -> None:
         """A classic pcap file, record by record, with the RTP fast path inlined.
 

@@ -37,6 +37,10 @@ DIRECTORY_CACHE = "directory.json"
 DATABASE_CONNECT_SECONDS = 5
 
 
+# How often a running sniffer reads the directory's phones again.
+DIRECTORY_REFRESH_SECONDS = 60
+
+
 @dataclass(frozen=True)
 class SnifferPaths:
     """Where one interface's sniffer keeps its files on the node."""
@@ -114,6 +118,9 @@ class Sniffer:
             sink.recover(spool, read_manifest(spool))
             log.warning("%s: call cut short in %s goes to the outbox", self.interface, spool)
         engine = self._engine(sink)
+        threading.Thread(
+            target=self._follow_directory, args=(engine,), name="qms-directory", daemon=True
+        ).start()
         capture.start()
         log.info("capturing on %s%s", self.interface, f" (filter {self.bpf!r})" if self.bpf else "")
         try:
@@ -137,6 +144,14 @@ class Sniffer:
             record_unsignalled=settings.QMS_RECORD_UNSIGNALLED,
             max_call_seconds=settings.QMS_MAX_CALL_SECONDS,
         )
+
+    def _follow_directory(self, engine: Engine) -> None:
+        """Now and then, off the capture thread, the directory's phones and do-not-record
+        list as they are now: a ShoreTel phone the TAPI poller bound after this sniffer
+        started is recorded without a restart."""
+        while not self.stopping.wait(DIRECTORY_REFRESH_SECONDS):
+            view = directory_view(self.paths.outbox / DIRECTORY_CACHE)
+            engine.adopt_directory(view.phone_ips, view.do_not_record)
 
     def _loop(self, capture: LiveCapture, engine: Engine) -> None:
         next_stats, last_packets, last_at = time.monotonic() + STATS_EVERY, 0, time.monotonic()

@@ -11,8 +11,10 @@ from django.core.management import call_command
 
 from extensions.models import Agent, Extension, Phone
 from extensions.services import assign_line
+from recorder.capture.link import LINKTYPE_ETHERNET
 from recorder.capture.synthesis import rtp, udp, write_pcap
 from recorder.demo import tune
+from recorder.engine import Engine, NullSink
 from recorder.models import Recording
 
 
@@ -46,3 +48,23 @@ def test_rtp_of_a_static_ip_phone_is_recorded_and_attributed(tmp_path: Path) -> 
     assert recording.duration_seconds == pytest.approx(2.0, abs=0.05)
     assert recording.quality["agent_to_far"]["received"] == 100
     assert recording.quality["far_to_agent"]["received"] == 100
+
+
+def test_a_running_engine_records_a_phone_the_directory_learned_after_it_started() -> None:
+    """A ShoreTel phone bound by the TAPI poller while a sniffer runs: once the sniffer's
+    directory refresh hands its address over, its RTP is an unsignalled call."""
+    engine = Engine(NullSink(), set(), record_unsignalled=True)
+
+    def talk(start: float) -> None:
+        for index in range(10):
+            packet = rtp(index, index * 160, 0x61, b"\xff" * 160)
+            frame = udp("10.20.0.60", 5004, "10.30.0.9", 5004, packet)  # an Ethernet frame
+            engine.feed(start + index * 0.02, LINKTYPE_ETHERNET, frame)
+
+    talk(1_700_000_000.0)
+    assert engine.stats.unsignalled_calls == 0
+    assert engine.stats.rtp_unmatched == 10
+    engine.adopt_directory({"10.20.0.60"}, {"9009"})
+    talk(1_700_000_001.0)
+    assert engine.stats.unsignalled_calls == 1
+    assert engine.do_not_record == {"9009"}
