@@ -130,12 +130,12 @@ STATIC_ROOT = env_path("QMS_STATIC_ROOT", VAR_DIR / "static")
 QMS_RECORDINGS_DIR = env_path("QMS_RECORDINGS_DIR", VAR_DIR / "recordings")
 # Calls being recorded are spooled here, on local disk, until they end.
 QMS_SPOOL_DIR = env_path("QMS_SPOOL_DIR", VAR_DIR / "spool")
-# wav (PCM16, every browser plays it) or opus (Ogg/Opus, several times smaller).
 # Record RTP of known phones that no signalling announced (encrypted SIP, ShoreTel).
 QMS_RECORD_UNSIGNALLED = env_bool("QMS_RECORD_UNSIGNALLED", True)
 # A call longer than this is split into segments, each its own recording, linked by a
 # conversation id, so an endless stream never makes an endless file.
 QMS_MAX_CALL_SECONDS = env_int("QMS_MAX_CALL_SECONDS", 4 * 3600, minimum=60)
+# wav (PCM16, every browser plays it) or opus (Ogg/Opus, several times smaller).
 QMS_RECORDING_FORMAT = env_choice("QMS_RECORDING_FORMAT", "WAV", ["WAV", "OPUS"]).lower()
 
 # Capture nodes (docs/deployment.md). This node's name: its worker, started with

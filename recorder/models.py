@@ -224,6 +224,7 @@ class AuditEntry(models.Model):
         DOWNLOAD = "download", "download"
         API_AUDIO = "api_audio", "API audio fetch"
         SEARCH = "search", "search"
+        VIEW = "view", "view (recording page)"
         PURGE = "purge", "retention purge"
 
     at = models.DateTimeField(default=timezone.now, db_index=True)

@@ -111,6 +111,8 @@ def recording_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """One recording: player, waveform, details, DTMF, quality, segments, integrity."""
     visible = recordings_visible_to(request.user)
     recording = get_object_or_404(visible.select_related("agent", "phone"), pk=pk)
+    # The page shows who called whom and when: a look at the recording, audited as such.
+    audit(request, AuditEntry.Action.VIEW, recording)
     context = {
         "recording": recording,
         "playable": bool(recording.file) and recording.audio_format in DRAWABLE_FORMATS,

@@ -333,6 +333,25 @@ def test_a_refused_search_writes_nothing(world: PlaybackWorld) -> None:
     assert not AuditEntry.objects.exists()
 
 
+def test_opening_a_recordings_page_is_audited_and_a_hidden_one_is_not(
+    world: PlaybackWorld,
+) -> None:
+    recording = world.recording_a
+    assert pages_as(world.supervisor_b).get(f"/recordings/{recording.pk}/").status_code == 404
+    assert not AuditEntry.objects.exists()
+    page = pages_as(world.supervisor_a).get(
+        f"/recordings/{recording.pk}/", REMOTE_ADDR="198.51.100.4"
+    )
+    assert page.status_code == 200
+    entry = AuditEntry.objects.get()
+    assert (entry.user, entry.action, entry.recording_id, entry.client_ip) == (
+        world.supervisor_a,
+        AuditEntry.Action.VIEW,
+        recording.pk,
+        "198.51.100.4",
+    )
+
+
 # A recording's page. -----------------------------------------------------------------------
 
 
@@ -351,8 +370,8 @@ def test_the_page_plays_the_access_checked_audio_and_embeds_the_waveform(
     assert 'id="waveform"' in html and "left channel" in html
     assert "right channel" not in html  # the fixture's WAV is mono: one lane, the agent's
     assert "recorder/player.js" in html
-    # Opening the page is not a listen: only the audio itself writes play entries.
-    assert not AuditEntry.objects.exists()
+    # Opening the page is a view, not a listen: only the audio itself writes play entries.
+    assert list(AuditEntry.objects.values_list("action", flat=True)) == [AuditEntry.Action.VIEW]
 
 
 def test_a_recording_without_peaks_says_so_and_still_plays(world: PlaybackWorld) -> None:
