@@ -3,14 +3,12 @@
     .venv/bin/python bench/playback_bench.py                # seed once, then measure
     .venv/bin/python bench/playback_bench.py --reseed       # start the archive afresh
     .venv/bin/python bench/playback_bench.py --explain var/bench/playback_plans.txt
-    .venv/bin/python bench/playback_bench.py --page-listing # the page paged as the API is
 
 Creates its own PostgreSQL database (qms_bench1m on 127.0.0.1:5432 by default), migrates
 it, and seeds 1,000,000 recordings across 500 agents in 50 teams with COPY. Then, logged
-in as the supervisor of one team, it times the API list (and the recordings list page, when
-the project has one) unfiltered, with each filter and sorted: 200 requests each through
-Django's test Client in the same process, after a few warm-up requests that are not
-counted. Prints p50 and p95 in milliseconds per case, the number of matches, and, with
+in as the supervisor of one team, it times the API list and the recordings list page
+unfiltered, with each filter and sorted: 200 requests each through Django's test Client
+in the same process, after a few warm-up requests that are not counted. Prints p50 and p95 in milliseconds per case, the number of matches, and, with
 --explain, writes EXPLAIN (ANALYZE, BUFFERS) of each case's SQL to a file.
 """
 
@@ -328,37 +326,24 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-def page_url() -> str | None:
-    """The recordings list page, if the project has one yet."""
-    from django.urls import NoReverseMatch, reverse
-
-    for name in ("recorder:recordings", "recorder:recording_list", "recorder:list"):
-        try:
-            return reverse(name)
-        except NoReverseMatch:
-            continue
-    return None
-
-
 def measure(supervisor, requests: int, only: str = "") -> list[tuple]:
     from django.test import Client
+    from django.urls import reverse
 
     client = Client()
     client.force_login(supervisor)
-    page = page_url()
+    page = reverse("recorder:list")
     results = []
     for case in cases_for(supervisor):
         if only not in case.name:
             continue
         api, response = timed(client, f"/api/recordings/{query_string(case.api)}", requests)
         matches = response.json()["count"]
-        row = [case.name, matches, *p50_p95(api)]
-        if page is not None:
-            url = f"{page}{query_string(case.page_query)}"
-            durations, response = timed(client, url, requests)
-            # The page and the API must have found the same recordings.
-            assert f'id="match-count">{matches} recording' in response.content.decode(), case.name
-            row += p50_p95(durations)
+        url = f"{page}{query_string(case.page_query)}"
+        durations, response = timed(client, url, requests)
+        # The page and the API must have found the same recordings.
+        assert f'id="match-count">{matches} recording' in response.content.decode(), case.name
+        row = [case.name, matches, *p50_p95(api), *p50_p95(durations)]
         results.append(tuple(row))
         print(" | ".join(str(cell) for cell in row), flush=True)
     return results
@@ -370,21 +355,6 @@ def query_string(query: dict) -> str:
 
 def p50_p95(durations: list[float]) -> list[str]:
     return [f"{statistics.median(durations):.1f}", f"{percentile(durations, 0.95):.1f}"]
-
-
-def use_listing_in_page(supervisor) -> None:
-    """Time the page as it would be if it paged with recorder/listing.py, as the API does:
-    its Paginator is handed ScopedListing(supervisor, the page's own queryset). Bench only
-    (one user); the page's code is not changed."""
-    from django.core.paginator import Paginator
-
-    import recorder.views
-    from recorder.listing import ScopedListing
-
-    def paginator(object_list, per_page, *args, **kwargs) -> Paginator:
-        return Paginator(ScopedListing(supervisor, object_list), per_page, *args, **kwargs)
-
-    recorder.views.Paginator = paginator
 
 
 def explain(supervisor, path: Path) -> None:
@@ -432,19 +402,8 @@ def main() -> None:
     if options.explain:
         explain(supervisor, Path(options.explain))
         return
-    if options.page_listing:
-        use_listing_in_page(supervisor)
-    print_header(page_url() is not None)
+    print(" | ".join(["case", "matches", "API p50 ms", "API p95 ms", "page p50 ms", "page p95 ms"]))
     measure(supervisor, options.requests, options.only)
-
-
-def print_header(with_page: bool) -> None:
-    columns = ["case", "matches", "API p50 ms", "API p95 ms"]
-    if with_page:
-        columns += ["page p50 ms", "page p95 ms"]
-    else:
-        print("no recordings list page yet: measuring the API only")
-    print(" | ".join(columns))
 
 
 def arguments() -> argparse.Namespace:
@@ -458,11 +417,6 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--reseed", action="store_true")
     parser.add_argument("--only", default="", help="the cases whose name contains this")
     parser.add_argument("--explain", metavar="FILE", help="write the query plans, then stop")
-    parser.add_argument(
-        "--page-listing",
-        action="store_true",
-        help="page the recordings page with recorder/listing.py, as the API does",
-    )
     return parser.parse_args()
 
 

@@ -52,7 +52,8 @@ class DirectoryViewSet(viewsets.GenericViewSet):
     query_parameters: tuple[tuple[str, dict, str], ...] = ()
 
     def visible(self, rows: QuerySet) -> QuerySet:
-        raise NotImplementedError
+        """The rows the request's user may see; each endpoint names its rule."""
+        raise NotImplementedError(f"{type(self).__name__} must say which rows are visible")
 
     def get_queryset(self) -> QuerySet:
         rows = self.visible(super().get_queryset())
