@@ -8,7 +8,8 @@ Creates its own PostgreSQL database (qms_bench1m on 127.0.0.1:5432 by default), 
 it, and seeds 1,000,000 recordings across 500 agents in 50 teams with COPY. Then, logged
 in as the supervisor of one team, it times the API list and the recordings list page
 unfiltered, with each filter and sorted: 200 requests each through Django's test Client
-in the same process, after a few warm-up requests that are not counted. Prints p50 and p95 in milliseconds per case, the number of matches, and, with
+in the same process, after a few warm-up requests that are not counted. Prints p50 and
+p95 in milliseconds per case, the number of matches, and, with
 --explain, writes EXPLAIN (ANALYZE, BUFFERS) of each case's SQL to a file.
 """
 
