@@ -122,3 +122,14 @@ def build_world() -> PlaybackWorld:
         recording_on_marys_line=recording("call-a2", carl, "9002", audio, minutes=2),
         audio=audio,
     )
+
+
+# Who sees a recording of team A: (role in PlaybackWorld, QMS_AGENTS_HEAR_OWN, sees it).
+WHO_SEES_TEAM_A = [
+    ("admin", False, True),
+    ("supervisor_a", False, True),
+    ("supervisor_b", False, False),
+    ("agent", True, True),
+    ("agent", False, False),
+    ("outsider", True, False),
+]

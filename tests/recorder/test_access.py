@@ -9,7 +9,7 @@ from rest_framework.test import APIClient
 
 from recorder.access import recordings_visible_to
 from recorder.models import Call
-from tests.recorder.playback import STARTED, PlaybackWorld, build_world, login
+from tests.recorder.playback import STARTED, WHO_SEES_TEAM_A, PlaybackWorld, build_world, login
 
 pytestmark = pytest.mark.django_db
 
@@ -44,14 +44,7 @@ def listed_ids(client: APIClient) -> set[int]:
 ALLOWED = {"list": True, "detail": 200, "api_audio": 200, "audio": 200, "ranged": 206}
 HIDDEN = {"list": False, "detail": 404, "api_audio": 404, "audio": 404, "ranged": 404}
 
-MATRIX = [
-    ("admin", False, ALLOWED),
-    ("supervisor_a", False, ALLOWED),
-    ("supervisor_b", False, HIDDEN),
-    ("agent", True, ALLOWED),
-    ("agent", False, HIDDEN),
-    ("outsider", True, HIDDEN),
-]
+MATRIX = [(role, own, ALLOWED if sees else HIDDEN) for role, own, sees in WHO_SEES_TEAM_A]
 
 
 @pytest.mark.parametrize(("role", "agents_hear_own", "expected"), MATRIX)

@@ -19,7 +19,14 @@ from extensions.models import Agent, Phone
 from recorder.models import AuditEntry, Call, Recording
 from recorder.search import DEFAULT_SORT, ordered
 from recorder.waveform import peaks_for_recording
-from tests.recorder.playback import PASSWORD, STARTED, PlaybackWorld, build_world, login
+from tests.recorder.playback import (
+    PASSWORD,
+    STARTED,
+    WHO_SEES_TEAM_A,
+    PlaybackWorld,
+    build_world,
+    login,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -61,14 +68,7 @@ def live_call(agent: Agent | None, extension: str, **fields) -> Call:
 ALLOWED = {"listed": True, "detail": 200, "live": True}
 HIDDEN = {"listed": False, "detail": 404, "live": False}
 
-MATRIX = [
-    ("admin", False, ALLOWED),
-    ("supervisor_a", False, ALLOWED),
-    ("supervisor_b", False, HIDDEN),
-    ("agent", True, ALLOWED),
-    ("agent", False, HIDDEN),
-    ("outsider", True, HIDDEN),
-]
+MATRIX = [(role, own, ALLOWED if sees else HIDDEN) for role, own, sees in WHO_SEES_TEAM_A]
 
 
 @pytest.mark.parametrize(("role", "agents_hear_own", "expected"), MATRIX)
