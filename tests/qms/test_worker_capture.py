@@ -98,21 +98,27 @@ def test_a_capture_worker_records_sipp_calls_for_the_agent_whose_phone_registere
     assert (lo.running, lo.lease_owner) == (False, "")
 
 
+def connected_long_call(worker: CaptureWorker, phone):
+    """The worker capturing, 9001 registered, and a long call from it connected."""
+    worker.start()
+    phone.register("9001")
+    caller = phone.call(LONG_CALL_SECONDS, wait=False)
+    eventually(
+        lambda: Call.objects.filter(state="connected").exists(),
+        LANDING_SECONDS,
+        "the call to be connected",
+        worker.log,
+    )
+    return caller
+
+
 def test_a_call_in_progress_when_the_worker_stops_is_a_partial_recording_at_the_next_start(
     worker: CaptureWorker, tmp_path: Path
 ) -> None:
     john = johns_desk()
     loopback_interface()
     with phones(tmp_path, LONG_CALL_SECONDS) as phone:
-        worker.start()
-        phone.register("9001")
-        caller = phone.call(LONG_CALL_SECONDS, wait=False)
-        eventually(
-            lambda: Call.objects.filter(state="connected").exists(),
-            LANDING_SECONDS,
-            "the call to be connected",
-            worker.log,
-        )
+        caller = connected_long_call(worker, phone)
         assert worker.stop() == 0  # mid-call: its sniffer ends the call as it stops
         caller.wait(timeout=30)  # the rest of the call happens while nobody captures
         assert not Recording.objects.exists()
@@ -137,15 +143,7 @@ def test_a_sniffer_killed_mid_call_is_restarted_and_its_cut_call_recorded_as_par
     john = johns_desk()
     loopback_interface()
     with phones(tmp_path, LONG_CALL_SECONDS) as phone:
-        worker.start()
-        phone.register("9001")
-        caller = phone.call(LONG_CALL_SECONDS, wait=False)
-        eventually(
-            lambda: Call.objects.filter(state="connected").exists(),
-            LANDING_SECONDS,
-            "the call to be connected",
-            worker.log,
-        )
+        caller = connected_long_call(worker, phone)
         time.sleep(1.5)  # a second of audio reaches the spool
         (sniffer,) = worker.sniffer_pids()
         os.kill(sniffer, signal.SIGKILL)
