@@ -72,6 +72,30 @@ def endpoint_of_key(key: bytes) -> Endpoint:
     return Endpoint(socket.inet_ntop(family, key[:-2]), struct.unpack("!H", key[-2:])[0])
 
 
+class MediaIndex(dict):
+    """{packed receive address: MediaStream}, with a version that every change bumps: the
+    pcap loop classifies a run of packets against the index at once, and must know when
+    the packet it hands to the slow path changed the index under the rest of the run."""
+
+    version = 0
+
+    def __setitem__(self, key: bytes, stream: MediaStream) -> None:
+        self.version += 1
+        super().__setitem__(key, stream)
+
+    def __delitem__(self, key: bytes) -> None:
+        self.version += 1
+        super().__delitem__(key)
+
+    def pop(self, *args):
+        self.version += 1
+        return super().pop(*args)
+
+    def clear(self) -> None:
+        self.version += 1
+        super().clear()
+
+
 @dataclass(slots=True, eq=False)
 class MediaStream:
     """One direction of a call's RTP: the packets sent to one party's receive address."""
@@ -287,7 +311,7 @@ class CallTable:
         self.silence_timeout = silence_timeout
         self.setup_timeout = setup_timeout
         self.calls: dict[str, LiveCall] = {}
-        self.media: dict[bytes, MediaStream] = {}
+        self.media = MediaIndex()
         self.ended_media: dict[bytes, float] = {}
         # Conversation of every recent call, and transfer targets waiting for their call.
         self.conversations: OrderedDict[str, str] = OrderedDict()

@@ -37,6 +37,7 @@ from integrations.sip.tracker import SipTracker
 from recorder.calls import CallSnapshot, CallTable, LiveCall, MediaStream
 from recorder.capture.ip import PROTO_TCP, PROTO_UDP, Datagram, IpDecoder
 from recorder.capture.link import LINKTYPE_ETHERNET, LinkError, ip_of_frame
+from recorder.capture.runs import RUN_STREAK, SMALLEST_RECORD, RunFeeder
 from recorder.capture.sources import Packet, PcapFormat
 from recorder.capture.tcp import TcpReassembler
 from recorder.media.rtp import looks_like_rtp
@@ -177,17 +178,32 @@ class Engine:
         unpack = struct.Struct(found.byte_order + "IIII").unpack_from
         unit, linktype, media, stats = found.unit, found.linktype, self.media, self.stats
         ethernet = linktype == LINKTYPE_ETHERNET
+        runs = RunFeeder(self, found) if ethernet else None
         carry = b""
         for chunk in chunks:
             buffer = carry + chunk if carry else chunk
             offset, end, packets, rtp_packets = 0, len(buffer), 0, 0
             last_header = end - 16
             next_tick = self.next_tick
+            run_length, streak = -1, 0
             while offset <= last_header:
                 seconds, fraction, captured, _ = unpack(buffer, offset)
                 start = offset + 16
                 if start + captured > end:
                     break  # the record goes on in the next chunk
+                if captured != run_length:
+                    run_length, streak = captured, 0
+                elif streak < RUN_STREAK:
+                    streak += 1
+                elif runs is not None and captured >= SMALLEST_RECORD - 16:
+                    # Records of one length in a row: the rest of the run at once.
+                    records, recorded = runs.feed(buffer, offset, captured, end)
+                    packets += records
+                    rtp_packets += recorded
+                    offset += records * (16 + captured)
+                    streak = RUN_STREAK if records >= RUN_STREAK else 0
+                    next_tick = self.next_tick
+                    continue
                 offset = start + captured
                 at = seconds + fraction * unit
                 packets += 1
@@ -243,6 +259,11 @@ class Engine:
         stats.octets += len(frame)
         if at >= self.next_tick:
             self.tick(at)
+        self.take(at, linktype, frame)
+
+    def take(self, at: float, linktype: int, frame: bytes) -> None:
+        """One packet, counted and after its tick: RTP to its stream, the rest to the slow
+        path."""
         if (
             linktype == LINKTYPE_ETHERNET
             and len(frame) >= 42

@@ -31,6 +31,9 @@ PCAP_MAGIC = {
 }
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 READ_CHUNK = 4 * 1024 * 1024
+# The engine's pcap loop classifies runs of records at once (recorder/capture/runs.py):
+# larger chunks give it longer runs, and more packets per call in each.
+PCAP_CHUNK = 32 * 1024 * 1024
 
 
 class CaptureFileError(Exception):
@@ -82,7 +85,7 @@ def pcap_chunks(path: Path) -> tuple[PcapFormat, Iterator[bytes]] | None:
 
 def _chunks(capture) -> Iterator[bytes]:
     with capture:
-        while chunk := capture.read(READ_CHUNK):
+        while chunk := capture.read(PCAP_CHUNK):
             yield chunk
 
 

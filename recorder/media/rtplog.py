@@ -62,6 +62,17 @@ class LoggedPacket:
 
 
 @dataclass(frozen=True, slots=True)
+class PendingRun:
+    """Packets of one direction waiting for the next block, in the block's own form:
+    little-endian float64 arrivals, uint16 lengths, the packets back to back."""
+
+    count: int
+    arrivals: bytes | memoryview
+    lengths: bytes | memoryview
+    data: bytes | memoryview
+
+
+@dataclass(frozen=True, slots=True)
 class LogBlock:
     """One flush of one direction: arrival times, packet lengths, the packets concatenated."""
 
@@ -92,9 +103,12 @@ class RtpLog:
         self.fd = os.open(directory / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         self.size = os.fstat(self.fd).st_size
         self.block_packets = max(1, min(block_packets, 0xFFFF))
-        # Per direction code: the arrival times and packets since the last flush.
+        # Per direction code: the arrival times and packets since the last flush, one by
+        # one (the packet path's lists), and before them any runs appended whole.
         self.arrivals: tuple[list[float], list[bytes]] = ([], [])
         self.pending: tuple[list[bytes], list[bytes]] = ([], [])
+        self.runs: tuple[list[PendingRun], list[PendingRun]] = ([], [])
+        self.run_packets = [0, 0]
         self.packets = 0
         self.dropped_packets = 0
         self.failed_writes = 0
@@ -110,16 +124,42 @@ class RtpLog:
         if len(pending) >= self.block_packets:
             self.flush()
 
+    def append_run(self, code: int, run: PendingRun) -> None:
+        """Packets of one direction appended whole, in arrival order, after those before."""
+        if self.pending[code]:
+            self.runs[code].append(self._take_singles(code))
+        self.runs[code].append(run)
+        self.run_packets[code] += run.count
+        if self.run_packets[code] >= self.block_packets:
+            self.flush()
+
+    def _take_singles(self, code: int) -> PendingRun:
+        """The packets appended one by one so far, as a run; their lists emptied in place
+        (the packet path holds them)."""
+        pending, arrivals = self.pending[code], self.arrivals[code]
+        run = PendingRun(
+            len(pending),
+            _little_endian(array("d", arrivals)),
+            _little_endian(array("H", map(len, pending))),
+            b"".join(pending),
+        )
+        self.run_packets[code] += run.count
+        pending.clear()
+        arrivals.clear()
+        return run
+
     def flush(self) -> None:
         """Hand what is pending to the kernel: what a kill -9 can lose is what came since."""
         blocks, count = [], 0
         for code in (0, 1):
-            pending = self.pending[code]
-            if pending:
-                blocks.append(_block(code, self.arrivals[code], pending))
-                count += len(pending)
-                pending.clear()
-                self.arrivals[code].clear()
+            if self.pending[code]:
+                self.runs[code].append(self._take_singles(code))
+            runs = self.runs[code]
+            if runs:
+                blocks.append(_block(code, runs))
+                count += self.run_packets[code]
+                runs.clear()
+                self.run_packets[code] = 0
         if not blocks:
             return
         data = b"".join(blocks)
@@ -149,13 +189,16 @@ class RtpLog:
             os.close(self.fd)
 
 
-def _block(code: int, arrivals: list[float], packets: list[bytes]) -> bytes:
+def _block(code: int, runs: list[PendingRun]) -> bytes:
     """One direction's pending packets as a block. A UDP payload is at most 65,527 bytes
     (the UDP length field is 16 bits), so every length fits its uint16."""
-    lengths = array("H", map(len, packets))
-    payload = b"".join(packets)
-    header = BLOCK_HEADER.pack(code, BLOCK_MAGIC, len(packets), len(payload))
-    return header + _little_endian(array("d", arrivals)) + _little_endian(lengths) + payload
+    count = sum(run.count for run in runs)
+    total = sum(len(run.data) for run in runs)
+    header = BLOCK_HEADER.pack(code, BLOCK_MAGIC, count, total)
+    return b"".join(
+        [header, *(run.arrivals for run in runs), *(run.lengths for run in runs),
+         *(run.data for run in runs)]
+    )  # fmt: skip
 
 
 def _little_endian(values: array) -> bytes:

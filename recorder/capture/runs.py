@@ -1,0 +1,219 @@
+"""Runs of equal-length pcap records, classified and spooled at once.
+
+A mirror port carrying calls is mostly RTP of a few frame sizes (G.711 at 20 ms is a
+214-byte Ethernet frame), so a classic pcap file is mostly long runs of records of one
+length. Records of one length lie at a fixed stride, which numpy reads as columns without
+a Python step per packet: the arrival times, the Ethernet/IPv4/UDP checks of the engine's
+per-packet fast path, and the destination address and port that find the call. The
+packets of each stream are then appended to its call's log together, one step per stream
+and run instead of one per packet.
+
+Order is kept. A packet the run cannot take as it is (the slow path's: signalling, an
+unknown address, a learned NAT address) and each second's tick are handled at their own
+place, in the engine's own way; when one of them changes the media index the rest of the
+run is classified again.
+
+    pcap record: 16-byte header (seconds, fraction, captured, original), then the frame
+    +---------+---------+----------+----------+-----------+------+-------+----------+
+    | seconds | fraction| captured | original | Ethernet  | IPv4 | UDP   | RTP ...  |
+    | 0       | 4       | 8        | 12       | 16        | 30   | 50    | 58       |
+    +---------+---------+----------+----------+-----------+------+-------+----------+
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from recorder.capture.link import LINKTYPE_ETHERNET
+from recorder.media.rtplog import PendingRun, RtpLog
+
+if TYPE_CHECKING:
+    from recorder.calls import MediaStream
+    from recorder.capture.sources import PcapFormat
+    from recorder.engine import Engine
+
+# Records classified at once: bounds the arrays, and the packets a run can add to one
+# direction of a log block (whose count is 16 bits).
+RUN_MAX = 32768
+# Records of one length in a row before the per-record loop hands over to a run.
+RUN_STREAK = 8
+RECORD_HEADER = 16
+# Where the per-packet fast path's fields lie in a record: IPv4 without options in
+# Ethernet II, then UDP.
+ETHERTYPE_AND_VERSION = RECORD_HEADER + 12  # 08 00 45
+IP_FLAGS = RECORD_HEADER + 20
+IP_FRAGMENT_OFFSET = RECORD_HEADER + 21
+IP_PROTOCOL = RECORD_HEADER + 23
+DESTINATION_IP = RECORD_HEADER + 30
+DESTINATION_PORT = RECORD_HEADER + 36
+UDP_PAYLOAD = RECORD_HEADER + 42
+SMALLEST_RECORD = UDP_PAYLOAD
+UDP = 17
+# The key of a packet the fast path cannot take: no 6-byte address reaches it.
+NO_STREAM = np.uint64(1 << 63)
+# The first look for the end of a run or the next tick is this far; each further look
+# twice as far, so a short run costs little and a long one few steps.
+FIRST_LOOK = 64
+
+
+class RunFeeder:
+    """Feeds an Engine the runs of a classic pcap file of Ethernet frames."""
+
+    def __init__(self, engine: Engine, found: PcapFormat) -> None:
+        self.engine = engine
+        self.unit = found.unit
+        self.word = np.dtype(found.byte_order + "u4")
+
+    def feed(self, buffer: bytes, offset: int, captured: int, end: int) -> tuple[int, int]:
+        """The run of records of `captured` bytes starting at `offset`: every record is
+        handled, in order; returns the records and the RTP packets the run took itself."""
+        stride = RECORD_HEADER + captured
+        count = self._length(buffer, offset, captured, min((end - offset) // stride, RUN_MAX))
+        run = Run(buffer, offset, stride, count, self)
+        run.feed()
+        return count, run.recorded
+
+    def _length(self, buffer: bytes, offset: int, captured: int, limit: int) -> int:
+        lengths = np.ndarray((limit,), self.word, buffer, offset + 8, (RECORD_HEADER + captured,))
+        return _first(np.not_equal, lengths, captured, 0, limit)
+
+
+class Run:
+    """One run: its columns, its streams, and where it has got to."""
+
+    def __init__(self, buffer: bytes, offset: int, stride: int, count: int, feeder: RunFeeder):
+        self.engine = feeder.engine
+        self.buffer, self.offset, self.stride, self.count = buffer, offset, stride, count
+        self.rows = np.ndarray((count, stride), np.uint8, buffer, offset, (stride, 1))
+        seconds = np.ndarray((count,), feeder.word, buffer, offset, (stride,))
+        fraction = np.ndarray((count,), feeder.word, buffer, offset + 4, (stride,))
+        self.arrivals = seconds + fraction * feeder.unit
+        self.keys = self._keys()
+        self.length_bytes = struct.pack("<H", stride - UDP_PAYLOAD)
+        self.recorded = 0
+
+    def _keys(self) -> np.ndarray:
+        """Each packet's destination address and port as one number, or NO_STREAM where
+        the frame is not plain IPv4 UDP (the per-packet fast path's own test)."""
+        rows, stride = self.rows, self.stride
+        plain = (
+            (rows[:, ETHERTYPE_AND_VERSION] == 0x08)
+            & (rows[:, ETHERTYPE_AND_VERSION + 1] == 0x00)
+            & (rows[:, ETHERTYPE_AND_VERSION + 2] == 0x45)
+            & (rows[:, IP_PROTOCOL] == UDP)
+            & ((rows[:, IP_FLAGS] & 0xBF) == 0)
+            & (rows[:, IP_FRAGMENT_OFFSET] == 0)
+        )
+        address = np.ndarray((self.count,), ">u4", self.buffer, self.offset + DESTINATION_IP,
+                             (stride,))  # fmt: skip
+        port = np.ndarray((self.count,), ">u2", self.buffer, self.offset + DESTINATION_PORT,
+                          (stride,))  # fmt: skip
+        keys = address.astype(np.uint64) << np.uint64(16) | port
+        return np.where(plain, keys, NO_STREAM)
+
+    def feed(self) -> None:
+        engine, media = self.engine, self.engine.media
+        position = 0
+        self._classify(position)
+        while position < self.count:
+            # The next packet the run cannot take, or before it the next second's tick.
+            special = self._next_special(position)
+            stop = _first(np.greater_equal, self.arrivals, engine.next_tick, position, special)
+            if stop > position:
+                self._deliver(position, stop)
+            if stop == self.count:
+                return
+            version = media.version
+            if self.arrivals[stop] >= engine.next_tick:
+                engine.tick(float(self.arrivals[stop]))
+                position = stop
+            else:
+                self._one_by_one(stop)
+                position = stop + 1
+            if media.version != version:
+                self._classify(position)
+
+    def _classify(self, start: int) -> None:
+        """Which stream each packet from `start` goes to, as the media index is now; and
+        which packets the run cannot take itself."""
+        keys, inverse = np.unique(self.keys[start:], return_inverse=True)
+        media = self.engine.media
+        streams = [media.get(int(key).to_bytes(6, "big")) if key != NO_STREAM else None
+                   for key in keys.tolist()]  # fmt: skip
+        takes = np.array([_takes(stream) for stream in streams], dtype=bool)
+        self.base, self.streams, self.group = start, streams, inverse.reshape(-1)
+        self.specials = np.flatnonzero(~takes[self.group]) + start
+        self.next_special_at = 0
+
+    def _next_special(self, position: int) -> int:
+        specials, at = self.specials, self.next_special_at
+        while at < len(specials) and specials[at] < position:
+            at += 1
+        self.next_special_at = at
+        return int(specials[at]) if at < len(specials) else self.count
+
+    def _deliver(self, start: int, stop: int) -> None:
+        """Packets start..stop-1, every one a stream's: counted and logged per stream.
+
+        The packets are put in stream order once (a stable sort keeps each stream's own
+        order), their arrival times and payloads gathered in that order in one step each,
+        and every stream takes its slice."""
+        group = self.group[start - self.base : stop - self.base]
+        order = np.argsort(group, kind="stable")
+        sorted_group = group[order]
+        cuts = np.flatnonzero(sorted_group[1:] != sorted_group[:-1]) + 1
+        firsts = np.concatenate(([0], cuts))
+        lasts = np.concatenate((cuts, [len(order)]))
+        order += start
+        arrivals = self.arrivals[order]
+        arrival_bytes = memoryview(arrivals.astype("<f8")).cast("B")
+        payload_bytes = memoryview(self.rows[order, UDP_PAYLOAD:]).cast("B")
+        streams = [self.streams[index] for index in sorted_group[firsts].tolist()]
+        length = self.stride - UDP_PAYLOAD
+        for stream, first, last, first_at, last_at in zip(
+            streams, firsts.tolist(), lasts.tolist(), arrivals[firsts].tolist(),
+            arrivals[lasts - 1].tolist(), strict=True,
+        ):  # fmt: skip
+            count = last - first
+            stream.packets += count
+            stream.octets += count * length
+            stream.last_at = last_at
+            if not stream.first_at:
+                stream.first_at = first_at
+            if stream.log is not None:
+                run = PendingRun(
+                    count,
+                    arrival_bytes[first * 8 : last * 8],
+                    self.length_bytes * count,
+                    payload_bytes[first * length : last * length],
+                )
+                stream.log.append_run(stream.log_code, run)
+        self.recorded += stop - start
+
+    def _one_by_one(self, index: int) -> None:
+        """A packet the run does not take itself, handed to the engine as a packet."""
+        start = self.offset + index * self.stride
+        frame = self.buffer[start + RECORD_HEADER : start + self.stride]
+        self.engine.take(float(self.arrivals[index]), LINKTYPE_ETHERNET, frame)
+
+
+def _takes(stream: MediaStream | None) -> bool:
+    """A stream whose packets a run appends itself: its log (if it has one) an RtpLog.
+    A learned NAT address's log judges each packet (recorder.calls.LearnedLog)."""
+    return stream is not None and (stream.log is None or isinstance(stream.log, RtpLog))
+
+
+def _first(test: np.ufunc, values: np.ndarray, value: float, start: int, stop: int) -> int:
+    """The first index in start..stop-1 where test(values[i], value) holds, else `stop`;
+    looking a short way first, then twice as far each time."""
+    look = FIRST_LOOK
+    while start < stop:
+        upto = min(stop, start + look)
+        hits = np.flatnonzero(test(values[start:upto], value))
+        if len(hits):
+            return start + int(hits[0])
+        start, look = upto, look * 2
+    return stop
