@@ -170,88 +170,37 @@ class Engine:
     def feed_pcap(self, found: PcapFormat, chunks: Iterable[bytes]) -> None:
         """A classic pcap file, record by record, with the RTP fast path inlined.
 
-        This loop is the hot path of an import: for RTP to a known media endpoint it does
-        one header unpack, four byte comparisons and one dict lookup, and builds nothing.
-        Chunks are cut anywhere: a record that runs past a chunk's end is carried over to
-        the next, so the file is walked once.
+        Chunks are cut anywhere: a record that runs past a chunk's end is carried over and
+        completed from the start of the next (only that record is copied), so the file is
+        walked once and a chunk is never copied whole.
         """
-        unpack = struct.Struct(found.byte_order + "IIII").unpack_from
-        unit, linktype, media, stats = found.unit, found.linktype, self.media, self.stats
-        ethernet = linktype == LINKTYPE_ETHERNET
-        runs = RunFeeder(self, found) if ethernet else None
+        records = PcapRecords(self, found)
         carry = b""
         for chunk in chunks:
-            buffer = carry + chunk if carry else chunk
-            offset, end, packets, rtp_packets = 0, len(buffer), 0, 0
-            last_header = end - 16
-            next_tick = self.next_tick
-            run_length, streak = -1, 0
-            while offset <= last_header:
-                seconds, fraction, captured, _ = unpack(buffer, offset)
-                start = offset + 16
-                if start + captured > end:
-                    break  # the record goes on in the next chunk
-                if captured != run_length:
-                    run_length, streak = captured, 0
-                elif streak < RUN_STREAK:
-                    streak += 1
-                elif runs is not None and captured >= SMALLEST_RECORD - 16:
-                    # Records of one length in a row: the rest of the run at once.
-                    records, recorded = runs.feed(buffer, offset, captured, end)
-                    packets += records
-                    rtp_packets += recorded
-                    offset += records * (16 + captured)
-                    streak = RUN_STREAK if records >= RUN_STREAK else 0
-                    next_tick = self.next_tick
+            offset = 0
+            if carry:
+                head = carry + chunk[:MAX_PCAP_RECORD]
+                used = records.feed(head, 0, len(carry))
+                if not used:
+                    carry += chunk
+                    if self._damaged(carry):
+                        return
                     continue
-                offset = start + captured
-                at = seconds + fraction * unit
-                packets += 1
-                if at >= next_tick:
-                    self.tick(at)
-                    next_tick = self.next_tick
-                # Ethernet II, IPv4 without options, UDP, not a fragment (flags/offset 0 or DF).
-                if (
-                    ethernet
-                    and captured >= 42
-                    and buffer[start + 12 : start + 15] == ETHERNET_IPV4_NO_OPTIONS
-                    and buffer[start + 23] == 17
-                    and not buffer[start + 20] & 0xBF
-                    and not buffer[start + 21]
-                ):
-                    stream = media.get(
-                        buffer[start + 30 : start + 34] + buffer[start + 36 : start + 38]
-                    )
-                    if stream is not None:
-                        rtp_packets += 1
-                        stream.packets += 1
-                        stream.octets += captured - 42
-                        stream.last_at = at
-                        if not stream.first_at:
-                            stream.first_at = at
-                        logged = stream.log_packets
-                        if logged is not None:
-                            # RtpLog.append_coded, inlined: two list appends.
-                            logged.append(buffer[start + 42 : offset])
-                            stream.log_arrivals.append(at)
-                            if len(logged) >= BLOCK_PACKETS:
-                                stream.log.flush()
-                        elif stream.log is not None:
-                            stream.log.append_coded(
-                                at, stream.log_code, buffer[start + 42 : offset]
-                            )
-                        continue
-                self._slow_path(at, linktype, buffer[start:offset])
-            stats.packets += packets
-            stats.rtp_packets += rtp_packets
-            stats.octets += offset - 16 * packets
-            carry = buffer[offset:]
-            if len(carry) > MAX_PCAP_RECORD:
-                self.count("bad-pcap-record")
-                log.error("a pcap record claims %d bytes: the file is damaged here", len(carry))
+                offset = used - len(carry)
+            offset = records.feed(chunk, offset, len(chunk))
+            carry = chunk[offset:]
+            if self._damaged(carry):
                 return
         if carry:
             log.warning("the capture ends inside a packet; the partial packet is skipped")
+
+    def _damaged(self, carry: bytes) -> bool:
+        """A record longer than any capture's snapshot length: the file is damaged here."""
+        if len(carry) <= MAX_PCAP_RECORD:
+            return False
+        self.count("bad-pcap-record")
+        log.error("a pcap record claims %d bytes: the file is damaged here", len(carry))
+        return True
 
     def feed(self, at: float, linktype: int, frame: bytes) -> None:
         stats = self.stats
@@ -508,6 +457,90 @@ class Engine:
     @property
     def sccp_errors(self) -> Counter:
         return self.sccp.errors
+
+
+class PcapRecords:
+    """The records of a classic pcap file's chunks fed to an engine: the hot path of an
+    import. For RTP to a known media endpoint it does one header unpack, four byte
+    comparisons and one dict lookup, and builds nothing; runs of records of one length go
+    to a RunFeeder (recorder/capture/runs.py) after RUN_STREAK of them."""
+
+    def __init__(self, engine: Engine, found: PcapFormat) -> None:
+        self.engine = engine
+        self.unpack = struct.Struct(found.byte_order + "IIII").unpack_from
+        self.unit, self.linktype = found.unit, found.linktype
+        self.runs = RunFeeder(engine, found) if found.linktype == LINKTYPE_ETHERNET else None
+
+    def feed(self, buffer: bytes, offset: int, limit: int) -> int:
+        """Every whole record of `buffer` that starts at `offset` or after and before
+        `limit`; returns where the first record not fed starts."""
+        engine, unpack, unit, linktype = self.engine, self.unpack, self.unit, self.linktype
+        # A run may go on to the buffer's end: only where the caller wants all of it.
+        runs = self.runs if limit >= len(buffer) else None
+        media, stats = engine.media, engine.stats
+        ethernet = linktype == LINKTYPE_ETHERNET
+        first, end, packets, rtp_packets = offset, len(buffer), 0, 0
+        last_header = min(end - 16, limit - 1)
+        next_tick = engine.next_tick
+        run_length, streak = -1, 0
+        while offset <= last_header:
+            seconds, fraction, captured, _ = unpack(buffer, offset)
+            start = offset + 16
+            if start + captured > end:
+                break  # the record goes on in the next chunk
+            if captured != run_length:
+                run_length, streak = captured, 0
+            elif streak < RUN_STREAK:
+                streak += 1
+            elif runs is not None and captured >= SMALLEST_RECORD - 16:
+                # Records of one length in a row: the rest of the run at once.
+                records, recorded = runs.feed(buffer, offset, captured, end)
+                packets += records
+                rtp_packets += recorded
+                offset += records * (16 + captured)
+                streak = RUN_STREAK if records >= RUN_STREAK else 0
+                next_tick = engine.next_tick
+                continue
+            offset = start + captured
+            at = seconds + fraction * unit
+            packets += 1
+            if at >= next_tick:
+                engine.tick(at)
+                next_tick = engine.next_tick
+            # Ethernet II, IPv4 without options, UDP, not a fragment (flags/offset 0 or DF).
+            if (
+                ethernet
+                and captured >= 42
+                and buffer[start + 12 : start + 15] == ETHERNET_IPV4_NO_OPTIONS
+                and buffer[start + 23] == 17
+                and not buffer[start + 20] & 0xBF
+                and not buffer[start + 21]
+            ):
+                stream = media.get(
+                    buffer[start + 30 : start + 34] + buffer[start + 36 : start + 38]
+                )
+                if stream is not None:
+                    rtp_packets += 1
+                    stream.packets += 1
+                    stream.octets += captured - 42
+                    stream.last_at = at
+                    if not stream.first_at:
+                        stream.first_at = at
+                    logged = stream.log_packets
+                    if logged is not None:
+                        # RtpLog.append_coded, inlined: two list appends.
+                        logged.append(buffer[start + 42 : offset])
+                        stream.log_arrivals.append(at)
+                        if len(logged) >= BLOCK_PACKETS:
+                            stream.log.flush()
+                    elif stream.log is not None:
+                        stream.log.append_coded(at, stream.log_code, buffer[start + 42 : offset])
+                    continue
+            engine._slow_path(at, linktype, buffer[start:offset])
+        stats.packets += packets
+        stats.rtp_packets += rtp_packets
+        stats.octets += offset - first - 16 * packets
+        return offset
 
 
 def allow_open_files() -> None:

@@ -59,6 +59,9 @@ MAX_FRAMES = (0xFFFFFFFF - WAV_HEADER_BYTES) // FRAME_BYTES
 # 16384 frames per block: 32 KB read per channel, 64 KB written, whatever the call length.
 FINALIZE_BLOCK_FRAMES = 16384
 HASH_BLOCK_BYTES = 1 << 16
+# A finished call's audio is put together in memory when both channels fit in this much
+# PCM: about 35 minutes at 8 kHz, 17 at 16 kHz. A longer call goes on in a disk spool.
+MEMORY_SPOOL_BYTES = 64 * 1024 * 1024
 
 # A full disk and an exhausted quota look the same to the caller: no room for audio.
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -197,7 +200,7 @@ class CallSpool:
             raise ValueError(f"channel is 0 (agent) or 1 (far party), not {channel!r}")
         _check_pcm(sample_offset, pcm)
         if sample_rate is not None and sample_rate != self.sample_rate:
-            factor = self._upsampling_factor(sample_rate)
+            factor = _upsampling_factor(sample_rate, self.sample_rate)
             pcm, sample_offset = _repeat_samples(pcm, factor), sample_offset * factor
         if sample_offset + len(pcm) // SAMPLE_BYTES > MAX_FRAMES:
             raise ValueError(f"offset {sample_offset} is beyond the longest WAV file")
@@ -252,14 +255,6 @@ class CallSpool:
         if self._fds != [-1, -1]:
             self.close()
 
-    def _upsampling_factor(self, sample_rate: int) -> int:
-        if sample_rate <= 0 or sample_rate > self.sample_rate or self.sample_rate % sample_rate:
-            raise ValueError(
-                f"cannot put {sample_rate} Hz audio into a {self.sample_rate} Hz spool: "
-                "only a lower rate that divides the spool's rate is upsampled"
-            )
-        return self.sample_rate // sample_rate
-
     def _place(self, side: int, position: int, data: bytes) -> None:
         if self._buffer_bytes == 0:
             self._write_or_drop(side, position, data)
@@ -307,6 +302,115 @@ class CallSpool:
         """A short write may have extended the file before space ran out; cut it back so
         the file ends where the last whole write ended (shrinking needs no space)."""
         os.ftruncate(self._fds[side], self._sizes[side])
+
+
+class MemorySpool:
+    """A finished call's audio put together in memory, then written in one go.
+
+    The recorder decodes a call's whole RTP log when the call ends; most calls' audio fits
+    in memory, and building it there spares the disk spool's files (a folder, a manifest,
+    two channel files written, read back and removed) for each call. Same write() as
+    CallSpool. Past `limit` bytes of PCM, and for any format but WAV, it moves what it
+    holds into a CallSpool under `root` and goes on there: memory stays bounded whatever
+    the call's length.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        call_id: str,
+        sample_rate: int,
+        metadata: Mapping[str, Any],
+        limit: int = MEMORY_SPOOL_BYTES,
+    ) -> None:
+        self.root, self.call_id, self.sample_rate = root, call_id, sample_rate
+        self._metadata = dict(metadata)
+        self.limit = limit
+        self.channels = [bytearray(), bytearray()]
+        self.disk: CallSpool | None = None
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return dict(self._metadata)
+
+    def write(
+        self,
+        channel: Channel | int,
+        sample_offset: int,
+        pcm: bytes | bytearray | memoryview,
+        sample_rate: int | None = None,
+    ) -> None:
+        """As CallSpool.write: PCM16 LE mono placed at `sample_offset` on the timeline."""
+        if self.disk is not None:
+            self.disk.write(channel, sample_offset, pcm, sample_rate)
+            return
+        if channel not in (0, 1):
+            raise ValueError(f"channel is 0 (agent) or 1 (far party), not {channel!r}")
+        _check_pcm(sample_offset, pcm)
+        if sample_rate is not None and sample_rate != self.sample_rate:
+            factor = _upsampling_factor(sample_rate, self.sample_rate)
+            pcm, sample_offset = _repeat_samples(pcm, factor), sample_offset * factor
+        if sample_offset + len(pcm) // SAMPLE_BYTES > MAX_FRAMES:
+            raise ValueError(f"offset {sample_offset} is beyond the longest WAV file")
+        if not pcm:
+            return  # nothing placed, no silence added: as on disk
+        position = sample_offset * SAMPLE_BYTES
+        end = position + len(pcm)
+        buffer, other = self.channels[channel], self.channels[1 - channel]
+        if max(end, len(buffer)) + len(other) > self.limit:
+            self._spill().write(channel, sample_offset, pcm)
+            return
+        if len(buffer) < position:
+            buffer.extend(bytes(position - len(buffer)))
+        buffer[position:end] = pcm
+
+    def close(self) -> None:
+        if self.disk is not None:
+            self.disk.close()
+
+    def finalize(
+        self,
+        destination_path: Path | str,
+        format: str = "wav",
+        observer: BlockObserver | None = None,
+    ) -> FinishedAudio:
+        """The finished file at `destination_path`, as finalize() writes it."""
+        _check_format(format)
+        if self.disk is None and format == "wav":
+            return self._write_wav(Path(destination_path), observer or _NO_OBSERVER)
+        return self._spill().finalize(destination_path, format, observer)
+
+    def _write_wav(self, destination: Path, observer: BlockObserver) -> FinishedAudio:
+        frames = max(len(channel) for channel in self.channels) // SAMPLE_BYTES
+        stereo = np.zeros((frames, 2), dtype=np.int16)
+        for side, channel in enumerate(self.channels):
+            stereo[: len(channel) // SAMPLE_BYTES, side] = np.frombuffer(channel, dtype=np.int16)
+        self.channels = [bytearray(), bytearray()]
+        # Already in memory: written, hashed and drawn as one block.
+        blocks = iter([memoryview(stereo).cast("B")] if frames else [])
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        temporary = _temporary_name(destination)
+        try:
+            return _write_wav_blocks(
+                blocks, frames, temporary, destination, self.sample_rate, observer
+            )
+        except BaseException as error:
+            temporary.unlink(missing_ok=True)
+            if isinstance(error, OSError):
+                _raise_if_no_space(error, f"finished file of call {self.call_id}")
+            raise
+
+    def _spill(self) -> CallSpool:
+        """Go on in a disk spool, with what is held so far written into it."""
+        if self.disk is None:
+            self.disk = CallSpool.create(
+                self.root, self.call_id, self.sample_rate, self._metadata, durable=False
+            )
+            for side, channel in enumerate(self.channels):
+                if channel:
+                    self.disk.write(side, 0, channel)
+            self.channels = [bytearray(), bytearray()]
+        return self.disk
 
 
 def finalize(
@@ -416,6 +520,15 @@ def _check_pcm(sample_offset: int, pcm: bytes | bytearray | memoryview) -> None:
         raise ValueError(f"PCM16 audio has an even number of bytes, not {len(pcm)}")
 
 
+def _upsampling_factor(sample_rate: int, spool_rate: int) -> int:
+    if sample_rate <= 0 or sample_rate > spool_rate or spool_rate % sample_rate:
+        raise ValueError(
+            f"cannot put {sample_rate} Hz audio into a {spool_rate} Hz spool: "
+            "only a lower rate that divides the spool's rate is upsampled"
+        )
+    return spool_rate // sample_rate
+
+
 def _repeat_samples(pcm: bytes | bytearray | memoryview, factor: int) -> bytes:
     """Upsample by repeating each sample `factor` times (zero-order hold). It needs no state
     across chunks, keeps every sample at its exact place, and G.711's 4 kHz band does not
@@ -488,11 +601,24 @@ def _write_wav(
     spool_dir: Path, temporary: Path, destination: Path, rate: int, observer: BlockObserver
 ) -> FinishedAudio:
     frames = _frames_in(spool_dir)
+    blocks = _stereo_blocks(spool_dir, frames)
+    return _write_wav_blocks(blocks, frames, temporary, destination, rate, observer)
+
+
+def _write_wav_blocks(
+    blocks: Iterator[bytes | memoryview],
+    frames: int,
+    temporary: Path,
+    destination: Path,
+    rate: int,
+    observer: BlockObserver,
+) -> FinishedAudio:
+    """Stereo PCM16 blocks as a WAV file: hashed while written, fsynced, moved into place."""
     digest = hashlib.sha256()
     observer.begin(frames, rate)
     with open(temporary, "wb") as out:
         _hashed_write(out, digest, _wav_header(frames, rate))
-        for block in _stereo_blocks(spool_dir, frames):
+        for block in blocks:
             observer.block(block)
             _hashed_write(out, digest, block)
         out.flush()
