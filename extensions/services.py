@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import reduce
+from operator import or_
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Case, Exists, OuterRef, Q, QuerySet, Subquery, Value, When
 
 from extensions.models import (
     Agent,
@@ -146,12 +148,17 @@ def learns_from_call(seen: BindingSeen) -> bool:
     """
     if seen.source != BindingSource.SIP_CALL:
         return True
-    if Extension.objects.filter(number=configured_form(seen).extension).exists():
-        return True
+    configured = Extension.objects.filter(number=configured_form(seen).extension)
+    phone = Phone.objects.filter(reduce(or_, _at_address(seen.ip)))
+    announced = Binding.objects.filter(ip=seen.ip, ended_at__isnull=True).exclude(
+        source=BindingSource.SIP_CALL
+    )
+    # Three questions in one round trip: a row from any of them is a yes. A trunk's
+    # INVITEs, the common case here, are answered no with this one query.
     return (
-        phone_at(seen.ip) is not None
-        or Binding.objects.filter(ip=seen.ip, ended_at__isnull=True)
-        .exclude(source=BindingSource.SIP_CALL)
+        configured.values("pk")
+        .order_by()
+        .union(phone.values("pk").order_by(), announced.values("pk").order_by(), all=True)
         .exists()
     )
 
@@ -163,9 +170,14 @@ def apply_binding(seen: BindingSeen) -> BindingOutcome:
     observation older than the newest one applied for its extension is stale and changes
     nothing. Observations of one extension are serialised by a row lock on its
     SeenExtension, so concurrent capture nodes cannot interleave half-applied moves.
+
+    Inside a caller's transaction it takes no savepoint of its own (two round trips per
+    observation on the sink's hot path): a failure spoils the caller's transaction, so a
+    caller that goes on after one wraps each call in an atomic block of its own, as the
+    sink, the tasks and the TAPI poller do.
     """
     seen = configured_form(seen)
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         if _is_late(seen):
             log.info("stale observation of %s at %s ignored", seen.extension, seen.ip)
             return BindingOutcome("stale")
@@ -175,6 +187,14 @@ def apply_binding(seen: BindingSeen) -> BindingOutcome:
 
 
 def _is_late(seen: BindingSeen) -> bool:
+    # The usual case, a newer observation of a known extension, is one statement: the
+    # UPDATE takes the row lock that serialises the extension's observations, and
+    # PostgreSQL checks its condition again on the row a concurrent writer committed.
+    advanced = SeenExtension.objects.filter(
+        number=seen.extension, last_seen__lte=seen.seen_at
+    ).update(last_seen=seen.seen_at, last_ip=seen.ip, last_source=seen.source)
+    if advanced:
+        return False
     wire, created = SeenExtension.objects.get_or_create(
         number=seen.extension,
         defaults={
@@ -226,31 +246,45 @@ def _locate(seen: BindingSeen, extension: Extension | None) -> tuple[Phone | Non
     The phone is found by the device identity the protocol carries, else by the IP (a
     static phone's configured address, or the last IP a phone was seen at), else, for a
     configured extension, as the phone that holds it as line 1 (it got a new address).
+    One query asks all of these, in that order of preference, with the line.
     """
-    phone = None
+    choices = _at_address(seen.ip)
     if seen.device:
-        phone = Phone.objects.filter(device_name=seen.device).first()
-    if phone is None:
-        phone = phone_at(seen.ip)
-    if phone is None and extension is not None:
-        line_one = extension.appearances.filter(line_number=1).select_related("phone").first()
-        if line_one is not None and not line_one.phone.static_ip:
-            phone = line_one.phone
-    line_number = seen.line_number
-    if line_number is None and phone is not None and extension is not None:
-        line_number = (
-            LineAppearance.objects.filter(phone=phone, extension=extension)
-            .values_list("line_number", flat=True)
-            .first()
-        )
-    return phone, line_number
+        choices.insert(0, Q(device_name=seen.device))
+    if extension is not None:
+        line_one = extension.appearances.filter(line_number=1).values("phone")
+        choices.append(Q(static_ip=False, pk__in=line_one))
+    phones = _preferred_phones(choices)
+    if extension is not None and seen.line_number is None:
+        lines = LineAppearance.objects.filter(phone=OuterRef("pk"), extension=extension)
+        phones = phones.annotate(line_here=Subquery(lines.values("line_number")[:1]))
+    phone = phones.first()
+    if phone is None or seen.line_number is not None:
+        return phone, seen.line_number
+    return phone, getattr(phone, "line_here", None)
 
 
 def phone_at(ip: str) -> Phone | None:
-    static = Phone.objects.filter(static_ip=True, configured_ip=ip).first()
-    if static is not None:
-        return static
-    return Phone.objects.filter(current_ip=ip).order_by("-last_heard_at").first()
+    """The phone at an address: the static-IP phone configured there, else the phone
+    most recently heard from there."""
+    return _preferred_phones(_at_address(ip)).first()
+
+
+def _at_address(ip: str) -> list[Q]:
+    """The ways a phone is at an address, in order of preference: the static-IP phone
+    configured there, then the phones last heard from there."""
+    return [Q(static_ip=True, configured_ip=ip), Q(current_ip=ip)]
+
+
+def _preferred_phones(choices: list[Q]) -> QuerySet[Phone]:
+    """Phones matching any of `choices`, those of an earlier choice first; among the
+    phones of one choice, the most recently heard first."""
+    preference = Case(*(When(choice, then=Value(rank)) for rank, choice in enumerate(choices)))
+    return (
+        Phone.objects.filter(reduce(or_, choices))
+        .annotate(preference=preference)
+        .order_by("preference", "-last_heard_at")
+    )
 
 
 def _expiry(seen: BindingSeen) -> datetime | None:
@@ -280,7 +314,8 @@ def _open(
 def _refresh(binding: Binding, seen: BindingSeen, phone: Phone | None, line: int | None) -> None:
     binding.last_seen = max(binding.last_seen, seen.seen_at)
     binding.expires_at = _expiry(seen)
-    binding.phone = binding.phone or phone
+    if binding.phone_id is None:  # by its id: reading binding.phone would be a query
+        binding.phone = phone
     binding.line_number = binding.line_number if line is None else line
     binding.device = binding.device or seen.device
     binding.save(update_fields=["last_seen", "expires_at", "phone", "line_number", "device"])
@@ -392,9 +427,10 @@ def _note_phone(phone: Phone, seen: BindingSeen) -> None:
     heard = Phone.objects.filter(pk=phone.pk).filter(
         Q(last_heard_at__isnull=True) | Q(last_heard_at__lte=seen.seen_at)
     )
-    heard.update(last_heard_at=seen.seen_at)
+    changes = {"last_heard_at": seen.seen_at}
     if not phone.static_ip:
-        heard.update(current_ip=seen.ip)
+        changes["current_ip"] = seen.ip
+    heard.update(**changes)
 
 
 def _unregister(seen: BindingSeen) -> BindingOutcome:
@@ -450,25 +486,37 @@ def who_was_at(ip: str, at: datetime) -> Attribution | None:
     extension's owner for a line-1 binding, and the person at the phone (its line-1 owner)
     for a line 2+ binding, each falling back to the other.
     """
-    static = Phone.objects.filter(static_ip=True, configured_ip=ip).first()
-    if static is not None:
-        return _static_attribution(static)
+    static = Phone.objects.filter(static_ip=True, configured_ip=ip)
     valid = (
         Binding.objects.filter(ip=ip, first_seen__lte=at)
         .filter(Q(ended_at__isnull=True) | Q(ended_at__gte=at))
+        .annotate(static_phone_here=Exists(static))
         .select_related("extension__agent", "phone")
         .order_by("-first_seen")
     )
-    candidates = sorted(valid[:20], key=lambda binding: not binding.is_primary)
+    bindings = list(valid[:20])
+    # The bindings say whether a static phone is there too: usually one query, not two.
+    if not bindings or bindings[0].static_phone_here:
+        static_phone = static.first()
+        if static_phone is not None:
+            return _static_attribution(static_phone)
+    candidates = sorted(bindings, key=lambda binding: not binding.is_primary)
     if not candidates:
         return None
     binding = candidates[0]
     owner = binding.extension.agent if binding.extension else None
-    holder = binding.phone.holder if binding.phone else None
-    agent = (owner or holder) if binding.is_primary else (holder or owner)
+    # The holder costs a query: asked only when the owner does not already decide.
+    if binding.is_primary:
+        agent = owner or _holder(binding.phone)
+    else:
+        agent = _holder(binding.phone) or owner
     return Attribution(
         binding.extension_number, binding.extension, binding.phone, agent, binding.source
     )
+
+
+def _holder(phone: Phone | None) -> Agent | None:
+    return phone.holder if phone is not None else None
 
 
 def _static_attribution(phone: Phone) -> Attribution:
@@ -478,6 +526,6 @@ def _static_attribution(phone: Phone) -> Attribution:
         extension.number if extension else "",
         extension,
         phone,
-        phone.holder,
+        extension.agent if extension else None,  # the phone's holder, from the line read
         BindingSource.STATIC,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -22,8 +23,8 @@ from integrations.observations import Endpoint, MediaOffer, Side
 from recorder.calls import moment
 from recorder.media.bulk import rtp_payload_types
 from recorder.media.codecs import PayloadKind
-from recorder.media.rtplog import MANIFEST_NAME, read_batches, read_manifest
-from recorder.media.spool import CallSpool, Channel
+from recorder.media.rtplog import LOG_NAME, MANIFEST_NAME, LogBlock, read_batches, read_manifest
+from recorder.media.spool import Channel, MemorySpool
 from recorder.media.stream import StreamDecoder
 from recorder.models import Call, Recording, recordings_storage
 from recorder.quality import mos_estimate
@@ -35,6 +36,26 @@ WIDEBAND_RATE = 16000
 # Where spools whose call is unknown are set aside, once, for a person to look at.
 ORPHANED = "_orphaned"
 NARROWBAND_RATE = 8000
+# A finished call's log up to this size is read once for both passes over it (about an
+# hour of G.711 both ways); a longer one is read twice rather than held.
+LOG_KEPT_BYTES = 64 * 1024 * 1024
+# What a Recording takes from its call, and what finishing it writes.
+CALL_COLUMNS = [
+    "call_id",
+    "conversation_id",
+    "started_at",
+    "ended_at",
+    "direction",
+    "extension",
+    "agent",
+    "phone",
+    "remote_party",
+    "remote_name",
+    "local_ip",
+    "remote_ip",
+]
+ANALYSIS_COLUMNS = ["quality", "dtmf", "codec", "mos_estimate"]
+AUDIO_COLUMNS = ["file", "size", "audio_format", "status"]
 
 
 @dataclass
@@ -62,21 +83,25 @@ def local_side_of(call: Call, given: Side | None) -> Side:
 def finish_recording(
     call: Call, spool: Path, media: tuple[MediaOffer, ...], local_side: Side | None
 ) -> Recording | None:
-    """Decode a finished call's log into a Recording; the spool is removed once stored."""
+    """Decode a finished call's log into a Recording; the spool is removed once stored.
+
+    Runs again from the start after a rollback: the log is only read, and what an
+    interrupted earlier attempt decoded is decoded again."""
+    shutil.rmtree(spool / "pcm", ignore_errors=True)
     local = local_side_of(call, local_side)
     directions = _directions(media, local)
-    _scan(spool, directions)
+    batches = _batches(spool)
+    _scan(batches, directions)
     if not any(direction.payload_types for direction in directions.values()):
-        shutil.rmtree(spool, ignore_errors=True)
+        _remove_after_commit(spool)
         return None
     recording = _new_recording(call, local)
     rate = _rate_for(directions)
     start = min(d.first_arrival for d in directions.values() if d.first_arrival is not None)
-    # The PCM spool can always be decoded again from the RTP log: no fsync for it.
-    audio_spool = CallSpool.create(
-        spool / "pcm", call.call_id, rate, metadata={"timeline_start": start}, durable=False
-    )
-    for batch in read_batches(spool):
+    # Put together in memory (a long call goes on in a PCM spool beside the log); either
+    # can always be decoded again from the RTP log, so neither is fsynced.
+    audio_spool = MemorySpool(spool / "pcm", call.call_id, rate, {"timeline_start": start})
+    for batch in batches:
         direction = directions[batch.receiver]
         chunks = direction.decoder.feed_block(batch.arrivals, batch.lengths, batch.data)
         _write(audio_spool, direction, chunks)
@@ -102,13 +127,30 @@ def _payload_types(offers: dict[Side, MediaOffer], side: Side) -> tuple[tuple[in
     return offer.payload_types if offer is not None else ()
 
 
-def _scan(spool: Path, directions: dict[Side, Direction]) -> None:
+def _batches(spool: Path) -> Iterable[LogBlock]:
+    """The log's batches, for two passes: read once and kept when the log is small
+    enough, read twice from the file otherwise."""
+    log_file = spool / LOG_NAME
+    if log_file.exists() and log_file.stat().st_size <= LOG_KEPT_BYTES:
+        return list(read_batches(spool))
+    return _BatchReader(spool)
+
+
+class _BatchReader:
+    def __init__(self, spool: Path) -> None:
+        self.spool = spool
+
+    def __iter__(self) -> Iterator[LogBlock]:
+        return read_batches(self.spool)
+
+
+def _scan(batches: Iterable[LogBlock], directions: dict[Side, Direction]) -> None:
     """First pass: when each direction started, and which payload types it carried.
 
     Only RTP counts: a keepalive or probe datagram sent to the media port (SIPp sends a
     4-byte one, rtppcap-sip-rtp-g722.pcap) is neither a payload type nor the start of
     the direction's audio."""
-    for batch in read_batches(spool):
+    for batch in batches:
         direction = directions[batch.receiver]
         first_rtp, payload_types = rtp_payload_types(batch.lengths, batch.data)
         if direction.first_arrival is None and first_rtp is not None:
@@ -126,7 +168,7 @@ def _rate_for(directions: dict[Side, Direction]) -> int:
     return NARROWBAND_RATE
 
 
-def _write(audio_spool: CallSpool, direction: Direction, chunks: list) -> None:
+def _write(audio_spool: MemorySpool, direction: Direction, chunks: list) -> None:
     rate = direction.decoder.sample_rate
     if not chunks or rate is None:
         return
@@ -136,37 +178,46 @@ def _write(audio_spool: CallSpool, direction: Direction, chunks: list) -> None:
         audio_spool.write(direction.channel, base + chunk.offset, chunk.pcm, sample_rate=rate)
 
 
-def _call_start(audio_spool: CallSpool) -> float:
+def _call_start(audio_spool: MemorySpool) -> float:
     return audio_spool.metadata.get("timeline_start", 0.0)
 
 
 def _new_recording(call: Call, local: Side) -> Recording:
+    """The call's Recording row, written now because the file is named by its id.
+
+    One statement, INSERT ... ON CONFLICT DO UPDATE: a call finished again (recovered, a
+    file imported twice) keeps its one row, with these columns written afresh and the
+    others (a legal hold) as they were."""
     far_number = call.callee if local == Side.CALLER else call.caller
     far_name = call.callee_name if local == Side.CALLER else call.caller_name
     local_ip = call.caller_ip if local == Side.CALLER else call.callee_ip
     remote_ip = call.callee_ip if local == Side.CALLER else call.caller_ip
-    recording, _ = Recording.objects.update_or_create(
+    recording = Recording(
         signalling=call,
-        defaults={
-            "call_id": call.call_id,
-            "conversation_id": call.conversation_id or call.call_id,
-            "started_at": call.started_at,
-            "ended_at": call.ended_at,
-            "direction": call.direction,
-            "extension": call.extension,
-            "agent": call.agent,
-            "phone": call.phone,
-            "remote_party": far_number,
-            "remote_name": far_name,
-            "local_ip": local_ip,
-            "remote_ip": remote_ip,
-        },
+        call_id=call.call_id,
+        conversation_id=call.conversation_id or call.call_id,
+        started_at=call.started_at,
+        ended_at=call.ended_at,
+        direction=call.direction,
+        extension=call.extension,
+        agent_id=call.agent_id,
+        phone_id=call.phone_id,
+        remote_party=far_number,
+        remote_name=far_name,
+        local_ip=local_ip,
+        remote_ip=remote_ip,
+    )
+    Recording.objects.bulk_create(
+        [recording],
+        update_conflicts=True,
+        unique_fields=["signalling"],
+        update_fields=CALL_COLUMNS,
     )
     return recording
 
 
 def _store(
-    recording: Recording, audio_spool: CallSpool, directions: dict[Side, Direction], spool: Path
+    recording: Recording, audio_spool: MemorySpool, directions: dict[Side, Direction], spool: Path
 ) -> None:
     decoded = [d for d in directions.values() if d.decoder.sample_rate is not None]
     recording.quality = {_quality_key(d): _quality(d.decoder) for d in directions.values()}
@@ -189,24 +240,29 @@ def _store(
     recording.audio_format = settings.QMS_RECORDING_FORMAT
     recording.peaks = waveform.peaks
     recording.status = Recording.Status.COMPLETE
-    recording.save()
+    recording.save(
+        update_fields=[*ANALYSIS_COLUMNS, *AUDIO_COLUMNS, "sha256", "duration_seconds", "peaks"]
+    )
     _remove_after_commit(spool)
 
 
-def _keep_raw(recording: Recording, audio_spool: CallSpool, spool: Path) -> None:
-    """No direction could be decoded: keep the RTP as it came, and say which codec."""
+def _keep_raw(recording: Recording, audio_spool: MemorySpool, spool: Path) -> None:
+    """No direction could be decoded: keep the RTP as it came, and say which codec.
+
+    The log is copied, not moved: it stays for a new attempt should this transaction be
+    rolled back, and goes with the spool once the row is committed."""
     audio_spool.close()
     name = _audio_name(recording, suffix="rtplog")
     storage = recordings_storage()
     destination = Path(storage.path(name))
     destination.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(spool / "rtp.log", destination)
+    shutil.copyfile(spool / "rtp.log", destination)
     recording.file.name = name
     recording.size = destination.stat().st_size
     recording.audio_format = "rtp"
     recording.status = Recording.Status.NOT_DECODABLE
     recording.status_detail = f"not decodable: {recording.codec or 'unknown codec'}"
-    recording.save()
+    recording.save(update_fields=[*ANALYSIS_COLUMNS, *AUDIO_COLUMNS, "status_detail"])
     _remove_after_commit(spool)
 
 

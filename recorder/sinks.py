@@ -27,7 +27,7 @@ from extensions.services import (
 )
 from integrations.observations import BindingSeen, CallEvent, EncryptedSignallingSeen
 from recorder.calls import CallSnapshot, moment
-from recorder.models import Call
+from recorder.models import Call, Recording
 from recorder.recording import finish_recording, recover_spools
 
 log = logging.getLogger(__name__)
@@ -75,62 +75,131 @@ def recording_options(options: dict) -> dict:
     }
 
 
+# The columns a snapshot writes, besides who the call belongs to (ATTRIBUTION).
+SNAPSHOT_COLUMNS = (
+    "state",
+    "direction",
+    "conversation_id",
+    "answered_at",
+    "ended_at",
+    "end_reason",
+    "caller",
+    "caller_name",
+    "callee",
+    "callee_name",
+    "caller_ip",
+    "callee_ip",
+    "media",
+)
+ATTRIBUTION = ("extension", "phone", "agent")
+CALL_KEY = ("protocol", "call_id", "started_at")
+# (field name, attribute): a foreign key is compared by its id, not by reading its row.
+TRACKED = tuple(
+    (name, Call._meta.get_field(name).attname) for name in SNAPSHOT_COLUMNS + ATTRIBUTION
+)
+
+
 class CallLog:
-    """Writes call snapshots as Call rows, one row per call, idempotently."""
+    """Writes call snapshots as Call rows, one row per call, idempotently.
+
+    A call new to this log is written in one statement, an INSERT that updates the row
+    instead should it exist (a file imported twice, an event delivered again); each later
+    snapshot updates only the columns it changes, and nothing when it changes none.
+    """
 
     def __init__(self, node: str = "") -> None:
         self.node = node
         self.live: dict[tuple[str, float], Call] = {}
         self.written = 0
+        self.do_not_record: set[str] | None = None
+        self.starting: set[tuple[str, float]] = set()
+        self.finished: list[Recording] = []
+
+    def begin_batch(self, starting: set[tuple[str, float]]) -> None:
+        """A new batch: `starting` are the calls whose start it holds (under a later
+        snapshot, perhaps), new calls that are written without being looked for. The
+        do-not-record numbers are read again, once, when the batch first needs them."""
+        self.starting = starting
+        self.do_not_record = None
+        self.finished = []
+
+    def forget(self, snapshot: CallSnapshot | None = None) -> None:
+        """Drop the cached row of a call whose write was rolled back: it is read again
+        from the database the next time. None: the whole batch was rolled back."""
+        if snapshot is not None:
+            self.live.pop((snapshot.call_id, snapshot.started_at), None)
+            return
+        self.live.clear()
+        self._discard_rolled_back_audio()
+
+    def _discard_rolled_back_audio(self) -> None:
+        """Delete the files of the batch's recordings whose rows were rolled back: no row
+        will point at them (a new attempt writes its own), and retention would never
+        find them. Unsure, with the database out of reach, they are kept."""
+        finished, self.finished = self.finished, []
+        try:
+            kept = set(
+                Recording.objects.filter(pk__in=[r.pk for r in finished]).values_list(
+                    "pk", flat=True
+                )
+            )
+        except DatabaseError as error:
+            log.warning("audio of %d recordings kept unchecked: %s", len(finished), error)
+            return
+        for recording in finished:
+            if recording.pk not in kept and recording.file.name:
+                recording.file.storage.delete(recording.file.name)
 
     def record(self, snapshot: CallSnapshot) -> Call:
-        call, new = self._row(snapshot)
-        call.state = snapshot.state
-        call.direction = snapshot.direction
-        call.conversation_id = snapshot.conversation_id[:255]
-        call.answered_at = moment(snapshot.answered_at)
-        call.ended_at = moment(snapshot.ended_at)
-        call.end_reason = snapshot.end_reason
-        for name in ("caller", "caller_name", "callee", "callee_name"):
-            setattr(call, name, getattr(snapshot, name)[:128])
-        call.caller_ip = snapshot.caller_ip or None
-        call.callee_ip = snapshot.callee_ip or None
-        call.media = [media_json(offer) for offer in snapshot.media]
+        call = self._stored(snapshot)
+        new = call is None
+        if new:
+            call = Call(**_key_of(snapshot), node=self.node)
+        before = None if new else _columns(call)
+        _copy_snapshot(snapshot, call)
         ended = snapshot.event == CallEvent.END
         # Who the call belongs to is looked up when it starts, and again at its end only if
         # it was not found then (the binding may have arrived in between): not at every step.
         if new or not call.extension or (ended and call.agent_id is None):
             self._attribute(call, snapshot)
-        call.save()
+        if new:
+            _insert_or_update(call)
+        else:
+            _save_changes(call, before)
         self.written += 1
+        key = (snapshot.call_id, snapshot.started_at)
         if ended:
-            self.live.pop((snapshot.call_id, snapshot.started_at), None)
+            self.live.pop(key, None)
             if snapshot.spool:
                 self._finish_recording(call, snapshot)
+        else:
+            self.live[key] = call
         return call
 
     def _finish_recording(self, call: Call, snapshot: CallSnapshot) -> None:
         spool = Path(snapshot.spool)
-        if Extension.objects.filter(number=call.extension, do_not_record=True).exists():
+        if self._do_not_record(call.extension):
             # Belt and braces: the engine starts no log for a do-not-record number it
             # knows, but a number may be learned only as the call goes on.
             shutil.rmtree(spool, ignore_errors=True)
             return
-        finish_recording(call, spool, snapshot.media, snapshot.local_side)
+        recording = finish_recording(call, spool, snapshot.media, snapshot.local_side)
+        if recording is not None:
+            self.finished.append(recording)
 
-    def _row(self, snapshot: CallSnapshot) -> tuple[Call, bool]:
+    def _do_not_record(self, number: str) -> bool:
+        if self.do_not_record is None:
+            self.do_not_record = do_not_record_numbers()
+        return number in self.do_not_record
+
+    def _stored(self, snapshot: CallSnapshot) -> Call | None:
+        """The call's row as this log has it, else as stored; None for a call starting
+        now, which is written without being looked for."""
         key = (snapshot.call_id, snapshot.started_at)
         found = self.live.get(key)
-        if found is not None:
-            return found, False
-        call, created = Call.objects.get_or_create(
-            protocol=snapshot.protocol,
-            call_id=snapshot.call_id[:255],
-            started_at=moment(snapshot.started_at),
-            defaults={"node": self.node},
-        )
-        self.live[key] = call
-        return call, created
+        if found is not None or snapshot.event == CallEvent.START or key in self.starting:
+            return found
+        return Call.objects.filter(**_key_of(snapshot)).first()
 
     def _attribute(self, call: Call, snapshot: CallSnapshot) -> None:
         """The recorded side's extension, phone and person, as the directory had them."""
@@ -144,6 +213,50 @@ class CallLog:
             call.extension = call.extension or found.extension_number
 
 
+def _key_of(snapshot: CallSnapshot) -> dict:
+    return {
+        "protocol": snapshot.protocol,
+        "call_id": snapshot.call_id[:255],
+        "started_at": moment(snapshot.started_at),
+    }
+
+
+def _copy_snapshot(snapshot: CallSnapshot, call: Call) -> None:
+    call.state = snapshot.state
+    call.direction = snapshot.direction
+    call.conversation_id = snapshot.conversation_id[:255]
+    call.answered_at = moment(snapshot.answered_at)
+    call.ended_at = moment(snapshot.ended_at)
+    call.end_reason = snapshot.end_reason
+    for name in ("caller", "caller_name", "callee", "callee_name"):
+        setattr(call, name, getattr(snapshot, name)[:128])
+    call.caller_ip = snapshot.caller_ip or None
+    call.callee_ip = snapshot.callee_ip or None
+    call.media = [media_json(offer) for offer in snapshot.media]
+
+
+def _columns(call: Call) -> dict[str, object]:
+    """The values a snapshot may change, by field name."""
+    return {name: getattr(call, attribute) for name, attribute in TRACKED}
+
+
+def _save_changes(call: Call, before: dict[str, object]) -> None:
+    changed = [name for name, value in _columns(call).items() if value != before[name]]
+    if changed:
+        call.save(update_fields=changed)
+
+
+def _insert_or_update(call: Call) -> None:
+    """INSERT ... ON CONFLICT DO UPDATE: one statement and no savepoint, where a lookup
+    before the INSERT would cost three more. The row's id is set either way."""
+    Call.objects.bulk_create(
+        [call],
+        update_conflicts=True,
+        unique_fields=CALL_KEY,
+        update_fields=[*SNAPSHOT_COLUMNS, *ATTRIBUTION],
+    )
+
+
 def media_json(offer) -> dict:
     return {
         "side": str(offer.side),
@@ -152,6 +265,15 @@ def media_json(offer) -> dict:
         "payload_types": [list(pair) for pair in offer.payload_types],
         "mode": offer.mode,
         "encrypted": offer.encrypted,
+    }
+
+
+def starting_calls(batch: list) -> set[tuple[str, float]]:
+    """The calls whose start is among the batch's snapshots."""
+    return {
+        (event.call_id, event.started_at)
+        for event in batch
+        if isinstance(event, CallSnapshot) and event.event == CallEvent.START
     }
 
 
@@ -213,18 +335,45 @@ class DatabaseSink:
         return batch
 
     def _apply_batch(self, batch: list) -> None:
-        """One transaction per batch (one commit, one fsync); each event in a savepoint of
-        its own, so one failure spoils nothing else. Bindings go first, in order, so the
-        calls of the batch are attributed with them; of several snapshots of one call
-        only the last is written, as each snapshot holds the whole call so far."""
+        """One transaction per batch (one commit, one fsync). Bindings go first, in order,
+        so the calls of the batch are attributed with them; of several snapshots of one
+        call only the last is written, as each snapshot holds the whole call so far.
+
+        The batch is applied at first without a savepoint per event (two round trips
+        each). Should any event fail, the whole batch is rolled back and applied again
+        with each event in a savepoint of its own, so one failure spoils nothing else."""
+        if not batch:
+            return
+        events = coalesced(batch)
+        self.calls.begin_batch(starting_calls(batch))
+        if not self._apply_at_once(events):
+            self._apply_one_by_one(events, len(batch))
+
+    def _apply_at_once(self, events: list) -> bool:
+        counts = (self.outcomes.copy(), self.bindings_applied, self.calls.written)
         try:
             with transaction.atomic():
-                for event in coalesced(batch):
+                for event in events:
+                    self._apply_event(event)
+        except Exception as error:  # any failure: the event-by-event pass counts and logs it
+            log.info("a batch of %d events is applied again one by one: %s", len(events), error)
+            self.outcomes, self.bindings_applied, self.calls.written = counts
+            if isinstance(error, DatabaseError):
+                close_old_connections()
+            self.calls.forget()
+            return False
+        return True
+
+    def _apply_one_by_one(self, events: list, received: int) -> None:
+        try:
+            with transaction.atomic():
+                for event in events:
                     self._apply(event)
         except DatabaseError as error:
-            self.failures[type(error).__name__] += len(batch)
-            log.error("could not commit %d events: %s", len(batch), error)
+            self.failures[type(error).__name__] += received
+            log.error("could not commit %d events: %s", received, error)
             close_old_connections()
+            self.calls.forget()
 
     def _bind(self, seen: BindingSeen) -> None:
         if not learns_from_call(seen):
@@ -237,16 +386,26 @@ class DatabaseSink:
         # The loop's edge: one bad event is counted and logged, never the end of the rest.
         try:
             with transaction.atomic():
-                if isinstance(event, BindingSeen):
-                    self._bind(event)
-                elif isinstance(event, EncryptedSignallingSeen):
-                    note_encrypted_signalling(event)
-                else:
-                    self.calls.record(event)
+                self._apply_event(event)
         except DatabaseError as error:
             self.failures[type(error).__name__] += 1
             log.error("could not store %r: %s", event, error)
+            self._forget(event)
             close_old_connections()
         except Exception:
             self.failures["unexpected"] += 1
             log.exception("could not store %r", event)
+            self._forget(event)
+
+    def _apply_event(self, event: BindingSeen | CallSnapshot) -> None:
+        if isinstance(event, BindingSeen):
+            self._bind(event)
+        elif isinstance(event, EncryptedSignallingSeen):
+            note_encrypted_signalling(event)
+        else:
+            self.calls.record(event)
+
+    def _forget(self, event: object) -> None:
+        """A call whose write was rolled back with its savepoint is read again next time."""
+        if isinstance(event, CallSnapshot):
+            self.calls.forget(event)
