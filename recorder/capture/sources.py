@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import os
 import queue
 import struct
 import threading
@@ -84,8 +85,14 @@ def pcap_chunks(path: Path) -> tuple[PcapFormat, Iterator[bytes]] | None:
 
 
 def _chunks(capture) -> Iterator[bytes]:
+    """The file in chunks; the pages of each chunk read are left for the kernel to drop,
+    so that importing a capture larger than memory does not push everything else out."""
     with capture:
+        done = capture.tell()
         while chunk := capture.read(PCAP_CHUNK):
+            if hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(capture.fileno(), done, len(chunk), os.POSIX_FADV_DONTNEED)
+            done += len(chunk)
             yield chunk
 
 
