@@ -28,16 +28,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from recorder.capture.link import LINKTYPE_ETHERNET
-from recorder.media.rtplog import PendingRun, RtpLog
+from recorder.media.rtplog import MAX_BLOCK_PACKETS, PendingRun, RtpLog
 
 if TYPE_CHECKING:
     from recorder.calls import MediaStream
     from recorder.capture.sources import PcapFormat
     from recorder.engine import Engine
 
-# Records classified at once: bounds the arrays, and the packets a run can add to one
-# direction of a log block (whose count is 16 bits).
-RUN_MAX = 32768
+# Records classified at once: bounds the arrays, and what a run can add to one direction
+# of a log block (whose count is 16 bits). An 8 MiB chunk of G.711 frames is one run.
+RUN_MAX = MAX_BLOCK_PACKETS
 # Records of one length in a row before the per-record loop hands over to a run.
 RUN_STREAK = 8
 RECORD_HEADER = 16

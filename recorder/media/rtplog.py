@@ -46,6 +46,8 @@ BLOCK_HEADER = struct.Struct("<BBHI")
 BLOCK_MAGIC = 0xB1
 # Packets a direction holds before it writes a block of its own: about 5 s of 20 ms audio.
 BLOCK_PACKETS = 256
+# A block's packet count is 16 bits.
+MAX_BLOCK_PACKETS = 0xFFFF
 LOG_NAME = "rtp.log"
 MANIFEST_NAME = "call.json"
 DIRECTION_CODE = {Side.CALLER: 0, Side.CALLEE: 1}
@@ -103,7 +105,7 @@ class RtpLog:
         write_manifest(directory, manifest)
         self.fd = os.open(directory / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         self.size = os.fstat(self.fd).st_size
-        self.block_packets = max(1, min(block_packets, 0xFFFF))
+        self.block_packets = max(1, min(block_packets, MAX_BLOCK_PACKETS))
         # Per direction code: the arrival times and packets since the last flush, one by
         # one (the packet path's lists), and before them any runs appended whole.
         self.arrivals: tuple[list[float], list[bytes]] = ([], [])
@@ -126,7 +128,11 @@ class RtpLog:
             self.flush()
 
     def append_run(self, code: int, run: PendingRun) -> None:
-        """Packets of one direction appended whole, in arrival order, after those before."""
+        """Packets of one direction appended whole, in arrival order, after those before.
+        A run of at most MAX_BLOCK_PACKETS always fits a block: what is pending goes first
+        when together they would not."""
+        if self.run_packets[code] + len(self.pending[code]) + run.count > MAX_BLOCK_PACKETS:
+            self.flush()
         if self.pending[code]:
             self.runs[code].append(self._take_singles(code))
         self.runs[code].append(run)

@@ -10,10 +10,19 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from integrations.observations import Side
-from recorder.media.rtplog import LoggedPacket, RtpLog, read_log, read_manifest
+from recorder.media.rtplog import (
+    MAX_BLOCK_PACKETS,
+    LoggedPacket,
+    PendingRun,
+    RtpLog,
+    read_blocks,
+    read_log,
+    read_manifest,
+)
 from tests.conftest import mounted_tmpfs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,6 +38,26 @@ def test_packets_read_back_in_order_with_their_direction(tmp_path: Path) -> None
         LoggedPacket(1.52, Side.CALLEE, b"\x80\x08defg"),
     ]
     assert read_manifest(tmp_path / "call") == {"call_id": "c1"}
+
+
+def test_a_whole_run_after_single_packets_keeps_every_block_within_16_bits(
+    tmp_path: Path,
+) -> None:
+    """A run as long as a block can be, appended after packets still pending: they are
+    written first, so no block counts more than MAX_BLOCK_PACKETS, and the order holds."""
+    log = RtpLog(tmp_path / "call", {}, block_packets=MAX_BLOCK_PACKETS)
+    for index in range(10):
+        log.append(float(index), Side.CALLEE, b"\x80\x00" + bytes([index]))
+    count = MAX_BLOCK_PACKETS
+    arrivals = np.arange(10, 10 + count, dtype="<f8")
+    payloads = np.arange(count, dtype=">u2").tobytes()
+    log.append_run(1, PendingRun(count, arrivals.tobytes(), b"\x02\x00" * count, payloads))
+    log.close()
+    blocks = list(read_blocks(tmp_path / "call"))
+    assert [len(block.lengths) for block in blocks] == [10, MAX_BLOCK_PACKETS]
+    logged = list(read_log(tmp_path / "call"))
+    assert [packet.arrival for packet in logged] == [float(at) for at in range(10 + count)]
+    assert logged[10].packet == b"\x00\x00" and logged[-1].packet == b"\xff\xfe"
 
 
 def test_a_torn_last_block_ends_the_log_there(tmp_path: Path) -> None:
