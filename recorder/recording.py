@@ -66,6 +66,7 @@ class Direction:
     channel: Channel
     decoder: StreamDecoder
     first_arrival: float | None = None
+    last_arrival: float | None = None
     payload_types: Counter = field(default_factory=Counter)
 
 
@@ -100,7 +101,10 @@ def finish_recording(
     start = min(d.first_arrival for d in directions.values() if d.first_arrival is not None)
     # Put together in memory (a long call goes on in a PCM spool beside the log); either
     # can always be decoded again from the RTP log, so neither is fsynced.
-    audio_spool = MemorySpool(spool / "pcm", call.call_id, rate, {"timeline_start": start})
+    audio_spool = MemorySpool(
+        spool / "pcm", call.call_id, rate, {"timeline_start": start},
+        expected_frames=_expected_frames(directions, start, rate),
+    )  # fmt: skip
     for batch in batches:
         direction = directions[batch.receiver]
         chunks = direction.decoder.feed_block(batch.arrivals, batch.lengths, batch.data)
@@ -155,7 +159,16 @@ def _scan(batches: Iterable[LogBlock], directions: dict[Side, Direction]) -> Non
         first_rtp, payload_types = rtp_payload_types(batch.lengths, batch.data)
         if direction.first_arrival is None and first_rtp is not None:
             direction.first_arrival = batch.arrivals[first_rtp]
+        if first_rtp is not None:
+            direction.last_arrival = batch.arrivals[-1]
         direction.payload_types.update(payload_types)
+
+
+def _expected_frames(directions: dict[Side, Direction], start: float, rate: int) -> int:
+    """The call's length in frames as its packets' arrivals tell it, and a second more
+    (the last packet's audio, jitter): room for the audio from the start."""
+    last = max((d.last_arrival for d in directions.values() if d.last_arrival), default=start)
+    return int((last - start + 1.0) * rate)
 
 
 def _rate_for(directions: dict[Side, Direction]) -> int:

@@ -37,6 +37,7 @@ from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from integrations.observations import Side
 
@@ -64,10 +65,10 @@ class LoggedPacket:
     packet: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class PendingRun:
+class PendingRun(NamedTuple):
     """Packets of one direction waiting for the next block, in the block's own form:
-    little-endian float64 arrivals, uint16 lengths, the packets back to back."""
+    little-endian float64 arrivals, uint16 lengths, the packets back to back. (A named
+    tuple: the capture loop makes one per stream and run.)"""
 
     count: int
     arrivals: bytes | memoryview

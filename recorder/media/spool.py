@@ -309,10 +309,12 @@ class MemorySpool:
 
     The recorder decodes a call's whole RTP log when the call ends; most calls' audio fits
     in memory, and building it there spares the disk spool's files (a folder, a manifest,
-    two channel files written, read back and removed) for each call. Same write() as
-    CallSpool. Past `limit` bytes of PCM, and for any format but WAV, it moves what it
-    holds into a CallSpool under `root` and goes on there: memory stays bounded whatever
-    the call's length.
+    two channel files written, read back and removed) for each call. The samples go
+    straight to their place in one stereo array, which is the WAV file's data as it will
+    be written. Same write() as CallSpool. Past `limit` bytes of PCM, and for any format
+    but WAV, it moves what it holds into a CallSpool under `root` and goes on there:
+    memory stays bounded whatever the call's length. `expected_frames` sizes the array
+    at the start (it grows as needed).
     """
 
     def __init__(
@@ -322,11 +324,15 @@ class MemorySpool:
         sample_rate: int,
         metadata: Mapping[str, Any],
         limit: int = MEMORY_SPOOL_BYTES,
+        expected_frames: int = 0,
     ) -> None:
         self.root, self.call_id, self.sample_rate = root, call_id, sample_rate
         self._metadata = dict(metadata)
         self.limit = limit
-        self.channels = [bytearray(), bytearray()]
+        capacity = min(max(expected_frames, 0), limit // FRAME_BYTES)
+        self.stereo = np.zeros((capacity, 2), dtype=np.int16)
+        # Samples written so far on each channel (the end of its last audio).
+        self.written = [0, 0]
         self.disk: CallSpool | None = None
 
     @property
@@ -354,15 +360,15 @@ class MemorySpool:
             raise ValueError(f"offset {sample_offset} is beyond the longest WAV file")
         if not pcm:
             return  # nothing placed, no silence added: as on disk
-        position = sample_offset * SAMPLE_BYTES
-        end = position + len(pcm)
-        buffer, other = self.channels[channel], self.channels[1 - channel]
-        if max(end, len(buffer)) + len(other) > self.limit:
+        end = sample_offset + len(pcm) // SAMPLE_BYTES
+        written, other = self.written[channel], self.written[1 - channel]
+        if (max(end, written) + other) * SAMPLE_BYTES > self.limit:
             self._spill().write(channel, sample_offset, pcm)
             return
-        if len(buffer) < position:
-            buffer.extend(bytes(position - len(buffer)))
-        buffer[position:end] = pcm
+        if end > len(self.stereo):
+            self._grow(end)
+        self.stereo[sample_offset:end, channel] = np.frombuffer(pcm, dtype="<i2")
+        self.written[channel] = max(written, end)
 
     def close(self) -> None:
         if self.disk is not None:
@@ -380,12 +386,18 @@ class MemorySpool:
             return self._write_wav(Path(destination_path), observer or _NO_OBSERVER)
         return self._spill().finalize(destination_path, format, observer)
 
+    def _grow(self, frames: int) -> None:
+        """Room for `frames` frames at least: twice the room, so growing costs little."""
+        grown = np.zeros((max(frames, 2 * len(self.stereo)), 2), dtype=np.int16)
+        grown[: len(self.stereo)] = self.stereo
+        self.stereo = grown
+
+    def _channel(self, side: int) -> bytes:
+        return self.stereo[: self.written[side], side].astype("<i2").tobytes()
+
     def _write_wav(self, destination: Path, observer: BlockObserver) -> FinishedAudio:
-        frames = max(len(channel) for channel in self.channels) // SAMPLE_BYTES
-        stereo = np.zeros((frames, 2), dtype=np.int16)
-        for side, channel in enumerate(self.channels):
-            stereo[: len(channel) // SAMPLE_BYTES, side] = np.frombuffer(channel, dtype=np.int16)
-        self.channels = [bytearray(), bytearray()]
+        frames = max(self.written)
+        stereo = self.stereo[:frames].astype("<i2", copy=False)
         # Already in memory: written, hashed and drawn as one block.
         blocks = iter([memoryview(stereo).cast("B")] if frames else [])
         destination.parent.mkdir(parents=True, exist_ok=True)
@@ -399,6 +411,8 @@ class MemorySpool:
             if isinstance(error, OSError):
                 _raise_if_no_space(error, f"finished file of call {self.call_id}")
             raise
+        finally:
+            self.stereo, self.written = np.zeros((0, 2), dtype=np.int16), [0, 0]
 
     def _spill(self) -> CallSpool:
         """Go on in a disk spool, with what is held so far written into it."""
@@ -406,10 +420,10 @@ class MemorySpool:
             self.disk = CallSpool.create(
                 self.root, self.call_id, self.sample_rate, self._metadata, durable=False
             )
-            for side, channel in enumerate(self.channels):
-                if channel:
-                    self.disk.write(side, 0, channel)
-            self.channels = [bytearray(), bytearray()]
+            for side in (0, 1):
+                if self.written[side]:
+                    self.disk.write(side, 0, self._channel(side))
+            self.stereo, self.written = np.zeros((0, 2), dtype=np.int16), [0, 0]
         return self.disk
 
 
