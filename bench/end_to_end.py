@@ -11,6 +11,9 @@ each pinned to CPU 0 with `taskset -c 0`, times:
   outside, with its peak RSS (the command's own process; its sink thread shares the core);
 - `tshark -q -z rtp,streams -r FILE`, the peer, on the same file in the same run.
 
+QMS runs as in production, with DEBUG off; before each timed command the file is read into
+the page cache, so that neither is timed reading the disk.
+
 Then it checks what came out: one complete recording per call, a WAV file of the call's
 length for each. Prints one Markdown table row per run for bench/RESULTS.md.
 """
