@@ -210,6 +210,8 @@ class LiveCall:
     conversation_id: str = ""
     # Seconds of silence that end this call, when not the table's default.
     silence_limit: float | None = None
+    # A do-not-record call, counted as such once.
+    not_recorded: bool = False
 
     @property
     def media_packets(self) -> int:

@@ -339,7 +339,10 @@ class Engine:
         if self.spool_root is None:
             return None
         if self.do_not_record & {call.caller, call.callee}:
-            self.stats.not_recorded += 1
+            # Asked again at each of the call's offers: counted once, as a call.
+            if not call.not_recorded:
+                call.not_recorded = True
+                self.stats.not_recorded += 1
             return None
         name = hashlib.sha1(call.call_id.encode(), usedforsecurity=False).hexdigest()[:20]
         directory = self.spool_root / f"{int(call.started_at)}-{name}"
