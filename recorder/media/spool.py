@@ -195,15 +195,8 @@ class CallSpool:
         that divides the spool's rate is upsampled by sample repetition; gaps stay silence;
         a late or overlapping write overwrites. Raises SpoolFullError when the disk is full.
         """
-        # Checked by hand rather than through Channel(): this runs for every packet.
-        if channel not in (0, 1):
-            raise ValueError(f"channel is 0 (agent) or 1 (far party), not {channel!r}")
-        _check_pcm(sample_offset, pcm)
-        if sample_rate is not None and sample_rate != self.sample_rate:
-            factor = _upsampling_factor(sample_rate, self.sample_rate)
-            pcm, sample_offset = _repeat_samples(pcm, factor), sample_offset * factor
-        if sample_offset + len(pcm) // SAMPLE_BYTES > MAX_FRAMES:
-            raise ValueError(f"offset {sample_offset} is beyond the longest WAV file")
+        sample_offset, pcm = _at_spool_rate(channel, sample_offset, pcm, sample_rate,
+                                            self.sample_rate)  # fmt: skip
         if pcm:
             self._place(int(channel), sample_offset * SAMPLE_BYTES, bytes(pcm))
 
@@ -350,14 +343,8 @@ class MemorySpool:
         if self.disk is not None:
             self.disk.write(channel, sample_offset, pcm, sample_rate)
             return
-        if channel not in (0, 1):
-            raise ValueError(f"channel is 0 (agent) or 1 (far party), not {channel!r}")
-        _check_pcm(sample_offset, pcm)
-        if sample_rate is not None and sample_rate != self.sample_rate:
-            factor = _upsampling_factor(sample_rate, self.sample_rate)
-            pcm, sample_offset = _repeat_samples(pcm, factor), sample_offset * factor
-        if sample_offset + len(pcm) // SAMPLE_BYTES > MAX_FRAMES:
-            raise ValueError(f"offset {sample_offset} is beyond the longest WAV file")
+        sample_offset, pcm = _at_spool_rate(channel, sample_offset, pcm, sample_rate,
+                                            self.sample_rate)  # fmt: skip
         if not pcm:
             return  # nothing placed, no silence added: as on disk
         end = sample_offset + len(pcm) // SAMPLE_BYTES
@@ -532,6 +519,27 @@ def _check_pcm(sample_offset: int, pcm: bytes | bytearray | memoryview) -> None:
         raise ValueError(f"sample offset must not be negative, not {sample_offset}")
     if len(pcm) % SAMPLE_BYTES:
         raise ValueError(f"PCM16 audio has an even number of bytes, not {len(pcm)}")
+
+
+def _at_spool_rate(
+    channel: Channel | int,
+    sample_offset: int,
+    pcm: bytes | bytearray | memoryview,
+    sample_rate: int | None,
+    spool_rate: int,
+) -> tuple[int, bytes | bytearray | memoryview]:
+    """A write checked, and its offset and samples at the spool's rate (a lower rate that
+    divides it is upsampled). Raises ValueError for anything a spool cannot place."""
+    # Checked by hand rather than through Channel(): this runs for every chunk.
+    if channel not in (0, 1):
+        raise ValueError(f"channel is 0 (agent) or 1 (far party), not {channel!r}")
+    _check_pcm(sample_offset, pcm)
+    if sample_rate is not None and sample_rate != spool_rate:
+        factor = _upsampling_factor(sample_rate, spool_rate)
+        pcm, sample_offset = _repeat_samples(pcm, factor), sample_offset * factor
+    if sample_offset + len(pcm) // SAMPLE_BYTES > MAX_FRAMES:
+        raise ValueError(f"offset {sample_offset} is beyond the longest WAV file")
+    return sample_offset, pcm
 
 
 def _upsampling_factor(sample_rate: int, spool_rate: int) -> int:

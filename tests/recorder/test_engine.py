@@ -10,33 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from integrations.observations import BindingSeen, CallEvent, EncryptedSignallingSeen
-from recorder.calls import CallSnapshot
+from integrations.observations import CallEvent
 from recorder.capture.sources import pcap_chunks
 from recorder.engine import Engine
 from tests.packets import ethernet, fragments4, rtp, tcp4, udp4, vlan
+from tests.recorder.collected import Collected
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import traffic
-
-
-class Collected:
-    def __init__(self) -> None:
-        self.bindings: list[BindingSeen] = []
-        self.calls: list[CallSnapshot] = []
-        self.encrypted_seen: list[EncryptedSignallingSeen] = []
-
-    def binding(self, seen: BindingSeen) -> None:
-        self.bindings.append(seen)
-
-    def call(self, snapshot: CallSnapshot) -> None:
-        self.calls.append(snapshot)
-
-    def encrypted(self, seen: EncryptedSignallingSeen) -> None:
-        self.encrypted_seen.append(seen)
-
-    def events(self, call_id: str) -> list[CallEvent]:
-        return [snapshot.event for snapshot in self.calls if snapshot.call_id == call_id]
 
 
 def run(frames: list[tuple[float, bytes]]) -> tuple[Engine, Collected]:
@@ -63,7 +44,7 @@ def test_a_fragmented_invite_still_starts_its_call() -> None:
     frames.append((1.1, ethernet(udp4(CALL.gateway_ip, 5060, CALL.phone_ip, 5060, ok))))
     _engine, sink = run(frames)
     assert len(pieces) == 3
-    assert sink.events(f"bench-0@{CALL.phone_ip}") == [CallEvent.START, CallEvent.ANSWER]
+    assert sink.events_of(f"bench-0@{CALL.phone_ip}") == [CallEvent.START, CallEvent.ANSWER]
     assert sink.calls[0].caller == CALL.extension
 
 

@@ -23,11 +23,12 @@ import pytest
 from django.core.management import call_command
 
 from integrations.observations import CallEvent, CallSignal, Endpoint, MediaOffer, Side
-from recorder.calls import LATCH_PROBATION, CallSnapshot, CallTable, endpoint_key
+from recorder.calls import LATCH_PROBATION, CallTable, endpoint_key
 from recorder.capture.synthesis import rtp, sdp, sip, udp, write_pcap
 from recorder.engine import Engine
 from recorder.media.rtplog import read_log
 from recorder.models import Recording
+from tests.recorder.collected import Collected
 
 START = 1_700_000_000.0
 PHONE = Endpoint("10.50.0.11", 16384)
@@ -37,20 +38,6 @@ PACKET = 0.02
 SSRC_PHONE, SSRC_FAR = 0x1111, 0x2222
 
 Frames = list[tuple[float, bytes]]
-
-
-class Collected:
-    def __init__(self) -> None:
-        self.calls: list[CallSnapshot] = []
-
-    def binding(self, seen) -> None:
-        pass
-
-    def call(self, snapshot: CallSnapshot) -> None:
-        self.calls.append(snapshot)
-
-    def encrypted(self, seen) -> None:
-        pass
 
 
 def signalling(call_id: str, phone: Endpoint, far: Endpoint, at: float) -> tuple[Frames, Frames]:

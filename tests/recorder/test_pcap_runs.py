@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from integrations.observations import BindingSeen, CallEvent, EncryptedSignallingSeen, Side
+from integrations.observations import CallEvent, Side
 from recorder.calls import CallSnapshot, LiveCall, MediaStream
 from recorder.capture.runs import RUN_MAX, RUN_STREAK, Run, RunFeeder
 from recorder.capture.sources import PCAP_MAGIC, pcap_chunks
@@ -46,6 +46,8 @@ from recorder.media.rtplog import read_log
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import traffic
 
+from tests.recorder.collected import Collected
+
 START = traffic.START
 PACKET = 0.02
 Frames = list[tuple[float, bytes]]
@@ -54,25 +56,6 @@ G711_FRAME = 214
 
 
 # -- what the engine leaves behind ------------------------------------------------------
-
-
-class Collected:
-    def __init__(self) -> None:
-        self.bindings: list[BindingSeen] = []
-        self.calls: list[CallSnapshot] = []
-        self.encrypted_seen: list[EncryptedSignallingSeen] = []
-
-    def binding(self, seen: BindingSeen) -> None:
-        self.bindings.append(seen)
-
-    def call(self, snapshot: CallSnapshot) -> None:
-        self.calls.append(snapshot)
-
-    def encrypted(self, seen: EncryptedSignallingSeen) -> None:
-        self.encrypted_seen.append(seen)
-
-    def events(self, event: CallEvent) -> list[CallSnapshot]:
-        return [snapshot for snapshot in self.calls if snapshot.event == event]
 
 
 @dataclass
@@ -306,7 +289,7 @@ def test_fifty_calls_over_three_seconds_log_what_the_packet_path_logs(
     assert packets.engine.stats.rtp_packets == 50 * 300
     assert logged_packets(packets.root) == 50 * 300
     assert len(logs(packets.root)) == 50
-    assert len(packets.sink.events(CallEvent.END)) == 50
+    assert len(packets.sink.snapshots(CallEvent.END)) == 50
     # The ticks at 1 s and 2 s fall in the middle of the RTP, and so inside runs.
     assert len([at for at in packets.ticks if START + 0.5 < at < START + 2.5]) == 2
     assert_runs_did_most(usage, runs)
@@ -375,7 +358,7 @@ def test_signalling_inside_runs_changes_the_media_index_as_it_does_packet_by_pac
     path = capture(tmp_path / "calls.pcap", frames)
     runs, packets = compared(path, tmp_path)
     assert packets.engine.stats.rtp_after_end == 3 * 2
-    assert len(packets.sink.events(CallEvent.END)) == 12
+    assert len(packets.sink.snapshots(CallEvent.END)) == 12
     assert len(logs(packets.root)) == 12 and packets.engine.stats.errors == {}
     # Every record of the file was one run's, but for the streak that starts the first.
     assert usage.records == packets.engine.stats.packets - (RUN_STREAK + 1)
@@ -415,7 +398,7 @@ def test_rtp_to_unknown_addresses_inside_runs_goes_the_slow_way_and_counts_the_s
     stats = packets.engine.stats
     assert (stats.unsignalled_calls, stats.rtp_unmatched, stats.rtp_after_end) == (2, 12, 0)
     assert stats.rtp_packets == 4 * 2 * 650 + 60 + 1
-    ended = [s for s in packets.sink.events(CallEvent.END) if s.protocol == "rtp"]
+    ended = [s for s in packets.sink.snapshots(CallEvent.END) if s.protocol == "rtp"]
     assert [s.end_reason for s in ended] == ["media-timeout", "capture-ended"]
     assert usage.handed_over >= 12 + 1 + 1  # strangers, each unsignalled call's first
     assert usage.reclassified >= 3  # unsignalled calls begun, and the first ended by a tick
@@ -601,7 +584,7 @@ def test_calls_split_at_the_maximum_length_inside_runs_log_the_same_segments(
 ) -> None:
     path = bench_capture(tmp_path / "calls.pcap", 10, 4.0)
     runs, packets = compared(path, tmp_path, max_call_seconds=1.5)
-    begun = packets.sink.events(CallEvent.START)
+    begun = packets.sink.snapshots(CallEvent.START)
     assert len(begun) > 10 and len(logs(packets.root)) == len(begun)
     assert logged_packets(packets.root) == 10 * 400
     assert_runs_did_most(usage, runs)
