@@ -154,3 +154,60 @@ class HeldEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run} event {self.seq}"
+
+
+class ParkedEvent(models.Model):
+    """An event the database would not take, kept with its reason (a dead letter).
+
+    One event that fails (a value no column holds, a bug) is rolled back alone and parked
+    here, so every other event of its batch is stored and nobody has to read a log to
+    learn that a call, a binding or a spool was not stored. Its fields are kept cleaned
+    (integrations/bounds.py), so the row itself always stores.
+    """
+
+    class Kind(models.TextChoices):
+        BINDING = "binding", "a binding"
+        CALL = "call", "a call"
+        SIGNALLING = "signalling", "encrypted signalling"
+        SPOOL = "spool", "a spool left by an earlier run"
+        OTHER = "other", "another event"
+
+    kind = models.CharField(max_length=16, choices=Kind)
+    subject = models.CharField(
+        max_length=255, blank=True, help_text="The call id, the extension or the spool's folder."
+    )
+    reason = models.CharField(max_length=500, help_text="Why it could not be stored.")
+    event = models.JSONField(default=dict, help_text="The event's fields, as far as they store.")
+    node = models.CharField(max_length=100, blank=True)
+    parked_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-parked_at"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.subject}: {self.reason}"
+
+
+class CaptureAlert(models.Model):
+    """A limit that tripped on a node: how often, since when, and what it means.
+
+    Caps protect capture from floods (unanswered calls, new numbers, junk RTP, spools with
+    no free file handle); each cap that trips is counted here, per node and kind, and shown
+    in the admin and in the capture commands' stats lines.
+    """
+
+    node = models.CharField(max_length=100, blank=True)
+    kind = models.CharField(max_length=64)
+    message = models.CharField(max_length=500)
+    count = models.BigIntegerField(default=0)
+    first_at = models.DateTimeField(default=timezone.now)
+    last_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-last_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["node", "kind"], name="one_capture_alert_per_node_kind")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} on {self.node or 'this host'}: {self.count}"
