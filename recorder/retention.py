@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q, QuerySet
 
-from extensions.models import Agent
+from extensions.models import Agent, Team
 from recorder.models import AuditEntry, Recording, recordings_storage
 
 log = logging.getLogger(__name__)
@@ -58,20 +58,71 @@ def retention_rules() -> RetentionRules:
     return RetentionRules(default, agent_days)
 
 
+@dataclass(frozen=True)
+class RetentionScope:
+    """The recordings one retention period applies to: those of `agent_ids`, or, when it
+    is None, those of no agent or of an agent in no team (QMS_RETENTION_DAYS)."""
+
+    label: str
+    days: int
+    agent_ids: tuple[int, ...] | None
+
+
+def retention_scopes(rules: RetentionRules) -> list[RetentionScope]:
+    """One scope per period: each is purged on its own, so one team's trouble never
+    stops another team's deletions."""
+    by_days: dict[int, list[int]] = defaultdict(list)
+    for agent_id, days in rules.agent_days.items():
+        if days is not None:
+            by_days[days].append(agent_id)
+    scopes = [
+        RetentionScope(_teams_label(agents, days), days, tuple(sorted(agents)))
+        for days, agents in sorted(by_days.items())
+    ]
+    if rules.default_days is not None:
+        scopes.append(RetentionScope("recordings of no team", rules.default_days, None))
+    return scopes
+
+
+def _teams_label(agent_ids: list[int], days: int) -> str:
+    names = Team.objects.filter(agents__in=agent_ids, retention_days=days).values_list(
+        "name", flat=True
+    )
+    teams = ", ".join(sorted(set(names))) or "teams on QMS_RETENTION_DAYS"
+    return f"team {teams}"
+
+
+def cutoff(now: datetime, days: int) -> datetime | None:
+    """The moment before which a recording kept `days` days has expired; None when that
+    moment is before the first one a datetime can hold, so no recording is old enough
+    (a period of millions of days keeps everything, it does not crash the purge)."""
+    try:
+        return now - timedelta(days=days)
+    except OverflowError:
+        return None
+
+
+def scope_recordings(scope: RetentionScope, now: datetime, rules: RetentionRules) -> QuerySet:
+    """The recordings of `scope` past its period at `now`, legal holds excluded."""
+    moment = cutoff(now, scope.days)
+    if moment is None:
+        return Recording.objects.none()
+    if scope.agent_ids is None:
+        mine = ~Q(agent_id__in=list(rules.agent_days))
+    else:
+        mine = Q(agent_id__in=scope.agent_ids)
+    return Recording.objects.filter(mine, started_at__lt=moment, legal_hold=False).order_by(
+        "started_at", "pk"
+    )
+
+
 def expired_recordings(now: datetime, rules: RetentionRules | None = None) -> QuerySet:
     """Recordings past their retention at `now`, legal holds excluded."""
     rules = rules or retention_rules()
-    by_days: dict[int | None, list[int]] = defaultdict(list)
-    for agent_id, days in rules.agent_days.items():
-        by_days[days].append(agent_id)
-    expired = Q(pk__in=[])
-    for days, agents in by_days.items():
-        if days is not None:
-            expired |= Q(agent_id__in=agents, started_at__lt=now - timedelta(days=days))
-    if rules.default_days is not None:
-        cutoff = now - timedelta(days=rules.default_days)
-        expired |= Q(started_at__lt=cutoff) & ~Q(agent_id__in=list(rules.agent_days))
-    return Recording.objects.filter(expired, legal_hold=False).order_by("started_at", "pk")
+    expired = Recording.objects.none()
+    for scope in retention_scopes(rules):
+        expired |= scope_recordings(scope, now, rules)
+    return expired.order_by("started_at", "pk")
 
 
 @dataclass(frozen=True)
@@ -83,18 +134,42 @@ class Purged:
     retention_days: int
 
 
-def purge_expired(now: datetime, dry_run: bool = False) -> list[Purged]:
-    """Delete every expired recording (or, with dry_run, only say which)."""
+@dataclass
+class PurgeReport:
+    """What a purge deleted (or, dry, would delete), and the scopes it could not finish."""
+
+    purged: list[Purged] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def purge_expired(now: datetime, dry_run: bool = False) -> PurgeReport:
+    """Delete every expired recording (or, with dry_run, only say which), scope by scope."""
     rules = retention_rules()
-    purged = []
-    for recording in expired_recordings(now, rules).iterator(chunk_size=500):
-        days = rules.days_for(recording.agent_id)
+    report = PurgeReport()
+    for scope in retention_scopes(rules):
+        # The loop's edge: one scope's error is logged and counted, the others still run.
+        try:
+            purge_scope(scope, now, rules, dry_run, report.purged)
+        except Exception as error:
+            log.exception("retention of %s (%d days) failed", scope.label, scope.days)
+            report.failures.append(f"{scope.label} ({scope.days} days): {error}")
+    return report
+
+
+def purge_scope(
+    scope: RetentionScope,
+    now: datetime,
+    rules: RetentionRules,
+    dry_run: bool,
+    purged: list[Purged],
+) -> None:
+    for recording in scope_recordings(scope, now, rules).iterator(chunk_size=500):
         found = Purged(
-            recording.pk, recording.started_at, recording.extension, recording.file.name, days
-        )
+            recording.pk, recording.started_at, recording.extension, recording.file.name,
+            scope.days,
+        )  # fmt: skip
         if dry_run or purge_one(found):
             purged.append(found)
-    return purged
 
 
 def purge_one(found: Purged) -> bool:

@@ -354,4 +354,4 @@ def sweep_stale_calls() -> int:
 @shared_task(acks_late=True, ignore_result=True)
 def purge_expired_recordings() -> int:
     """Delete the recordings past their retention (recorder/retention.py)."""
-    return len(purge_expired(timezone.now()))
+    return len(purge_expired(timezone.now()).purged)

@@ -8,7 +8,8 @@ from datetime import timedelta
 
 import pytest
 from django.core.files.base import ContentFile
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
+from django.db import connection
 from django.utils import timezone
 
 from extensions.models import Agent, Team
@@ -170,3 +171,79 @@ def test_the_beat_task_purges_as_the_command_does(settings) -> None:
         celery_app.conf.task_always_eager = before
     assert not Recording.objects.exists()
     assert AuditEntry.objects.filter(action="purge").count() == 2
+
+
+# One team's trouble never stops another team's deletions (audit M5) -----------------------
+
+
+def test_a_team_kept_millions_of_days_keeps_everything_and_other_teams_are_still_purged(
+    settings,
+) -> None:
+    settings.QMS_RETENTION_DAYS = 30
+    support = Team.objects.create(name="Support", retention_days=365)
+    sally = agent_in(Team.objects.create(name="Sales", retention_days=1), name="Sally")
+    sue = agent_in(support, name="Sue")
+    # Stored before the model had a bound: an UPDATE, as an old database may hold it.
+    Team.objects.filter(pk=support.pk).update(retention_days=3_000_000)
+    sales_old, support_ancient = recording(2, sally), recording(36_500, sue)
+
+    output = purge()
+
+    assert kept() == {support_ancient.pk}
+    assert f"deleted recording {sales_old.pk} " in output
+    assert "1 recording(s) deleted." in output
+
+
+@pytest.mark.parametrize("days", [3_000_000, 10**21])
+def test_a_global_retention_of_millions_of_days_keeps_everything_and_teams_are_still_purged(
+    settings, days: int
+) -> None:
+    settings.QMS_RETENTION_DAYS = days
+    sally = agent_in(Team.objects.create(name="Sales", retention_days=1), name="Sally")
+    sales_old, nobody_ancient = recording(2, sally), recording(36_500)
+
+    purge()
+
+    assert kept() == {nobody_ancient.pk}
+    assert AuditEntry.objects.get().recording_id == sales_old.pk
+
+
+def refuse_deleting(recording_id: int) -> None:
+    """A real database error for one recording's deletion: a trigger that refuses it."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "CREATE FUNCTION qms_test_refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'held by the test'; END $$"
+            )
+            cursor.execute(
+                "CREATE TRIGGER qms_test_refuse BEFORE DELETE ON recorder_recording FOR EACH ROW "
+                f"WHEN (OLD.id = {int(recording_id)}) EXECUTE FUNCTION qms_test_refuse()"
+            )
+        else:
+            cursor.execute(
+                "CREATE TRIGGER qms_test_refuse BEFORE DELETE ON recorder_recording "
+                f"WHEN OLD.id = {int(recording_id)} BEGIN SELECT RAISE(ABORT, 'held by the test'); "
+                "END"
+            )
+
+
+def test_a_team_whose_purge_fails_is_reported_and_every_other_team_is_still_purged(
+    settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.QMS_RETENTION_DAYS = 30
+    support = agent_in(Team.objects.create(name="Support", retention_days=7), name="Sue")
+    sally = agent_in(Team.objects.create(name="Sales", retention_days=1), name="Sally")
+    stuck = recording(8, support)
+    sales_old, nobody_old = recording(2, sally), recording(31)
+    refuse_deleting(stuck.pk)
+
+    with pytest.raises(CommandError, match=r"retention failed for team Support \(7 days\)"):
+        purge()
+
+    assert kept() == {stuck.pk}
+    assert {entry.recording_id for entry in AuditEntry.objects.all()} == {
+        sales_old.pk,
+        nobody_old.pk,
+    }
+    assert "retention of team Support (7 days) failed" in caplog.text

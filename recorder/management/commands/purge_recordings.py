@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from recorder.retention import purge_expired
@@ -21,12 +21,17 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **options: object) -> None:
         dry_run = options["dry_run"]
-        purged = purge_expired(timezone.now(), dry_run=dry_run)
+        report = purge_expired(timezone.now(), dry_run=dry_run)
         verb = "would delete" if dry_run else "deleted"
-        for found in purged:
+        for found in report.purged:
             self.stdout.write(
                 f"{verb} recording {found.recording_id} of {found.started_at:%Y-%m-%d %H:%M} "
                 f"(extension {found.extension or '?'}, kept {found.retention_days} days)"
             )
         total = "would be deleted" if dry_run else "deleted"
-        self.stdout.write(f"{len(purged)} recording(s) {total}.")
+        self.stdout.write(f"{len(report.purged)} recording(s) {total}.")
+        if report.failures:
+            # Every other scope has been purged by now; the exit status tells cron.
+            raise CommandError(
+                "retention failed for " + "; ".join(report.failures) + " (see the log)."
+            )
