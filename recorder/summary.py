@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 
+from recorder.capture.sources import CaptureNotes
 from recorder.engine import Engine
 from recorder.sinks import DatabaseSink
 
 
-def summary_lines(engine: Engine, sink: DatabaseSink, seconds: float) -> list[str]:
+def summary_lines(
+    engine: Engine, sink: DatabaseSink, seconds: float, notes: CaptureNotes | None = None
+) -> list[str]:
     stats = engine.stats
     rate = stats.packets / seconds if seconds > 0 else 0.0
     lines = [
@@ -39,7 +42,8 @@ def summary_lines(engine: Engine, sink: DatabaseSink, seconds: float) -> list[st
     lines.append(f"decode errors: {format_counts(errors) if errors else 'none'}")
     if sink.failures:
         lines.append(f"storage failures: {format_counts(sink.failures)}")
-    return lines
+    # Last, where they are seen: a file's damage says how much of the rest to trust.
+    return lines + (notes.lines() if notes is not None else [])
 
 
 def rtp_details(stats, latched: int) -> list[str]:

@@ -9,7 +9,14 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from recorder.capture.sources import CaptureFileError, Packet, pcap_chunks, read_captures
+from recorder.capture.sources import (
+    CaptureFileError,
+    CaptureNotes,
+    Packet,
+    note_pcap_end,
+    pcap_chunks,
+    read_captures,
+)
 from recorder.engine import Engine
 from recorder.sinks import (
     DatabaseSink,
@@ -77,23 +84,25 @@ class Command(BaseCommand):
         sink = DatabaseSink(node=options["node"])
         engine = Engine(sink, known_phone_ips(), **recording_options(options))
         started = time.perf_counter()
+        notes = CaptureNotes()
         try:
-            self.process(engine, paths, Progress(paths))
+            self.process(engine, paths, Progress(paths), notes)
         except CaptureFileError as error:
             raise CommandError(str(error)) from None
         finally:
             engine.finish()
             captured = time.perf_counter() - started
             sink.close()
-        for line in summary_lines(engine, sink, captured):
+        for line in summary_lines(engine, sink, captured, notes):
             self.stdout.write(line)
         self.stdout.write(f"stored in {time.perf_counter() - started - captured:.1f} s more")
 
     @staticmethod
-    def process(engine: Engine, paths: list[Path], progress: Progress) -> None:
+    def process(engine: Engine, paths: list[Path], progress: Progress, notes: CaptureNotes) -> None:
         chunked = pcap_chunks(paths[0]) if len(paths) == 1 else None
         if chunked is not None:
             found, chunks = chunked
             engine.feed_pcap(found, progress.chunks(chunks))
+            note_pcap_end(paths[0], found, notes, engine.stats.packets, engine.stats.octets)
         else:
-            engine.run(progress.packets(read_captures(paths)), time.time)
+            engine.run(progress.packets(read_captures(paths, notes)), time.time)
