@@ -1,7 +1,8 @@
 """Calls, recordings and the audit trail in the admin: read-only, written by QMS alone.
 
-Calls and recordings are scoped by recorder/access.py like everywhere else; a recording
-list shown is a search, and is audited with its filters.
+Calls and recordings are scoped by recorder/access.py like everywhere else; a list of
+calls or recordings shown is a search, audited with its filters, and a call's or a
+recording's own page (or its history) is a view of its metadata, audited as such.
 """
 
 from __future__ import annotations
@@ -10,23 +11,67 @@ import csv
 import json
 
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
 from extensions.admin import ReadOnlyAdmin
 from recorder.access import calls_visible_to, recordings_visible_to
-from recorder.audit import audit_search
+from recorder.audit import audit, audit_call_view, audit_search
 from recorder.models import AuditEntry, Call, Recording
 
 # A spreadsheet runs a cell that starts with one of these as a formula.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
+def shown(request: HttpRequest, response: HttpResponseBase) -> bool:
+    # A redirect (an object one may not see, a bad filter) or a HEAD shows nothing.
+    return request.method == "GET" and response.status_code == 200
+
+
+class AuditedLooksAdmin(ReadOnlyAdmin):
+    """The list is a search; an object's page and its history show its metadata: a view."""
+
+    # Written into a search entry's detail; None for a list of recordings.
+    audit_listing: str | None = None
+
+    def audit_look(self, request: HttpRequest, obj: Model) -> None:
+        raise NotImplementedError
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict | None = None
+    ) -> HttpResponse:
+        response = super().changelist_view(request, extra_context)
+        if shown(request, response):
+            audit_search(request, request.GET, self.audit_listing)
+        return response
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict | None = None,
+    ) -> HttpResponse:
+        response = super().change_view(request, object_id, form_url, extra_context)
+        if shown(request, response):
+            self.audit_look(request, response.context_data["original"])
+        return response
+
+    def history_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict | None = None
+    ) -> HttpResponse:
+        response = super().history_view(request, object_id, extra_context)
+        if shown(request, response):
+            self.audit_look(request, response.context_data["object"])
+        return response
+
+
 @admin.register(Call)
-class CallAdmin(ReadOnlyAdmin):
+class CallAdmin(AuditedLooksAdmin):
     list_display = [
         "started_at",
         "protocol",
@@ -42,13 +87,17 @@ class CallAdmin(ReadOnlyAdmin):
     search_fields = ["call_id", "caller", "callee", "extension", "agent__name"]
     date_hierarchy = "started_at"
     list_select_related = ["agent"]
+    audit_listing = "calls"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return calls_visible_to(request.user, super().get_queryset(request))
 
+    def audit_look(self, request: HttpRequest, call: Call) -> None:
+        audit_call_view(request, call)
+
 
 @admin.register(Recording)
-class RecordingAdmin(ReadOnlyAdmin):
+class RecordingAdmin(AuditedLooksAdmin):
     list_display = [
         "started_at",
         "extension",
@@ -69,13 +118,8 @@ class RecordingAdmin(ReadOnlyAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return recordings_visible_to(request.user, super().get_queryset(request))
 
-    def changelist_view(
-        self, request: HttpRequest, extra_context: dict | None = None
-    ) -> HttpResponse:
-        response = super().changelist_view(request, extra_context)
-        if request.method == "GET" and response.status_code == 200:
-            audit_search(request, request.GET)
-        return response
+    def audit_look(self, request: HttpRequest, recording: Recording) -> None:
+        audit(request, AuditEntry.Action.VIEW, recording)
 
     @admin.display(description="duration")
     def duration(self, recording: Recording) -> str:

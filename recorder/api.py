@@ -22,7 +22,7 @@ from rest_framework.reverse import reverse
 
 from extensions.api import ViewModelPermissions, by_id_or_name
 from recorder.access import recordings_visible_to
-from recorder.audit import audit_search
+from recorder.audit import audit, audit_search
 from recorder.listing import ScopedListing
 from recorder.models import AuditEntry, Call, Recording
 from recorder.playback import audio_response
@@ -153,6 +153,13 @@ class RecordingViewSet(viewsets.ReadOnlyModelViewSet):
         audit_search(request, request.query_params)
         return response
 
+    def retrieve(self, request: Request, *args: object, **kwargs: object) -> Response:
+        # The details are who called whom, when and from where: a view, as the page's.
+        recording = self.get_object()
+        response = Response(self.get_serializer(recording).data)
+        audit(request, AuditEntry.Action.VIEW, recording)
+        return response
+
     @action(detail=True, url_path="audio", url_name="audio")
     def audio(self, request: Request, pk: str | None = None) -> HttpResponseBase:
         """The audio, with HTTP Range support; ?download=1 needs recorder.download_recording."""
@@ -164,6 +171,8 @@ class RecordingViewSet(viewsets.ReadOnlyModelViewSet):
         recording = self.get_object()
         if recording.peaks is None:
             raise NotFound("This recording has no waveform yet.")
+        # The peaks show when each side spoke: a look at the call's content.
+        audit(request, AuditEntry.Action.VIEW, recording, {"part": "waveform"})
         return Response(recording.peaks)
 
 

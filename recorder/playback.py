@@ -104,6 +104,10 @@ def _not_satisfiable(size: int) -> HttpResponse:
 def _audit_fetch(
     request: HttpRequest, recording: Recording, download: bool, via_api: bool, seek: bool
 ) -> None:
+    if request.method == "HEAD":
+        # No audio is sent, but the headers give the file's name, size and hash: a view.
+        audit(request, AuditEntry.Action.VIEW, recording, {"method": "HEAD"})
+        return
     if download:
         action = AuditEntry.Action.DOWNLOAD
     elif via_api:

@@ -183,6 +183,8 @@ def live_calls(request: HttpRequest) -> HttpResponse:
         .select_related("agent", "phone")
         .order_by("agent__name", "started_at", "pk")
     )
+    # Who is on the phone with whom, now: a search of calls, written at every refresh.
+    audit(request, AuditEntry.Action.SEARCH, detail={"filters": {}, "listing": "live calls"})
     return render(request, "recorder/live_calls.html", {"calls": calls})
 
 

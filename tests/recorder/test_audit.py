@@ -1,6 +1,7 @@
-"""The audit trail (issue 6, section 3): every listen, seek, download, API fetch and search
-is written, and nobody can change or delete an entry: not the admin, not the API, not the
-ORM, not raw SQL on PostgreSQL."""
+"""The audit trail (issue 6, section 3; issue 11, section 5): every listen, seek, download,
+API fetch, search and look at a call's metadata is written, and nobody can change or delete
+an entry: not the admin, not the API, not the ORM, not raw SQL on PostgreSQL. The database
+side of append-only (SQLite triggers, PostgreSQL roles) is in test_audit_tamper.py."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from django.contrib.auth.models import Permission
 from django.db import IntegrityError, connection, transaction
 from django.db.models import ProtectedError
 from django.test import Client, override_settings
+from django.utils import timezone
 from rest_framework.test import APIClient
 
-from recorder.models import AppendOnlyError, AuditEntry, Recording
+from recorder.models import AppendOnlyError, AuditEntry, Call, Recording
 from tests.recorder.playback import PlaybackWorld, build_world, login
 
 pytestmark = pytest.mark.django_db
@@ -122,6 +124,106 @@ def test_without_the_setting_a_forged_header_is_ignored(world: PlaybackWorld) ->
     url = f"/recordings/{world.recording_a.pk}/audio"
     fetch(pages_as(world.supervisor_a), url, HTTP_X_REAL_IP="203.0.113.7")
     assert only_entry().client_ip == "127.0.0.1"
+
+
+# Every path that shows a call's metadata or content writes one entry (audit finding M3). ---
+
+
+@pytest.fixture
+def calls(world: PlaybackWorld) -> dict[str, Call]:
+    """recording_a's signalling, and a call of John's in progress."""
+    signalled = Call.objects.create(
+        protocol="sip",
+        call_id="call-a",
+        started_at=world.recording_a.started_at,
+        ended_at=world.recording_a.started_at,
+        state=Call.State.ENDED,
+        caller="6175551212",
+        callee="9001",
+        extension="9001",
+        agent=world.john,
+    )
+    Recording.objects.filter(pk=world.recording_a.pk).update(
+        signalling=signalled, peaks={"version": 1, "frames": 1000, "channels": []}
+    )
+    live = Call.objects.create(
+        protocol="sip",
+        call_id="live-9001",
+        started_at=timezone.now(),
+        state=Call.State.CONNECTED,
+        caller="9001",
+        callee="6175551299",
+        extension="9001",
+        agent=world.john,
+    )
+    return {"signalled": signalled, "live": live}
+
+
+def entries_written() -> list[tuple[str, int | None, dict]]:
+    return list(AuditEntry.objects.values_list("action", "recording_id", "detail"))
+
+
+# (path, who asks, the entry it must write); {rec} is recording_a, {call} its signalling.
+LOOKS = [
+    ("/api/recordings/{rec}/", "supervisor_a", ("view", "rec", {})),
+    ("/api/recordings/{rec}/waveform/", "supervisor_a", ("view", "rec", {"part": "waveform"})),
+    ("/admin/recorder/recording/{rec}/change/", "admin", ("view", "rec", {})),
+    ("/admin/recorder/recording/{rec}/history/", "admin", ("view", "rec", {})),
+    (
+        "/admin/recorder/call/?q=6175551212",
+        "admin",
+        ("search", None, {"filters": {"q": "6175551212"}, "listing": "calls"}),
+    ),
+    ("/admin/recorder/call/{call}/change/", "admin", ("view", "rec", {"call": "call"})),
+    ("/admin/recorder/call/{call}/history/", "admin", ("view", "rec", {"call": "call"})),
+    (
+        "/calls/live/",
+        "supervisor_a",
+        ("search", None, {"filters": {}, "listing": "live calls"}),
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "role", "expected"), LOOKS, ids=[look[0] for look in LOOKS])
+def test_each_look_at_a_calls_metadata_writes_one_entry(
+    world: PlaybackWorld, calls: dict[str, Call], path: str, role: str, expected: tuple
+) -> None:
+    rec, call = world.recording_a.pk, calls["signalled"].pk
+    response = pages_as(getattr(world, role)).get(path.format(rec=rec, call=call))
+    assert response.status_code == 200
+    action, recording, detail = expected
+    detail = {name: call if value == "call" else value for name, value in detail.items()}
+    assert entries_written() == [(action, rec if recording == "rec" else None, detail)]
+
+
+def test_a_call_without_a_recording_is_audited_by_its_id(
+    world: PlaybackWorld, calls: dict[str, Call]
+) -> None:
+    live = calls["live"]
+    assert pages_as(world.admin).get(f"/admin/recorder/call/{live.pk}/change/").status_code == 200
+    assert entries_written() == [("view", None, {"call": live.pk})]
+
+
+def test_only_a_look_that_shows_something_is_written(
+    world: PlaybackWorld, calls: dict[str, Call]
+) -> None:
+    rec = world.recording_a.pk
+    assert api_as(world.supervisor_b).get(f"/api/recordings/{rec}/").status_code == 404
+    no_peaks_yet = f"/api/recordings/{world.recording_b.pk}/waveform/"
+    assert api_as(world.admin).get(no_peaks_yet).status_code == 404
+    missing = "/admin/recorder/recording/918273/change/"
+    assert pages_as(world.admin).get(missing).status_code == 302
+    assert entries_written() == []
+    assert api_as(world.supervisor_a).get(f"/api/recordings/{rec}/").status_code == 200
+    assert entries_written() == [("view", rec, {})]
+
+
+def test_a_head_of_the_audio_is_a_view_not_a_fetch(world: PlaybackWorld) -> None:
+    # Nothing of the audio is sent, but the headers give the file's name, size and hash.
+    for url in ("/api/recordings/{}/audio/", "/api/recordings/{}/audio"):
+        response = api_as(world.admin).head(url.format(world.recording_a.pk))
+        assert response.status_code == 200 and response["ETag"]
+    assert entries_written() == [("view", world.recording_a.pk, {"method": "HEAD"})] * 2
 
 
 def test_refused_fetches_write_nothing(world: PlaybackWorld) -> None:
