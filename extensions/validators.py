@@ -14,13 +14,12 @@ Two shapes are accepted:
 
 from __future__ import annotations
 
-import re
-
 from django.core.exceptions import ValidationError
 from django.utils.deconstruct import deconstructible
 
-DIALABLE = re.compile(r"\+?[0-9*#]+")
-SIP_USER_NAME = re.compile(r"[A-Za-z0-9._-]*[A-Za-z][A-Za-z0-9._-]*")
+# The two shapes are defined once, beside the wire's bounds, which hold observations to them.
+from integrations.bounds import DIALABLE, SIP_USER_NAME
+
 FORMATTING = "-.()/"
 EXACT_MATCH_HINT = "QMS must match the PBX exactly, so write the extension as the PBX writes it"
 

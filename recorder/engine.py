@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+from integrations.bounds import Refused, bounded
 from integrations.observations import (
     BindingSeen,
     BindingSource,
@@ -413,6 +414,12 @@ class Engine:
             self.observe(observation)
 
     def observe(self, observation: Observation) -> None:
+        # Wire text is cleaned and bounded once, here, before anything keeps it.
+        try:
+            observation = bounded(observation)
+        except Refused as refused:
+            self.count(refused.kind)
+            return
         if isinstance(observation, CallSignal):
             call = self.calls.apply(observation, observation.at.timestamp())
             if call is not None:

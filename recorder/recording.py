@@ -12,15 +12,20 @@ import logging
 import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.core.files.storage import Storage
+from django.db import DatabaseError, InterfaceError, OperationalError, transaction
 
+from integrations.bounds import clean_text
 from integrations.observations import Endpoint, MediaOffer, Side
 from recorder.calls import moment
+from recorder.capture.alerts import park
+from recorder.capture.models import ParkedEvent
 from recorder.media.bulk import rtp_payload_types
 from recorder.media.codecs import PayloadKind
 from recorder.media.rtplog import LOG_NAME, MANIFEST_NAME, LogBlock, read_batches, read_manifest
@@ -35,10 +40,14 @@ log = logging.getLogger(__name__)
 WIDEBAND_RATE = 16000
 # Where spools whose call is unknown are set aside, once, for a person to look at.
 ORPHANED = "_orphaned"
+# Where spools that could not be finished are set aside, with a ParkedEvent saying why.
+FAILED = "_failed"
+SET_ASIDE = {ORPHANED, FAILED}
 NARROWBAND_RATE = 8000
 # A finished call's log up to this size is read once for both passes over it (about an
 # hour of G.711 both ways); a longer one is read twice rather than held.
 LOG_KEPT_BYTES = 64 * 1024 * 1024
+CODEC_COLUMN = Recording._meta.get_field("codec").max_length
 # What a Recording takes from its call, and what finishing it writes.
 CALL_COLUMNS = [
     "call_id",
@@ -253,10 +262,22 @@ def _store(
     recording.audio_format = settings.QMS_RECORDING_FORMAT
     recording.peaks = waveform.peaks
     recording.status = Recording.Status.COMPLETE
-    recording.save(
-        update_fields=[*ANALYSIS_COLUMNS, *AUDIO_COLUMNS, "sha256", "duration_seconds", "peaks"]
-    )
+    with _file_removed_on_failure(storage, name):
+        recording.save(
+            update_fields=[*ANALYSIS_COLUMNS, *AUDIO_COLUMNS, "sha256", "duration_seconds", "peaks"]
+        )
     _remove_after_commit(spool)
+
+
+@contextmanager
+def _file_removed_on_failure(storage: Storage, name: str) -> Iterator[None]:
+    """A file whose row could not be written is deleted: no row would ever point at it,
+    and retention would never find it. The spool stays for a new attempt."""
+    try:
+        yield
+    except DatabaseError:
+        storage.delete(name)
+        raise
 
 
 def _keep_raw(recording: Recording, audio_spool: MemorySpool, spool: Path) -> None:
@@ -274,8 +295,9 @@ def _keep_raw(recording: Recording, audio_spool: MemorySpool, spool: Path) -> No
     recording.size = destination.stat().st_size
     recording.audio_format = "rtp"
     recording.status = Recording.Status.NOT_DECODABLE
-    recording.status_detail = f"not decodable: {recording.codec or 'unknown codec'}"
-    recording.save(update_fields=[*ANALYSIS_COLUMNS, *AUDIO_COLUMNS, "status_detail"])
+    recording.status_detail = f"not decodable: {recording.codec or 'unknown codec'}"[:200]
+    with _file_removed_on_failure(storage, name):
+        recording.save(update_fields=[*ANALYSIS_COLUMNS, *AUDIO_COLUMNS, "status_detail"])
     _remove_after_commit(spool)
 
 
@@ -326,7 +348,8 @@ def _codecs(directions: dict[Side, Direction]) -> str:
             if found.kind in (PayloadKind.AUDIO, PayloadKind.UNDECODABLE):
                 names.append(found.name)
                 break
-    return "/".join(dict.fromkeys(names))
+    # Codec names come from the wire's SDP: cut to the column, never refused by it.
+    return clean_text("/".join(dict.fromkeys(names)), CODEC_COLUMN)
 
 
 def _mos(directions: dict[Side, Direction]) -> float | None:
@@ -358,30 +381,88 @@ def recover_spools(root: Path) -> list[Recording]:
 
     Everything the log holds up to the kill becomes audio; the Call row written when the
     call started says who it was. A spool whose call is unknown is kept aside and logged.
+    A spool that cannot be finished (damaged, or refused by the database) is set aside in
+    FAILED and parked with its reason: one bad spool never stops a capture from starting.
     """
     recovered = []
     for spool in sorted(
-        path for path in root.iterdir() if path.name != ORPHANED and (path / MANIFEST_NAME).exists()
+        path
+        for path in root.iterdir()
+        if path.name not in SET_ASIDE and (path / MANIFEST_NAME).exists()
     ):
-        recording = _recover(spool)
+        recording = _recover_or_set_aside(spool)
         if recording is not None:
             recovered.append(recording)
     return recovered
 
 
+def _recover_or_set_aside(spool: Path) -> Recording | None:
+    # The loop's edge: whatever a damaged spool raises is counted out, not the start.
+    try:
+        with transaction.atomic():
+            return _recover(spool)
+    except (OperationalError, InterfaceError):
+        raise  # the database is out of reach: nothing can be recovered now
+    except Exception as error:
+        kept = _set_aside(spool, FAILED)
+        log.exception("spool %s could not be finished; kept in %s", spool, kept)
+        try:
+            mark_failed(_call_of(_manifest_or_nothing(kept)), error)
+        except DatabaseError as second:
+            log.error("the recording of spool %s could not be marked failed: %s", kept, second)
+        park(ParkedEvent.Kind.SPOOL, spool.name, error, {"spool": str(spool), "kept": str(kept)})
+        return None
+
+
+def mark_failed(call: Call | None, error: Exception) -> None:
+    """The call's recording says it failed, and why, so that a supervisor sees a failed
+    recording rather than none, or one that says "recording" for ever."""
+    if call is None:
+        return
+    detail = clean_text(f"could not be finished: {type(error).__name__}: {error}", 200)
+    with transaction.atomic():
+        recording = _new_recording(call, local_side_of(call, None))
+        Recording.objects.filter(pk=recording.pk).exclude(
+            status__in=[Recording.Status.COMPLETE, Recording.Status.NOT_DECODABLE]
+        ).update(status=Recording.Status.FAILED, status_detail=detail)
+
+
+def _set_aside(spool: Path, folder: str) -> Path:
+    kept = spool.parent / folder / spool.name
+    kept.parent.mkdir(exist_ok=True)
+    shutil.rmtree(kept, ignore_errors=True)
+    spool.rename(kept)
+    return kept
+
+
+def _manifest_or_nothing(spool: Path) -> dict:
+    try:
+        manifest = read_manifest(spool)
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def _call_of(manifest: dict) -> Call | None:
+    """The Call row a spool's manifest names, if any."""
+    try:
+        return Call.objects.filter(
+            protocol=str(manifest.get("protocol", "")),
+            call_id=str(manifest.get("call_id", ""))[:255],
+            started_at=moment(float(manifest.get("started_at", 0.0))),
+        ).first()
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
 def _recover(spool: Path) -> Recording | None:
     manifest = read_manifest(spool)
-    call = Call.objects.filter(
-        protocol=manifest.get("protocol", ""),
-        call_id=manifest.get("call_id", ""),
-        started_at=moment(manifest.get("started_at", 0.0)),
-    ).first()
+    if not isinstance(manifest, dict):
+        raise ValueError("the spool's manifest is not a JSON object")
+    call = _call_of(manifest)
     if call is None:
-        kept = spool.parent / ORPHANED / spool.name
+        kept = _set_aside(spool, ORPHANED)
         log.error("spool %s has no call row; kept for inspection in %s", spool, kept)
-        kept.parent.mkdir(exist_ok=True)
-        shutil.rmtree(kept, ignore_errors=True)
-        spool.rename(kept)
         return None
     if _finished_before(call):
         # Stored and committed, then stopped before the log was removed: nothing to redo.

@@ -16,7 +16,14 @@ from collections import Counter
 from pathlib import Path
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+    transaction,
+)
 
 from extensions.models import Binding, Extension, Phone
 from extensions.services import (
@@ -27,6 +34,8 @@ from extensions.services import (
 )
 from integrations.observations import BindingSeen, CallEvent, EncryptedSignallingSeen
 from recorder.calls import CallSnapshot, moment
+from recorder.capture.alerts import park
+from recorder.capture.models import ParkedEvent
 from recorder.models import Call, Recording
 from recorder.recording import finish_recording, recover_spools
 
@@ -128,15 +137,18 @@ class CallLog:
         from the database the next time. None: the whole batch was rolled back."""
         if snapshot is not None:
             self.live.pop((snapshot.call_id, snapshot.started_at), None)
+            self._discard_rolled_back_audio(snapshot.call_id)
             return
         self.live.clear()
         self._discard_rolled_back_audio()
 
-    def _discard_rolled_back_audio(self) -> None:
-        """Delete the files of the batch's recordings whose rows were rolled back: no row
-        will point at them (a new attempt writes its own), and retention would never
-        find them. Unsure, with the database out of reach, they are kept."""
-        finished, self.finished = self.finished, []
+    def _discard_rolled_back_audio(self, call_id: str | None = None) -> None:
+        """Delete the files of the batch's recordings (of one call, or all) whose rows
+        were rolled back: no row will point at them (a new attempt writes its own), and
+        retention would never find them. Unsure, with the database out of reach, they
+        are kept."""
+        finished = [r for r in self.finished if call_id is None or r.call_id == call_id]
+        self.finished = [r for r in self.finished if r not in finished]
         try:
             kept = set(
                 Recording.objects.filter(pk__in=[r.pk for r in finished]).values_list(
@@ -288,6 +300,25 @@ def coalesced(batch: list) -> list:
     return others + list(calls.values())
 
 
+def fresh_connection_if_broken() -> None:
+    """A connection that failed is replaced by a fresh one for the next batch: closed
+    now (outside any transaction) when it can no longer be used."""
+    if connection.in_atomic_block:
+        return
+    close_old_connections()
+
+
+def parked_kind_of(event: object) -> tuple[str, str]:
+    """The ParkedEvent kind and subject of a capture event."""
+    if isinstance(event, BindingSeen):
+        return ParkedEvent.Kind.BINDING, f"{event.extension} at {event.ip}"
+    if isinstance(event, CallSnapshot):
+        return ParkedEvent.Kind.CALL, event.call_id
+    if isinstance(event, EncryptedSignallingSeen):
+        return ParkedEvent.Kind.SIGNALLING, event.ip
+    return ParkedEvent.Kind.OTHER, type(event).__name__
+
+
 class DatabaseSink:
     """Applies the capture loop's events to the database from a thread of its own."""
 
@@ -358,22 +389,29 @@ class DatabaseSink:
         except Exception as error:  # any failure: the event-by-event pass counts and logs it
             log.info("a batch of %d events is applied again one by one: %s", len(events), error)
             self.outcomes, self.bindings_applied, self.calls.written = counts
-            if isinstance(error, DatabaseError):
-                close_old_connections()
             self.calls.forget()
+            fresh_connection_if_broken()  # outside the transaction, now rolled back
             return False
         return True
 
     def _apply_one_by_one(self, events: list, received: int) -> None:
-        try:
-            with transaction.atomic():
-                for event in events:
-                    self._apply(event)
-        except DatabaseError as error:
-            self.failures[type(error).__name__] += received
-            log.error("could not commit %d events: %s", received, error)
-            close_old_connections()
-            self.calls.forget()
+        """Each event in a savepoint of its own: one that fails is rolled back alone and
+        parked with its reason, and the rest of the batch commits. Should the connection
+        itself break, the batch is tried once more on a fresh one."""
+        for attempt in (1, 2):
+            try:
+                with transaction.atomic():
+                    for event in events:
+                        self._apply(event)
+                return
+            except DatabaseError as error:
+                self.calls.forget()
+                # Closed only now, outside the transaction: closing inside it would roll
+                # back the events already applied and fail every one after it.
+                connection.close()
+                if attempt == 2:
+                    self.failures[type(error).__name__] += received
+                    log.error("could not commit %d events: %s", received, error)
 
     def _bind(self, seen: BindingSeen) -> None:
         if not learns_from_call(seen):
@@ -383,19 +421,26 @@ class DatabaseSink:
         self.bindings_applied += 1
 
     def _apply(self, event: BindingSeen | CallSnapshot) -> None:
-        # The loop's edge: one bad event is counted and logged, never the end of the rest.
+        # The loop's edge: one bad event is rolled back to its savepoint, counted and
+        # parked, never the end of the rest. A broken connection is the batch's failure.
         try:
             with transaction.atomic():
                 self._apply_event(event)
+        except (OperationalError, InterfaceError):
+            raise
         except DatabaseError as error:
             self.failures[type(error).__name__] += 1
             log.error("could not store %r: %s", event, error)
-            self._forget(event)
-            close_old_connections()
-        except Exception:
+            self._park(event, error)
+        except Exception as error:
             self.failures["unexpected"] += 1
             log.exception("could not store %r", event)
-            self._forget(event)
+            self._park(event, error)
+
+    def _park(self, event: object, error: Exception) -> None:
+        self._forget(event)
+        kind, subject = parked_kind_of(event)
+        park(kind, subject, error, event, self.calls.node)
 
     def _apply_event(self, event: BindingSeen | CallSnapshot) -> None:
         if isinstance(event, BindingSeen):

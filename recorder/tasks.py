@@ -31,7 +31,8 @@ from extensions import services
 from extensions.models import Extension
 from integrations.observations import Side
 from recorder.calls import CallSnapshot, moment
-from recorder.capture.models import HeldEvent, OutboxCursor, PendingFinalisation
+from recorder.capture.alerts import park
+from recorder.capture.models import HeldEvent, OutboxCursor, ParkedEvent, PendingFinalisation
 from recorder.capture.sweep import end_stale_calls
 from recorder.models import Call, Recording
 from recorder.outbox import (
@@ -43,7 +44,7 @@ from recorder.outbox import (
     encrypted_from_json,
     snapshot_from_json,
 )
-from recorder.recording import ORPHANED, finish_recording, media_from_json
+from recorder.recording import FAILED, ORPHANED, finish_recording, mark_failed, media_from_json
 from recorder.retention import purge_expired
 from recorder.sinks import CallLog
 from recorder.waveform import peaks_for_recording
@@ -126,11 +127,25 @@ def _apply_effect(run: str, seq: int, kind: str, event: dict, node: str) -> str:
         raise
     except DatabaseError as error:
         log.error("event %d of %s could not be stored: %s", seq, run, error)
+        park(*PARKED_KIND[kind](event), error, event, node)
         return "failed"
-    except Exception:
+    except Exception as error:
         log.exception("event %d of %s could not be applied", seq, run)
+        park(*PARKED_KIND[kind](event), error, event, node)
         return "failed"
     return "applied"
+
+
+# The ParkedEvent kind and subject of each kind of outbox event.
+PARKED_KIND: dict[str, Callable[[dict], tuple[str, str]]] = {
+    BINDING: lambda event: (
+        ParkedEvent.Kind.BINDING,
+        f"{event.get('extension', '')} at {event.get('ip', '')}",
+    ),
+    CALL: lambda event: (ParkedEvent.Kind.CALL, str(event.get("call_id", ""))),
+    ENCRYPTED: lambda event: (ParkedEvent.Kind.SIGNALLING, str(event.get("ip", ""))),
+    RECOVER: lambda event: (ParkedEvent.Kind.SPOOL, str(event.get("spool", ""))),
+}
 
 
 def _bind(event: dict, node: str) -> None:
@@ -275,7 +290,14 @@ def finalise_recording(pending_id: int) -> int | None:
         if not present:
             pending.delete()
             return None
-        recording = _finish(pending, spool)
+        try:
+            with transaction.atomic():
+                recording = _finish(pending, spool)
+        except TRANSIENT:
+            raise
+        except Exception as error:  # the task's edge: a spool no retry would finish
+            _finalisation_failed(pending, spool, error)
+            return None
     pending.delete()
     if recording is None:
         return None
@@ -283,6 +305,20 @@ def finalise_recording(pending_id: int) -> int | None:
         queue = node_queue(pending.node)
         transaction.on_commit(lambda: compute_peaks.apply_async((recording.pk,), queue=queue))
     return recording.pk
+
+
+def _finalisation_failed(pending: PendingFinalisation, spool: Path, error: Exception) -> None:
+    """A spool that cannot be finished (damaged, or a value the database refuses) would
+    fail every retry: its call's recording says failed, the spool is set aside in FAILED
+    and the reason parked, instead of a row that says "recording" for ever."""
+    log.exception("the recording of call %s could not be finished", pending.call.call_id)
+    kept = spool.parent / FAILED / spool.name
+    kept.parent.mkdir(exist_ok=True)
+    shutil.rmtree(kept, ignore_errors=True)
+    spool.rename(kept)
+    mark_failed(pending.call, error)
+    park(ParkedEvent.Kind.SPOOL, pending.call.call_id, error, {"spool": str(kept)}, pending.node)
+    pending.delete()
 
 
 def _finish(pending: PendingFinalisation, spool: Path) -> Recording | None:
