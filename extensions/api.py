@@ -10,8 +10,6 @@ admin (extensions/services.py).
 
 from __future__ import annotations
 
-import ipaddress
-
 from django.core.exceptions import ValidationError as ModelValidationError
 from django.db.models import Prefetch, Q, QuerySet
 from rest_framework import mixins, permissions, serializers, viewsets
@@ -20,6 +18,7 @@ from rest_framework.exceptions import ValidationError
 from extensions.models import Agent, Binding, Extension, LineAppearance, Phone, Team
 from extensions.services import assign_line
 from extensions.validators import validate_extension_number
+from qms.query import CheckedQuery, by_id_or_name, ip_address
 from recorder.access import (
     agents_visible_to,
     bindings_visible_to,
@@ -44,7 +43,7 @@ class ViewModelPermissions(permissions.DjangoModelPermissions):
     }
 
 
-class DirectoryViewSet(viewsets.GenericViewSet):
+class DirectoryViewSet(CheckedQuery, viewsets.GenericViewSet):
     """Reading needs a login, and shows the rows recorder/access.py lets one see; writing
     needs the model's add, change or delete permission (DjangoModelPermissions)."""
 
@@ -329,16 +328,3 @@ class PhoneViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, DirectoryVi
             ip = ip_address("ip", query["ip"])
             rows = rows.filter(Q(current_ip=ip) | Q(configured_ip=ip))
         return rows
-
-
-def by_id_or_name(relation: str, value: str) -> dict:
-    if value.isascii() and value.isdigit():
-        return {f"{relation}__pk": int(value)}
-    return {f"{relation}__name": value}
-
-
-def ip_address(name: str, text: str) -> str:
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        raise ValidationError({name: [f"{text!r} is not an IP address."]}) from None

@@ -5,6 +5,9 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
+from django.db.models.base import ModelBase
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
@@ -23,12 +26,43 @@ class ThrottledAdminAuthenticationForm(AdminAuthenticationForm):
         return super().clean()
 
 
+class BoundedDateChangeList(ChangeList):
+    """Django's date drill-down turns ?started_at__year=99999999999 into an OverflowError
+    and ?started_at__year=9999 into a ValueError for year 10000 (a 500 each); here they are
+    refused like any other bad filter (the list again, with a note)."""
+
+    def get_filters(self, request: HttpRequest) -> tuple:
+        try:
+            return super().get_filters(request)
+        except (OverflowError, ValueError) as error:
+            raise IncorrectLookupParameters(error) from None
+
+
+class BoundedDates:
+    """A ModelAdmin mixin: the changelist is BoundedDateChangeList."""
+
+    def get_changelist(self, request: HttpRequest, **kwargs: object) -> type[ChangeList]:
+        return BoundedDateChangeList
+
+
 class QMSAdminSite(admin.AdminSite):
     site_header = "QMS administration"
     site_title = "QMS"
     index_title = "Directory and recordings"
     index_template = "admin/qms_index.html"
     login_form = ThrottledAdminAuthenticationForm
+
+    def register(
+        self,
+        model_or_iterable: ModelBase | list[ModelBase],
+        admin_class: type[admin.ModelAdmin] | None = None,
+        **options: object,
+    ) -> None:
+        # Every app's admin gets the bounded date drill-down, without each one having to
+        # remember it (an admin registered with date_hierarchy would otherwise answer 500).
+        base = admin_class or admin.ModelAdmin
+        bounded = type(base.__name__, (BoundedDates, base), {"__module__": base.__module__})
+        super().register(model_or_iterable, bounded, **options)
 
     def get_urls(self) -> list[URLPattern]:
         own = [

@@ -6,13 +6,9 @@ recordings a person may already see, so no filter, count or id tells them about 
 
 from __future__ import annotations
 
-import math
-from datetime import datetime
-
 from django.db.models import F, QuerySet
 from django.db.models.expressions import OrderBy
 from django.http.response import HttpResponseBase
-from django.utils.dateparse import parse_datetime
 from rest_framework import permissions, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
@@ -20,7 +16,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
-from extensions.api import ViewModelPermissions, by_id_or_name
+from extensions.api import ViewModelPermissions
+from qms.query import CheckedQuery, by_id_or_name, choice, moment, number, row_id
 from recorder.access import recordings_visible_to
 from recorder.audit import audit, audit_search
 from recorder.listing import ScopedListing
@@ -91,7 +88,7 @@ class RecordingSerializer(serializers.ModelSerializer):
         return templates[name].replace(str(URL_PLACEHOLDER), str(recording.pk), 1)
 
 
-class RecordingViewSet(viewsets.ReadOnlyModelViewSet):
+class RecordingViewSet(CheckedQuery, viewsets.ReadOnlyModelViewSet):
     """Recordings the caller may see, newest first unless ?sort= says otherwise. The filters
     and sort orders are the recordings page's. Every list request is written to the audit
     trail with its filters."""
@@ -186,9 +183,12 @@ def filtered(recordings: QuerySet, query: dict) -> QuerySet:
         recordings = recordings.filter(**by_id_or_name("agent__teams", query["team"]))
     if query.get("far_party"):
         recordings = recordings.filter(remote_party__contains=query["far_party"])
-    for name, field in (("direction", "direction"), ("status", "status")):
+    for name, choices in (
+        ("direction", Call.Direction.values),
+        ("status", Recording.Status.values),
+    ):
         if name in query:
-            recordings = recordings.filter(**{field: choice(name, query[name], field)})
+            recordings = recordings.filter(**{name: choice(name, query[name], choices)})
     for name, lookup in (("since", "started_at__gte"), ("until", "started_at__lt")):
         if name in query:
             recordings = recordings.filter(**{lookup: moment(name, query[name])})
@@ -215,31 +215,6 @@ def ordered(recordings: QuerySet, sort: str) -> QuerySet:
     return recordings.order_by(first, "-pk" if descending else "pk")
 
 
-def choice(name: str, text: str, field: str) -> str:
-    choices = {"direction": Call.Direction.values, "status": Recording.Status.values}[field]
-    if text not in choices:
-        known = ", ".join(value for value in choices if value)
-        raise ValidationError({name: [f"{text!r} is not one of {known}."]})
-    return text
-
-
-def number(name: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise ValidationError({name: [f"{text!r} is not a number."]})
-    return value
-
-
-def moment(name: str, text: str) -> datetime:
-    parsed = parse_datetime(text)
-    if parsed is None:
-        raise ValidationError({name: [f"{text!r} is not an ISO 8601 date and time."]})
-    return parsed
-
-
 class AuditEntrySerializer(serializers.ModelSerializer):
     user = serializers.CharField(source="username", read_only=True)
     recording = serializers.IntegerField(source="recording_id", read_only=True)
@@ -249,7 +224,7 @@ class AuditEntrySerializer(serializers.ModelSerializer):
         fields = ["id", "at", "user", "action", "recording", "client_ip", "detail"]
 
 
-class AuditEntryViewSet(viewsets.ReadOnlyModelViewSet):
+class AuditEntryViewSet(CheckedQuery, viewsets.ReadOnlyModelViewSet):
     """The audit trail, newest first, for admins (recorder.view_auditentry). Read-only:
     entries are never changed or deleted. Filters: user (login name), action, recording
     (id), since and until (ISO 8601)."""
@@ -273,14 +248,10 @@ class AuditEntryViewSet(viewsets.ReadOnlyModelViewSet):
         if "action" in query:
             entries = entries.filter(action=query["action"])
         if "recording" in query:
-            entries = entries.filter(recording_id=whole_number("recording", query["recording"]))
+            recording = row_id("recording", query["recording"], "a recording")
+            entries = entries.filter(recording_id=recording)
         for name, lookup in (("since", "at__gte"), ("until", "at__lt")):
             if name in query:
                 entries = entries.filter(**{lookup: moment(name, query[name])})
         return entries
 
-
-def whole_number(name: str, text: str) -> int:
-    if not (text.isascii() and text.isdigit()):
-        raise ValidationError({name: [f"{text!r} is not a recording id."]})
-    return int(text)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 
 from django import forms
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
@@ -37,6 +38,10 @@ SORTS = {
 }
 DEFAULT_SORT = "-started"
 NULLABLE_SORTS = frozenset({"agent", "mos"})
+# The days a search may name: their midnights and the next day's exist in UTC from any
+# time zone (the database compares UTC), so 9999-12-31 is refused with a sentence
+# rather than overflowing.
+SEARCHABLE_DAYS = [MinValueValidator(date(1, 1, 2)), MaxValueValidator(date(9999, 12, 30))]
 # Parameters that page or order the list rather than choose recordings.
 NOT_FILTERS = ("page", "sort")
 
@@ -58,10 +63,16 @@ class RecordingSearchForm(forms.Form):
         help_text="Any part of the number.",
     )
     started_from = forms.DateField(
-        label="From", required=False, widget=forms.DateInput({"type": "date"})
+        label="From",
+        required=False,
+        widget=forms.DateInput({"type": "date"}),
+        validators=SEARCHABLE_DAYS,
     )
     started_to = forms.DateField(
-        label="To", required=False, widget=forms.DateInput({"type": "date"})
+        label="To",
+        required=False,
+        widget=forms.DateInput({"type": "date"}),
+        validators=SEARCHABLE_DAYS,
     )
     longer_than = forms.IntegerField(label="At least (s)", required=False, min_value=0)
     shorter_than = forms.IntegerField(label="At most (s)", required=False, min_value=0)
