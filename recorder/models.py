@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import NoReturn
+
 from django.conf import settings
 from django.core.files.storage import storages
 from django.db import models
@@ -191,31 +195,63 @@ class Recording(models.Model):
         return f"{self.extension or '?'} ↔ {self.remote_party or '?'} at {self.started_at}"
 
 
+# An entry is written as it happens, its time taken just before the insert: one further
+# from now than this is back-dated (or forward-dated) and refused. The database triggers
+# allow a minute (migration 0006), for clocks of other hosts than the database's.
+WRITTEN_NOW_TOLERANCE = timedelta(seconds=5)
+
+
 class AppendOnlyError(Exception):
-    """An attempt to change or delete an audit entry."""
+    """An attempt to change or delete an audit entry, or to write one that is not new."""
+
+
+def refuse_update() -> NoReturn:
+    raise AppendOnlyError("Audit entries are append-only: they cannot be updated.")
+
+
+def refuse_delete() -> NoReturn:
+    raise AppendOnlyError("Audit entries are append-only: they cannot be deleted.")
 
 
 class AuditEntryQuerySet(models.QuerySet):
-    """Bulk writes that would bypass AuditEntry.save() and delete() are refused too."""
+    """Bulk writes that would bypass AuditEntry.save() and delete() are refused too,
+    including Django's internal _update() and _raw_delete(). It is the model's base
+    manager as well (Meta.base_manager_name), so _base_manager refuses alike."""
 
     def update(self, **kwargs: object) -> int:
-        raise AppendOnlyError("Audit entries are append-only: they cannot be updated.")
+        refuse_update()
+
+    def _update(self, values: object) -> int:
+        refuse_update()
 
     def bulk_update(self, objs: object, fields: object, batch_size: int | None = None) -> int:
         # Refused here, before bulk_update() opens its transaction, so the caller's own
         # transaction is left usable.
-        raise AppendOnlyError("Audit entries are append-only: they cannot be updated.")
+        refuse_update()
 
     def delete(self) -> tuple[int, dict[str, int]]:
-        raise AppendOnlyError("Audit entries are append-only: they cannot be deleted.")
+        refuse_delete()
+
+    def _raw_delete(self, using: str) -> int:
+        refuse_delete()
+
+    def bulk_create(self, objs: Iterable[AuditEntry], *args: object, **kwargs: object) -> list:
+        if kwargs.get("update_conflicts"):
+            refuse_update()  # An upsert would rewrite the entry it collides with.
+        entries = list(objs)
+        for entry in entries:
+            entry.refuse_unless_written_now()
+        return super().bulk_create(entries, *args, **kwargs)
 
 
 class AuditEntry(models.Model):
     """One look at recordings: a play, a seek, a download, an API fetch or a search.
 
-    Append-only three times over: here (save() refuses updates, delete() refuses), in the
-    admin and API (read-only), and on PostgreSQL in a trigger that refuses UPDATE and
-    DELETE whatever the client (migration 0002).
+    Append-only three times over: here (save() refuses updates, delete() refuses, and an
+    entry whose time is not now), in the admin and API (read-only), and in the database:
+    triggers refuse UPDATE and DELETE whatever the client, and an INSERT that is not now
+    (PostgreSQL: migrations 0002 and 0006; SQLite: 0006). On PostgreSQL the application's
+    role should hold only INSERT and SELECT on the table (docs/deployment.md).
     """
 
     class Action(models.TextChoices):
@@ -265,6 +301,9 @@ class AuditEntry(models.Model):
     class Meta:
         ordering = ["-at", "-pk"]
         verbose_name_plural = "audit entries"
+        # Django reaches rows through the base manager too (_base_manager, save()'s UPDATE):
+        # make it the append-only one.
+        base_manager_name = "objects"
         indexes = [models.Index(fields=["user", "at"]), models.Index(fields=["recording", "at"])]
 
     def __str__(self) -> str:
@@ -273,8 +312,20 @@ class AuditEntry(models.Model):
 
     def save(self, *args: object, **kwargs: object) -> None:
         if not self._state.adding:
-            raise AppendOnlyError("Audit entries are append-only: they cannot be updated.")
-        super().save(*args, **kwargs)
+            refuse_update()
+        self.refuse_unless_written_now()
+        # Always an INSERT: with a primary key given, Django would try an UPDATE first.
+        super().save(*args, **{**kwargs, "force_insert": True})
 
     def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
-        raise AppendOnlyError("Audit entries are append-only: they cannot be deleted.")
+        refuse_delete()
+
+    def refuse_unless_written_now(self) -> None:
+        """An entry records something happening now; a back-dated one is a forgery."""
+        at = self._meta.get_field("at").to_python(self.at)
+        if at is not None and timezone.is_naive(at):
+            at = timezone.make_aware(at)
+        if at is None or abs(timezone.now() - at) > WRITTEN_NOW_TOLERANCE:
+            raise AppendOnlyError(
+                f"Audit entries are written as they happen: at={self.at} is not now."
+            )
