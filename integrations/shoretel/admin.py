@@ -36,6 +36,7 @@ STATE_FIELDS = [
     "events_applied",
     "duplicates_skipped",
     "events_rejected",
+    "new_extensions_held",
     "restarts_seen",
 ]
 
@@ -167,6 +168,7 @@ class TapiBridgeAdmin(admin.ModelAdmin):
     events_applied = state_display("events_applied")
     duplicates_skipped = state_display("duplicates_skipped")
     events_rejected = state_display("events_rejected")
+    new_extensions_held = state_display("new_extensions_held")
     restarts_seen = state_display("restarts_seen")
 
 

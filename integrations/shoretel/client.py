@@ -1,17 +1,25 @@
 """An HTTP client for a TAPI bridge (docs/tapi-bridge.md). Standard library only, no Django.
 
 Every way a bridge can fail is one exception class with a short `kind` (down, timeout,
-refused, http-500, bad-response, cursor-gone) that the poller records and the admin shows.
+refused, redirect, http-500, bad-response, cursor-gone) that the poller records and the
+admin shows.
+
+Two rules hold whatever the bridge answers: a request ends at its deadline (the timeout
+bounds the whole request, not each read, so a bridge sending a byte a second cannot hold
+a worker), and a redirect is never followed (the bearer token goes to the configured
+bridge and nowhere else).
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import socket
+import ssl
+import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +40,7 @@ Page = TypeVar("Page", LinesPage, EventsPage)
 # A page of 1,000 events is well under a megabyte; anything near this is not the protocol.
 MAX_BODY = 16 * 1024 * 1024
 USER_AGENT = "QMS-TAPI-poller/1"
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 class BridgeError(Exception):
@@ -52,6 +61,12 @@ class BridgeRefused(BridgeError):
     """HTTP 401 or 403: the token is wrong or missing."""
 
     kind = "refused"
+
+
+class BridgeRedirected(BridgeError):
+    """HTTP 3xx: the bridge sent QMS elsewhere. Not followed: the token would go along."""
+
+    kind = "redirect"
 
 
 class BridgeHTTPError(BridgeError):
@@ -99,9 +114,6 @@ class BridgeClient:
         self.base_url = base_url.rstrip("/") + "/"
         self.token = token
         self.timeout = timeout
-        # The bridge is on the telephony LAN: speak to it directly, whatever proxy the
-        # process environment names for the web.
-        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def lines(self) -> tuple[LinesPage, Exchange]:
         exchange = self.get("v1/lines")
@@ -118,16 +130,10 @@ class BridgeClient:
         url = urllib.parse.urljoin(self.base_url, path)
         if query:
             url += "?" + urllib.parse.urlencode(query)
-        request = urllib.request.Request(  # noqa: S310 - the URL is an admin-configured http(s) bridge
-            url,
-            headers={
-                "Authorization": f"Bearer {self.token}",
-                "Accept": "application/json",
-                "User-Agent": USER_AGENT,
-            },
-        )
         sent_at, started = time.time(), time.monotonic()
-        status, headers, raw = self._fetch(request)
+        status, headers, raw = self._fetch(urllib.parse.urlsplit(url))
+        if status in REDIRECTS:
+            raise _redirected(status, headers.get("Location", ""))
         exchange = Exchange(
             _json(raw), sent_at, time.time(), time.monotonic() - started, _date(headers)
         )
@@ -135,32 +141,137 @@ class BridgeClient:
             raise _refusal(status, exchange.body)
         return exchange
 
-    def _fetch(self, request: urllib.request.Request) -> tuple[int, http.client.HTTPMessage, bytes]:
+    def _fetch(self, url: urllib.parse.SplitResult) -> tuple[int, http.client.HTTPMessage, bytes]:
+        # http.client, not urllib: it follows no redirect and asks no proxy (the bridge is
+        # on the telephony LAN, whatever proxy the environment names for the web).
+        connection = _connection(url, self.timeout)
+        deadline = Deadline(self.timeout)
+        response = None
         try:
-            with self.opener.open(request, timeout=self.timeout) as response:
-                return response.status, response.headers, _read(response)
-        except urllib.error.HTTPError as error:
-            with error:
-                return error.code, error.headers, _read(error)
-        except urllib.error.URLError as error:
-            raise _unreachable(error.reason) from None
-        except (TimeoutError, ConnectionError, http.client.HTTPException) as error:
-            raise _unreachable(error) from None
+            with deadline:
+                _connect(connection)
+                deadline.watch(connection.sock)
+                _send(connection, url, self._headers())
+                response = _response(connection)
+                answer = response.status, response.headers, _read(response)
+        except BridgeError:
+            if deadline.expired.is_set():
+                raise deadline.error() from None
+            raise
+        finally:
+            if response is not None:
+                response.close()
+            connection.close()
+        if deadline.expired.is_set():
+            raise deadline.error()
+        return answer
+
+    def _headers(self) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {self.token}",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
 
 
-def _read(response: http.client.HTTPResponse | urllib.error.HTTPError) -> bytes:
+class Deadline:
+    """Ends a request still running `seconds` after it began. A socket timeout bounds each
+    read, not their sum: without this, an answer dripped a byte a second would hold the
+    poll for as long as the bridge likes. Shutting the socket down wakes the blocked read."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = threading.Event()
+        self.sock: socket.socket | None = None
+        self.lock = threading.Lock()
+        self.timer = threading.Timer(seconds, self._expire)
+        self.timer.daemon = True
+
+    def __enter__(self) -> Deadline:
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.timer.cancel()
+
+    def watch(self, sock: socket.socket | None) -> None:
+        """The connected socket. Held here, as http.client lets go of it once the answer's
+        headers are read and hands it to the response."""
+        with self.lock:
+            self.sock = sock
+            if self.expired.is_set():
+                self._shut()  # it expired while connecting
+
+    def _expire(self) -> None:
+        with self.lock:
+            self.expired.set()
+            self._shut()
+
+    def _shut(self) -> None:
+        if self.sock is not None:
+            # socket.socket's own shutdown, also for TLS: the reading thread owns the TLS
+            # state, this only shuts the connection under it. Already closed: it has ended.
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+
+    def error(self) -> BridgeTimeout:
+        return BridgeTimeout(
+            f"no answer within the timeout ({self.seconds:g} s for the whole request)"
+        )
+
+
+def _connection(url: urllib.parse.SplitResult, timeout: float) -> http.client.HTTPConnection:
+    try:
+        host, port = url.hostname, url.port
+    except ValueError:
+        raise BridgeDown(f"the bridge's URL has no usable port: {url.netloc!r}") from None
+    if url.scheme == "https":
+        context = ssl.create_default_context()
+        return http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+    if url.scheme == "http":
+        return http.client.HTTPConnection(host, port, timeout=timeout)
+    raise BridgeDown(f"the bridge's URL must be http or https, not {url.scheme!r}")
+
+
+def _connect(connection: http.client.HTTPConnection) -> None:
+    try:
+        connection.connect()
+    except OSError as error:  # refused, unreachable, no such host, TLS, timeout
+        raise _unreachable(error) from None
+
+
+def _send(
+    connection: http.client.HTTPConnection, url: urllib.parse.SplitResult, headers: dict
+) -> None:
+    target = (url.path or "/") + (f"?{url.query}" if url.query else "")
+    try:
+        connection.request("GET", target, headers=headers)
+    except (OSError, http.client.HTTPException) as error:
+        raise BridgeDown(f"the connection broke while sending the request: {error}") from None
+
+
+def _response(connection: http.client.HTTPConnection) -> http.client.HTTPResponse:
+    try:
+        return connection.getresponse()
+    except TimeoutError:
+        raise BridgeTimeout("no answer within the timeout") from None
+    except (OSError, http.client.HTTPException) as error:
+        raise BridgeDown(f"the connection broke before the answer: {error}") from None
+
+
+def _read(response: http.client.HTTPResponse) -> bytes:
     try:
         raw = response.read(MAX_BODY + 1)
     except TimeoutError:
         raise BridgeTimeout("the bridge stopped answering in the middle of its answer") from None
-    except (ConnectionError, http.client.HTTPException) as error:
+    except (OSError, http.client.HTTPException) as error:
         raise BridgeDown(f"the connection broke while reading the answer: {error}") from None
     if len(raw) > MAX_BODY:
         raise BadResponse(f"the answer is larger than {MAX_BODY} bytes")
     return raw
 
 
-def _unreachable(reason: object) -> BridgeError:
+def _unreachable(reason: OSError) -> BridgeError:
     if isinstance(reason, TimeoutError):
         return BridgeTimeout("no answer within the timeout")
     if isinstance(reason, ConnectionRefusedError):
@@ -168,11 +279,20 @@ def _unreachable(reason: object) -> BridgeError:
     return BridgeDown(f"cannot reach the bridge: {reason}")
 
 
+def _redirected(status: int, location: str) -> BridgeRedirected:
+    return BridgeRedirected(
+        f"HTTP {status} to {location[:200]!r}: QMS does not follow redirects, so the token "
+        "is never sent anywhere but the bridge's URL; set the URL to where the bridge answers"
+    )
+
+
 def _json(raw: bytes) -> object:
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except ValueError as error:  # not UTF-8, not JSON, or a number of over 4,300 digits
         return _NotJson(str(error), raw[:80])
+    except RecursionError:
+        return _NotJson("it nests arrays or objects too deeply to read", raw[:80])
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,5 +338,5 @@ def _date(headers: http.client.HTTPMessage) -> datetime | None:
         return None
     try:
         return parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None

@@ -75,7 +75,8 @@ class TapiBridgeState(models.Model):
     last_error_kind = models.CharField(
         max_length=20,
         blank=True,
-        help_text="down, timeout, refused, http-500, bad-response or cursor-gone.",
+        help_text="down, timeout, refused, redirect, http-500, bad-response, cursor-gone, "
+        "or internal-error (QMS could not handle the answer; the log has the details).",
     )
     consecutive_failures = models.PositiveIntegerField(default=0)
     last_latency_ms = models.PositiveIntegerField("last latency (ms)", null=True, blank=True)
@@ -101,6 +102,13 @@ class TapiBridgeState(models.Model):
         default=0, help_text="Events the bridge sent malformed; each was logged."
     )
     restarts_seen = models.PositiveIntegerField(default=0)
+    new_extensions_held = models.PositiveBigIntegerField(
+        "new extensions held back",
+        default=0,
+        help_text="Bindings of extensions QMS had never seen that were not applied because "
+        "the poll had already learned its cap of new extensions; a real line is learned "
+        "from a later poll or line list.",
+    )
 
     class Meta:
         verbose_name = "TAPI bridge state"

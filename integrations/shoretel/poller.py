@@ -17,8 +17,12 @@ One poll of one bridge (docs/tapi-bridge.md, "How QMS polls"):
 5. Times are put on QMS's clock: each answer's server_time (or Date header) measures the
    bridge's clock, and an offset of a second or more is taken off every time it reports.
 
-Failures (down, timeout, HTTP errors, bad JSON) are logged, counted and shown in the
-admin; the next polls back off, doubling up to five minutes.
+Failures (down, timeout, redirects, HTTP errors, bad JSON, and whatever else an answer
+makes go wrong) are logged, counted and shown in the admin; the next polls back off,
+doubling up to five minutes. A malformed event, or one whose time is out of range, is
+rejected and counted on its own: the rest of its page is applied and the cursor moves on.
+A poll learns at most MAX_NEW_EXTENSIONS extensions QMS has never seen; bindings of
+further new ones are held back and counted, so a bridge cannot flood the directory.
 """
 
 from __future__ import annotations
@@ -32,10 +36,16 @@ from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from extensions.models import Extension, SeenExtension
 from extensions.services import apply_binding
 from integrations.observations import BindingSeen, BindingSource, CallSignal
 from integrations.shoretel.calls import link_recordings_of, note_call
-from integrations.shoretel.client import BridgeClient, BridgeError, CursorGone, Exchange
+from integrations.shoretel.client import (
+    BridgeClient,
+    BridgeError,
+    CursorGone,
+    Exchange,
+)
 from integrations.shoretel.models import TapiBridge, TapiBridgeState, TapiCall, TapiEvent
 from integrations.shoretel.protocol import ZERO, EventsPage, FeedEvent, LinesPage, format_time
 
@@ -45,6 +55,9 @@ PAGE_LIMIT = 500
 # Pages read per poll at most; a longer backlog waits for the next poll.
 MAX_PAGES = 20
 MAX_BACKOFF = 300.0
+# Extensions QMS has never seen that one poll may learn; a real ShoreTel system adds a
+# handful at a time, a hostile or broken bridge thousands.
+MAX_NEW_EXTENSIONS = 100
 LEASE = timedelta(minutes=5)
 STATE_FIELDS = [
     "boot_id",
@@ -54,6 +67,7 @@ STATE_FIELDS = [
     "events_rejected",
     "restarts_seen",
     "clock_offset_seconds",
+    "new_extensions_held",
 ]
 
 
@@ -70,6 +84,13 @@ class PollReport:
     linked: int = 0
     rejected: int = 0
     restarts: int = 0
+    held: int = 0
+
+
+class InternalError(BridgeError):
+    """QMS could not handle what the bridge answered: a bug, or an answer no check foresaw."""
+
+    kind = "internal-error"
 
 
 def poll_due_bridges(now: datetime) -> list[PollReport]:
@@ -112,6 +133,12 @@ def poll_bridge(bridge: TapiBridge, now: datetime | None = None) -> PollReport:
         poll.run()
     except BridgeError as error:
         poll.failed(error)
+    except Exception as error:
+        # The poll's edge: whatever went wrong is recorded, shown and backed off like a
+        # bridge failure, never retried at every beat with nothing in the admin.
+        log.exception("polling TAPI bridge %s failed", bridge)
+        state.refresh_from_db()  # what the failed page left in memory was never stored
+        poll.failed(InternalError(f"{type(error).__name__}: {error}"))
     else:
         poll.succeeded()
     finally:
@@ -141,6 +168,7 @@ class Poll:
         self.now = now
         self.report = PollReport(bridge.name)
         self.latency = 0.0
+        self.new_extensions = 0
         self.client = BridgeClient(bridge.url, bridge.token, settings.QMS_TAPI_TIMEOUT_SECONDS)
 
     def run(self) -> None:
@@ -260,8 +288,9 @@ class Poll:
         self.state.events_applied += 1
         observation = event.observation
         if isinstance(observation, BindingSeen):
-            apply_binding(observation)
-            self.report.bindings += 1
+            if self.admits(observation):
+                apply_binding(observation)
+                self.report.bindings += 1
         elif isinstance(observation, CallSignal):
             self.report.calls += 1
             return note_call(self.bridge, event)
@@ -303,7 +332,31 @@ class Poll:
                 self.report.bindings += 1
         self.state.lines = sorted([extension, ip] for extension, ip in current)
 
+    def admits(self, binding: BindingSeen) -> bool:
+        """Whether this binding may be applied: its extension is known, or the poll has not
+        yet learned its MAX_NEW_EXTENSIONS new ones."""
+        number = binding.extension
+        if Extension.objects.filter(number=number).exists():
+            return True
+        if SeenExtension.objects.filter(number=number).exists():
+            return True
+        if self.new_extensions < MAX_NEW_EXTENSIONS:
+            self.new_extensions += 1
+            return True
+        if not self.report.held:
+            log.warning(
+                "TAPI bridge %s names more than %d extensions QMS has never seen in one "
+                "poll: the bindings of the others are held back",
+                self.bridge,
+                MAX_NEW_EXTENSIONS,
+            )
+        self.report.held += 1
+        self.state.new_extensions_held += 1
+        return False
+
     def apply_line(self, binding: BindingSeen) -> bool:
+        if not self.admits(binding):
+            return False
         try:
             with transaction.atomic():
                 apply_binding(binding)

@@ -29,6 +29,16 @@ MAX_LIMIT: Final = 1000
 # noise: correcting by it would move event times back and forth from poll to poll.
 SKEW_TOLERANCE: Final = 1.0
 ZERO: Final = timedelta(0)
+# What QMS stores of the feed's keys (integrations.shoretel.models): a longer one would not
+# fit its column, so it is refused here rather than failing the page's transaction.
+MAX_CURSOR: Final = 200
+MAX_BOOT_ID: Final = 100
+MAX_ID: Final = 200
+MAX_LINE_NUMBER: Final = 1000
+# A TAPI event happens now, give or take a clock; a time outside these years is not a
+# clock error but a broken bridge, and left in it would overflow the arithmetic on it.
+EARLIEST: Final = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST: Final = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 class TapiState(StrEnum):
@@ -206,13 +216,30 @@ class EventsPage:
     rejected: tuple[str, ...] = ()
 
     def shifted(self, delta: timedelta) -> EventsPage:
-        return replace(self, events=tuple(event.shifted(delta) for event in self.events))
+        """The page on QMS's clock; an event the correction takes out of range is rejected
+        on its own, the rest of the page still counts."""
+        events, rejected = [], list(self.rejected)
+        for event in self.events:
+            try:
+                moved = event.shifted(delta)
+            except OverflowError:
+                moved = None
+            if moved is None or not EARLIEST <= moved.at < LATEST:
+                rejected.append(
+                    f"event {event.event_id!r}: its time {format_time(event.at)}, corrected "
+                    f"by the bridge's clock offset ({delta}), is out of range"
+                )
+                continue
+            events.append(moved)
+        return replace(self, events=tuple(events), rejected=tuple(rejected))
 
 
 # Reading documents -------------------------------------------------------------------------
 
 
-def decode_envelope(body: object) -> Envelope:
+def decode_envelope(body: object, rejected: list[str] | None = None) -> Envelope:
+    """The envelope of a document. A server_time that is no usable time only loses the
+    clock measurement (the Date header stands in): it is noted in `rejected`."""
     if not isinstance(body, dict):
         raise ProtocolError("the bridge's answer is not a JSON object")
     version = body.get("version")
@@ -223,17 +250,30 @@ def decode_envelope(body: object) -> Envelope:
     boot_id = body.get("boot_id")
     if not isinstance(boot_id, str) or not boot_id:
         raise ProtocolError("the bridge's answer has no boot_id")
-    server_time = body.get("server_time")
-    return Envelope(version, boot_id, None if server_time is None else parse_time(server_time))
+    _bounded(boot_id, "boot_id", MAX_BOOT_ID)
+    return Envelope(version, boot_id, _server_time(body.get("server_time"), rejected))
+
+
+def _server_time(raw: object, rejected: list[str] | None) -> datetime | None:
+    if raw is None:
+        return None
+    try:
+        return parse_time(raw)
+    except ProtocolError as error:
+        if rejected is None:
+            raise
+        rejected.append(f"server_time: {error}; the clock is read from the Date header")
+        return None
 
 
 def decode_lines(body: object) -> LinesPage:
     """GET /v1/lines. A malformed line is rejected with a reason; the rest still count."""
-    envelope = decode_envelope(body)
+    rejected: list[str] = []
+    envelope = decode_envelope(body, rejected)
     raw_lines = body.get("lines")
     if not isinstance(raw_lines, list):
         raise ProtocolError("the lines document has no list of lines")
-    lines, rejected = [], []
+    lines = []
     for index, raw in enumerate(raw_lines):
         try:
             lines.append(decode_line(raw))
@@ -257,7 +297,8 @@ def decode_line(raw: object) -> BridgeLine:
 
 def decode_events(body: object) -> EventsPage:
     """GET /v1/events, times as the bridge's clock has them (see EventsPage.shifted)."""
-    envelope = decode_envelope(body)
+    rejected: list[str] = []
+    envelope = decode_envelope(body, rejected)
     raw_events = body.get("events")
     next_cursor = body.get("next_cursor")
     more = body.get("more", False)
@@ -265,7 +306,8 @@ def decode_events(body: object) -> EventsPage:
         raise ProtocolError("the events document has no list of events")
     if not isinstance(next_cursor, str) or not isinstance(more, bool):
         raise ProtocolError("the events document needs next_cursor (a string) and more (a bool)")
-    events, rejected = [], []
+    _bounded(next_cursor, "next_cursor", MAX_CURSOR)
+    events = []
     for index, raw in enumerate(raw_events):
         try:
             events.append(decode_event(raw))
@@ -276,7 +318,7 @@ def decode_events(body: object) -> EventsPage:
 
 def decode_event(raw: object) -> FeedEvent:
     fields = _object(raw)
-    event_id = _text(fields, "id", required=True)
+    event_id = _bounded(_text(fields, "id", required=True), "id", MAX_ID)
     kind = _text(fields, "kind", required=True)
     at = parse_time(fields.get("time"))
     if kind == "call":
@@ -288,7 +330,7 @@ def decode_event(raw: object) -> FeedEvent:
 
 
 def _call_event(event_id: str, at: datetime, fields: dict) -> FeedEvent:
-    call_id = _text(fields, "call_id", required=True)
+    call_id = _bounded(_text(fields, "call_id", required=True), "call_id", MAX_ID)
     extension = _text(fields, "extension", required=True)
     state = _text(fields, "state", required=True)
     origin = _text(fields, "origin")
@@ -409,12 +451,28 @@ def parse_time(raw: object) -> datetime:
         raise ProtocolError(f"time {raw!r} is not an RFC 3339 time") from None
     if parsed.tzinfo is None:
         raise ProtocolError(f"time {raw!r} has no UTC offset")
-    return parsed.astimezone(UTC)
+    try:
+        moment = parsed.astimezone(UTC)
+    except OverflowError:
+        raise ProtocolError(f"time {raw!r} is out of range once put in UTC") from None
+    return _in_range(moment, f"time {raw!r}")
+
+
+def _in_range(moment: datetime, what: str) -> datetime:
+    if not EARLIEST <= moment < LATEST:
+        raise ProtocolError(f"{what} is not between {EARLIEST.year} and {LATEST.year}")
+    return moment
 
 
 def format_time(moment: datetime) -> str:
     """The protocol's way of writing a time: UTC, milliseconds, a Z."""
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _bounded(value: str, name: str, limit: int) -> str:
+    if len(value) > limit:
+        raise ProtocolError(f"{name} is {len(value)} characters long; at most {limit} are read")
+    return value
 
 
 def _object(raw: object) -> dict:
@@ -448,8 +506,8 @@ def _line_number(fields: dict) -> int | None:
     value = fields.get("line_number")
     if value is None:
         return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ProtocolError(f"line_number {value!r} is not a number from 1")
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_LINE_NUMBER:
+        raise ProtocolError(f"line_number {value!r} is not a number from 1 to {MAX_LINE_NUMBER}")
     return value
 
 
