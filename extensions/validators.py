@@ -14,6 +14,8 @@ Two shapes are accepted:
 
 from __future__ import annotations
 
+import unicodedata
+
 from django.core.exceptions import ValidationError
 from django.utils.deconstruct import deconstructible
 
@@ -67,3 +69,44 @@ class ExtensionNumberValidator:
 
 
 validate_extension_number = ExtensionNumberValidator()
+
+
+# Names from a phone export ----------------------------------------------------------------
+#
+# A directory export is read back by people, often in a spreadsheet: a cell starting with
+# = + - or @ is a formula there (CSV injection), and a control character (NUL above all,
+# which PostgreSQL refuses in text) has no place in a name. A device name is the phone's
+# identity as the PBX writes it (SEP001122334455, a MAC, a SIP instance id such as
+# urn:uuid:...), so it holds letters, digits and . _ - : @ and spaces; an agent name is a
+# person's, so anything printable goes except a formula's first character and < or >,
+# which no one's name holds and which would only ever be markup.
+
+FORMULA_START = "=+-@"
+DEVICE_PUNCTUATION = set("._-:@ ")
+NOT_IN_AGENT_NAMES = set("<>")
+
+
+def control_character(value: str) -> str:
+    """The first control character (Unicode category Cc) in `value`, or ""."""
+    return next((character for character in value if unicodedata.category(character) == "Cc"), "")
+
+
+def device_name_problem(name: str) -> str:
+    """Why `name` cannot be a phone's device name, as a sentence's end; "" if it can."""
+    if not name[:1].isalnum():
+        return "it must start with a letter or a digit"
+    odd = sorted({c for c in name if not c.isalnum() and c not in DEVICE_PUNCTUATION})
+    if odd:
+        shown = " ".join(odd)
+        return f"it holds {shown}; a device name holds letters, digits and . _ - : @ and spaces"
+    return ""
+
+
+def agent_name_problem(name: str) -> str:
+    """Why `name` cannot be an agent's name, as a sentence's end; "" if it can."""
+    if name[:1] in set(FORMULA_START):
+        return f"it starts with {name[0]}, which a spreadsheet reads as a formula"
+    odd = sorted({c for c in name if c in NOT_IN_AGENT_NAMES})
+    if odd:
+        return f"it holds {' '.join(odd)}, which no person's name does"
+    return ""

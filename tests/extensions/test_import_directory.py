@@ -449,3 +449,161 @@ def test_it_accepts_a_sip_user_name_on_a_sip_phone(tmp_path: Path) -> None:
 
     assert line_appearances() == {("0004f2aabbcc", 1, "reception")}
     assert owners() == {"reception": "Front desk"}
+
+
+# Hostile cells (issue 11, L3) ------------------------------------------------------------------
+
+
+def test_a_nul_in_a_device_or_agent_name_is_a_line_error_and_nothing_is_imported(
+    tmp_path: Path,
+) -> None:
+    rows = [
+        JOHN,
+        "SEP0011223344\x00AA,sccp,,no,Mary,9002,,",
+        "SEP0011223344BB,sccp,,no,Ca\x00rl,9003,,",
+    ]
+
+    errors = listed_errors(refusal(write_export(tmp_path, rows)))
+
+    assert errors == [
+        (
+            3,
+            "the device cell 'SEP0011223344\\x00AA' holds the control character '\\x00'; "
+            "a directory cell is printable text.",
+        ),
+        (
+            4,
+            "the agent cell 'Ca\\x00rl' holds the control character '\\x00'; a directory "
+            "cell is printable text.",
+        ),
+    ]
+    assert_directory_empty()
+
+
+def test_names_a_spreadsheet_would_run_as_formulas_or_markup_are_refused(tmp_path: Path) -> None:
+    rows = [
+        "=cmd|' /C calc'!A0,sccp,,no,John,9001,,",
+        'SEP0011223344AA,sccp,,no,"=HYPERLINK(""http://x.example"",""pay"")",9002,,',
+        "SEP0011223344BB,sccp,,no,<script>alert(1)</script>,9003,,",
+        "SEP0011223344CC,sccp,,no,@SUM(1+1),9004,,",
+        "SEP<b>11223344DD,sccp,,no,Dave,9005,,",
+    ]
+
+    errors = listed_errors(refusal(write_export(tmp_path, rows)))
+
+    assert errors == [
+        (
+            2,
+            "device name \"=cmd|' /C calc'!A0\" is not valid: it must start with a letter or "
+            "a digit.",
+        ),
+        (
+            3,
+            'agent name \'=HYPERLINK("http://x.example","pay")\' is not valid: it starts '
+            "with =, which a spreadsheet reads as a formula.",
+        ),
+        (
+            4,
+            "agent name '<script>alert(1)</script>' is not valid: it holds < >, which no "
+            "person's name does.",
+        ),
+        (
+            5,
+            "agent name '@SUM(1+1)' is not valid: it starts with @, which a spreadsheet reads "
+            "as a formula.",
+        ),
+        (
+            6,
+            "device name 'SEP<b>11223344DD' is not valid: it holds < >; a device name holds "
+            "letters, digits and . _ - : @ and spaces.",
+        ),
+    ]
+    assert_directory_empty()
+
+
+def test_device_names_of_cisco_sip_and_other_pbxs_are_accepted(tmp_path: Path) -> None:
+    devices = [
+        "SEP001122334455",
+        "urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6",
+        "alice@pbx.example.com",
+        "Front Desk_2.1",
+        "0004f2aabbcc",
+    ]
+    rows = [f"{device},sip,,no,Agent {index},700{index},," for index, device in enumerate(devices)]
+
+    run_import(write_export(tmp_path, rows))
+
+    assert sorted(Phone.objects.values_list("device_name", flat=True)) == sorted(devices)
+
+
+def test_a_static_ip_with_a_network_interface_zone_is_refused(tmp_path: Path) -> None:
+    export = write_export(tmp_path, ["SEP001122334455,sip,fe80::1%eth0,yes,John,9001,,"])
+
+    assert listed_errors(refusal(export)) == [
+        (
+            2,
+            "'fe80::1%eth0' names a network interface after %; write the phone's address "
+            "without it.",
+        )
+    ]
+    assert_directory_empty()
+
+
+def test_a_header_with_2000_line_columns_is_refused_in_one_sentence(tmp_path: Path) -> None:
+    header = ",".join(["device,protocol,ip,static_ip,agent"] + [f"line{n}" for n in range(1, 2001)])
+    row = "SEP001122334455,sccp,,no,John," + ",".join(str(10000 + n) for n in range(2000))
+
+    assert listed_errors(refusal(write_export(tmp_path, [row], header=header))) == [
+        (1, "the header has line columns up to line2000; a phone has at most 64 lines.")
+    ]
+    assert_directory_empty()
+
+
+def test_a_phone_with_64_lines_is_imported(tmp_path: Path) -> None:
+    header = ",".join(["device,protocol,ip,static_ip,agent"] + [f"line{n}" for n in range(1, 65)])
+    row = "SEP001122334455,sccp,,no,John," + ",".join(str(10000 + n) for n in range(1, 65))
+
+    run_import(write_export(tmp_path, [row], header=header))
+
+    assert LineAppearance.objects.count() == 64
+    assert owners()["10001"] == "John"
+
+
+# Large files (issue 11, L3) --------------------------------------------------------------------
+
+
+def many_phones(count: int) -> list[str]:
+    """Phones whose line 1 is their own number and line 2 the next phone's."""
+    return [
+        f"SEP{index:012X},sccp,,no,Agent {index},{20000 + index},{20000 + (index + 1) % count},"
+        for index in range(count)
+    ]
+
+
+def test_300_phones_are_checked_and_written_in_a_few_dozen_queries(
+    tmp_path: Path, django_assert_max_num_queries
+) -> None:
+    export = write_export(tmp_path, many_phones(300))
+
+    with django_assert_max_num_queries(40):
+        output = run_import(export)
+
+    assert "300 phones (300 new, 0 changed, 0 unchanged), 600 lines added" in output
+    assert Extension.objects.filter(agent__isnull=False).count() == 300
+    with django_assert_max_num_queries(40):
+        output = run_import(export)
+    assert "300 phones (0 new, 0 changed, 300 unchanged), 0 lines added" in output
+
+
+def test_a_large_file_reports_its_progress_on_stderr(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("extensions.directory_import.PROGRESS_EVERY", 2)
+    progress = StringIO()
+
+    call_command(
+        "import_directory",
+        str(write_export(tmp_path, many_phones(5))),
+        stdout=StringIO(),
+        stderr=progress,
+    )
+
+    assert progress.getvalue().splitlines()[:2] == ["rows checked: 2 of 5", "rows checked: 4 of 5"]

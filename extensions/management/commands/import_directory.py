@@ -23,7 +23,9 @@ class Command(BaseCommand):
         path = options["file"]
         try:
             with open(path, newline="", encoding="utf-8-sig") as export:
-                report = import_directory(export, dry_run=options["dry_run"])
+                report = import_directory(
+                    export, dry_run=options["dry_run"], progress=self.progress
+                )
         except OSError as error:
             raise CommandError(f"Cannot read {path}: {error.strerror}.") from None
         except UnicodeDecodeError as error:
@@ -39,3 +41,8 @@ class Command(BaseCommand):
             self.stdout.write(f"Dry run: {path} is valid; it would give {report.summary()}.")
         else:
             self.stdout.write(self.style.SUCCESS(f"Imported {path}: {report.summary()}."))
+
+    def progress(self, what: str, done: int, total: int) -> None:
+        """A line on stderr now and then for a large file, so a long import shows it is
+        working (stdout keeps only the outcome)."""
+        self.stderr.write(f"{what}: {done:,} of {total:,}")
