@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from celery import Celery
 
+from qms.env import report_plainly
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "qms.settings")
+# `celery -A qms worker|beat` reads the settings inside celery's own command line: a bad
+# environment value reaches the interpreter's top, where it is printed as its sentence.
+sys.excepthook = report_plainly
 
 app = Celery("qms")
 app.config_from_object("django.conf:settings", namespace="CELERY")

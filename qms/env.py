@@ -1,19 +1,47 @@
 """Typed readers for settings that come from the environment.
 
 Every reader names the variable in its error, so a bad setting stops start-up with a
-sentence the operator can act on instead of falling back to a silent default.
+sentence the operator can act on instead of falling back to a silent default. The error
+is a SettingsError: manage.py, qms/wsgi.py and qms/celery.py print its sentence alone,
+without a traceback, and exit non-zero.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import sys
+import zoneinfo
 from pathlib import Path
+from types import TracebackType
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off"}
+
+# No integer setting needs more; a bigger one is a typo that would overflow later.
+INT_CEILING = 2**31 - 1
+# RFC 9110 section 5.1: a field name is a token.
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+class SettingsError(ImproperlyConfigured):
+    """A value from the environment QMS cannot start with. Its message is one sentence
+    that names the variable and never shows a password."""
+
+
+def report_plainly(
+    kind: type[BaseException], error: BaseException, trace: TracebackType | None
+) -> None:
+    """sys.excepthook for the entry points: a SettingsError that reaches the top is its
+    sentence alone (the interpreter still exits with status 1); anything else as usual."""
+    if isinstance(error, SettingsError):
+        print(error, file=sys.stderr)
+    else:
+        sys.__excepthook__(kind, error, trace)
+
 
 DATABASE_ENGINES = {
     "postgres": "django.db.backends.postgresql",
@@ -36,21 +64,93 @@ def env_bool(name: str, default: bool) -> bool:
         return True
     if word in FALSE_WORDS:
         return False
-    raise ImproperlyConfigured(
-        f"{name} must be one of 1/0, true/false, yes/no or on/off, not {raw!r}."
-    )
+    raise SettingsError(f"{name} must be one of 1/0, true/false, yes/no or on/off, not {raw!r}.")
 
 
-def env_int(name: str, default: int, minimum: int | None = None) -> int:
+def env_int(name: str, default: int, minimum: int | None = None, maximum: int = INT_CEILING) -> int:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a whole number, not {raw!r}.") from None
+    text = raw.strip()
+    if not re.fullmatch(r"[+-]?[0-9]+", text):
+        raise SettingsError(f"{name} must be a whole number, not {raw[:40]!r}.")
+    # Thousands of digits: Python's int() refuses them itself. No setting needs 19.
+    if len(text.lstrip("+-0")) > 18:
+        bounds = f"at most {maximum}" if minimum is None else f"from {minimum} to {maximum}"
+        raise SettingsError(f"{name} must be a whole number {bounds}, not {text[:40]}.")
+    value = int(text)
     if minimum is not None and value < minimum:
-        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {value}.")
+        raise SettingsError(f"{name} must be at least {minimum}, not {value}.")
+    if value > maximum:
+        raise SettingsError(f"{name} must be at most {maximum}, not {value}.")
+    return value
+
+
+def env_time_zone(name: str, default: str) -> str:
+    """An IANA time zone name such as Europe/Paris, checked against the zone database."""
+    value = os.environ.get(name, "").strip() or default
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(
+            f"{name} must be a time zone of the IANA database such as UTC or Europe/Paris, "
+            f"not {value!r}."
+        ) from None
+    return value
+
+
+def env_header(name: str) -> str:
+    """An HTTP header name such as X-Real-IP, or empty."""
+    value = os.environ.get(name, "").strip()
+    if value and not HEADER_NAME.fullmatch(value):
+        raise SettingsError(
+            f"{name} must be an HTTP header name such as X-Real-IP (letters, digits and "
+            f"'-', no spaces), not {value!r}."
+        )
+    return value
+
+
+def env_directory(name: str, default: Path, create: bool = False) -> Path:
+    """A directory: if it exists it must be one; with `create`, it is made now, so a path
+    QMS cannot write stops start-up here rather than the first recording."""
+    path = env_path(name, default)
+    return ensure_directory(name, path) if create else _not_a_file(name, path)
+
+
+def ensure_directory(name: str, path: Path) -> Path:
+    _not_a_file(name, path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SettingsError(
+            f"{name} needs the directory {str(path)!r}, which QMS cannot create ({error.strerror})."
+        ) from None
+    return path
+
+
+def _not_a_file(name: str, path: Path) -> Path:
+    if path.exists() and not path.is_dir():
+        raise SettingsError(f"{name} needs {str(path)!r} to be a directory, and it is not one.")
+    return path
+
+
+def secret_key(name: str, debug: bool) -> str:
+    """The SECRET_KEY: with DEBUG off, long and random enough to sign sessions with (the
+    measure of Django's own deployment check, security.W009)."""
+    value = os.environ.get(name, "")
+    if debug:
+        return value or "insecure-development-key-only-used-with-DEBUG-on"
+    if not value:
+        raise SettingsError(
+            f"{name} must be set when DEBUG is off: use a long random string, for example "
+            "the output of `python3 -c 'import secrets; print(secrets.token_urlsafe(50))'`."
+        )
+    if len(value) < 50 or len(set(value)) < 5 or value.startswith("django-insecure"):
+        raise SettingsError(
+            f"{name} is too short or too plain for DEBUG off: it needs at least 50 characters "
+            "and 5 different ones, for example the output of "
+            "`python3 -c 'import secrets; print(secrets.token_urlsafe(50))'`."
+        )
     return value
 
 
@@ -60,7 +160,7 @@ def env_list(name: str, default: list[str]) -> list[str]:
         return default
     items = [item.strip() for item in raw.split(",")]
     if any(item == "" for item in items):
-        raise ImproperlyConfigured(
+        raise SettingsError(
             f"{name} must be a comma-separated list without empty items, not {raw!r}."
         )
     return items
@@ -72,7 +172,7 @@ def env_choice(name: str, default: str, choices: list[str]) -> str:
         return default
     value = raw.strip().upper()
     if value not in choices:
-        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, not {raw!r}.")
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, not {raw!r}.")
     return value
 
 
@@ -90,7 +190,7 @@ def env_url_path(name: str) -> str:
         return ""
     segments = raw.strip("/").split("/")
     if not (raw.startswith("/") and raw.endswith("/")) or ".." in segments or "" in segments:
-        raise ImproperlyConfigured(
+        raise SettingsError(
             f"{name} must be a URL path that starts and ends with /, such as "
             f"/protected-recordings/, not {raw!r}."
         )
@@ -102,8 +202,15 @@ def env_cache(name: str) -> dict:
     raw = os.environ.get(name, "").strip()
     if not raw:
         return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
-    if urlsplit(raw).scheme not in ("redis", "rediss", "unix"):
-        raise ImproperlyConfigured(
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - read for its ValueError on a port that is no number
+    except ValueError as error:
+        raise SettingsError(
+            f"{name} is not a usable Redis URL ({error}): {_without_password(raw)!r}."
+        ) from None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise SettingsError(
             f"{name} must be a Redis URL such as redis://127.0.0.1:6379/1, "
             f"not {_without_password(raw)!r}."
         )
@@ -120,19 +227,15 @@ def env_database(name: str, default: str) -> dict:
     try:
         return parse_database_url(raw)
     except ValueError as error:
-        raise ImproperlyConfigured(
+        raise SettingsError(
             f"{name} is not a usable database URL ({error}): {_without_password(raw)!r}."
         ) from None
 
 
 def _without_password(url: str) -> str:
-    # The error goes to terminals and logs: show the URL's shape, never the password.
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    credentials, _, address = parts.netloc.rpartition("@")
-    user = credentials.partition(":")[0]
-    return parts._replace(netloc=f"{user}:***@{address}").geturl()
+    # The error goes to terminals and logs: show the URL's shape, never the password. By
+    # pattern, not urlsplit: the URL being shown may be one urlsplit refuses.
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):[^/]*@", r"\1:***@", url)
 
 
 def parse_database_url(url: str) -> dict:

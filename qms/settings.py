@@ -2,38 +2,36 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 from datetime import timedelta
 from pathlib import Path
 
-from django.core.exceptions import ImproperlyConfigured
-
 from qms.env import (
+    SettingsError,
+    ensure_directory,
     env_bool,
     env_cache,
     env_choice,
     env_database,
+    env_directory,
+    env_header,
     env_int,
     env_list,
-    env_path,
     env_str,
+    env_time_zone,
     env_url_path,
+    secret_key,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = env_path("QMS_VAR_DIR", BASE_DIR / "var")
+# Made when set, so a path QMS cannot write stops start-up with its name.
+VAR_DIR = env_directory("QMS_VAR_DIR", BASE_DIR / "var", create="QMS_VAR_DIR" in os.environ)
 
 DEBUG = env_bool("DEBUG", False)
 
-SECRET_KEY = env_str("SECRET_KEY")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured(
-            "SECRET_KEY must be set when DEBUG is off: use a long random string, for example "
-            "the output of `python3 -c 'import secrets; print(secrets.token_urlsafe(50))'`."
-        )
-    SECRET_KEY = "insecure-development-key-only-used-with-DEBUG-on"  # noqa: S105
+SECRET_KEY = secret_key("SECRET_KEY", DEBUG)
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -87,7 +85,10 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # The embedded default keeps its database under var/, which a fresh clone lacks.
-    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    ensure_directory(
+        "DATABASE_URL" if os.environ.get("DATABASE_URL") else "QMS_VAR_DIR",
+        Path(DATABASES["default"]["NAME"]).parent,
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Login throttling counts failures here, so in production, with several gunicorn workers,
@@ -101,8 +102,10 @@ AUTHENTICATION_BACKENDS = [
 ]
 # After this many failed logins for one username from one client IP within the lockout
 # period, that username is locked for that IP for the lockout period.
-QMS_LOGIN_FAILURE_LIMIT = env_int("QMS_LOGIN_FAILURE_LIMIT", 5, minimum=1)
-QMS_LOGIN_LOCKOUT_SECONDS = env_int("QMS_LOGIN_LOCKOUT_MINUTES", 15, minimum=1) * 60
+QMS_LOGIN_FAILURE_LIMIT = env_int("QMS_LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=1000)
+QMS_LOGIN_LOCKOUT_SECONDS = (
+    env_int("QMS_LOGIN_LOCKOUT_MINUTES", 15, minimum=1, maximum=30 * 24 * 60) * 60
+)
 # The pages' own login admits every active user; the admin keeps its own, for staff.
 LOGIN_URL = "recorder:login"
 LOGIN_REDIRECT_URL = "recorder:list"
@@ -120,21 +123,21 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = env_str("TIME_ZONE", "UTC")
+TIME_ZONE = env_time_zone("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = env_path("QMS_STATIC_ROOT", VAR_DIR / "static")
+STATIC_ROOT = env_directory("QMS_STATIC_ROOT", VAR_DIR / "static")
 
-QMS_RECORDINGS_DIR = env_path("QMS_RECORDINGS_DIR", VAR_DIR / "recordings")
+QMS_RECORDINGS_DIR = env_directory("QMS_RECORDINGS_DIR", VAR_DIR / "recordings")
 # Calls being recorded are spooled here, on local disk, until they end.
-QMS_SPOOL_DIR = env_path("QMS_SPOOL_DIR", VAR_DIR / "spool")
+QMS_SPOOL_DIR = env_directory("QMS_SPOOL_DIR", VAR_DIR / "spool")
 # Record RTP of known phones that no signalling announced (encrypted SIP, ShoreTel).
 QMS_RECORD_UNSIGNALLED = env_bool("QMS_RECORD_UNSIGNALLED", True)
 # A call longer than this is split into segments, each its own recording, linked by a
 # conversation id, so an endless stream never makes an endless file.
-QMS_MAX_CALL_SECONDS = env_int("QMS_MAX_CALL_SECONDS", 4 * 3600, minimum=60)
+QMS_MAX_CALL_SECONDS = env_int("QMS_MAX_CALL_SECONDS", 4 * 3600, minimum=60, maximum=7 * 86400)
 # wav (PCM16, every browser plays it) or opus (Ogg/Opus, several times smaller).
 QMS_RECORDING_FORMAT = env_choice("QMS_RECORDING_FORMAT", "WAV", ["WAV", "OPUS"]).lower()
 
@@ -142,29 +145,29 @@ QMS_RECORDING_FORMAT = env_choice("QMS_RECORDING_FORMAT", "WAV", ["WAV", "OPUS"]
 # `celery -A qms worker -Q capture.<node>`, runs the sniffers configured for it in the admin.
 QMS_NODE = env_str("QMS_NODE", socket.gethostname()).strip()
 if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", QMS_NODE):
-    raise ImproperlyConfigured(
+    raise SettingsError(
         f"QMS_NODE must be letters, digits, '.', '_' and '-' (it names the worker's queue, "
         f"capture.<node>), not {QMS_NODE!r}."
     )
 # The node's durable outbox: events captured and not yet applied to the database wait here,
 # on local disk, through broker and database outages.
-QMS_OUTBOX_DIR = env_path("QMS_OUTBOX_DIR", VAR_DIR / "outbox")
+QMS_OUTBOX_DIR = env_directory("QMS_OUTBOX_DIR", VAR_DIR / "outbox")
 # How often a node's worker heartbeats its interfaces, and how long its lease on one lasts
 # without a heartbeat before another worker may take the interface over.
-QMS_CAPTURE_HEARTBEAT_SECONDS = env_int("QMS_CAPTURE_HEARTBEAT_SECONDS", 5, minimum=1)
-QMS_CAPTURE_LEASE_SECONDS = env_int("QMS_CAPTURE_LEASE_SECONDS", 60, minimum=2)
+QMS_CAPTURE_HEARTBEAT_SECONDS = env_int("QMS_CAPTURE_HEARTBEAT_SECONDS", 5, minimum=1, maximum=3600)
+QMS_CAPTURE_LEASE_SECONDS = env_int("QMS_CAPTURE_LEASE_SECONDS", 60, minimum=2, maximum=86400)
 if QMS_CAPTURE_LEASE_SECONDS <= 2 * QMS_CAPTURE_HEARTBEAT_SECONDS:
-    raise ImproperlyConfigured(
+    raise SettingsError(
         "QMS_CAPTURE_LEASE_SECONDS must be more than twice QMS_CAPTURE_HEARTBEAT_SECONDS, "
         "or a lease could lapse between two heartbeats."
     )
 # Events sent to the broker and not applied this long after are sent again (a broker that
 # restarted without persistence forgets its queue).
-QMS_OUTBOX_REDELIVER_SECONDS = env_int("QMS_OUTBOX_REDELIVER_SECONDS", 60, minimum=1)
+QMS_OUTBOX_REDELIVER_SECONDS = env_int("QMS_OUTBOX_REDELIVER_SECONDS", 60, minimum=1, maximum=86400)
 
 # Retention (docs/retention.md): days a recording is kept; 0 keeps recordings forever. A
 # team's own retention_days overrides it for its agents' recordings.
-QMS_RETENTION_DAYS = env_int("QMS_RETENTION_DAYS", 0, minimum=0)
+QMS_RETENTION_DAYS = env_int("QMS_RETENTION_DAYS", 0, minimum=0, maximum=36500)
 
 # Playback (docs/playback.md). Agents hear their own recordings only when this is on.
 QMS_AGENTS_HEAR_OWN = env_bool("QMS_AGENTS_HEAR_OWN", False)
@@ -173,7 +176,7 @@ QMS_AGENTS_HEAR_OWN = env_bool("QMS_AGENTS_HEAR_OWN", False)
 QMS_AUDIO_ACCEL_REDIRECT = env_url_path("QMS_AUDIO_ACCEL_REDIRECT")
 # The request header nginx puts the client's address in (X-Real-IP); empty: the socket
 # peer. Only set it behind a proxy that overwrites the header, or clients could forge it.
-QMS_CLIENT_IP_HEADER = env_str("QMS_CLIENT_IP_HEADER").strip()
+QMS_CLIENT_IP_HEADER = env_header("QMS_CLIENT_IP_HEADER")
 
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -186,15 +189,15 @@ STORAGES = {
 
 # How long a binding learned without an expiry of its own (SCCP, TAPI, a SIP call) stays
 # valid without being seen again, in seconds.
-QMS_BINDING_DEFAULT_TTL = env_int("QMS_BINDING_DEFAULT_TTL", 3600, minimum=60)
+QMS_BINDING_DEFAULT_TTL = env_int("QMS_BINDING_DEFAULT_TTL", 3600, minimum=60, maximum=365 * 86400)
 
 # ShoreTel TAPI bridges (docs/tapi-bridge.md): celery beat polls them this often; each
 # request may take this long; their line lists are read again this often; the event ids
 # kept to recognise duplicates are forgotten after this many days.
-QMS_TAPI_POLL_SECONDS = env_int("QMS_TAPI_POLL_SECONDS", 5, minimum=1)
-QMS_TAPI_TIMEOUT_SECONDS = env_int("QMS_TAPI_TIMEOUT_SECONDS", 5, minimum=1)
-QMS_TAPI_LINES_SECONDS = env_int("QMS_TAPI_LINES_SECONDS", 600, minimum=10)
-QMS_TAPI_EVENTS_KEEP_DAYS = env_int("QMS_TAPI_EVENTS_KEEP_DAYS", 7, minimum=1)
+QMS_TAPI_POLL_SECONDS = env_int("QMS_TAPI_POLL_SECONDS", 5, minimum=1, maximum=86400)
+QMS_TAPI_TIMEOUT_SECONDS = env_int("QMS_TAPI_TIMEOUT_SECONDS", 5, minimum=1, maximum=300)
+QMS_TAPI_LINES_SECONDS = env_int("QMS_TAPI_LINES_SECONDS", 600, minimum=10, maximum=86400)
+QMS_TAPI_EVENTS_KEEP_DAYS = env_int("QMS_TAPI_EVENTS_KEEP_DAYS", 7, minimum=1, maximum=3650)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -241,7 +244,9 @@ SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
-SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000, minimum=0)
+SECURE_HSTS_SECONDS = env_int(
+    "SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000, minimum=0, maximum=2 * 31536000
+)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
 SECURE_CONTENT_TYPE_NOSNIFF = True
