@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.db.models import Field, QuerySet
+from django.db.models import Field, Prefetch, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
@@ -24,12 +24,31 @@ from extensions.models import (
     Team,
 )
 from extensions.services import save_lines
+from recorder.access import (
+    agents_visible_to,
+    binding_conflicts_visible_to,
+    bindings_visible_to,
+    encrypted_signalling_visible_to,
+    extensions_visible_to,
+    line_appearances_visible_to,
+    phones_visible_to,
+    seen_extensions_visible_to,
+    teams_visible_to,
+)
 
 
 def changelist_link(model: str, label: str, **filters: object) -> str:
     query = "&".join(f"{key}={value}" for key, value in filters.items())
     url = reverse(f"admin:extensions_{model}_changelist")
     return format_html('<a href="{}?{}">{}</a>', url, query, label)
+
+
+class VisibleTeamsFilter(admin.RelatedFieldListFilter):
+    """The team filter offers only the teams one may see, not every team's name."""
+
+    def field_choices(self, field: Field, request: HttpRequest, model_admin) -> list:
+        teams = teams_visible_to(request.user).order_by("name")
+        return [(team.pk, str(team)) for team in teams]
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -50,6 +69,11 @@ class TeamAdmin(admin.ModelAdmin):
     list_display = ["name", "supervisor_names", "agent_count"]
     search_fields = ["name", "agents__name"]
     filter_horizontal = ["supervisors"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Team]:
+        # Every directory list is scoped like the API (recorder/access.py): a supervisor
+        # reads their own teams, a telephony admin every team.
+        return teams_visible_to(request.user, super().get_queryset(request))
 
     @admin.display(description="supervisors")
     def supervisor_names(self, team: Team) -> str:
@@ -82,12 +106,15 @@ class ExtensionInline(ExactNumberMixin, admin.TabularInline):
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
     list_display = ["name", "user", "current_ip", "ip_updated_at", "phone_links"]
-    list_filter = ["teams"]
+    list_filter = [("teams", VisibleTeamsFilter)]
     search_fields = ["name", "extensions__number", "current_ip", "user__username"]
     filter_horizontal = ["teams"]
     readonly_fields = ["current_ip", "ip_updated_at", "phone_links", "binding_history"]
     autocomplete_fields = ["user"]
     inlines = [ExtensionInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Agent]:
+        return agents_visible_to(request.user, super().get_queryset(request))
 
     @admin.display(description="line-1 phones")
     def phone_links(self, agent: Agent) -> str:
@@ -112,6 +139,10 @@ class LineAppearanceInline(admin.TabularInline):
     fields = ["line_number", "number"]
     extra = 3
     ordering = ["line_number"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[LineAppearance]:
+        # A shared phone's other lines belong to other teams' agents.
+        return line_appearances_visible_to(request.user, super().get_queryset(request))
 
 
 @admin.register(Phone)
@@ -140,7 +171,9 @@ class PhoneAdmin(admin.ModelAdmin):
     inlines = [LineAppearanceInline]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Phone]:
-        return super().get_queryset(request).prefetch_related("lines__extension__agent")
+        lines = line_appearances_visible_to(request.user).select_related("extension__agent")
+        phones = super().get_queryset(request).prefetch_related(Prefetch("lines", queryset=lines))
+        return phones_visible_to(request.user, phones)
 
     @admin.display(description="agent")
     def holder_name(self, phone: Phone) -> str:
@@ -187,7 +220,8 @@ class ExtensionAdmin(ExactNumberMixin, admin.ModelAdmin):
     readonly_fields = ["appearance_list", "binding_history"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Extension]:
-        return super().get_queryset(request).prefetch_related("appearances__phone")
+        extensions = super().get_queryset(request).prefetch_related("appearances__phone")
+        return extensions_visible_to(request.user, extensions)
 
     @admin.display(description="lines")
     def appearance_list(self, extension: Extension) -> str:
@@ -234,12 +268,18 @@ class BindingAdmin(ReadOnlyAdmin):
     date_hierarchy = "first_seen"
     list_select_related = ["phone"]
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Binding]:
+        return bindings_visible_to(request.user, super().get_queryset(request))
+
 
 @admin.register(SeenExtension)
 class SeenExtensionAdmin(ReadOnlyAdmin):
     list_display = ["number", "configured", "last_ip", "last_source", "first_seen", "last_seen"]
     search_fields = ["number", "last_ip"]
     list_filter = ["last_source"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[SeenExtension]:
+        return seen_extensions_visible_to(request.user, super().get_queryset(request))
 
     @admin.display(boolean=True)
     def configured(self, seen: SeenExtension) -> bool:
@@ -251,6 +291,9 @@ class EncryptedSignallingAdmin(ReadOnlyAdmin):
     list_display = ["ip", "protocol", "first_seen", "last_seen"]
     search_fields = ["ip"]
     list_filter = ["protocol"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[EncryptedSignalling]:
+        return encrypted_signalling_visible_to(request.user, super().get_queryset(request))
 
 
 @admin.register(BindingConflict)
@@ -268,6 +311,9 @@ class BindingConflictAdmin(admin.ModelAdmin):
         "resolution",
     ]
     actions = ["mark_resolved"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[BindingConflict]:
+        return binding_conflicts_visible_to(request.user, super().get_queryset(request))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -2,8 +2,9 @@
 
 A supervisor reads the teams they supervise, those teams' agents and what belongs to the
 agents (extensions, the phones and lines they appear on, their observed bindings); an agent,
-when QMS_AGENTS_HEAR_OWN is on, their own; directory admins (the model's view permission)
-and those who see every recording read everything; anyone else reads empty lists. A row
+when QMS_AGENTS_HEAR_OWN is on, their own; telephony admins (a write permission on the
+model: add, change or delete) and those who see every recording read everything; anyone
+else reads empty lists. The view permission alone grants no rows (docs/playback.md, "Roles"). A row
 outside one's scope answers 404, as a missing one. Writes go through the same rules as the
 admin (extensions/services.py).
 """

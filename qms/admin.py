@@ -7,6 +7,7 @@ from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
 from django.db.models.base import ModelBase
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -14,6 +15,7 @@ from django.urls import URLPattern, path
 
 from extensions.health import directory_health
 from qms.login_throttle import is_locked, lockout_message
+from recorder.access import sees_directory_health
 
 
 class ThrottledAdminAuthenticationForm(AdminAuthenticationForm):
@@ -45,6 +47,12 @@ class BoundedDates:
         return BoundedDateChangeList
 
 
+def health_page(request: HttpRequest) -> int:
+    """The page of directory health asked for; the first for anything but a page number."""
+    asked = request.GET.get("page", "")
+    return int(asked) if asked.isdecimal() and len(asked) < 10 else 1
+
+
 class QMSAdminSite(admin.AdminSite):
     site_header = "QMS administration"
     site_title = "QMS"
@@ -74,10 +82,18 @@ class QMSAdminSite(admin.AdminSite):
         ]
         return own + super().get_urls()
 
+    def index(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        # The index links the health page only for those it opens to.
+        allowed = sees_directory_health(request.user)
+        return super().index(request, {**(extra_context or {}), "sees_directory_health": allowed})
+
     def directory_health_view(self, request: HttpRequest) -> HttpResponse:
+        # Staff alone is not enough: the page is the whole directory (recorder/access.py).
+        if not sees_directory_health(request.user):
+            raise PermissionDenied("Directory health is for telephony admins.")
         context = {
             **self.each_context(request),
             "title": "Directory health",
-            "health": directory_health(),
+            "health": directory_health(health_page(request)),
         }
         return TemplateResponse(request, "admin/directory_health.html", context)

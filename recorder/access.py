@@ -15,10 +15,22 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.db.models import Q, QuerySet
 
-from extensions.models import Agent, Binding, Extension, LineAppearance, Phone, Team
+from extensions.models import (
+    Agent,
+    Binding,
+    BindingConflict,
+    EncryptedSignalling,
+    Extension,
+    LineAppearance,
+    Phone,
+    SeenExtension,
+    Team,
+)
 from recorder.models import Call, Recording
 
 User = AbstractBaseUser | AnonymousUser
+# A directory model's permissions that make one its keeper, who sees all of its rows.
+WRITE_ACTIONS = ("add", "change", "delete")
 
 
 def recordings_visible_to(user: User, recordings: QuerySet | None = None) -> QuerySet:
@@ -110,14 +122,31 @@ def _entitled(user: AbstractBaseUser) -> tuple[list[int], list[str]]:
 
 def sees_whole_directory(user: User, model: type) -> bool:
     """Superusers, holders of recorder.view_all_recordings (every recording already names
-    every agent, extension and phone) and those the admin shows every row of the model to
-    (its view or change permission: the telephony admins) see every row."""
+    every agent, extension and phone) and the telephony admins, who hold one of the model's
+    write permissions (add, change or delete), see every row of it (docs/playback.md,
+    "Roles").
+
+    The view permission is not enough: it is what opens the admin's (scoped) lists at all,
+    so supervisors hold it too. A write permission is the telephony admin's grant: whoever
+    keeps the phones or lines must see every phone and line. For the tables QMS alone
+    writes (bindings, seen extensions, encrypted signalling) the admin refuses every edit
+    whatever the permission, so there the change permission only says "the whole table".
+    """
     if not (user.is_authenticated and user.is_active):
         return False
     meta = model._meta
     return sees_every_recording(user) or any(
-        user.has_perm(f"{meta.app_label}.{action}_{meta.model_name}")
-        for action in ("view", "change")
+        user.has_perm(f"{meta.app_label}.{action}_{meta.model_name}") for action in WRITE_ACTIONS
+    )
+
+
+def sees_directory_health(user: User) -> bool:
+    """The health page lists every configured extension the wire never carried, every
+    number it carried that is not configured (with addresses), every conflict and every
+    encrypted address: the whole directory, for the telephony admins only."""
+    return bool(user.is_staff) and all(
+        sees_whole_directory(user, model)
+        for model in (Extension, SeenExtension, BindingConflict, EncryptedSignalling)
     )
 
 
@@ -166,6 +195,26 @@ def bindings_visible_to(user: User, bindings: QuerySet | None = None) -> QuerySe
     """The observed ext/IP bindings of the extensions owned by one's visible agents."""
     bindings = Binding.objects.all() if bindings is None else bindings
     return _directory(user, bindings, Binding, "extension__agent")
+
+
+def seen_extensions_visible_to(user: User, seen: QuerySet | None = None) -> QuerySet:
+    """The numbers the wire carried that are extensions of one's visible agents."""
+    seen = SeenExtension.objects.all() if seen is None else seen
+    if sees_whole_directory(user, SeenExtension):
+        return seen
+    return seen.filter(number__in=extensions_visible_to(user).values("number"))
+
+
+def encrypted_signalling_visible_to(user: User, rows: QuerySet | None = None) -> QuerySet:
+    """Addresses whose signalling is encrypted belong to no agent: telephony admins only."""
+    rows = EncryptedSignalling.objects.all() if rows is None else rows
+    return rows if sees_whole_directory(user, EncryptedSignalling) else rows.none()
+
+
+def binding_conflicts_visible_to(user: User, conflicts: QuerySet | None = None) -> QuerySet:
+    """The conflicts over extensions of one's visible agents."""
+    conflicts = BindingConflict.objects.all() if conflicts is None else conflicts
+    return _directory(user, conflicts, BindingConflict, "extension__agent")
 
 
 def _directory(user: User, rows: QuerySet, model: type | None, agent_path: str) -> QuerySet:

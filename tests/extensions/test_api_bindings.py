@@ -42,7 +42,7 @@ def reader(*codenames: str) -> APIClient:
 
 @pytest.mark.django_db
 def test_bindings_list_with_every_field(directory: None) -> None:
-    response = reader("view_binding").get("/api/bindings/", {"extension": "9001"})
+    response = reader("change_binding").get("/api/bindings/", {"extension": "9001"})
     assert response.status_code == 200
     items = response.json()["results"]
     assert [(item["ip"], item["active"]) for item in items] == [
@@ -67,13 +67,13 @@ def test_bindings_list_with_every_field(directory: None) -> None:
     ],
 )
 def test_bindings_filters(directory: None, query: dict, expected: set) -> None:
-    items = reader("view_binding").get("/api/bindings/", query).json()["results"]
+    items = reader("change_binding").get("/api/bindings/", query).json()["results"]
     assert {(item["extension"], item["ip"]) for item in items} == expected
 
 
 @pytest.mark.django_db
 def test_agents_carry_their_current_ip(directory: None) -> None:
-    items = reader("view_agent").get("/api/agents/").json()["results"]
+    items = reader("change_agent").get("/api/agents/").json()["results"]
     assert items == [
         {
             "id": items[0]["id"],
@@ -89,9 +89,9 @@ def test_agents_carry_their_current_ip(directory: None) -> None:
 @pytest.mark.django_db
 def test_reading_needs_a_login_and_shows_nothing_without_a_grant(directory: None) -> None:
     assert APIClient().get("/api/bindings/").status_code in (401, 403)
-    # Logged in, supervising nobody and holding no view permission: empty lists, as for
+    # Logged in, supervising nobody and holding no write permission: empty lists, as for
     # recordings (recorder/access.py), rather than an error that would say the rows exist.
     assert reader().get("/api/bindings/").json()["count"] == 0
-    binding_reader = reader("view_binding")
+    binding_reader = reader("change_binding")
     assert binding_reader.get("/api/agents/").json()["count"] == 0
     assert binding_reader.get("/api/bindings/").json()["count"] == 3

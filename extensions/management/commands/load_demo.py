@@ -25,6 +25,9 @@ DEMO_DIRECTORY = Path(__file__).resolve().parents[2] / "demo" / "directory.csv"
 # Where `make demo` serves QMS (Makefile: runserver 127.0.0.1:8000).
 DEMO_URL = "http://127.0.0.1:8000/"
 TEAMS = {"Sales": ["John", "Mary", "Erik"], "Support": ["Carl", "Dana", "Fiona", "Gus"]}
+# The roles of docs/playback.md ("Roles"). A supervisor's view permissions open the admin's
+# directory pages, whose rows are still only their teams' (recorder/access.py); seeing
+# every team's rows takes a model's change permission, which only telephony admins hold.
 SUPERVISOR_PERMISSIONS = [
     "view_agent",
     "view_team",
@@ -38,6 +41,8 @@ SUPERVISOR_PERMISSIONS = [
     "view_recording",
     "download_recording",
 ]
+# Telephony admins keep the directory and the TAPI bridges: every permission of those apps.
+TELEPHONY_ADMIN_APPS = ["extensions", "shoretel"]
 
 # What the wire "said" over the last hour: phones registering, John moving to the desk
 # phone for a while (extension mobility), and a number the PBX sends in long form.
@@ -113,6 +118,10 @@ class Command(BaseCommand):
         supervisors.permissions.set(Permission.objects.filter(codename__in=SUPERVISOR_PERMISSIONS))
         supervisor_password = self.reset_user("supervisor", superuser=False)
         User.objects.get(username="supervisor").groups.add(supervisors)
+        telephony_admins, _ = Group.objects.get_or_create(name="Telephony admins")
+        telephony_admins.permissions.set(
+            Permission.objects.filter(content_type__app_label__in=TELEPHONY_ADMIN_APPS)
+        )
         return admin_password, supervisor_password
 
     def supervise_recorded_teams(self) -> list[str]:
