@@ -41,7 +41,12 @@ from extensions.models import (
     line_taken_message,
 )
 from extensions.services import CONCURRENT_CHANGE
-from extensions.validators import agent_name_problem, control_character, device_name_problem
+from extensions.validators import (
+    agent_name_problem,
+    control_character,
+    device_name_problem,
+    is_sip_user_name,
+)
 
 REQUIRED_COLUMNS = ["device", "protocol", "ip", "static_ip", "agent"]
 LINE_COLUMN = re.compile(r"line([1-9][0-9]*)")
@@ -478,9 +483,9 @@ class DirectoryPlan:
             if self.number_checks[number]:
                 return self.number_checks[number]
         errors: dict[str, list[str]] = {}
-        line = LineAppearance(phone=phone, line_number=line_number)
-        line._pending_extension = Extension(number=number)
-        message = line.protocol_conflict() or self._line_one_conflict(phone, line_number, number)
+        message = protocol_conflict(phone, line_number, number) or self._line_one_conflict(
+            phone, line_number, number
+        )
         if message:
             errors.setdefault("extension", []).append(message)
         present = self.lines[phone.device_name]
@@ -588,6 +593,14 @@ class DirectoryPlan:
             if number in self.owner_changed and agent_id != owner_id:
                 changed.append(Extension(pk=pk, agent_id=owner_id))
         Extension.objects.bulk_update(changed, ["agent"], batch_size=BATCH)
+
+
+def protocol_conflict(phone: Phone, line_number: int, number: str) -> str:
+    if not is_sip_user_name(number):
+        return ""  # only a SIP user name is tied to a protocol; skip building the line
+    line = LineAppearance(phone=phone, line_number=line_number)
+    line._pending_extension = Extension(number=number)
+    return line.protocol_conflict()
 
 
 def phone_state(phone: Phone) -> tuple:
