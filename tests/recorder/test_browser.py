@@ -222,3 +222,39 @@ def test_a_supervisor_of_another_team_cannot_reach_it(
         assert browser.current_url == live_server.url + url
         assert not browser.find_elements(By.ID, "player")
     assert not AuditEntry.objects.filter(recording=long_call).exists()
+
+
+# Records every Content-Security-Policy violation of a page, from before its first script.
+WATCH_VIOLATIONS = (
+    "window.cspViolations = [];"
+    "document.addEventListener('securitypolicyviolation',"
+    " (event) => window.cspViolations.push(event.violatedDirective + ' ' + event.blockedURI));"
+)
+
+
+def test_the_pages_work_under_the_policy_that_refuses_inline_script(
+    browser: WebDriver, live_server, world: PlaybackWorld, long_call: Recording
+) -> None:
+    watch = browser.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument", {"source": WATCH_VIOLATIONS}
+    )
+    try:
+        log_in(browser, live_server.url, "sales-lead")
+        for url in ("/recordings/", f"/recordings/{long_call.pk}/", "/calls/live/"):
+            browser.get(live_server.url + url)
+            wait_for(lambda: browser.find_elements(By.TAG_NAME, "main"), f"the page {url}")
+            # QMS's own pages, styles and script violate nothing.
+            assert browser.execute_script("return window.cspViolations") == [], url
+        # A script injected into the page (as a failed escape would) does not run.
+        ran = browser.execute_script(
+            "const injected = document.createElement('script');"
+            "injected.textContent = 'window.injectedRan = true';"
+            "document.body.append(injected);"
+            "return window.injectedRan === true;"
+        )
+        assert ran is False
+        wait_for(lambda: browser.execute_script("return window.cspViolations"), "the report")
+    finally:
+        browser.execute_cdp_cmd(
+            "Page.removeScriptToEvaluateOnNewDocument", {"identifier": watch["identifier"]}
+        )
