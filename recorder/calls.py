@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from integrations.observations import CallEvent, CallSignal, Endpoint, MediaOffer, Side
+from recorder.floods import FLOOD_EVICTED, REFUSED_REMEMBERED, UnansweredCalls
 from recorder.media.rtp import looks_like_rtp
-from recorder.media.rtplog import DIRECTION_CODE, RtpLog
+from recorder.media.rtplog import DIRECTION_CODE, PendingRun, RtpLog
 
 UNROUTABLE = {"0.0.0.0", "::"}
 # How long an ended call's media addresses still claim their trailing packets (the far
@@ -109,7 +110,7 @@ class MediaStream:
     first_at: float = 0.0
     last_at: float = 0.0
     # Where this stream's packets are logged for recording; None when not recorded.
-    log: RtpLog | LearnedLog | None = None
+    log: RtpLog | LearnedLog | PendingLog | None = None
     log_code: int = 0
     # The RtpLog's own pending lists for this direction, for the packet path to append to
     # without a method call; None when the log is not an RtpLog (or there is none).
@@ -120,7 +121,7 @@ class MediaStream:
     latch: Latch | None = None
     latch_refused: bool = False
 
-    def set_log(self, log: RtpLog | LearnedLog | None, code: int = 0) -> None:
+    def set_log(self, log: RtpLog | LearnedLog | PendingLog | None, code: int = 0) -> None:
         """Where this stream's packets are logged, and as which direction."""
         self.log, self.log_code = log, code
         if isinstance(log, RtpLog):
@@ -181,6 +182,31 @@ class LearnedLog:
             latch.recorded += 1
             if latch.toward.log is not None:
                 latch.toward.log.append_coded(arrival, code, packet)
+
+
+class PendingLog:
+    """The log of a call whose spool is not open yet: it opens on the call's first RTP
+    packet, so that a call without media (an unanswered INVITE of a flood) holds no file.
+
+    The packet path and the pcap runs hand it their first packet as they would to the
+    call's RtpLog (`append_coded`, `append_run`); it asks the table to open the log,
+    points every stream of the call at it, and passes the packet on."""
+
+    __slots__ = ("call", "table")
+
+    def __init__(self, call: LiveCall, table: CallTable) -> None:
+        self.call = call
+        self.table = table
+
+    def append_coded(self, arrival: float, code: int, packet: bytes) -> None:
+        opened = self.table.start_log(self.call)
+        if opened is not None:
+            opened.append_coded(arrival, code, packet)
+
+    def append_run(self, code: int, run: PendingRun) -> None:
+        opened = self.table.start_log(self.call)
+        if opened is not None:
+            opened.append_run(code, run)
 
 
 @dataclass(slots=True, eq=False)
@@ -325,13 +351,21 @@ class CallTable:
         self.latches: dict[bytes, Latch] = {}
         # RTP taken as its direction through a learned address, over every latch let go.
         self.latched_before = 0
+        # Floods (docs/capture.md, "Floods"): calls not yet answered, capped per source and
+        # overall; the START of each call refused, kept for its answer; the calls evicted,
+        # for the engine to report ended; the spools open now; each cap's trips.
+        self.unanswered = UnansweredCalls()
+        self.refused: OrderedDict[str, CallSignal] = OrderedDict()
+        self.evicted: list[LiveCall] = []
+        self.open_logs = 0
+        self.caps: Counter[str] = Counter()
 
     def apply(self, signal: CallSignal, at: float) -> LiveCall | None:
         call = self.calls.get(signal.call_id)
         if call is None:
-            if signal.event == CallEvent.END:
+            call = self._admit(signal, at)
+            if call is None:
                 return None
-            call = self._open(signal, at)
         elif signal.joins_call_id:
             self._join(call, signal.joins_call_id)
         call.last_activity = at
@@ -340,6 +374,48 @@ class CallTable:
             self._attach(call, offer)
         self._advance(call, signal, at)
         return call
+
+    def _admit(self, signal: CallSignal, at: float) -> LiveCall | None:
+        """A call new to the table, if the caps let it in. An answered one always comes
+        in, with the offers of its START if that was refused; an unanswered one from a
+        source over its share is refused (remembered for its answer), or makes room by
+        evicting the busiest source's oldest unanswered call."""
+        if signal.event == CallEvent.END:
+            self.refused.pop(signal.call_id, None)
+            return None
+        if signal.event == CallEvent.ANSWER:
+            start = self.refused.pop(signal.call_id, None)
+            if start is None:
+                return self._open(signal, at)
+            call = self._open(start, start.at.timestamp())
+            self._learn_parties(call, start)
+            for offer in start.media:
+                self._attach(call, offer)
+            return call
+        if signal.call_id in self.refused:
+            return None
+        source = signal.caller_ip or signal.callee_ip
+        verdict = self.unanswered.verdict(source)
+        if verdict.cap and not verdict.evict:
+            self._refuse(signal, verdict.cap)
+            return None
+        if verdict.evict:
+            self.caps[FLOOD_EVICTED] += 1
+            self.evicted.append(self.finish(self.calls[verdict.evict], at, FLOOD_EVICTED))
+        call = self._open(signal, at)
+        self.unanswered.add(source, call.call_id)
+        return call
+
+    def _refuse(self, signal: CallSignal, cap: str) -> None:
+        self.caps[cap] += 1
+        self.refused[signal.call_id] = signal
+        if len(self.refused) > REFUSED_REMEMBERED:
+            self.refused.popitem(last=False)
+
+    def take_evicted(self) -> list[LiveCall]:
+        """The calls evicted since last asked, ended (reason flood-evicted)."""
+        evicted, self.evicted = self.evicted, []
+        return evicted
 
     def _open(self, signal: CallSignal, at: float) -> LiveCall:
         call = LiveCall(signal.call_id, signal.protocol, at, local_side=signal.local_side)
@@ -394,9 +470,7 @@ class CallTable:
         if key is None:
             return
         stream = MediaStream(call, offer.side, offer.receive_at, offer.payload_types)
-        if call.log is None:
-            call.log = self.open_log(call)
-        stream.set_log(call.log, DIRECTION_CODE[offer.side])
+        stream.set_log(call.log or PendingLog(call, self), DIRECTION_CODE[offer.side])
         call.streams[offer.side] = stream
         claimed = self.latches.get(key)
         if claimed is not None:
@@ -415,6 +489,8 @@ class CallTable:
         elif event == CallEvent.ANSWER:
             call.answered_at = call.answered_at or at
             call.state = "connected"
+            self.unanswered.remove(call.call_id)
+            self._arm_log(call)
         elif event == CallEvent.HOLD:
             call.state = "held"
         elif event == CallEvent.RESUME:
@@ -423,6 +499,25 @@ class CallTable:
             self._remember_transfer(call, signal.reason, at)
         elif event == CallEvent.END:
             self.end(call, at, signal.reason)
+
+    def start_log(self, call: LiveCall) -> RtpLog | None:
+        """The call's first RTP: open its log (the engine's open_log decides whether it
+        may) and point its streams at it, or at nothing when it is not recorded."""
+        if call.log is None:
+            call.log = self.open_log(call)
+            self.open_logs += call.log is not None
+        for stream in call.streams.values():
+            stream.set_log(call.log, DIRECTION_CODE[stream.receiver])
+        return call.log
+
+    def _arm_log(self, call: LiveCall) -> None:
+        """An answered call whose spool was refused while it rang (the handles kept for
+        answered calls) asks again at its next RTP packet."""
+        if call.log is not None:
+            return
+        for stream in call.streams.values():
+            if stream.log is None:
+                stream.set_log(PendingLog(call, self), DIRECTION_CODE[stream.receiver])
 
     def _remember_transfer(self, call: LiveCall, target: str, at: float) -> None:
         """A REFER (or a transfer key) names who the call goes to next: a call to that
@@ -458,7 +553,9 @@ class CallTable:
         if call.log is not None:
             call.log.close()
             self.spool_dropped_packets += call.log.dropped_packets
+            self.open_logs -= 1
             call.log = None
+        self.unanswered.remove(call.call_id)
         self.calls.pop(call.call_id, None)
 
     def _forget(self, stream: MediaStream, grace_until: float = 0.0) -> None:

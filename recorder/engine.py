@@ -35,12 +35,20 @@ from integrations.sccp.tracker import SccpTracker
 from integrations.sip.framing import SipStreamFramer
 from integrations.sip.message import looks_like_sip
 from integrations.sip.tracker import SipTracker
-from recorder.calls import CallSnapshot, CallTable, LiveCall, MediaStream
+from recorder.calls import CallSnapshot, CallTable, LiveCall, MediaStream, endpoint_of_key
 from recorder.capture.ip import PROTO_TCP, PROTO_UDP, Datagram, IpDecoder
 from recorder.capture.link import LINKTYPE_ETHERNET, LinkError, ip_of_frame
 from recorder.capture.runs import RUN_STREAK, SMALLEST_RECORD, RunFeeder
 from recorder.capture.sources import Packet, PcapFormat
 from recorder.capture.tcp import TcpReassembler
+from recorder.floods import (
+    NEW_NUMBER_FLOOD,
+    PROBATION_FULL,
+    SPOOL_RESERVE,
+    NewNumbers,
+    SpoolHandles,
+    StreamProbation,
+)
 from recorder.media.rtp import looks_like_rtp
 from recorder.media.rtplog import BLOCK_PACKETS, RtpLog
 
@@ -111,6 +119,8 @@ class EngineStats:
     encrypted_signalling: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     ignored: Counter = field(default_factory=Counter)
+    # Trips of each flood cap (recorder/floods.py), shown as alerts and in the stats lines.
+    caps: Counter = field(default_factory=Counter)
 
 
 class Engine:
@@ -132,12 +142,16 @@ class Engine:
         self.spool_root = spool_root
         if spool_root is not None:
             allow_open_files()
+        self.handles = SpoolHandles.of_this_process()
         self.do_not_record = set(do_not_record or ())
         self.record_unsignalled = record_unsignalled
         self.calls = CallTable(
             self.phone_ips.__contains__, max_length=max_call_seconds, open_log=self._open_log
         )
+        self.calls.caps = self.stats.caps
         self.media = self.calls.media  # the fast path's view of the media index
+        self.new_numbers = NewNumbers()
+        self.probation = StreamProbation()
         self.ip = IpDecoder(self.count)
         self.sip = SipTracker()
         self.sccp = SccpTracker()
@@ -291,10 +305,7 @@ class Engine:
             self.stats.rtp_after_end += 1
             return
         source_port, destination_port = struct.unpack_from("!HH", header)
-        stream = self._unsignalled(datagram, source_port, destination_port, at)
-        if stream is not None:
-            self._count_rtp(stream, payload, at)
-        else:
+        if not self._unsignalled(datagram, source_port, destination_port, payload, at):
             self.stats.rtp_unmatched += 1
 
     def _from_media_address(
@@ -309,20 +320,40 @@ class Engine:
         self.stats.rtp_packets += recorded
 
     def _unsignalled(
-        self, datagram: Datagram, source_port: int, destination_port: int, at: float
-    ) -> MediaStream | None:
+        self, datagram: Datagram, source_port: int, destination_port: int, payload: bytes,
+        at: float,
+    ) -> bool:  # fmt: skip
         """RTP to or from a known phone that no signalling announced (encrypted SIP,
-        ShoreTel's own signalling): recorded as an unsignalled call of that phone, its
-        far end taken to receive where it sends from (symmetric RTP, RFC 4961)."""
+        ShoreTel's own signalling): once it looks like a real stream (StreamProbation),
+        recorded as an unsignalled call of that phone, its far end taken to receive where
+        it sends from (symmetric RTP, RFC 4961). True when the packet was taken."""
         if not self.record_unsignalled or min(source_port, destination_port) < 1024:
-            return None
-        source, destination = datagram.src_ip, datagram.dst_ip
-        if destination in self.phone_ips:
-            phone, far = Endpoint(destination, destination_port), Endpoint(source, source_port)
-        elif source in self.phone_ips:
-            phone, far = Endpoint(source, source_port), Endpoint(destination, destination_port)
+            return False
+        source = datagram.src + struct.pack("!H", source_port)
+        destination = datagram.dst + struct.pack("!H", destination_port)
+        if datagram.dst_ip in self.phone_ips:
+            pair, to_phone = (destination, source), True
+        elif datagram.src_ip in self.phone_ips:
+            pair, to_phone = (source, destination), False
         else:
-            return None
+            return False
+        held = self.probation.offer(pair, to_phone, payload, destination, at)
+        if held is None:
+            if self.probation.forgotten:
+                self.stats.caps[PROBATION_FULL] = self.probation.forgotten
+            return False
+        if not self._begin_unsignalled(endpoint_of_key(pair[0]), endpoint_of_key(pair[1]),
+                                       held[0][0]):  # fmt: skip
+            return False
+        # The packets held on probation were counted unmatched as they came: now the call's.
+        self.stats.rtp_unmatched -= len(held) - 1
+        for arrival, receiver, packet in held:
+            stream = self.media.get(receiver)
+            if stream is not None:
+                self._count_rtp(stream, packet, arrival)
+        return True
+
+    def _begin_unsignalled(self, phone: Endpoint, far: Endpoint, at: float) -> bool:
         call_id = f"rtp:{phone}:{far}:{int(at)}"
         media = (MediaOffer(Side.CALLER, phone), MediaOffer(Side.CALLEE, far))
         when = self._when(at)
@@ -331,9 +362,12 @@ class Engine:
                 CallSignal(call_id, event, when, "rtp", local_side=Side.CALLER,
                            caller_ip=phone.ip, callee_ip=far.ip, media=media)
             )  # fmt: skip
-        self.calls.calls[call_id].silence_limit = UNSIGNALLED_SILENCE
+        call = self.calls.calls.get(call_id)
+        if call is None:
+            return False
+        call.silence_limit = UNSIGNALLED_SILENCE
         self.stats.unsignalled_calls += 1
-        return self.media.get(datagram.dst + struct.pack("!H", destination_port))
+        return True
 
     def _open_log(self, call: LiveCall) -> RtpLog | None:
         """Start logging a call's RTP for its recording, unless it must not be recorded."""
@@ -344,6 +378,10 @@ class Engine:
             if not call.not_recorded:
                 call.not_recorded = True
                 self.stats.not_recorded += 1
+            return None
+        if not self.handles.may_open(self.calls.open_logs, call.answered_at is not None):
+            # The last handles are kept for answered calls: this one asks again at its answer.
+            self.stats.caps[SPOOL_RESERVE] += 1
             return None
         name = hashlib.sha1(call.call_id.encode(), usedforsecurity=False).hexdigest()[:20]
         directory = self.spool_root / f"{int(call.started_at)}-{name}"
@@ -422,15 +460,27 @@ class Engine:
             return
         if isinstance(observation, CallSignal):
             call = self.calls.apply(observation, observation.at.timestamp())
+            for evicted in self.calls.take_evicted():
+                self.sink.call(evicted.snapshot(CallEvent.END))
             if call is not None:
                 self.sink.call(call.snapshot(observation.event))
         elif isinstance(observation, BindingSeen):
+            if not self._new_number_allowed(observation):
+                return
             self.stats.bindings += 1
             # A registration places a phone; a call's binding may be a trunk's or a
             # gateway's (the directory decides, see learns_from_call), so it does not.
             if not observation.unregister and observation.source != BindingSource.SIP_CALL:
                 self.phone_ips.add(observation.ip)
             self.sink.binding(observation)
+
+    def _new_number_allowed(self, seen: BindingSeen) -> bool:
+        """A number never seen before counts against its address's share of new numbers
+        a minute (a REGISTER flood's random extensions); over it, the binding is dropped."""
+        if self.new_numbers.allows(seen.extension, seen.ip, seen.seen_at.timestamp()):
+            return True
+        self.stats.caps[NEW_NUMBER_FLOOD] += 1
+        return False
 
     def tick(self, now: float) -> None:
         """Once a second of capture time: expire what waited too long."""

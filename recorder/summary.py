@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from recorder.capture.caps import caps_line
 from recorder.capture.sources import CaptureNotes
 from recorder.engine import Engine
 from recorder.sinks import DatabaseSink
@@ -38,6 +39,8 @@ def summary_lines(
         lines.append(
             f"not signalling or media (counted, not errors): {format_counts(stats.ignored)}"
         )
+    if stats.caps:
+        lines.append(caps_line(stats.caps))
     errors = decode_errors(engine)
     lines.append(f"decode errors: {format_counts(errors) if errors else 'none'}")
     if sink.failures:

@@ -104,6 +104,9 @@ class SipTracker:
             OrderedDict()
         )
         self._calls: OrderedDict[str, Call] = OrderedDict()
+        # Calls not answered, oldest first: the first to go when the table is full, so a
+        # flood of INVITEs never evicts a call in progress (answered calls go last).
+        self._unanswered: OrderedDict[str, None] = OrderedDict()
         self._registrars: OrderedDict[str, None] = OrderedDict()
 
     # -- the edge ---------------------------------------------------------------------------
@@ -130,6 +133,7 @@ class SipTracker:
         for call_id, call in list(self._calls.items()):
             if self._is_stale(call, now):
                 del self._calls[call_id]
+                self._unanswered.pop(call_id, None)
                 self.expired["ended-call" if call.ended else "call"] += 1
                 if not call.ended:
                     ended.append(call.signal(CallEvent.END, now, reason="timeout"))
@@ -289,6 +293,7 @@ class SipTracker:
 
     def _answer(self, call: Call, response: SipMessage, packet: Packet) -> list[Observation]:
         call.answered = True
+        self._unanswered.pop(call.call_id, None)
         sender_ip = ua_source(response, packet)
         call.callee_ip = sender_ip or call.callee_ip
         offers = self._offers(response, Side.CALLEE)
@@ -439,10 +444,20 @@ class SipTracker:
 
     def _add_call(self, call: Call) -> list[Observation]:
         self._calls[call.call_id] = call
-        evicted = self._bound(self._calls, self.max_calls, "call-table-full")
-        if isinstance(evicted, Call) and not evicted.ended:
+        self._unanswered[call.call_id] = None
+        if len(self._calls) <= self.max_calls:
+            return []
+        self.errors["call-table-full"] += 1
+        evicted = self._calls.pop(self._eviction_candidate(call.call_id))
+        self._unanswered.pop(evicted.call_id, None)
+        if not evicted.ended:
             return [evicted.signal(CallEvent.END, call.last_seen, reason="evicted")]
         return []
+
+    def _eviction_candidate(self, newest: str) -> str:
+        """The oldest call not answered but the new one, else the least recently active."""
+        oldest = next(iter(self._unanswered))
+        return oldest if oldest != newest else next(iter(self._calls))
 
     def _touch(self, call: Call, at: datetime) -> None:
         call.last_seen = max(call.last_seen, at)

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
 from recorder.capture import leases
+from recorder.capture.caps import CapAlerts
 from recorder.capture.delivery import Deliverer
 from recorder.capture.models import CaptureInterface, PendingFinalisation
 from recorder.capture.sniffer import SnifferPaths
@@ -65,6 +67,7 @@ class SnifferProcess:
         self.failures = 0
         self.restarts = 0
         self.last_error = ""
+        self.alerts = CapAlerts(node)
 
     def command(self) -> list[str]:
         manage = Path(settings.BASE_DIR) / "manage.py"
@@ -77,6 +80,7 @@ class SnifferProcess:
         self.paths.outbox.mkdir(parents=True, exist_ok=True)
         (self.paths.outbox / STATS_NAME).unlink(missing_ok=True)
         self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL)  # noqa: S603
+        self.alerts = CapAlerts(self.node)  # a new process counts its caps from zero
         self.started_at = time.monotonic()
         log.info("%s: sniffer started (pid %d)", self.interface, self.process.pid)
 
@@ -112,8 +116,10 @@ class SnifferProcess:
         return found if self.process is None or found.get("pid") == self.process.pid else {}
 
     def state(self) -> dict:
-        """The interface's live state, as the admin shows it."""
+        """The interface's live state, as the admin shows it; the caps its engine counted
+        since the last heartbeat become the node's alerts."""
         stats = self.stats() if self.running() else {}
+        self.alerts.note(Counter(stats.get("caps") or {}))
         started = stats.get("started_at")
         return {
             "running": bool(stats.get("running")),

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from recorder.calls import PendingLog
 from recorder.capture.link import LINKTYPE_ETHERNET
 from recorder.media.rtplog import MAX_BLOCK_PACKETS, PendingRun, RtpLog
 
@@ -201,9 +202,12 @@ class Run:
 
 
 def _takes(stream: MediaStream | None) -> bool:
-    """A stream whose packets a run appends itself: its log (if it has one) an RtpLog.
-    A learned NAT address's log judges each packet (recorder.calls.LearnedLog)."""
-    return stream is not None and (stream.log is None or isinstance(stream.log, RtpLog))
+    """A stream whose packets a run appends itself: its log (if it has one) an RtpLog, or
+    the PendingLog that opens one at the stream's first packet. A learned NAT address's
+    log judges each packet (recorder.calls.LearnedLog)."""
+    return stream is not None and (
+        stream.log is None or isinstance(stream.log, RtpLog | PendingLog)
+    )
 
 
 def _first(test: np.ufunc, values: np.ndarray, value: float, start: int, stop: int) -> int:

@@ -184,6 +184,7 @@ class Sniffer:
             packets_per_second=round(rate, 1),
             kernel_drops=drops + capture.queue_dropped,
             live_calls=len(engine.calls.calls),
+            caps=dict(engine.stats.caps),
         )
 
     def write_stats(self, **figures: object) -> None:

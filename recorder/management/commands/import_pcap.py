@@ -9,6 +9,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from recorder.capture.caps import CapAlerts
 from recorder.capture.sources import (
     CaptureFileError,
     CaptureNotes,
@@ -93,6 +94,7 @@ class Command(BaseCommand):
             engine.finish()
             captured = time.perf_counter() - started
             sink.close()
+            CapAlerts(options["node"]).note(engine.stats.caps)
         for line in summary_lines(engine, sink, captured, notes):
             self.stdout.write(line)
         self.stdout.write(f"stored in {time.perf_counter() - started - captured:.1f} s more")

@@ -9,6 +9,7 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from recorder.capture.caps import CapAlerts, caps_line
 from recorder.capture.sources import CaptureFileError, LiveCapture
 from recorder.engine import Engine
 from recorder.sinks import (
@@ -47,6 +48,7 @@ class Command(BaseCommand):
             signal.signal(signum, lambda *_: self.stopping.set())
         sink = DatabaseSink(node=options["node"])
         engine = Engine(sink, known_phone_ips(), **recording_options(options))
+        self.alerts = CapAlerts(options["node"])
         started = time.monotonic()
         capture.start()
         # Said once the interfaces are open, so whoever started sniff knows packets from
@@ -66,6 +68,7 @@ class Command(BaseCommand):
             capture.stop()
             engine.finish()
             sink.close()
+            self.alerts.note(engine.stats.caps)
         for line in summary_lines(engine, sink, time.monotonic() - started):
             self.stdout.write(line)
         for interface in capture.stats():
@@ -91,6 +94,7 @@ class Command(BaseCommand):
                 return
             if now >= next_stats:
                 self.log_stats(capture, engine, engine.stats.packets - last_packets, stats_every)
+                self.alerts.note(engine.stats.caps)
                 next_stats, last_packets = now + stats_every, engine.stats.packets
 
     @staticmethod
@@ -103,3 +107,5 @@ class Command(BaseCommand):
             capture.queue_dropped,
             len(engine.calls.calls),
         )
+        if engine.stats.caps:
+            log.warning(caps_line(engine.stats.caps))
