@@ -1,10 +1,14 @@
-"""Directory health (rules R4 and R8): what the wire and the configuration disagree on."""
+"""Directory health (rules R4 and R8): what the wire and the configuration disagree on.
+
+Shown a page at a time: a REGISTER flood can leave tens of thousands of numbers seen on
+the wire, and the page stays small whatever their number (HEALTH_PAGE_ROWS per section).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, QuerySet
 
 from extensions.models import (
     Binding,
@@ -19,6 +23,8 @@ from extensions.services import phone_at
 
 # A one-digit configured number (the operator's 0) would match half the wire.
 MIN_SUGGESTION_LENGTH = 2
+# Rows of each section on one page of directory health.
+HEALTH_PAGE_ROWS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,27 +44,82 @@ class EncryptedPhone:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthPage:
+    """Which page of directory health is shown, and how many rows each section has."""
+
+    number: int = 1
+    rows: int = HEALTH_PAGE_ROWS
+    totals: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def pages(self) -> int:
+        largest = max(self.totals.values(), default=0)
+        return max(1, -(-largest // self.rows))
+
+    @property
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.number < self.pages
+
+    @property
+    def previous_number(self) -> int:
+        return self.number - 1
+
+    @property
+    def next_number(self) -> int:
+        return self.number + 1
+
+    def window(self) -> slice:
+        start = (self.number - 1) * self.rows
+        return slice(start, start + self.rows)
+
+
+@dataclass(frozen=True, slots=True)
 class DirectoryHealth:
     never_seen: list[Extension]
     unconfigured: list[UnconfiguredNumber]
     open_conflicts: list[BindingConflict]
     encrypted: list[EncryptedPhone] = field(default_factory=list)
+    page: HealthPage = field(default_factory=HealthPage)
 
     @property
     def healthy(self) -> bool:
-        return not (self.never_seen or self.unconfigured or self.open_conflicts or self.encrypted)
+        return not any(self.page.totals.values())
+
+    @property
+    def totals(self) -> dict[str, int]:
+        return self.page.totals
 
 
-def directory_health() -> DirectoryHealth:
+def directory_health(page: int = 1, rows: int = HEALTH_PAGE_ROWS) -> DirectoryHealth:
+    """One page of each section (page 1 is the first; a page past the end shows the last)."""
+    sections = {
+        "never_seen": never_seen_query(),
+        "unconfigured": unconfigured_query(),
+        "open_conflicts": BindingConflict.objects.filter(resolved_at__isnull=True)
+        .select_related("first_binding", "second_binding")
+        .order_by("-opened_at", "pk"),
+        "encrypted": encrypted_query(),
+    }
+    totals = {name: query.count() for name, query in sections.items()}
+    shown = HealthPage(1, rows, totals)
+    shown = HealthPage(min(max(page, 1), shown.pages), rows, totals)
+    window = shown.window()
+    configured = set(Extension.objects.values_list("number", flat=True))
     return DirectoryHealth(
-        never_seen=never_seen_extensions(),
-        unconfigured=unconfigured_numbers(),
-        open_conflicts=list(
-            BindingConflict.objects.filter(resolved_at__isnull=True).select_related(
-                "first_binding", "second_binding"
-            )
-        ),
-        encrypted=encrypted_phones(),
+        never_seen=list(sections["never_seen"][window]),
+        unconfigured=[
+            UnconfiguredNumber(seen, suggest(seen.number, configured))
+            for seen in sections["unconfigured"][window]
+        ],
+        open_conflicts=list(sections["open_conflicts"][window]),
+        encrypted=[
+            EncryptedPhone(seen, phone_at(seen.ip)) for seen in sections["encrypted"][window]
+        ],
+        page=shown,
     )
 
 
@@ -68,10 +129,13 @@ def encrypted_phones() -> list[EncryptedPhone]:
     A static IP configured in QMS, or a live binding from another source (TAPI, a clear
     SIP leg), covers such a phone; the rest cannot be attributed by their signalling.
     """
+    return [EncryptedPhone(seen, phone_at(seen.ip)) for seen in encrypted_query()]
+
+
+def encrypted_query() -> QuerySet[EncryptedSignalling]:
     learned = Binding.objects.filter(ip=OuterRef("ip"), ended_at__isnull=True)
     static = Phone.objects.filter(static_ip=True, configured_ip=OuterRef("ip"))
-    unlearned = EncryptedSignalling.objects.filter(~Exists(learned), ~Exists(static))
-    return [EncryptedPhone(seen, phone_at(seen.ip)) for seen in unlearned]
+    return EncryptedSignalling.objects.filter(~Exists(learned), ~Exists(static)).order_by("ip")
 
 
 def never_seen_extensions() -> list[Extension]:
@@ -80,23 +144,35 @@ def never_seen_extensions() -> list[Extension]:
     Extensions that appear only on static-IP phones are left out: the address identifies
     those phones, so QMS does not need to hear their extensions (R4's exception).
     """
+    return list(never_seen_query())
+
+
+def never_seen_query() -> QuerySet[Extension]:
     seen = SeenExtension.objects.filter(number=OuterRef("number"))
     on_dynamic_phone = LineAppearance.objects.filter(
         extension=OuterRef("pk"), phone__static_ip=False
     )
     on_any_phone = LineAppearance.objects.filter(extension=OuterRef("pk"))
-    return list(
+    return (
         Extension.objects.filter(~Exists(seen))
         .filter(Exists(on_dynamic_phone) | ~Exists(on_any_phone))
         .select_related("agent")
         .prefetch_related("appearances__phone")
+        .order_by("number")
     )
 
 
 def unconfigured_numbers() -> list[UnconfiguredNumber]:
     configured = set(Extension.objects.values_list("number", flat=True))
-    unknown = SeenExtension.objects.exclude(number__in=Extension.objects.values("number"))
-    return [UnconfiguredNumber(seen, suggest(seen.number, configured)) for seen in unknown]
+    return [
+        UnconfiguredNumber(seen, suggest(seen.number, configured)) for seen in unconfigured_query()
+    ]
+
+
+def unconfigured_query() -> QuerySet[SeenExtension]:
+    """Numbers seen on the wire that no configured extension matches."""
+    configured = Extension.objects.values("number")
+    return SeenExtension.objects.exclude(number__in=configured).order_by("number")
 
 
 def suggest(number: str, configured: set[str]) -> list[str]:
