@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
@@ -12,6 +15,8 @@ from extensions.validators import is_sip_user_name, validate_extension_number
 from integrations.observations import BindingSource
 
 BINDING_SOURCES = [(source.value, source.value) for source in BindingSource]
+# A hundred years: longer is no retention policy, and overflows date arithmetic.
+MAX_RETENTION_DAYS = 36_500
 
 
 class Team(models.Model):
@@ -25,7 +30,9 @@ class Team(models.Model):
     retention_days = models.PositiveIntegerField(
         null=True,
         blank=True,
-        help_text="Days this team's recordings are kept; empty for the global QMS_RETENTION_DAYS.",
+        validators=[MaxValueValidator(MAX_RETENTION_DAYS)],
+        help_text="Days this team's recordings are kept (at most 36,500, a hundred years); "
+        "empty for the global QMS_RETENTION_DAYS.",
     )
 
     class Meta:
@@ -356,6 +363,7 @@ class Binding(models.Model):
         UNREGISTERED = "unregistered", "unregistered"
         MOVED = "moved", "moved to another IP"
         EXPIRED = "expired", "expired"
+        DISPUTED = "disputed", "taken back: learned from a gateway's calls"
 
     extension_number = models.CharField(
         max_length=128, help_text="Exactly as the call system sent it."
@@ -456,3 +464,95 @@ class BindingConflict(models.Model):
             f"{self.extension_number} live as line 1 at {self.first_binding.ip} "
             f"and {self.second_binding.ip}"
         )
+
+
+def validate_network(value: str) -> None:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValidationError(
+            f"{value!r} is not an IP address or network: write 10.20.0.5, 10.20.0.0/24 or "
+            "2001:db8::/64.",
+            code="invalid_network",
+        ) from None
+
+
+class CallServer(models.Model):
+    """An address of the call system itself: a registrar, CallManager, PBX, SBC or gateway.
+
+    Bindings are trusted from the call system, not from callers (docs/directory.md): a
+    REGISTER's 2xx counts only from a call server, an SCCP session only with one, and an
+    INVITE from a call server's address (a trunk, a gateway) teaches no binding at all.
+    A person configures them; while none is configured QMS learns them (`learned`), from
+    the addresses answering REGISTERs and serving SCCP, and from addresses relaying the
+    calls of many numbers (gateways).
+    """
+
+    class Kind(models.TextChoices):
+        REGISTRAR = "registrar", "SIP registrar or proxy"
+        CALL_MANAGER = "call-manager", "CallManager (SCCP)"
+        PBX = "pbx", "PBX"
+        SBC = "sbc", "session border controller"
+        GATEWAY = "gateway", "gateway or trunk"
+
+    network = models.CharField(
+        max_length=50,
+        unique=True,
+        validators=[validate_network],
+        help_text="An address (10.20.0.5) or a network (10.20.0.0/28) of the call system.",
+    )
+    kind = models.CharField(max_length=16, choices=Kind)
+    name = models.CharField(max_length=100, blank=True)
+    learned = models.BooleanField(
+        default=False,
+        help_text="Learned from the wire while no call server was configured; a person "
+        "may confirm it by unticking this.",
+    )
+    first_seen = models.DateTimeField(null=True, blank=True)
+    last_seen = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["network"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.network}"
+
+    def clean(self) -> None:
+        if self.network:
+            self.network = str(ipaddress.ip_network(self.network, strict=False))
+
+
+class DisputedClaim(models.Model):
+    """A claim of ext/IP that QMS did not apply, and why: a registration vouched for by no
+    call server, a call's From claiming an extension a stronger source holds elsewhere, a
+    call relayed by a gateway. Shown in directory health until resolved."""
+
+    class Reason(models.TextChoices):
+        UNTRUSTED_SERVER = "untrusted-server", "no call server vouched for it"
+        STRONGER_HELD = "stronger-held", "a stronger source holds the extension elsewhere"
+        GATEWAY = "gateway", "the address is a call server or relays many numbers"
+
+    extension_number = models.CharField(max_length=128)
+    ip = models.GenericIPAddressField("claimed IP")
+    source = models.CharField(max_length=16, choices=BINDING_SOURCES)
+    reason = models.CharField(max_length=20, choices=Reason)
+    vouched_by = models.CharField(
+        max_length=45, blank=True, help_text="The call server address the claim named."
+    )
+    held_at = models.GenericIPAddressField(
+        "held at", null=True, blank=True, help_text="Where the extension stays bound."
+    )
+    count = models.PositiveIntegerField(default=1)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-last_seen"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["extension_number", "ip", "reason"], name="one_dispute_per_claim"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.extension_number} at {self.ip}: {self.get_reason_display()}"

@@ -17,10 +17,12 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Case, Exists, OuterRef, Q, QuerySet, Subquery, Value, When
 
+from extensions import trust
 from extensions.models import (
     Agent,
     Binding,
     BindingConflict,
+    DisputedClaim,
     EncryptedSignalling,
     Extension,
     LineAppearance,
@@ -163,6 +165,33 @@ def learns_from_call(seen: BindingSeen) -> bool:
     )
 
 
+NOT_A_PHONE = "not a phone's (trunk or gateway)"
+
+
+def refusal_of(seen: BindingSeen) -> str:
+    """Why a sighting from capture is not applied to the directory, or "" when it is:
+    the trust rules of extensions/trust.py, then whether a call's claim speaks for a
+    phone at all. A refusal for trust is kept as a disputed claim in directory health."""
+    reason = trust.refusal(seen)
+    if reason:
+        trust.dispute(seen, reason)
+        return reason
+    if seen.source == BindingSource.SIP_CALL and not learns_from_call(seen):
+        return NOT_A_PHONE
+    return ""
+
+
+def _take_back_gateway_bindings(seen: BindingSeen) -> None:
+    """Bindings that a gateway's calls taught before it was known as one are closed."""
+    wrong = Binding.objects.select_for_update().filter(
+        ip=seen.ip, source=BindingSource.SIP_CALL, ended_at__isnull=True
+    )
+    for binding in wrong:
+        close_binding(binding, Binding.EndReason.DISPUTED, seen.seen_at)
+    # Nor is any phone there: a gateway's address is no phone's.
+    Phone.objects.filter(static_ip=False, current_ip=seen.ip).update(current_ip=None)
+
+
 def apply_binding(seen: BindingSeen) -> BindingOutcome:
     """Apply one ext/IP observation to the directory (rules R5, R7, R2 on the wire).
 
@@ -226,6 +255,9 @@ def _bind(seen: BindingSeen) -> BindingOutcome:
         )
     )
     here = next((row for row in open_rows if row.ip == seen.ip), None)
+    refused = None if here is not None else _refused_claim(open_rows, seen)
+    if refused is not None:
+        return refused
     if here is not None:
         _refresh(here, seen, phone, line_number)
         action = "refreshed"
@@ -238,6 +270,31 @@ def _bind(seen: BindingSeen) -> BindingOutcome:
     if phone is not None:
         _note_phone(phone, seen)
     return BindingOutcome(action, here)
+
+
+def _refused_claim(open_rows: list[Binding], seen: BindingSeen) -> BindingOutcome | None:
+    """A new binding the trust rules refuse (docs/directory.md): a weaker source never
+    moves what a stronger one holds, and a call's claim from an address that relays the
+    calls of many numbers teaches nothing (the address is learned as a gateway)."""
+    holder = _stronger_holder(open_rows, seen)
+    if holder is not None:
+        trust.dispute(seen, DisputedClaim.Reason.STRONGER_HELD, holder.ip)
+        return BindingOutcome("disputed", holder)
+    if seen.source == BindingSource.SIP_CALL and trust.relays_many_numbers(seen):
+        _take_back_gateway_bindings(seen)
+        trust.dispute(seen, DisputedClaim.Reason.GATEWAY)
+        return BindingOutcome("disputed")
+    return None
+
+
+def _stronger_holder(open_rows: list[Binding], seen: BindingSeen) -> Binding | None:
+    """A live binding of the extension elsewhere from a stronger source than `seen`'s."""
+    claim = trust.strength(seen.source)
+    for row in open_rows:
+        live = row.expires_at is None or row.expires_at > seen.seen_at
+        if live and row.ip != seen.ip and trust.strength(row.source) > claim:
+            return row
+    return None
 
 
 def _locate(seen: BindingSeen, extension: Extension | None) -> tuple[Phone | None, int | None]:

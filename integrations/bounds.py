@@ -164,6 +164,7 @@ def _bounded_binding(seen: BindingSeen) -> BindingSeen:
         device=clean_text(seen.device, DEVICE_MAX),
         line_number=line,
         aliases=aliases,
+        authority=clean_address(seen.authority),
     )
 
 

@@ -48,6 +48,10 @@ class BindingSeen:
     # extension "100" and alias "+14255550100"; a Lync From gives the SIP user name and
     # its P-Asserted-Identity the number). Each is exactly as written (R4).
     aliases: tuple[str, ...] = ()
+    # The call server that vouched for the sighting, as the packets show it: the address
+    # that answered the REGISTER with a 2xx, or the CallManager of the SCCP session. Empty
+    # where no call server speaks (a call's From, TAPI, the directory itself).
+    authority: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -132,6 +132,7 @@ class Engine:
         do_not_record: set[str] | None = None,
         record_unsignalled: bool = False,
         max_call_seconds: float = 0.0,
+        do_not_record_ips: set[str] | None = None,
     ) -> None:
         self.sink = sink
         self.stats = EngineStats()
@@ -144,6 +145,8 @@ class Engine:
             allow_open_files()
         self.handles = SpoolHandles.of_this_process()
         self.do_not_record = set(do_not_record or ())
+        # Addresses whose trusted bindings are do-not-record extensions.
+        self.do_not_record_ips = set(do_not_record_ips or ())
         self.record_unsignalled = record_unsignalled
         self.calls = CallTable(
             self.phone_ips.__contains__, max_length=max_call_seconds, open_log=self._open_log
@@ -174,13 +177,19 @@ class Engine:
             else:
                 self.feed(*packet)
 
-    def adopt_directory(self, phone_ips: set[str], do_not_record: set[str]) -> None:
+    def adopt_directory(
+        self,
+        phone_ips: set[str],
+        do_not_record: set[str],
+        do_not_record_ips: frozenset[str] | set[str] = frozenset(),
+    ) -> None:
         """What the directory learned since the engine started (a phone the TAPI poller
         bound, an extension marked do-not-record), taken up while capturing. Safe from
         another thread: phone addresses are added in place to the one set the call table
         reads, and the do-not-record list is replaced whole."""
         self.phone_ips |= phone_ips
         self.do_not_record = set(do_not_record)
+        self.do_not_record_ips = set(do_not_record_ips)
 
     def feed_pcap(self, found: PcapFormat, chunks: Iterable[bytes]) -> None:
         """A classic pcap file, record by record, with the RTP fast path inlined.
@@ -373,7 +382,7 @@ class Engine:
         """Start logging a call's RTP for its recording, unless it must not be recorded."""
         if self.spool_root is None:
             return None
-        if self.do_not_record & {call.caller, call.callee}:
+        if self._must_not_record(call):
             # Asked again at each of the call's offers: counted once, as a call.
             if not call.not_recorded:
                 call.not_recorded = True
@@ -398,6 +407,14 @@ class Engine:
             return None
         call.spool = str(directory)
         return rtp_log
+
+    def _must_not_record(self, call: LiveCall) -> bool:
+        """Do-not-record is decided by the number called and by the trusted bindings of
+        the recorded phone, never by the number a caller claims: an outside caller whose
+        caller ID is a do-not-record extension is recorded (docs/directory.md)."""
+        if call.callee in self.do_not_record:
+            return True
+        return bool(call.direction) and call.local_ip in self.do_not_record_ips
 
     def _encrypted(self, phone_ip: str, label: str, at: float) -> None:
         """Count TLS signalling, and tell the sink about each phone now and then."""

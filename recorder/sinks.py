@@ -27,12 +27,19 @@ from django.db import (
 
 from extensions.models import Binding, Extension, Phone
 from extensions.services import (
+    Attribution,
     apply_binding,
-    learns_from_call,
     note_encrypted_signalling,
+    refusal_of,
     who_was_at,
 )
-from integrations.observations import BindingSeen, CallEvent, EncryptedSignallingSeen
+from extensions.trust import call_servers
+from integrations.observations import (
+    BindingSeen,
+    BindingSource,
+    CallEvent,
+    EncryptedSignallingSeen,
+)
 from recorder.calls import CallSnapshot, moment
 from recorder.capture.alerts import park
 from recorder.capture.models import ParkedEvent
@@ -51,11 +58,25 @@ def known_phone_ips() -> set[str]:
     ips = set(Phone.objects.exclude(current_ip=None).values_list("current_ip", flat=True))
     ips |= set(Phone.objects.exclude(configured_ip=None).values_list("configured_ip", flat=True))
     ips |= set(Binding.objects.filter(ended_at__isnull=True).values_list("ip", flat=True))
-    return ips
+    servers = call_servers()
+    return {ip for ip in ips if not servers.relays(ip)}  # the call system's own are no phones
 
 
 def do_not_record_numbers() -> set[str]:
     return set(Extension.objects.filter(do_not_record=True).values_list("number", flat=True))
+
+
+def do_not_record_ips() -> set[str]:
+    """The addresses of phones that the call system binds to a do-not-record extension
+    (a call's From is no such binding): their calls are not recorded, whoever they call."""
+    bound = Binding.objects.filter(ended_at__isnull=True, extension__do_not_record=True).exclude(
+        source=BindingSource.SIP_CALL
+    )
+    ips = set(bound.values_list("ip", flat=True))
+    static = Phone.objects.filter(
+        static_ip=True, lines__line_number=1, lines__extension__do_not_record=True
+    ).exclude(configured_ip=None)
+    return ips | set(static.values_list("configured_ip", flat=True))
 
 
 def add_recording_arguments(parser) -> None:
@@ -79,6 +100,7 @@ def recording_options(options: dict) -> dict:
     return {
         "spool_root": spool_root,
         "do_not_record": do_not_record_numbers(),
+        "do_not_record_ips": do_not_record_ips(),
         "record_unsignalled": settings.QMS_RECORD_UNSIGNALLED,
         "max_call_seconds": settings.QMS_MAX_CALL_SECONDS,
     }
@@ -190,7 +212,7 @@ class CallLog:
 
     def _finish_recording(self, call: Call, snapshot: CallSnapshot) -> None:
         spool = Path(snapshot.spool)
-        if self._do_not_record(call.extension):
+        if self._do_not_record(call):
             # Belt and braces: the engine starts no log for a do-not-record number it
             # knows, but a number may be learned only as the call goes on.
             shutil.rmtree(spool, ignore_errors=True)
@@ -199,10 +221,10 @@ class CallLog:
         if recording is not None:
             self.finished.append(recording)
 
-    def _do_not_record(self, number: str) -> bool:
+    def _do_not_record(self, call: Call) -> bool:
         if self.do_not_record is None:
             self.do_not_record = do_not_record_numbers()
-        return number in self.do_not_record
+        return must_not_record(call, self.do_not_record)
 
     def _stored(self, snapshot: CallSnapshot) -> Call | None:
         """The call's row as this log has it, else as stored; None for a call starting
@@ -214,15 +236,40 @@ class CallLog:
         return Call.objects.filter(**_key_of(snapshot)).first()
 
     def _attribute(self, call: Call, snapshot: CallSnapshot) -> None:
-        """The recorded side's extension, phone and person, as the directory had them."""
+        """The recorded side's extension, phone and person, as the directory had them.
+
+        The number the signalling names for the recorded side is kept when it is one of
+        the phone's own (bound at its address, or one of its lines); a number the phone
+        holds in no way is a claim (a spoofed From), and the directory's word replaces it.
+        """
         call.extension = snapshot.local_number[:128]
         if not snapshot.local_ip:
             return
         found = who_was_at(snapshot.local_ip, call.started_at)
-        if found is not None:
-            call.phone = found.phone
-            call.agent = found.agent
-            call.extension = call.extension or found.extension_number
+        if found is None:
+            return
+        call.phone = found.phone
+        call.agent = found.agent
+        if not call.extension or not _holds(found, call.extension, snapshot.local_ip):
+            call.extension = found.extension_number or call.extension
+
+
+def must_not_record(call: Call, do_not_record: set[str]) -> bool:
+    """The engine's rule again, once the call is attributed: the number called, or the
+    extension of the phone the directory found for the recorded side. A number the
+    directory did not confirm (no phone found) is a claim, and decides nothing."""
+    if call.callee in do_not_record:
+        return True
+    return call.phone_id is not None and call.extension in do_not_record
+
+
+def _holds(found: Attribution, number: str, ip: str) -> bool:
+    """Whether the phone found at `ip` holds `number`: bound there, or one of its lines."""
+    if number == found.extension_number:
+        return True
+    if Binding.objects.filter(ip=ip, extension_number=number, ended_at__isnull=True).exists():
+        return True
+    return found.phone is not None and found.phone.lines.filter(extension__number=number).exists()
 
 
 def _key_of(snapshot: CallSnapshot) -> dict:
@@ -414,8 +461,9 @@ class DatabaseSink:
                     log.error("could not commit %d events: %s", received, error)
 
     def _bind(self, seen: BindingSeen) -> None:
-        if not learns_from_call(seen):
-            self.outcomes["not a phone's (trunk or gateway)"] += 1
+        refused = refusal_of(seen)
+        if refused:
+            self.outcomes[refused] += 1
             return
         self.outcomes[apply_binding(seen).action] += 1
         self.bindings_applied += 1

@@ -28,7 +28,6 @@ from django.utils import timezone
 from kombu.exceptions import KombuError
 
 from extensions import services
-from extensions.models import Extension
 from integrations.observations import Side
 from recorder.calls import CallSnapshot, moment
 from recorder.capture.alerts import park
@@ -46,7 +45,7 @@ from recorder.outbox import (
 )
 from recorder.recording import FAILED, ORPHANED, finish_recording, mark_failed, media_from_json
 from recorder.retention import purge_expired
-from recorder.sinks import CallLog
+from recorder.sinks import CallLog, do_not_record_numbers, must_not_record
 from recorder.waveform import peaks_for_recording
 
 log = logging.getLogger(__name__)
@@ -127,13 +126,19 @@ def _apply_effect(run: str, seq: int, kind: str, event: dict, node: str) -> str:
         raise
     except DatabaseError as error:
         log.error("event %d of %s could not be stored: %s", seq, run, error)
-        park(*PARKED_KIND[kind](event), error, event, node)
+        park(*parked_kind(kind, event), error, event, node)
         return "failed"
     except Exception as error:
         log.exception("event %d of %s could not be applied", seq, run)
-        park(*PARKED_KIND[kind](event), error, event, node)
+        park(*parked_kind(kind, event), error, event, node)
         return "failed"
     return "applied"
+
+
+def parked_kind(kind: str, event: dict) -> tuple[str, str]:
+    """The ParkedEvent kind and subject of an outbox event of `kind`."""
+    known = PARKED_KIND.get(kind)
+    return known(event) if known else (ParkedEvent.Kind.OTHER, kind)
 
 
 # The ParkedEvent kind and subject of each kind of outbox event.
@@ -151,7 +156,7 @@ PARKED_KIND: dict[str, Callable[[dict], tuple[str, str]]] = {
 def _bind(event: dict, node: str) -> None:
     """An ext/IP sighting, through the directory's service function (rules R5, R7)."""
     seen = binding_from_json(event)
-    if services.learns_from_call(seen):
+    if not services.refusal_of(seen):
         services.apply_binding(seen)
 
 
@@ -323,7 +328,7 @@ def _finalisation_failed(pending: PendingFinalisation, spool: Path, error: Excep
 
 def _finish(pending: PendingFinalisation, spool: Path) -> Recording | None:
     call = pending.call
-    if Extension.objects.filter(number=call.extension, do_not_record=True).exists():
+    if must_not_record(call, do_not_record_numbers()):
         # The number was learned to be do-not-record only as the call went on.
         shutil.rmtree(spool, ignore_errors=True)
         return None

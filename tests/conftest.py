@@ -91,3 +91,14 @@ def mounted_tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
         yield mount_point
     finally:
         subprocess.run(["umount", str(mount_point)], check=True)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_call_servers() -> Iterator[None]:
+    """The call servers are cached per process (extensions/trust.py); a test's rolled-back
+    CallServer rows must not outlive it in that cache."""
+    from extensions.trust import forget_call_servers
+
+    forget_call_servers()
+    yield
+    forget_call_servers()

@@ -347,6 +347,7 @@ class SccpTracker:
             unregister=unregister,
             device=session.device,
             line_number=line,
+            authority=session.cm.ip,
         )
 
     # --- Calls -------------------------------------------------------------------------------

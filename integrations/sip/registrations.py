@@ -31,7 +31,7 @@ otherwise, since the packet says nothing about where that device is.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from integrations.observations import BindingSeen, BindingSource
@@ -87,9 +87,16 @@ def parse_expires(text: str | None) -> int | None:
 
 
 def bindings_from_response(
+    pending: PendingRegister, response: SipMessage, at: datetime, registrar: str = ""
+) -> list[BindingSeen]:
+    """BindingSeen for a 2xx to a REGISTER (the caller checks the status), vouched for by
+    `registrar`, the address the 2xx came from."""
+    return [replace(seen, authority=registrar) for seen in _bindings_of_2xx(pending, response, at)]
+
+
+def _bindings_of_2xx(
     pending: PendingRegister, response: SipMessage, at: datetime
 ) -> list[BindingSeen]:
-    """BindingSeen for a 2xx to a REGISTER (the caller checks the status)."""
     if not pending.extension:
         return []
     source = BindingSource.LYNC if pending.lync or is_lync(response) else BindingSource.SIP_REGISTER

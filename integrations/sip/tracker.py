@@ -194,7 +194,8 @@ class SipTracker:
         if not 200 <= response.status < 300:
             return []  # 401/407 challenge or a refusal: no binding (§10.3)
         pending = pending or unseen_register(response, packet)
-        return self._not_at_registrar(bindings_from_response(pending, response, packet.at))
+        bindings = bindings_from_response(pending, response, packet.at, packet.src.ip)
+        return self._not_at_registrar(bindings)
 
     def _not_at_registrar(self, bindings: list[BindingSeen]) -> list[Observation]:
         """An address that receives REGISTERs is a registrar or proxy, never a phone (a proxy

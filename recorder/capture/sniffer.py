@@ -17,7 +17,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
@@ -27,7 +27,7 @@ from recorder.capture.sources import LiveCapture
 from recorder.engine import Engine
 from recorder.media.rtplog import MANIFEST_NAME, read_manifest
 from recorder.outbox import STATS_NAME, OutboxSink, OutboxWriter, write_atomically
-from recorder.sinks import do_not_record_numbers, known_phone_ips
+from recorder.sinks import do_not_record_ips, do_not_record_numbers, known_phone_ips
 
 log = logging.getLogger("qms.capture")
 
@@ -59,6 +59,7 @@ class SnifferPaths:
 class DirectoryView:
     phone_ips: set[str]
     do_not_record: set[str]
+    do_not_record_ips: set[str] = field(default_factory=set)
 
 
 def directory_view(cache: Path) -> DirectoryView:
@@ -68,14 +69,18 @@ def directory_view(cache: Path) -> DirectoryView:
     if connection.vendor == "postgresql":
         connection.settings_dict["OPTIONS"].setdefault("connect_timeout", DATABASE_CONNECT_SECONDS)
     try:
-        view = DirectoryView(known_phone_ips(), do_not_record_numbers())
+        view = DirectoryView(known_phone_ips(), do_not_record_numbers(), do_not_record_ips())
     except DatabaseError as error:
         connection.close()
         log.warning("database unavailable at start (%s); using the directory kept before", error)
         return cached_directory(cache)
     finally:
         connection.close()
-    found = {"phone_ips": sorted(view.phone_ips), "do_not_record": sorted(view.do_not_record)}
+    found = {
+        "phone_ips": sorted(view.phone_ips),
+        "do_not_record": sorted(view.do_not_record),
+        "do_not_record_ips": sorted(view.do_not_record_ips),
+    }
     write_atomically(cache, json.dumps(found).encode())
     return view
 
@@ -85,7 +90,11 @@ def cached_directory(cache: Path) -> DirectoryView:
         found = json.loads(cache.read_text())
     except (OSError, ValueError):
         return DirectoryView(set(), set())
-    return DirectoryView(set(found["phone_ips"]), set(found["do_not_record"]))
+    return DirectoryView(
+        set(found["phone_ips"]),
+        set(found["do_not_record"]),
+        set(found.get("do_not_record_ips", ())),
+    )
 
 
 def leftover_spools(spool_root: Path) -> list[Path]:
@@ -141,6 +150,7 @@ class Sniffer:
             view.phone_ips,
             spool_root=self.paths.spool,
             do_not_record=view.do_not_record,
+            do_not_record_ips=view.do_not_record_ips,
             record_unsignalled=settings.QMS_RECORD_UNSIGNALLED,
             max_call_seconds=settings.QMS_MAX_CALL_SECONDS,
         )
@@ -151,7 +161,7 @@ class Sniffer:
         started is recorded without a restart."""
         while not self.stopping.wait(DIRECTORY_REFRESH_SECONDS):
             view = directory_view(self.paths.outbox / DIRECTORY_CACHE)
-            engine.adopt_directory(view.phone_ips, view.do_not_record)
+            engine.adopt_directory(view.phone_ips, view.do_not_record, view.do_not_record_ips)
 
     def _loop(self, capture: LiveCapture, engine: Engine) -> None:
         next_stats, last_packets, last_at = time.monotonic() + STATS_EVERY, 0, time.monotonic()

@@ -193,6 +193,7 @@ def test_a_lync_register_binds_the_sip_aor_with_its_instance() -> None:
             T0,
             1200,
             device="urn:uuid:11111111-2222-3333-4444-555555555555",
+            authority="10.0.0.2",
         )
     ]
 
