@@ -8,6 +8,7 @@ without a traceback, and exit non-zero.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import sys
@@ -23,6 +24,7 @@ FALSE_WORDS = {"0", "false", "no", "off"}
 
 # No integer setting needs more; a bigger one is a typo that would overflow later.
 INT_CEILING = 2**31 - 1
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # RFC 9110 section 5.1: a field name is a token.
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
@@ -164,6 +166,20 @@ def env_list(name: str, default: list[str]) -> list[str]:
             f"{name} must be a comma-separated list without empty items, not {raw!r}."
         )
     return items
+
+
+def env_networks(name: str, default: list[str]) -> list[IPNetwork]:
+    """A comma-separated list of IP addresses or networks, such as 10.0.0.5,192.0.2.0/24."""
+    networks = []
+    for item in env_list(name, default):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise SettingsError(
+                f"{name} must be a comma-separated list of IP addresses or networks such as "
+                f"127.0.0.1,10.0.0.0/8, and {item[:60]!r} is neither."
+            ) from None
+    return networks
 
 
 def env_choice(name: str, default: str, choices: list[str]) -> str:

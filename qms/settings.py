@@ -19,6 +19,7 @@ from qms.env import (
     env_header,
     env_int,
     env_list,
+    env_networks,
     env_str,
     env_time_zone,
     env_url_path,
@@ -105,6 +106,11 @@ AUTHENTICATION_BACKENDS = [
 # After this many failed logins for one username from one client IP within the lockout
 # period, that username is locked for that IP for the lockout period.
 QMS_LOGIN_FAILURE_LIMIT = env_int("QMS_LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=1000)
+# After this many failed logins from one client address within the lockout period, whatever
+# the usernames (password spraying), that address is locked for the lockout period.
+QMS_LOGIN_ADDRESS_FAILURE_LIMIT = env_int(
+    "QMS_LOGIN_ADDRESS_FAILURE_LIMIT", 20, minimum=1, maximum=100000
+)
 QMS_LOGIN_LOCKOUT_SECONDS = (
     env_int("QMS_LOGIN_LOCKOUT_MINUTES", 15, minimum=1, maximum=30 * 24 * 60) * 60
 )
@@ -179,6 +185,9 @@ QMS_AUDIO_ACCEL_REDIRECT = env_url_path("QMS_AUDIO_ACCEL_REDIRECT")
 # The request header nginx puts the client's address in (X-Real-IP); empty: the socket
 # peer. Only set it behind a proxy that overwrites the header, or clients could forge it.
 QMS_CLIENT_IP_HEADER = env_header("QMS_CLIENT_IP_HEADER")
+# The proxies whose QMS_CLIENT_IP_HEADER is believed (addresses or networks; default: nginx
+# on this host). A request from any other peer is that peer's, whatever its headers say.
+QMS_TRUSTED_PROXIES = env_networks("QMS_TRUSTED_PROXIES", ["127.0.0.1", "::1"])
 
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -3,9 +3,13 @@ with: process memory by default, Redis when CACHE_URL names it."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import redis
@@ -119,3 +123,76 @@ def test_the_lock_lifts_after_the_lockout_period(throttle_cache: str, staff: Use
     assert admin_login(PASSWORD)[1].status_code == 200
     time.sleep(1.5)
     assert admin_login(PASSWORD)[1].status_code == 302
+
+
+# Password spraying: many usernames from one address (issue 11, finding L5). ---------------
+
+
+def spray(usernames: int, ip: str, **headers: str) -> None:
+    """One wrong guess for each of `usernames` accounts from the socket peer `ip`."""
+    for index in range(usernames):
+        client = Client(REMOTE_ADDR=ip, **headers)
+        client.post(LOGIN_URL, {"username": f"user-{index}", "password": "Summer2026!"})
+
+
+@override_settings(QMS_LOGIN_FAILURE_LIMIT=5, QMS_LOGIN_ADDRESS_FAILURE_LIMIT=20)
+def test_twenty_failures_across_usernames_lock_that_address_for_everyone(
+    throttle_cache: str, staff: User
+) -> None:
+    spray(19, ip="198.51.100.4")
+    # Nineteen do not lock; a good login between them does not start the count again.
+    assert admin_login(PASSWORD, ip="198.51.100.4")[1].status_code == 302
+    spray(1, ip="198.51.100.4")
+    client, response = admin_login(PASSWORD, ip="198.51.100.4")
+    assert "Too many failed logins from your address" in response.content.decode()
+    assert "_auth_user_id" not in client.session
+    # Another address is not locked: the cap is the sprayer's, not the account's.
+    assert admin_login(PASSWORD, ip="192.0.2.8")[1].status_code == 302
+
+
+@override_settings(
+    QMS_LOGIN_FAILURE_LIMIT=5,
+    QMS_LOGIN_ADDRESS_FAILURE_LIMIT=20,
+    QMS_CLIENT_IP_HEADER="X-Forwarded-For",
+    QMS_TRUSTED_PROXIES=[ipaddress.ip_network("10.0.0.1/32")],
+)
+def test_a_forwarded_address_is_believed_only_from_a_trusted_proxy(
+    throttle_cache: str, staff: User
+) -> None:
+    # A sprayer that names a new address in each request, straight to gunicorn, is still
+    # one address: the header of a peer that is no trusted proxy is ignored.
+    for index in range(20):
+        forged = Client(REMOTE_ADDR="198.51.100.9", HTTP_X_FORWARDED_FOR=f"203.0.113.{index}")
+        forged.post(LOGIN_URL, {"username": f"user-{index}", "password": "Summer2026!"})
+    assert admin_login(PASSWORD, ip="198.51.100.9")[1].status_code == 200
+    # Through the proxy, the client it names is the one counted and locked, not the proxy.
+    spray(20, ip="10.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.50, 198.51.100.77")
+    assert "Too many failed logins" in proxied_login("198.51.100.77").content.decode()
+    assert proxied_login("192.0.2.30").status_code == 302
+
+
+def proxied_login(client_address: str):
+    client = Client(REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR=client_address)
+    return client.post(LOGIN_URL, {"username": "desk-admin", "password": PASSWORD})
+
+
+def test_a_bad_trusted_proxy_stops_start_up_naming_the_variable(tmp_path) -> None:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("QMS_")}
+    env |= {
+        "DJANGO_SETTINGS_MODULE": "qms.settings",
+        "DEBUG": "1",
+        "QMS_VAR_DIR": str(tmp_path),
+        "QMS_TRUSTED_PROXIES": "127.0.0.1,10.0.0.0/33",
+    }
+    env.pop("DATABASE_URL", None)
+    checked = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode != 0
+    assert "QMS_TRUSTED_PROXIES" in checked.stderr and "'10.0.0.0/33'" in checked.stderr
+    assert "Traceback" not in checked.stderr
