@@ -16,6 +16,8 @@ from extensions.models import (
     Agent,
     Binding,
     BindingConflict,
+    CallServer,
+    DisputedClaim,
     EncryptedSignalling,
     Extension,
     LineAppearance,
@@ -24,6 +26,7 @@ from extensions.models import (
     Team,
 )
 from extensions.services import save_lines
+from extensions.trust import forget_call_servers
 from recorder.access import (
     agents_visible_to,
     binding_conflicts_visible_to,
@@ -332,3 +335,43 @@ class BindingConflictAdmin(admin.ModelAdmin):
             resolved_at=timezone.now(), resolution=f"resolved by {who}"
         )
         self.message_user(request, f"{count} conflict(s) marked resolved.", messages.SUCCESS)
+
+
+@admin.register(CallServer)
+class CallServerAdmin(admin.ModelAdmin):
+    """The call system's own addresses: only they vouch for registrations, and their
+    calls teach no binding (docs/directory.md, "Trust")."""
+
+    list_display = ["network", "kind", "name", "learned", "first_seen", "last_seen"]
+    list_filter = ["kind", "learned"]
+    search_fields = ["network", "name"]
+    readonly_fields = ["first_seen", "last_seen"]
+    actions = ["confirm"]
+
+    @admin.action(description="Confirm the selected learned call servers", permissions=["change"])
+    def confirm(self, request: HttpRequest, queryset: QuerySet[CallServer]) -> None:
+        confirmed = queryset.filter(learned=True).update(learned=False)
+        forget_call_servers()
+        self.message_user(request, f"{confirmed} call servers confirmed.", messages.SUCCESS)
+
+
+@admin.register(DisputedClaim)
+class DisputedClaimAdmin(ReadOnlyAdmin):
+    """Claims of ext/IP from the wire that QMS did not apply, and why."""
+
+    list_display = [
+        "extension_number",
+        "ip",
+        "source",
+        "reason",
+        "vouched_by",
+        "held_at",
+        "count",
+        "last_seen",
+    ]
+    list_filter = ["reason", "source"]
+    search_fields = ["extension_number", "ip", "vouched_by"]
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # Clearing claims that have been looked at is allowed to whoever holds the right.
+        return admin.ModelAdmin.has_delete_permission(self, request, obj)

@@ -13,6 +13,8 @@ from django.db.models import Exists, OuterRef, QuerySet
 from extensions.models import (
     Binding,
     BindingConflict,
+    CallServer,
+    DisputedClaim,
     EncryptedSignalling,
     Extension,
     LineAppearance,
@@ -83,7 +85,10 @@ class DirectoryHealth:
     unconfigured: list[UnconfiguredNumber]
     open_conflicts: list[BindingConflict]
     encrypted: list[EncryptedPhone] = field(default_factory=list)
+    disputed: list[DisputedClaim] = field(default_factory=list)
     page: HealthPage = field(default_factory=HealthPage)
+    # No call server is configured: QMS trusts the ones it learns (extensions/trust.py).
+    learning_call_servers: bool = False
 
     @property
     def healthy(self) -> bool:
@@ -103,6 +108,7 @@ def directory_health(page: int = 1, rows: int = HEALTH_PAGE_ROWS) -> DirectoryHe
         .select_related("first_binding", "second_binding")
         .order_by("-opened_at", "pk"),
         "encrypted": encrypted_query(),
+        "disputed": DisputedClaim.objects.order_by("-last_seen", "pk"),
     }
     totals = {name: query.count() for name, query in sections.items()}
     shown = HealthPage(1, rows, totals)
@@ -119,7 +125,9 @@ def directory_health(page: int = 1, rows: int = HEALTH_PAGE_ROWS) -> DirectoryHe
         encrypted=[
             EncryptedPhone(seen, phone_at(seen.ip)) for seen in sections["encrypted"][window]
         ],
+        disputed=list(sections["disputed"][window]),
         page=shown,
+        learning_call_servers=not CallServer.objects.filter(learned=False).exists(),
     )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
+from django.urls import reverse
 
 from extensions.models import Agent, Binding, CallServer, DisputedClaim, Extension, Phone
 from extensions.services import apply_binding, assign_line
@@ -240,3 +241,18 @@ def test_a_configured_gateway_teaches_no_binding_at_all(tmp_path: Path) -> None:
     imported(tmp_path, call_frames("gw", ("9101", GATEWAY), ("+15550100", "10.30.0.9"), START))
     assert not Binding.objects.filter(ip=GATEWAY).exists()
     assert DisputedClaim.objects.get(extension_number="9101").reason == "gateway"
+
+
+def test_directory_health_shows_the_claims_not_applied_and_that_qms_is_learning(
+    office: dict[str, Agent], tmp_path: Path, admin_client
+) -> None:
+    imported(tmp_path, call_frames("spoof-3", ("9004", GATEWAY), ("9001", JOHN_PHONE), START))
+    page = admin_client.get(reverse("admin:directory_health")).content.decode()
+    assert "Claims not applied (1)" in page
+    assert GATEWAY in page and "a stronger source holds the extension elsewhere" in page
+    assert "No call server is configured" in page
+    CallServer.objects.create(network=REGISTRAR, kind=CallServer.Kind.REGISTRAR)
+    page = admin_client.get(reverse("admin:directory_health")).content.decode()
+    assert "No call server is configured" not in page
+    changelist = admin_client.get(reverse("admin:extensions_disputedclaim_changelist"))
+    assert changelist.status_code == 200 and "9004" in changelist.content.decode()
