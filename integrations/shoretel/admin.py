@@ -20,6 +20,9 @@ from integrations.shoretel.models import (
     TapiRecording,
 )
 from integrations.shoretel.poller import poll_bridge
+from recorder.admin import AuditedLooksAdmin
+from recorder.audit import audit
+from recorder.models import AuditEntry
 
 STATE_FIELDS = [
     "health",
@@ -173,7 +176,10 @@ class TapiBridgeAdmin(admin.ModelAdmin):
 
 
 @admin.register(TapiCall)
-class TapiCallAdmin(ReadOnlyAdmin):
+class TapiCallAdmin(AuditedLooksAdmin):
+    """TAPI calls say who called whom and when: each look is an audit entry."""
+
+    audit_listing = "tapi calls"
     list_display = [
         "call_id",
         "bridge",
@@ -198,13 +204,22 @@ class TapiCallAdmin(ReadOnlyAdmin):
     def recording_count(self, call: TapiCall) -> int:
         return call.recordings.count()
 
+    def audit_look(self, request: HttpRequest, call: TapiCall) -> None:
+        audit(request, AuditEntry.Action.VIEW, detail={"tapi_call": call.pk})
+
 
 @admin.register(TapiEvent)
-class TapiEventAdmin(ReadOnlyAdmin):
+class TapiEventAdmin(AuditedLooksAdmin):
+    """The bridge's events name the extensions and calls they are about: audited too."""
+
+    audit_listing = "tapi events"
     list_display = ["at", "bridge", "kind", "state", "extension", "call_id", "event_id"]
     list_filter = ["bridge", "kind", "state"]
     search_fields = ["event_id", "extension", "call_id"]
     date_hierarchy = "at"
+
+    def audit_look(self, request: HttpRequest, event: TapiEvent) -> None:
+        audit(request, AuditEntry.Action.VIEW, detail={"tapi_event": event.pk})
 
 
 @admin.register(TapiRecording)

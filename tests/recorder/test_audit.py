@@ -411,3 +411,21 @@ def test_nobody_writes_the_trail_through_the_api(world: PlaybackWorld, entry: Au
     assert api.patch(f"/api/audit/{entry.pk}/", payload, format="json").status_code == 405
     assert api.delete(f"/api/audit/{entry.pk}/").status_code == 405
     assert only_entry().username == "sales-lead"
+
+
+def test_the_tapi_call_pages_are_audited_like_the_call_pages(world: PlaybackWorld) -> None:
+    from integrations.shoretel.models import TapiBridge, TapiCall
+
+    bridge = TapiBridge.objects.create(name="hq", url="http://127.0.0.1:9/", token="t")
+    now = timezone.now()
+    tapi_call = TapiCall.objects.create(
+        bridge=bridge, call_id="st-1", extension="9001", local_side="callee", caller="555",
+        callee="9001", state="connected", started_at=now, last_event_at=now,
+    )  # fmt: skip
+    admin = pages_as(world.admin)
+    assert admin.get("/admin/shoretel/tapicall/?q=555").status_code == 200
+    assert admin.get(f"/admin/shoretel/tapicall/{tapi_call.pk}/change/").status_code == 200
+    assert sorted(entries_written(), key=lambda entry: entry[0]) == [
+        ("search", None, {"filters": {"q": "555"}, "listing": "tapi calls"}),
+        ("view", None, {"tapi_call": tapi_call.pk}),
+    ]

@@ -20,18 +20,20 @@ from django.utils import timezone
 
 from extensions.models import Agent, Binding, Extension, Phone
 from extensions.services import assign_line
+from integrations.observations import CallEvent
 from qms.celery import app as celery_app
 from recorder import tasks
+from recorder.calls import CallSnapshot
 from recorder.capture.delivery import event_tasks
 from recorder.capture.link import LINKTYPE_ETHERNET
-from recorder.capture.models import HeldEvent, OutboxCursor, PendingFinalisation
+from recorder.capture.models import HeldEvent, OutboxCursor, ParkedEvent, PendingFinalisation
 from recorder.capture.node import CaptureNode
 from recorder.capture.sniffer import leftover_spools
 from recorder.capture.synthesis import rtp, sdp, sip, udp
 from recorder.engine import Engine
 from recorder.media.rtplog import read_manifest
 from recorder.models import Call, Recording
-from recorder.outbox import OutboxRecord, OutboxSink, OutboxWriter, RunReader
+from recorder.outbox import OutboxRecord, OutboxSink, OutboxWriter, RunReader, snapshot_json
 from recorder.tasks import apply_in_order
 
 PHONE, GATEWAY, REGISTRAR = "10.60.0.41", "10.60.9.1", "10.60.9.5"
@@ -210,6 +212,28 @@ def test_a_bad_event_is_passed_over_so_the_ones_after_it_still_apply(
     monkeypatch.setitem(tasks.EFFECTS, "fine", lambda event, node: None)
     assert apply_in_order("n:eth1:run", 1, "broken", {}, NODE) == "failed"
     assert apply_in_order("n:eth1:run", 2, "fine", {}, NODE) == "applied"
+
+
+def test_a_call_event_the_database_refuses_is_parked_on_the_node_and_the_next_applies(
+    postgresql: None,
+) -> None:
+    # A snapshot that no bound would let through (an inet column refuses "not-an-ip"),
+    # as an event queued by a capture node.
+    refused = snapshot_json(
+        CallSnapshot(
+            call_id="refused-1", protocol="sip", event=CallEvent.START, started_at=1.0e9,
+            answered_at=None, ended_at=None, end_reason="", state="setup", direction="",
+            caller="555", caller_name="", callee="9001", callee_name="",
+            caller_ip="not-an-ip", callee_ip="", local_ip="", local_number="", media=(),
+        )
+    )  # fmt: skip
+    assert apply_in_order("n:eth1:run", 1, tasks.CALL, refused, NODE) == "failed"
+    parked = ParkedEvent.objects.get()
+    assert (parked.kind, parked.subject, parked.node) == ("call", "refused-1", NODE)
+    assert parked.reason.startswith("DataError") and parked.event["caller_ip"] == "not-an-ip"
+    fine = dict(refused, call_id="fine-2", caller_ip="10.0.0.9")
+    assert apply_in_order("n:eth1:run", 2, tasks.CALL, fine, NODE) == "applied"
+    assert list(Call.objects.values_list("call_id", flat=True)) == ["fine-2"]
 
 
 def test_an_unreachable_database_leaves_the_event_to_be_tried_again(
