@@ -24,7 +24,7 @@ from urllib.parse import quote
 import pytest
 from django.db import connection
 
-from extensions.models import Agent, Binding, Extension, Phone
+from extensions.models import Agent, Binding, Extension, Phone, SeenExtension
 from extensions.services import assign_line
 from recorder.models import Call
 from tests.conftest import need, need_tool
@@ -134,9 +134,10 @@ class Loopback:
     # -- sniff -----------------------------------------------------------------------------
 
     @contextmanager
-    def sniffing(self) -> Iterator[None]:
+    def sniffing(self, decode_errors: str = "none") -> Iterator[None]:
         """`manage.py sniff --interface lo` on this test's registrar port, capturing
-        before the block starts and stopped by SIGTERM when it ends."""
+        before the block starts and stopped by SIGTERM when it ends; its summary must
+        count `decode_errors` and no storage failure."""
         command = [sys.executable, "manage.py", "sniff", "--interface", "lo"]
         command += ["--bpf", f"udp port {self.registrar_port}", "--node", "live-test"]
         sniff = self._spawn(command, "sniff", REPO_ROOT, sniff_environment())
@@ -145,7 +146,7 @@ class Loopback:
         returncode = sniff.stop(SNIFF_STOP_SECONDS)
         summary = sniff.tail()
         assert returncode == 0, f"sniff did not stop cleanly on SIGTERM:\n{summary}"
-        assert "decode errors: none" in summary, summary
+        assert f"decode errors: {decode_errors}" in summary, summary
         assert "storage failures" not in summary, summary
 
     @staticmethod
@@ -347,3 +348,22 @@ def test_sniff_stopped_right_after_a_registration_still_applies_it(
 
     (binding,) = open_bindings("9001")
     assert (binding.ip, binding.source) == (JOHN_IP, "sip-register")
+
+
+def test_hostile_numbers_on_the_wire_cost_no_call_and_stop_no_capture(
+    loopback: Loopback, directory: Directory
+) -> None:
+    # A 200-digit "extension" registered (and answered 2xx by the registrar), then a call
+    # whose caller ID carries a NUL, then an ordinary call: on PostgreSQL, which refuses
+    # NUL in text, each call is stored, and both claims (the registration's and the NUL
+    # caller's binding) are refused and counted.
+    with loopback.sniffing(decode_errors="bad-extension 2"):
+        loopback.register("9" * 200, JOHN_ELSEWHERE_IP)
+        loopback.call("555%00123", JOHN_IP, "9002")
+        loopback.call("9001", JOHN_IP, "9002")
+        eventually(lambda: ended_calls() == 2)
+
+    callers = sorted(Call.objects.filter(state=Call.State.ENDED).values_list("caller", flat=True))
+    assert callers == ["555\ufffd123", "9001"]
+    assert not SeenExtension.objects.filter(number__startswith="999").exists()
+    assert not Binding.objects.filter(ip=JOHN_ELSEWHERE_IP).exists()
