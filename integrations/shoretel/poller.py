@@ -38,6 +38,7 @@ from django.utils import timezone
 
 from extensions.models import Extension, SeenExtension
 from extensions.services import apply_binding
+from integrations.bounds import Refused, bounded
 from integrations.observations import BindingSeen, BindingSource, CallSignal
 from integrations.shoretel.calls import link_recordings_of, note_call
 from integrations.shoretel.client import (
@@ -288,8 +289,9 @@ class Poll:
         self.state.events_applied += 1
         observation = event.observation
         if isinstance(observation, BindingSeen):
-            if self.admits(observation):
-                apply_binding(observation)
+            kept = self.kept(observation)
+            if kept is not None:
+                apply_binding(kept)
                 self.report.bindings += 1
         elif isinstance(observation, CallSignal):
             self.report.calls += 1
@@ -332,6 +334,17 @@ class Poll:
                 self.report.bindings += 1
         self.state.lines = sorted([extension, ip] for extension, ip in current)
 
+    def kept(self, binding: BindingSeen) -> BindingSeen | None:
+        """The binding as the directory may take it: bounded as every observation from a
+        call system is (integrations/bounds.py), and within this poll's new extensions."""
+        try:
+            bounded_binding = bounded(binding)
+        except Refused as refused:
+            log.warning("TAPI bridge %s: %s refused (%s)", self.bridge, binding, refused.kind)
+            self.report.rejected += 1
+            return None
+        return bounded_binding if self.admits(bounded_binding) else None
+
     def admits(self, binding: BindingSeen) -> bool:
         """Whether this binding may be applied: its extension is known, or the poll has not
         yet learned its MAX_NEW_EXTENSIONS new ones."""
@@ -355,11 +368,12 @@ class Poll:
         return False
 
     def apply_line(self, binding: BindingSeen) -> bool:
-        if not self.admits(binding):
+        kept = self.kept(binding)
+        if kept is None:
             return False
         try:
             with transaction.atomic():
-                apply_binding(binding)
+                apply_binding(kept)
             return True
         except DatabaseError as error:
             log.error("TAPI bridge %s: could not apply %s: %s", self.bridge, binding, error)

@@ -206,3 +206,21 @@ def test_an_unforeseen_error_is_recorded_shown_and_backed_off_like_a_bridge_fail
     assert failing.next_poll_at > now
     listing = admin_client.get("/admin/shoretel/tapibridge/").content.decode()
     assert "failing (internal-error)" in listing
+
+
+def test_a_line_whose_extension_breaks_r4_is_refused_like_any_wire_binding(
+    bridge_sim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from integrations.shoretel import simulator as reference
+    from tests.integrations.tapi_bridge import bridge_for
+
+    steps = (
+        reference.line(0, "<b>9007</b>", reference.PHONE_A),
+        reference.line(1, "9008", reference.PHONE_B),
+    )
+    monkeypatch.setitem(reference.SCENARIOS, "hostile-line", steps)
+    report = poll_bridge(bridge_for(bridge_sim("hostile-line")))
+
+    assert report.outcome == "ok"
+    assert list(SeenExtension.objects.values_list("number", flat=True)) == ["9008"]
+    assert report.rejected >= 1
