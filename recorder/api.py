@@ -254,4 +254,3 @@ class AuditEntryViewSet(CheckedQuery, viewsets.ReadOnlyModelViewSet):
             if name in query:
                 entries = entries.filter(**{lookup: moment(name, query[name])})
         return entries
-
