@@ -255,7 +255,7 @@ def _bind(seen: BindingSeen) -> BindingOutcome:
         )
     )
     here = next((row for row in open_rows if row.ip == seen.ip), None)
-    refused = None if here is not None else _refused_claim(open_rows, seen)
+    refused = None if here is not None else _refused_claim(open_rows, seen, line_number)
     if refused is not None:
         return refused
     if here is not None:
@@ -272,11 +272,16 @@ def _bind(seen: BindingSeen) -> BindingOutcome:
     return BindingOutcome(action, here)
 
 
-def _refused_claim(open_rows: list[Binding], seen: BindingSeen) -> BindingOutcome | None:
+def _refused_claim(
+    open_rows: list[Binding], seen: BindingSeen, line_number: int | None
+) -> BindingOutcome | None:
     """A new binding the trust rules refuse (docs/directory.md): a weaker source never
     moves what a stronger one holds, and a call's claim from an address that relays the
-    calls of many numbers teaches nothing (the address is learned as a gateway)."""
-    holder = _stronger_holder(open_rows, seen)
+    calls of many numbers teaches nothing (the address is learned as a gateway).
+
+    A line 2+ binding moves nobody (R3: Mary's phone calling on John's 9001, her line 2),
+    so only a claim that would be line 1 where it is seen is held to the strength rule."""
+    holder = _stronger_holder(open_rows, seen) if line_number in (None, 1) else None
     if holder is not None:
         trust.dispute(seen, DisputedClaim.Reason.STRONGER_HELD, holder.ip)
         return BindingOutcome("disputed", holder)

@@ -256,3 +256,22 @@ def test_directory_health_shows_the_claims_not_applied_and_that_qms_is_learning(
     assert "No call server is configured" not in page
     changelist = admin_client.get(reverse("admin:extensions_disputedclaim_changelist"))
     assert changelist.status_code == 200 and "9004" in changelist.content.decode()
+
+
+def test_a_call_on_a_phones_line_two_still_teaches_its_binding(tmp_path: Path) -> None:
+    # R3: Mary's phone has John's 9001 as its line 2; Mary picks it up and calls out. The
+    # claim moves nobody (a line 2+ binding never does), so the strength rule lets it be.
+    mary_phone_ip = "10.20.0.21"
+    person("John", "9001", "SEP-JOHN")
+    person("Mary", "9002", "SEP-MARY")
+    assign_line(Phone.objects.get(device_name="SEP-MARY"), 2, "9001")
+    registered("9001", JOHN_PHONE, START - 60)
+    registered("9002", mary_phone_ip, START - 60)
+    frames = call_frames("line-2", ("9001", mary_phone_ip), ("+15550100", GATEWAY), START)
+    imported(tmp_path, frames)
+    bound = Binding.objects.filter(extension_number="9001", ended_at__isnull=True)
+    assert sorted((row.ip, row.line_number) for row in bound) == [
+        (JOHN_PHONE, 1),
+        (mary_phone_ip, 2),
+    ]
+    assert not DisputedClaim.objects.exists()
