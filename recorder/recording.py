@@ -404,7 +404,7 @@ def _recover_or_set_aside(spool: Path) -> Recording | None:
     except (OperationalError, InterfaceError):
         raise  # the database is out of reach: nothing can be recovered now
     except Exception as error:
-        kept = _set_aside(spool, FAILED)
+        kept = set_aside(spool, FAILED)
         log.exception("spool %s could not be finished; kept in %s", spool, kept)
         try:
             mark_failed(_call_of(_manifest_or_nothing(kept)), error)
@@ -427,7 +427,8 @@ def mark_failed(call: Call | None, error: Exception) -> None:
         ).update(status=Recording.Status.FAILED, status_detail=detail)
 
 
-def _set_aside(spool: Path, folder: str) -> Path:
+def set_aside(spool: Path, folder: str) -> Path:
+    """Move a spool into `folder` (ORPHANED or FAILED) beside it, for a person to look at."""
     kept = spool.parent / folder / spool.name
     kept.parent.mkdir(exist_ok=True)
     shutil.rmtree(kept, ignore_errors=True)
@@ -461,7 +462,7 @@ def _recover(spool: Path) -> Recording | None:
         raise ValueError("the spool's manifest is not a JSON object")
     call = _call_of(manifest)
     if call is None:
-        kept = _set_aside(spool, ORPHANED)
+        kept = set_aside(spool, ORPHANED)
         log.error("spool %s has no call row; kept for inspection in %s", spool, kept)
         return None
     if _finished_before(call):

@@ -43,7 +43,14 @@ from recorder.outbox import (
     encrypted_from_json,
     snapshot_from_json,
 )
-from recorder.recording import FAILED, ORPHANED, finish_recording, mark_failed, media_from_json
+from recorder.recording import (
+    FAILED,
+    ORPHANED,
+    finish_recording,
+    mark_failed,
+    media_from_json,
+    set_aside,
+)
 from recorder.retention import purge_expired
 from recorder.sinks import CallLog, do_not_record_numbers, must_not_record
 from recorder.waveform import peaks_for_recording
@@ -215,7 +222,8 @@ def _recover(event: dict, node: str) -> None:
     ).first()
     if call is None:
         # Events arrive in order, so a call unknown now was never stored: keep its audio aside.
-        set_aside(spool)
+        kept = set_aside(spool, ORPHANED)
+        log.error("spool %s has no call row; kept for inspection in %s", spool, kept)
         return
     if call.state == Call.State.ENDED:
         # The call ended before the sniffer stopped; its spool only waits for the
@@ -236,14 +244,6 @@ EFFECTS: dict[str, Callable[[dict, str], None]] = {
     ENCRYPTED: _note_encrypted,
     RECOVER: _recover,
 }
-
-
-def set_aside(spool: Path) -> None:
-    kept = spool.parent / ORPHANED / spool.name
-    log.error("spool %s has no call row; kept for inspection in %s", spool, kept)
-    kept.parent.mkdir(exist_ok=True)
-    shutil.rmtree(kept, ignore_errors=True)
-    spool.rename(kept)
 
 
 def last_written(spool: Path) -> datetime:
@@ -317,10 +317,7 @@ def _finalisation_failed(pending: PendingFinalisation, spool: Path, error: Excep
     fail every retry: its call's recording says failed, the spool is set aside in FAILED
     and the reason parked, instead of a row that says "recording" for ever."""
     log.exception("the recording of call %s could not be finished", pending.call.call_id)
-    kept = spool.parent / FAILED / spool.name
-    kept.parent.mkdir(exist_ok=True)
-    shutil.rmtree(kept, ignore_errors=True)
-    spool.rename(kept)
+    kept = set_aside(spool, FAILED)
     mark_failed(pending.call, error)
     park(ParkedEvent.Kind.SPOOL, pending.call.call_id, error, {"spool": str(kept)}, pending.node)
     pending.delete()
