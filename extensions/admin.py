@@ -67,6 +67,14 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class ClearableReadOnlyAdmin(ReadOnlyAdmin):
+    """Facts QMS alone writes, which a person who holds the delete permission may clear
+    once looked at (parked events, capture alerts, disputed claims)."""
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return admin.ModelAdmin.has_delete_permission(self, request, obj)
+
+
 @admin.register(Team)
 class TeamAdmin(admin.ModelAdmin):
     list_display = ["name", "supervisor_names", "agent_count"]
@@ -356,7 +364,7 @@ class CallServerAdmin(admin.ModelAdmin):
 
 
 @admin.register(DisputedClaim)
-class DisputedClaimAdmin(ReadOnlyAdmin):
+class DisputedClaimAdmin(ClearableReadOnlyAdmin):
     """Claims of ext/IP from the wire that QMS did not apply, and why."""
 
     list_display = [
@@ -371,7 +379,3 @@ class DisputedClaimAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["reason", "source"]
     search_fields = ["extension_number", "ip", "vouched_by"]
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        # Clearing claims that have been looked at is allowed to whoever holds the right.
-        return admin.ModelAdmin.has_delete_permission(self, request, obj)

@@ -6,10 +6,9 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib import admin
-from django.http import HttpRequest
 from django.utils import timezone
 
-from extensions.admin import ReadOnlyAdmin
+from extensions.admin import ClearableReadOnlyAdmin, ReadOnlyAdmin
 from recorder.capture.models import (
     CaptureAlert,
     CaptureInterface,
@@ -70,7 +69,7 @@ class PendingFinalisationAdmin(ReadOnlyAdmin):
 
 
 @admin.register(ParkedEvent)
-class ParkedEventAdmin(ReadOnlyAdmin):
+class ParkedEventAdmin(ClearableReadOnlyAdmin):
     """Events the database would not take, with their reason: each one is a call, a
     binding or a spool that QMS did not store and that someone should look at."""
 
@@ -79,18 +78,11 @@ class ParkedEventAdmin(ReadOnlyAdmin):
     search_fields = ["subject", "reason"]
     date_hierarchy = "parked_at"
 
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        # Clearing what has been looked at is allowed to whoever holds the permission.
-        return admin.ModelAdmin.has_delete_permission(self, request, obj)
-
 
 @admin.register(CaptureAlert)
-class CaptureAlertAdmin(ReadOnlyAdmin):
+class CaptureAlertAdmin(ClearableReadOnlyAdmin):
     """Caps that tripped on the wire (floods of calls or numbers, junk RTP, spools that
     could not open), per node: the capture went on, but something was not recorded."""
 
     list_display = ["kind", "node", "count", "first_at", "last_at", "message"]
     list_filter = ["node", "kind"]
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return admin.ModelAdmin.has_delete_permission(self, request, obj)
