@@ -37,9 +37,11 @@ class AuditedLooksAdmin(ReadOnlyAdmin):
 
     # Written into a search entry's detail; None for a list of recordings.
     audit_listing: str | None = None
+    # The key under which a look at one object names it, when it is not a recording.
+    audit_key: str = "object"
 
     def audit_look(self, request: HttpRequest, obj: Model) -> None:
-        raise NotImplementedError
+        audit(request, AuditEntry.Action.VIEW, detail={self.audit_key: obj.pk})
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict | None = None

@@ -21,8 +21,6 @@ from integrations.shoretel.models import (
 )
 from integrations.shoretel.poller import poll_bridge
 from recorder.admin import AuditedLooksAdmin
-from recorder.audit import audit
-from recorder.models import AuditEntry
 
 STATE_FIELDS = [
     "health",
@@ -180,6 +178,7 @@ class TapiCallAdmin(AuditedLooksAdmin):
     """TAPI calls say who called whom and when: each look is an audit entry."""
 
     audit_listing = "tapi calls"
+    audit_key = "tapi_call"
     list_display = [
         "call_id",
         "bridge",
@@ -204,22 +203,17 @@ class TapiCallAdmin(AuditedLooksAdmin):
     def recording_count(self, call: TapiCall) -> int:
         return call.recordings.count()
 
-    def audit_look(self, request: HttpRequest, call: TapiCall) -> None:
-        audit(request, AuditEntry.Action.VIEW, detail={"tapi_call": call.pk})
-
 
 @admin.register(TapiEvent)
 class TapiEventAdmin(AuditedLooksAdmin):
     """The bridge's events name the extensions and calls they are about: audited too."""
 
     audit_listing = "tapi events"
+    audit_key = "tapi_event"
     list_display = ["at", "bridge", "kind", "state", "extension", "call_id", "event_id"]
     list_filter = ["bridge", "kind", "state"]
     search_fields = ["event_id", "extension", "call_id"]
     date_hierarchy = "at"
-
-    def audit_look(self, request: HttpRequest, event: TapiEvent) -> None:
-        audit(request, AuditEntry.Action.VIEW, detail={"tapi_event": event.pk})
 
 
 @admin.register(TapiRecording)
