@@ -26,6 +26,9 @@ import sys
 import time
 from pathlib import Path
 
+# The playback bench beside this one creates its PostgreSQL database the same way.
+from playback_bench import create_database
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -41,18 +44,6 @@ def configure(database_url: str) -> None:
     import django
 
     django.setup()
-
-
-def create_database(server_url: str, name: str) -> None:
-    import psycopg2
-
-    connection = psycopg2.connect(f"{server_url}/postgres")
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
-        if cursor.fetchone() is None:
-            cursor.execute(f'CREATE DATABASE "{name}"')
-    connection.close()
 
 
 def export_rows(rows: int) -> list[str]:
