@@ -177,22 +177,22 @@ def _note_encrypted(event: dict, node: str) -> None:
     services.note_encrypted_signalling(encrypted_from_json(event))
 
 
-@shared_task(**EVENT_TASK)
+@shared_task(name="recorder.tasks.apply_binding", **EVENT_TASK)
 def apply_binding(run: str, seq: int, event: dict, node: str) -> str:
     return apply_in_order(run, seq, BINDING, event, node)
 
 
-@shared_task(**EVENT_TASK)
+@shared_task(name="recorder.tasks.record_call", **EVENT_TASK)
 def record_call(run: str, seq: int, event: dict, node: str) -> str:
     return apply_in_order(run, seq, CALL, event, node)
 
 
-@shared_task(**EVENT_TASK)
+@shared_task(name="recorder.tasks.note_encrypted_signalling", **EVENT_TASK)
 def note_encrypted_signalling(run: str, seq: int, event: dict, node: str) -> str:
     return apply_in_order(run, seq, ENCRYPTED, event, node)
 
 
-@shared_task(**EVENT_TASK)
+@shared_task(name="recorder.tasks.recover_spool", **EVENT_TASK)
 def recover_spool(run: str, seq: int, event: dict, node: str) -> str:
     """A spool a stopped sniffer left: its call is ended and finished as partial."""
     return apply_in_order(run, seq, RECOVER, event, node)
@@ -283,7 +283,7 @@ def enqueue_finalisation(pending: PendingFinalisation) -> None:
         log.warning("finalisation of call %s not enqueued yet: %s", pending.call_id, error)
 
 
-@shared_task(**CALL_TASK)
+@shared_task(name="recorder.tasks.finalise_recording", **CALL_TASK)
 def finalise_recording(pending_id: int) -> int | None:
     """Decode a finished call's spool into its Recording, once: the spool is locked while
     it is decoded, and gone (with the pending row) once the recording is stored."""
@@ -369,7 +369,7 @@ def locked_spool(spool: Path) -> Iterator[bool]:
         os.close(fd)
 
 
-@shared_task(**CALL_TASK)
+@shared_task(name="recorder.tasks.compute_peaks", **CALL_TASK)
 def compute_peaks(recording_id: int) -> None:
     """The player's waveform, for a recording finalised without one (recorder/waveform.py)."""
     recording = Recording.objects.filter(pk=recording_id, peaks__isnull=True).first()
@@ -383,13 +383,13 @@ def compute_peaks(recording_id: int) -> None:
 # --- celery beat -----------------------------------------------------------------------------
 
 
-@shared_task(acks_late=True, ignore_result=True)
+@shared_task(name="recorder.tasks.sweep_stale_calls", acks_late=True, ignore_result=True)
 def sweep_stale_calls() -> int:
     """End the calls no capture follows any more (recorder/capture/sweep.py)."""
     return end_stale_calls(timezone.now())
 
 
-@shared_task(acks_late=True, ignore_result=True)
+@shared_task(name="recorder.tasks.purge_expired_recordings", acks_late=True, ignore_result=True)
 def purge_expired_recordings() -> int:
     """Delete the recordings past their retention (recorder/retention.py)."""
     return len(purge_expired(timezone.now()).purged)

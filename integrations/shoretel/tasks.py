@@ -10,7 +10,7 @@ from integrations.shoretel.poller import poll_due_bridges
 TASK_NAME = "integrations.shoretel.tasks.poll_tapi_bridges"
 
 
-@shared_task(acks_late=True, ignore_result=True)
+@shared_task(name=TASK_NAME, acks_late=True, ignore_result=True)
 def poll_tapi_bridges() -> dict[str, str]:
     """Poll every enabled TAPI bridge that is due. A bridge's failures are its own state
     (and log lines), never this task's: the next beat simply polls again."""

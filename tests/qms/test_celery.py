@@ -167,3 +167,27 @@ def test_a_worker_on_redis_consumes_a_published_task_and_expires_a_lapsed_bindin
     binding.refresh_from_db()
     assert binding.end_reason == Binding.EndReason.EXPIRED
     assert binding.ended_at == binding.expires_at
+
+
+# Messages already queued in Redis and beat's schedule name tasks by these strings. They were
+# the tasks' dotted paths when the code moved into its rooms (issue 12) and never change.
+WIRE_TASK_NAMES = {
+    "extensions.tasks.expire_stale_bindings",
+    "integrations.shoretel.tasks.poll_tapi_bridges",
+    "recorder.tasks.apply_binding",
+    "recorder.tasks.compute_peaks",
+    "recorder.tasks.finalise_recording",
+    "recorder.tasks.note_encrypted_signalling",
+    "recorder.tasks.purge_expired_recordings",
+    "recorder.tasks.record_call",
+    "recorder.tasks.recover_spool",
+    "recorder.tasks.sweep_stale_calls",
+}
+
+
+def test_every_task_keeps_the_name_queued_messages_and_beat_use() -> None:
+    celery_app.loader.import_default_modules()
+    ours = {name for name in celery_app.tasks if not name.startswith("celery.")}
+    assert ours == WIRE_TASK_NAMES
+    scheduled = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert scheduled <= WIRE_TASK_NAMES
