@@ -274,7 +274,7 @@ class Case:
 def cases_for(supervisor) -> list[Case]:
     """Unfiltered, each filter with a value from the supervisor's own scope, and sorted."""
     from extensions.models import Agent, Team
-    from recorder.access import recordings_visible_to
+    from recorder.playback.access import recordings_visible_to
 
     team = Team.objects.filter(supervisors=supervisor).first()
     agent = Agent.objects.filter(teams=team).order_by("pk").first()

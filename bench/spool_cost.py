@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "qms.settings")
 
 from recorder.capture.sources import pcap_chunks  # noqa: E402
-from recorder.engine import Engine, NullSink  # noqa: E402
+from recorder.engine.engine import Engine, NullSink  # noqa: E402
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from extensions.models import (
 )
 from extensions.services import save_lines
 from extensions.trust import forget_call_servers
-from recorder.access import (
+from recorder.playback.access import (
     agents_visible_to,
     binding_conflicts_visible_to,
     bindings_visible_to,
@@ -82,7 +82,7 @@ class TeamAdmin(admin.ModelAdmin):
     filter_horizontal = ["supervisors"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Team]:
-        # Every directory list is scoped like the API (recorder/access.py): a supervisor
+        # Every directory list is scoped like the API (recorder/playback/access.py): a supervisor
         # reads their own teams, a telephony admin every team.
         return teams_visible_to(request.user, super().get_queryset(request))
 

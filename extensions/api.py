@@ -1,4 +1,4 @@
-"""REST access to the directory, scoped like the recordings (recorder/access.py).
+"""REST access to the directory, scoped like the recordings (recorder/playback/access.py).
 
 A supervisor reads the teams they supervise, those teams' agents and what belongs to the
 agents (extensions, the phones and lines they appear on, their observed bindings); an agent,
@@ -20,7 +20,7 @@ from extensions.models import Agent, Binding, Extension, LineAppearance, Phone, 
 from extensions.services import assign_line
 from extensions.validators import validate_extension_number
 from qms.query import CheckedQuery, by_id_or_name, ip_address
-from recorder.access import (
+from recorder.playback.access import (
     agents_visible_to,
     bindings_visible_to,
     extensions_visible_to,
@@ -45,7 +45,7 @@ class ViewModelPermissions(permissions.DjangoModelPermissions):
 
 
 class DirectoryViewSet(CheckedQuery, viewsets.GenericViewSet):
-    """Reading needs a login, and shows the rows recorder/access.py lets one see; writing
+    """Reading needs a login, and shows the rows recorder/playback/access.py lets one see; writing
     needs the model's add, change or delete permission (DjangoModelPermissions)."""
 
     permission_classes = [permissions.DjangoModelPermissions]

@@ -15,7 +15,7 @@ from django.urls import URLPattern, path
 
 from extensions.health import directory_health
 from qms.login_throttle import is_locked, lockout_message
-from recorder.access import sees_directory_health
+from recorder.playback.access import sees_directory_health
 
 
 class ThrottledAdminAuthenticationForm(AdminAuthenticationForm):
@@ -88,7 +88,7 @@ class QMSAdminSite(admin.AdminSite):
         return super().index(request, {**(extra_context or {}), "sees_directory_health": allowed})
 
     def directory_health_view(self, request: HttpRequest) -> HttpResponse:
-        # Staff alone is not enough: the page is the whole directory (recorder/access.py).
+        # Staff alone is not enough: the page is the whole directory (recorder/playback/access.py).
         if not sees_directory_health(request.user):
             raise PermissionDenied("Directory health is for telephony admins.")
         context = {

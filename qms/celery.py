@@ -22,5 +22,5 @@ app.autodiscover_tasks()
 # app.add_periodic_task; a beat_schedule set here or in settings is merged with it.
 
 # On a capture node, `celery -A qms worker -Q capture.<QMS_NODE>` also hosts the node's
-# sniffers for the worker's life (recorder/capture/worker.py, docs/deployment.md).
-app.steps["worker"].add("recorder.capture.worker:CaptureStep")
+# sniffers for the worker's life (recorder/nodes/worker.py, docs/deployment.md).
+app.steps["worker"].add("recorder.nodes.worker:CaptureStep")

@@ -4,7 +4,7 @@ Each reader gives back a value the database can take, or refuses it with a 400 w
 sentence names the parameter. Values that look right but are not (February 30th, hour 25,
 an id of 23 digits, a NUL that PostgreSQL refuses in any string) are refused here rather
 than reaching a query and answering 500. The pages' search form applies the same bounds
-with Django form fields (recorder/search.py).
+with Django form fields (recorder/playback/search.py).
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ INSTALLED_APPS = [
     "qms.apps.QMSConfig",
     "extensions",
     "recorder",
-    "recorder.capture.apps.CaptureConfig",
+    "recorder.nodes.apps.CaptureConfig",
     "integrations.shoretel",
     "csp",
 ]

@@ -8,6 +8,6 @@ urlpatterns = [
     # The front page is the recordings list (which asks for a login first).
     path("", RedirectView.as_view(pattern_name="recorder:list", permanent=False)),
     path("admin/", admin.site.urls),
-    path("api/", include("extensions.api_urls")),
-    path("", include("recorder.urls")),
+    path("api/", include("qms.api_urls")),
+    path("", include("recorder.playback.urls")),
 ]

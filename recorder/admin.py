@@ -1,6 +1,6 @@
 """Calls, recordings and the audit trail in the admin: read-only, written by QMS alone.
 
-Calls and recordings are scoped by recorder/access.py like everywhere else; a list of
+Calls and recordings are scoped by recorder/playback/access.py like everywhere else; a list of
 calls or recordings shown is a search, audited with its filters, and a call's or a
 recording's own page (or its history) is a view of its metadata, audited as such.
 """
@@ -19,9 +19,9 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from extensions.admin import ReadOnlyAdmin
-from recorder.access import calls_visible_to, recordings_visible_to
-from recorder.audit import audit, audit_call_view, audit_search
 from recorder.models import AuditEntry, Call, Recording
+from recorder.playback.access import calls_visible_to, recordings_visible_to
+from recorder.playback.audit import audit, audit_call_view, audit_search
 
 # A spreadsheet runs a cell that starts with one of these as a formula.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")

@@ -171,7 +171,7 @@ class Recording(models.Model):
         ordering = ["-started_at"]
         # A supervisor's search reads these two alone (index-only): their agents' recordings,
         # and those on their agents' extensions, with every column the list filters on
-        # (recorder/listing.py, bench/RESULTS.md "Playback search").
+        # (recorder/playback/listing.py, bench/RESULTS.md "Playback search").
         indexes = [
             models.Index(
                 fields=["agent", "started_at"],
@@ -185,7 +185,7 @@ class Recording(models.Model):
             ),
             models.Index(fields=["status", "started_at"]),
         ]
-        # Who sees which recording is decided in recorder/access.py (docs/playback.md).
+        # Who sees which recording is decided in recorder/playback/access.py (docs/playback.md).
         permissions = [
             ("view_all_recordings", "Can see and play every recording, of every team"),
             ("download_recording", "Can download the audio file of a recording they may play"),

@@ -1,6 +1,6 @@
 """The per-binding and per-call work that crosses the broker, and the recorder's beat tasks.
 
-A capture node's delivery thread sends each outbox event (recorder/outbox.py) as one task
+A capture node's delivery thread sends each outbox event (recorder/sinks/outbox.py) as one task
 to the node's queue, capture.<node>: apply a binding, record a call snapshot, note an
 encrypted phone, recover a cut spool. Each carries its run key and sequence number (the
 observation's id) and is applied through the run's OutboxCursor: exactly once and in
@@ -29,12 +29,23 @@ from kombu.exceptions import KombuError
 
 from extensions import services
 from integrations.observations import Side
-from recorder.calls import CallSnapshot, moment
-from recorder.capture.alerts import park
-from recorder.capture.models import HeldEvent, OutboxCursor, ParkedEvent, PendingFinalisation
-from recorder.capture.sweep import end_stale_calls
+from recorder.engine.calls import CallSnapshot, moment
 from recorder.models import Call, Recording
-from recorder.outbox import (
+from recorder.nodes.alerts import park
+from recorder.nodes.models import HeldEvent, OutboxCursor, ParkedEvent, PendingFinalisation
+from recorder.nodes.sweep import end_stale_calls
+from recorder.recordings.finish import (
+    FAILED,
+    ORPHANED,
+    finish_recording,
+    mark_failed,
+    media_from_json,
+    set_aside,
+)
+from recorder.recordings.retention import purge_expired
+from recorder.recordings.waveform import peaks_for_recording
+from recorder.sinks.database import CallLog, do_not_record_numbers, must_not_record
+from recorder.sinks.outbox import (
     BINDING,
     CALL,
     ENCRYPTED,
@@ -43,17 +54,6 @@ from recorder.outbox import (
     encrypted_from_json,
     snapshot_from_json,
 )
-from recorder.recording import (
-    FAILED,
-    ORPHANED,
-    finish_recording,
-    mark_failed,
-    media_from_json,
-    set_aside,
-)
-from recorder.retention import purge_expired
-from recorder.sinks import CallLog, do_not_record_numbers, must_not_record
-from recorder.waveform import peaks_for_recording
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +276,7 @@ def schedule_finalisation(
 
 def enqueue_finalisation(pending: PendingFinalisation) -> None:
     """After the commit; should the broker refuse it, the node's worker enqueues it again
-    (recorder/capture/node.py), as the pending row says."""
+    (recorder/nodes/node.py), as the pending row says."""
     try:
         finalise_recording.apply_async((pending.pk,), queue=node_queue(pending.node))
     except (KombuError, ConnectionError, OSError) as error:
@@ -371,7 +371,7 @@ def locked_spool(spool: Path) -> Iterator[bool]:
 
 @shared_task(name="recorder.tasks.compute_peaks", **CALL_TASK)
 def compute_peaks(recording_id: int) -> None:
-    """The player's waveform, for a recording finalised without one (recorder/waveform.py)."""
+    """The player's waveform, for a recording finalised without one (recordings/waveform.py)."""
     recording = Recording.objects.filter(pk=recording_id, peaks__isnull=True).first()
     if recording is None:
         return
@@ -385,11 +385,11 @@ def compute_peaks(recording_id: int) -> None:
 
 @shared_task(name="recorder.tasks.sweep_stale_calls", acks_late=True, ignore_result=True)
 def sweep_stale_calls() -> int:
-    """End the calls no capture follows any more (recorder/capture/sweep.py)."""
+    """End the calls no capture follows any more (recorder/nodes/sweep.py)."""
     return end_stale_calls(timezone.now())
 
 
 @shared_task(name="recorder.tasks.purge_expired_recordings", acks_late=True, ignore_result=True)
 def purge_expired_recordings() -> int:
-    """Delete the recordings past their retention (recorder/retention.py)."""
+    """Delete the recordings past their retention (recorder/recordings/retention.py)."""
     return len(purge_expired(timezone.now()).purged)

@@ -1,7 +1,7 @@
 """ShoreTel calls from the TAPI feed, and the unsignalled recordings they explain.
 
 A ShoreTel phone's signalling is not on the wire, so the engine records its RTP as an
-unsignalled call of the phone's IP (recorder/engine.py, `_unsignalled`): no parties, no
+unsignalled call of the phone's IP (recorder/engine/engine.py, `_unsignalled`): no parties, no
 direction, a call id of its own. The TAPI feed says the rest. The rule that ties the two
 (docs/tapi-bridge.md, "From TAPI calls to recordings"):
 
@@ -27,8 +27,8 @@ from django.db.models import Q
 from extensions.models import Binding, Extension
 from extensions.services import who_was_at
 from integrations.observations import CallEvent, CallSignal, Side
+from integrations.shoretel.bridge.protocol import STEPS, FeedEvent, TapiState, direction_of
 from integrations.shoretel.models import TapiBridge, TapiCall, TapiEvent, TapiRecording
-from integrations.shoretel.protocol import STEPS, FeedEvent, TapiState, direction_of
 from recorder.models import Call, Recording
 
 log = logging.getLogger(__name__)

@@ -40,15 +40,21 @@ from extensions.models import Extension, SeenExtension
 from extensions.services import apply_binding
 from integrations.bounds import Refused, bounded
 from integrations.observations import BindingSeen, BindingSource, CallSignal
-from integrations.shoretel.calls import link_recordings_of, note_call
-from integrations.shoretel.client import (
+from integrations.shoretel.bridge.client import (
     BridgeClient,
     BridgeError,
     CursorGone,
     Exchange,
 )
+from integrations.shoretel.bridge.protocol import (
+    ZERO,
+    EventsPage,
+    FeedEvent,
+    LinesPage,
+    format_time,
+)
+from integrations.shoretel.calls import link_recordings_of, note_call
 from integrations.shoretel.models import TapiBridge, TapiBridgeState, TapiCall, TapiEvent
-from integrations.shoretel.protocol import ZERO, EventsPage, FeedEvent, LinesPage, format_time
 
 log = logging.getLogger(__name__)
 

@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from recorder.calls import PendingLog
 from recorder.capture.link import LINKTYPE_ETHERNET
+from recorder.engine.calls import PendingLog
 from recorder.media.rtplog import MAX_BLOCK_PACKETS, PendingRun, RtpLog
 
 if TYPE_CHECKING:
-    from recorder.calls import MediaStream
     from recorder.capture.sources import PcapFormat
-    from recorder.engine import Engine
+    from recorder.engine.calls import MediaStream
+    from recorder.engine.engine import Engine
 
 # Records classified at once: bounds the arrays, and what a run can add to one direction
 # of a log block (whose count is 16 bits). An 8 MiB chunk of G.711 frames is one run.
@@ -204,7 +204,7 @@ class Run:
 def _takes(stream: MediaStream | None) -> bool:
     """A stream whose packets a run appends itself: its log (if it has one) an RtpLog, or
     the PendingLog that opens one at the stream's first packet. A learned NAT address's
-    log judges each packet (recorder.calls.LearnedLog)."""
+    log judges each packet (recorder.engine.calls.LearnedLog)."""
     return stream is not None and (
         stream.log is None or isinstance(stream.log, RtpLog | PendingLog)
     )

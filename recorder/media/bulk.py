@@ -116,7 +116,7 @@ class BlockHeaders:
 
 def expand_g711(codec_name: str, payloads: np.ndarray) -> bytes:
     """G.711 code words to PCM16 little-endian: audioop's C expansion where Python has it
-    (ten times the table's speed, the same samples: tests/media/test_bulk.py), else the
+    (ten times the table's speed, the same samples: tests/recorder/media/test_bulk.py), else the
     ITU table of recorder.media.codecs."""
     expand = C_EXPANDERS.get(codec_name)
     if expand is None:

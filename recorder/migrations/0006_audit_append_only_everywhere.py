@@ -17,7 +17,7 @@ keep a slightly different time. The model itself allows 5 seconds of its own clo
 A trigger is only as strong as the role's rights: a table's owner can drop it (and, on
 PostgreSQL, disable it). docs/deployment.md sets up an application role with INSERT and
 SELECT only on the audit table. The SQL is kept here, not imported, so this migration
-stays what it was; tests/recorder/test_audit_tamper.py and tests/conftest.py read it.
+stays what it was; tests/recorder/playback/test_audit_tamper.py and tests/conftest.py read it.
 """
 
 from django.db import migrations

@@ -90,7 +90,7 @@ def test_agents_carry_their_current_ip(directory: None) -> None:
 def test_reading_needs_a_login_and_shows_nothing_without_a_grant(directory: None) -> None:
     assert APIClient().get("/api/bindings/").status_code in (401, 403)
     # Logged in, supervising nobody and holding no write permission: empty lists, as for
-    # recordings (recorder/access.py), rather than an error that would say the rows exist.
+    # recordings (recorder/playback/access.py), rather than an error that would say the rows exist.
     assert reader().get("/api/bindings/").json()["count"] == 0
     binding_reader = reader("change_binding")
     assert binding_reader.get("/api/agents/").json()["count"] == 0

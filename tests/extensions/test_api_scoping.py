@@ -11,11 +11,11 @@ from django.contrib.auth.models import Permission, User
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from extensions.management.commands.load_demo import SUPERVISOR_PERMISSIONS
 from extensions.models import Agent, Binding, Extension, LineAppearance, Phone, Team
 from extensions.services import apply_binding, assign_line
 from integrations.observations import BindingSeen, BindingSource
-from tests.recorder.playback import PlaybackWorld, build_world, login
+from qms.management.commands.load_demo import SUPERVISOR_PERMISSIONS
+from tests.recorder.playback.support import PlaybackWorld, build_world, login
 
 pytestmark = pytest.mark.django_db
 

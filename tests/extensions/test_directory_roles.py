@@ -13,14 +13,14 @@ from django.contrib.auth.models import Group, Permission, User
 from django.core.management import call_command
 from django.test import Client
 
-from extensions.management.commands.load_demo import (
-    SUPERVISOR_PERMISSIONS,
-    TELEPHONY_ADMIN_APPS,
-)
 from extensions.models import Agent, EncryptedSignalling, Extension, Phone, Team
 from extensions.services import apply_binding, assign_line
 from integrations.observations import BindingSeen, BindingSource
-from tests.recorder.playback import PlaybackWorld, build_world, login
+from qms.management.commands.load_demo import (
+    SUPERVISOR_PERMISSIONS,
+    TELEPHONY_ADMIN_APPS,
+)
+from tests.recorder.playback.support import PlaybackWorld, build_world, login
 
 SEEN = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

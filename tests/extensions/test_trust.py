@@ -20,7 +20,7 @@ from extensions.services import apply_binding, assign_line
 from integrations.observations import BindingSeen, BindingSource
 from recorder.capture.synthesis import rtp, sdp, sip, udp, write_pcap
 from recorder.models import Call, Recording
-from recorder.sinks import known_phone_ips
+from recorder.sinks.database import known_phone_ips
 
 JOHN_PHONE = "10.20.0.11"
 DANA_PHONE = "10.20.0.14"

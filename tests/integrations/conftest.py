@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from integrations.shoretel.simulator import BridgeSimulator
+from integrations.shoretel.bridge.simulator import BridgeSimulator
 from tests.integrations.tapi_bridge import START, TOKEN
 
 

@@ -12,10 +12,10 @@ from django.core.management import call_command
 
 from extensions.models import Agent, Extension, Phone
 from extensions.services import assign_line
+from integrations.shoretel.bridge.simulator import PHONE_A, BridgeSimulator
 from integrations.shoretel.models import TapiBridge, TapiBridgeState
-from integrations.shoretel.simulator import PHONE_A, BridgeSimulator
+from qms.demo.capture import tune
 from recorder.capture.synthesis import rtp, udp, write_pcap
-from recorder.demo import tune
 
 TOKEN = "test-token-4f1c9e"
 # The scenarios' start: a fixed moment, so RTP can be written to meet the calls.

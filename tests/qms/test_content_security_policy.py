@@ -1,5 +1,5 @@
 """Every response carries a Content-Security-Policy that runs script only from QMS's own
-static files (issue 11, finding L5). tests/recorder/test_browser.py drives the pages in
+static files (issue 11, finding L5). tests/recorder/playback/test_browser.py drives the pages in
 Chromium under this policy."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from tests.recorder.playback import PlaybackWorld, build_world
+from tests.recorder.playback.support import PlaybackWorld, build_world
 
 pytestmark = pytest.mark.django_db
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from integrations.observations import BindingSeen, CallEvent, EncryptedSignallingSeen
-from recorder.calls import CallSnapshot
+from recorder.engine.calls import CallSnapshot
 
 
 class Collected:

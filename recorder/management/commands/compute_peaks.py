@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db.models import QuerySet
 
 from recorder.models import Recording
-from recorder.waveform import DRAWABLE_FORMATS, UnreadableAudio, peaks_for_recording
+from recorder.recordings.waveform import DRAWABLE_FORMATS, UnreadableAudio, peaks_for_recording
 
 log = logging.getLogger(__name__)
 

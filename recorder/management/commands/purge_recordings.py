@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from recorder.retention import purge_expired
+from recorder.recordings.retention import purge_expired
 
 
 class Command(BaseCommand):

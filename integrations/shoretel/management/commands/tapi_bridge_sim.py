@@ -10,7 +10,7 @@ from datetime import datetime
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from integrations.shoretel.simulator import FAULTS, SCENARIO_HELP, SCENARIOS, BridgeSimulator
+from integrations.shoretel.bridge.simulator import FAULTS, SCENARIO_HELP, SCENARIOS, BridgeSimulator
 
 
 class Command(BaseCommand):

@@ -1,0 +1,721 @@
+"""The table of live calls and the media endpoints that tie RTP to them.
+
+Pure Python, no Django: it runs inside the capture loop. Each side of a call announces
+where it receives RTP (SDP, SCCP OpenReceiveChannelAck / StartMediaTransmission); RTP is
+matched by its destination, because a far end often sends from another port than the
+one it receives on (seen in the pyskinny CUCM capture: announced 60186, sent from 64037).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from integrations.observations import CallEvent, CallSignal, Endpoint, MediaOffer, Side
+from recorder.engine.floods import FLOOD_EVICTED, REFUSED_REMEMBERED, UnansweredCalls
+from recorder.media.rtp import looks_like_rtp
+from recorder.media.rtplog import DIRECTION_CODE, PendingRun, RtpLog
+
+UNROUTABLE = {"0.0.0.0", "::"}
+# How long an ended call's media addresses still claim their trailing packets (the far
+# end sends a few after BYE or on-hook), so they do not look like a new, unsignalled call.
+ENDED_MEDIA_GRACE = 5.0
+# A call to a transfer's target within this many seconds continues the conversation.
+TRANSFER_WINDOW = 60.0
+CONVERSATIONS_REMEMBERED = 10_000
+# RTP that a party sends from its announced media address to an address no SDP named is
+# taken as the other party's direction once it has gone there this long while nothing
+# reached that party's announced address: a relay that takes both legs of a call sends the
+# voice on to the announced address within its jitter buffer's delay (50 ms in the public
+# SIP_DTMF2 capture), a NAT'd far end's private address never receives anything. See
+# docs/capture.md, "Media relays and NAT".
+LATCH_PROBATION = 1.0
+# Packets held while an address is on probation, at most: a second of 5 ms packets.
+LATCH_HELD_PACKETS = 200
+
+
+def transfer_number(target: str) -> str:
+    """The number a Refer-To URI names: its user part (sip:1002@pbx gives 1002), exactly
+    as written; empty when the target names no user."""
+    scheme, _, rest = target.strip().strip("<>").partition(":")
+    if scheme.lower() == "tel":
+        return rest.partition(";")[0]
+    if scheme.lower() in ("sip", "sips") and "@" in rest:
+        return rest.partition("@")[0].partition(";")[0]
+    return ""
+
+
+def moment(timestamp: float | None) -> datetime | None:
+    """A capture timestamp (seconds since the epoch) as an aware UTC datetime."""
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
+
+
+def other_side(side: Side) -> Side:
+    return Side.CALLEE if side == Side.CALLER else Side.CALLER
+
+
+def endpoint_key(endpoint: Endpoint) -> bytes | None:
+    """The packed (address, port) the RTP fast path looks up: 6 bytes for IPv4, 18 for IPv6."""
+    family = socket.AF_INET6 if ":" in endpoint.ip else socket.AF_INET
+    try:
+        return socket.inet_pton(family, endpoint.ip) + struct.pack("!H", endpoint.port)
+    except (OSError, ValueError, struct.error):
+        return None
+
+
+def endpoint_of_key(key: bytes) -> Endpoint:
+    """The endpoint a packed media index key stands for (the inverse of endpoint_key)."""
+    family = socket.AF_INET6 if len(key) == 18 else socket.AF_INET
+    return Endpoint(socket.inet_ntop(family, key[:-2]), struct.unpack("!H", key[-2:])[0])
+
+
+class MediaIndex(dict):
+    """{packed receive address: MediaStream}, with a version that every change bumps: the
+    pcap loop classifies a run of packets against the index at once, and must know when
+    the packet it hands to the slow path changed the index under the rest of the run."""
+
+    version = 0
+
+    def __setitem__(self, key: bytes, stream: MediaStream) -> None:
+        self.version += 1
+        super().__setitem__(key, stream)
+
+    def __delitem__(self, key: bytes) -> None:
+        self.version += 1
+        super().__delitem__(key)
+
+    def pop(self, *args):
+        self.version += 1
+        return super().pop(*args)
+
+    def clear(self) -> None:
+        self.version += 1
+        super().clear()
+
+
+@dataclass(slots=True, eq=False)
+class MediaStream:
+    """One direction of a call's RTP: the packets sent to one party's receive address."""
+
+    call: LiveCall
+    receiver: Side
+    receive_at: Endpoint
+    payload_types: tuple[tuple[int, str], ...]
+    packets: int = 0
+    octets: int = 0
+    first_at: float = 0.0
+    last_at: float = 0.0
+    # Where this stream's packets are logged for recording; None when not recorded.
+    log: RtpLog | LearnedLog | PendingLog | None = None
+    log_code: int = 0
+    # The RtpLog's own pending lists for this direction, for the packet path to append to
+    # without a method call; None when the log is not an RtpLog (or there is none).
+    log_packets: list[bytes] | None = None
+    log_arrivals: list[float] | None = None
+    # An address no SDP named that stands in for this (announced) stream's, on probation
+    # or learned; and whether this direction may no longer learn one (docs/capture.md).
+    latch: Latch | None = None
+    latch_refused: bool = False
+
+    def set_log(self, log: RtpLog | LearnedLog | PendingLog | None, code: int = 0) -> None:
+        """Where this stream's packets are logged, and as which direction."""
+        self.log, self.log_code = log, code
+        if isinstance(log, RtpLog):
+            self.log_packets, self.log_arrivals = log.pending[code], log.arrivals[code]
+        else:
+            self.log_packets = self.log_arrivals = None
+
+
+@dataclass(slots=True, eq=False)
+class Latch:
+    """An address no SDP named, where one party's announced media address sends RTP: it
+    stands in for the other party's announced address (`toward`) while that stays silent.
+
+    On probation for LATCH_PROBATION, its packets held; then learned: a MediaStream of its
+    own in the media index, logging into the call's log as `toward`'s direction.
+    """
+
+    destination: bytes
+    toward: MediaStream
+    since: float
+    # The announced stream's packet count when the latch began: any more, and it is in use.
+    announced_packets: int
+    last_at: float
+    held: list[tuple[float, bytes]] = field(default_factory=list)
+    learned: MediaStream | None = None
+    ssrc: bytes = b""
+    recorded: int = 0
+
+    def announced_in_use(self) -> bool:
+        return self.toward.packets > self.announced_packets
+
+    def last_heard(self) -> float:
+        return self.learned.last_at if self.learned is not None else self.last_at
+
+
+class LearnedLog:
+    """The log of a learned stream. The packet path hands it each packet sent to the
+    learned address (`stream.log.append_coded`, the RTP fast path's call); it passes the
+    party's RTP on to the call's log, and gives the address up once that is not safe: the
+    announced address received RTP, or another sender's RTP (another SSRC) arrived, which
+    the fast path, matching by destination only, cannot tell apart by its source."""
+
+    __slots__ = ("latch", "table")
+
+    def __init__(self, latch: Latch, table: CallTable) -> None:
+        self.latch = latch
+        self.table = table
+
+    def append_coded(self, arrival: float, code: int, packet: bytes) -> None:
+        latch = self.latch
+        if not looks_like_rtp(packet):
+            return
+        if latch.announced_in_use():
+            self.table.refuse_latch(latch.toward)
+        elif packet[8:12] != latch.ssrc:
+            self.table.unlatch(latch.toward)
+        else:
+            latch.recorded += 1
+            if latch.toward.log is not None:
+                latch.toward.log.append_coded(arrival, code, packet)
+
+
+class PendingLog:
+    """The log of a call whose spool is not open yet: it opens on the call's first RTP
+    packet, so that a call without media (an unanswered INVITE of a flood) holds no file.
+
+    The packet path and the pcap runs hand it their first packet as they would to the
+    call's RtpLog (`append_coded`, `append_run`); it asks the table to open the log,
+    points every stream of the call at it, and passes the packet on."""
+
+    __slots__ = ("call", "table")
+
+    def __init__(self, call: LiveCall, table: CallTable) -> None:
+        self.call = call
+        self.table = table
+
+    def append_coded(self, arrival: float, code: int, packet: bytes) -> None:
+        opened = self.table.start_log(self.call)
+        if opened is not None:
+            opened.append_coded(arrival, code, packet)
+
+    def append_run(self, code: int, run: PendingRun) -> None:
+        opened = self.table.start_log(self.call)
+        if opened is not None:
+            opened.append_run(code, run)
+
+
+@dataclass(slots=True, eq=False)
+class LiveCall:
+    call_id: str
+    protocol: str
+    started_at: float
+    caller: str = ""
+    caller_name: str = ""
+    callee: str = ""
+    callee_name: str = ""
+    caller_ip: str = ""
+    callee_ip: str = ""
+    local_side: Side | None = None
+    direction: str = ""
+    state: str = "setup"
+    answered_at: float | None = None
+    ended_at: float | None = None
+    end_reason: str = ""
+    last_activity: float = 0.0
+    offers: dict[Side, MediaOffer] = field(default_factory=dict)
+    streams: dict[Side, MediaStream] = field(default_factory=dict)
+    log: RtpLog | None = None
+    spool: str = ""
+    # The segments of one conversation share it (a call split at the maximum length, the
+    # calls of a transfer or a conference).
+    conversation_id: str = ""
+    # Seconds of silence that end this call, when not the table's default.
+    silence_limit: float | None = None
+    # A do-not-record call, counted as such once.
+    not_recorded: bool = False
+
+    @property
+    def media_packets(self) -> int:
+        return sum(stream.packets for stream in self.streams.values())
+
+    def last_sign_of_life(self) -> float:
+        """Its last signalling or RTP, RTP to a learned address included."""
+        times = [self.last_activity]
+        for stream in self.streams.values():
+            times.append(stream.last_at)
+            if stream.latch is not None:
+                times.append(stream.latch.last_heard())
+        return max(times)
+
+    @property
+    def local_ip(self) -> str:
+        """The address of the phone this call is recorded for."""
+        if self.local_side == Side.CALLEE or (not self.local_side and self.direction == "inbound"):
+            return self.callee_ip
+        return self.caller_ip
+
+    @property
+    def local_number(self) -> str:
+        if self.local_side == Side.CALLEE or (not self.local_side and self.direction == "inbound"):
+            return self.callee
+        return self.caller
+
+    def snapshot(self, event: CallEvent) -> CallSnapshot:
+        return CallSnapshot(
+            call_id=self.call_id,
+            protocol=self.protocol,
+            event=event,
+            started_at=self.started_at,
+            answered_at=self.answered_at,
+            ended_at=self.ended_at,
+            end_reason=self.end_reason,
+            state=self.state,
+            direction=self.direction,
+            caller=self.caller,
+            caller_name=self.caller_name,
+            callee=self.callee,
+            callee_name=self.callee_name,
+            caller_ip=self.caller_ip,
+            callee_ip=self.callee_ip,
+            local_ip=self.local_ip,
+            local_number=self.local_number,
+            media=tuple(self.offers.values()),
+            spool=self.spool,
+            local_side=self.local_side,
+            conversation_id=self.conversation_id,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CallSnapshot:
+    """A live call as it stands after one event: what leaves the capture loop per call."""
+
+    call_id: str
+    protocol: str
+    event: CallEvent
+    started_at: float
+    answered_at: float | None
+    ended_at: float | None
+    end_reason: str
+    state: str
+    direction: str
+    caller: str
+    caller_name: str
+    callee: str
+    callee_name: str
+    caller_ip: str
+    callee_ip: str
+    local_ip: str
+    local_number: str
+    media: tuple[MediaOffer, ...]
+    spool: str = ""
+    local_side: Side | None = None
+    conversation_id: str = ""
+
+
+class CallTable:
+    """Live calls by id, and the media index {packed receive address: stream}.
+
+    `is_phone(ip)` tells whether an address is a phone QMS knows, which decides a SIP
+    call's direction. `on_timeout` receives the END signal of a call that went silent.
+    """
+
+    def __init__(
+        self,
+        is_phone: Callable[[str], bool] = lambda ip: False,
+        silence_timeout: float = 120.0,
+        setup_timeout: float = 300.0,
+        max_length: float = 0.0,
+        open_log: Callable[[LiveCall], RtpLog | None] = lambda call: None,
+    ) -> None:
+        self.is_phone = is_phone
+        self.max_length = max_length
+        self.open_log = open_log
+        self.silence_timeout = silence_timeout
+        self.setup_timeout = setup_timeout
+        self.calls: dict[str, LiveCall] = {}
+        self.media = MediaIndex()
+        self.ended_media: dict[bytes, float] = {}
+        # Conversation of every recent call, and transfer targets waiting for their call.
+        self.conversations: OrderedDict[str, str] = OrderedDict()
+        self.transfers: dict[str, tuple[str, float]] = {}
+        self.calls_seen = 0
+        # RTP packets the spool could not write (disk full), over every ended call.
+        self.spool_dropped_packets = 0
+        # Addresses no SDP named that stand in for an announced one: {packed address: latch}.
+        self.latches: dict[bytes, Latch] = {}
+        # RTP taken as its direction through a learned address, over every latch let go.
+        self.latched_before = 0
+        # Floods (docs/capture.md, "Floods"): calls not yet answered, capped per source and
+        # overall; the START of each call refused, kept for its answer; the calls evicted,
+        # for the engine to report ended; the spools open now; each cap's trips.
+        self.unanswered = UnansweredCalls()
+        self.refused: OrderedDict[str, CallSignal] = OrderedDict()
+        self.evicted: list[LiveCall] = []
+        self.open_logs = 0
+        self.caps: Counter[str] = Counter()
+
+    def apply(self, signal: CallSignal, at: float) -> LiveCall | None:
+        call = self.calls.get(signal.call_id)
+        if call is None:
+            call = self._admit(signal, at)
+            if call is None:
+                return None
+        elif signal.joins_call_id:
+            self._join(call, signal.joins_call_id)
+        call.last_activity = at
+        self._learn_parties(call, signal)
+        for offer in signal.media:
+            self._attach(call, offer)
+        self._advance(call, signal, at)
+        return call
+
+    def _admit(self, signal: CallSignal, at: float) -> LiveCall | None:
+        """A call new to the table, if the caps let it in. An answered one always comes
+        in, with the offers of its START if that was refused; an unanswered one from a
+        source over its share is refused (remembered for its answer), or makes room by
+        evicting the busiest source's oldest unanswered call."""
+        if signal.event == CallEvent.END:
+            self.refused.pop(signal.call_id, None)
+            return None
+        if signal.event == CallEvent.ANSWER:
+            start = self.refused.pop(signal.call_id, None)
+            if start is None:
+                return self._open(signal, at)
+            call = self._open(start, start.at.timestamp())
+            self._learn_parties(call, start)
+            for offer in start.media:
+                self._attach(call, offer)
+            return call
+        if signal.call_id in self.refused:
+            return None
+        source = signal.caller_ip or signal.callee_ip
+        verdict = self.unanswered.verdict(source)
+        if verdict.cap and not verdict.evict:
+            self._refuse(signal, verdict.cap)
+            return None
+        if verdict.evict:
+            self.caps[FLOOD_EVICTED] += 1
+            self.evicted.append(self.finish(self.calls[verdict.evict], at, FLOOD_EVICTED))
+        call = self._open(signal, at)
+        self.unanswered.add(source, call.call_id)
+        return call
+
+    def _refuse(self, signal: CallSignal, cap: str) -> None:
+        self.caps[cap] += 1
+        self.refused[signal.call_id] = signal
+        if len(self.refused) > REFUSED_REMEMBERED:
+            self.refused.popitem(last=False)
+
+    def take_evicted(self) -> list[LiveCall]:
+        """The calls evicted since last asked, ended (reason flood-evicted)."""
+        evicted, self.evicted = self.evicted, []
+        return evicted
+
+    def _open(self, signal: CallSignal, at: float) -> LiveCall:
+        call = LiveCall(signal.call_id, signal.protocol, at, local_side=signal.local_side)
+        call.conversation_id = self._conversation_of(signal, signal.callee, at)
+        self.conversations[signal.call_id] = call.conversation_id
+        while len(self.conversations) > CONVERSATIONS_REMEMBERED:
+            self.conversations.popitem(last=False)
+        self.calls[signal.call_id] = call
+        self.calls_seen += 1
+        return call
+
+    def _learn_parties(self, call: LiveCall, signal: CallSignal) -> None:
+        for name in ("caller", "caller_name", "callee", "callee_name", "caller_ip", "callee_ip"):
+            value = getattr(signal, name)
+            if value:
+                setattr(call, name, value)
+        if signal.local_side is not None:
+            call.local_side = signal.local_side
+        call.direction = self.direction_of(call)
+
+    def direction_of(self, call: LiveCall) -> str:
+        """Inbound, outbound or internal, by which side is a known phone."""
+        caller_phone = call.local_side == Side.CALLER or (
+            bool(call.caller_ip) and self.is_phone(call.caller_ip)
+        )
+        callee_phone = call.local_side == Side.CALLEE or (
+            bool(call.callee_ip) and self.is_phone(call.callee_ip)
+        )
+        if caller_phone and callee_phone:
+            return "internal"
+        if caller_phone:
+            return "outbound"
+        if callee_phone:
+            return "inbound"
+        return ""
+
+    def _attach(self, call: LiveCall, offer: MediaOffer) -> None:
+        call.offers[offer.side] = offer
+        old = call.streams.get(offer.side)
+        if old is not None and old.receive_at == offer.receive_at:
+            old.payload_types = offer.payload_types or old.payload_types
+            return
+        if old is not None:
+            # A latch is judged by both parties' announced addresses: a change starts over.
+            for stream in call.streams.values():
+                self.unlatch(stream)
+            self._forget(old)
+        if offer.receive_at.ip in UNROUTABLE or offer.receive_at.port == 0 or offer.encrypted:
+            call.streams.pop(offer.side, None)
+            return
+        key = endpoint_key(offer.receive_at)
+        if key is None:
+            return
+        stream = MediaStream(call, offer.side, offer.receive_at, offer.payload_types)
+        stream.set_log(call.log or PendingLog(call, self), DIRECTION_CODE[offer.side])
+        call.streams[offer.side] = stream
+        claimed = self.latches.get(key)
+        if claimed is not None:
+            self.unlatch(claimed.toward)  # announced now: the announcer's, not a stand-in
+        taken = self.media.get(key)
+        if taken is not None and taken.call is not call:
+            for old_stream in taken.call.streams.values():
+                self.unlatch(old_stream)
+            taken.call.streams.pop(taken.receiver, None)
+        self.media[key] = stream
+
+    def _advance(self, call: LiveCall, signal: CallSignal, at: float) -> None:
+        event = signal.event
+        if event == CallEvent.RINGING and call.state == "setup":
+            call.state = "ringing"
+        elif event == CallEvent.ANSWER:
+            call.answered_at = call.answered_at or at
+            call.state = "connected"
+            self.unanswered.remove(call.call_id)
+            self._arm_log(call)
+        elif event == CallEvent.HOLD:
+            call.state = "held"
+        elif event == CallEvent.RESUME:
+            call.state = "connected"
+        elif event == CallEvent.TRANSFER:
+            self._remember_transfer(call, signal.reason, at)
+        elif event == CallEvent.END:
+            self.end(call, at, signal.reason)
+
+    def start_log(self, call: LiveCall) -> RtpLog | None:
+        """The call's first RTP: open its log (the engine's open_log decides whether it
+        may) and point its streams at it, or at nothing when it is not recorded."""
+        if call.log is None:
+            call.log = self.open_log(call)
+            self.open_logs += call.log is not None
+        for stream in call.streams.values():
+            stream.set_log(call.log, DIRECTION_CODE[stream.receiver])
+        return call.log
+
+    def _arm_log(self, call: LiveCall) -> None:
+        """An answered call whose spool was refused while it rang (the handles kept for
+        answered calls) asks again at its next RTP packet."""
+        if call.log is not None:
+            return
+        for stream in call.streams.values():
+            if stream.log is None:
+                stream.set_log(PendingLog(call, self), DIRECTION_CODE[stream.receiver])
+
+    def _remember_transfer(self, call: LiveCall, target: str, at: float) -> None:
+        """A REFER (or a transfer key) names who the call goes to next: a call to that
+        number shortly after is the same conversation."""
+        number = transfer_number(target)
+        if number:
+            self.transfers[number] = (call.conversation_id, at)
+
+    def _join(self, call: LiveCall, other_call_id: str) -> None:
+        """A live call found to continue another's conversation (SCCP Join, DirTrfr, or a
+        consult ended with its held call) takes that conversation from now on."""
+        call.conversation_id = self.conversations.get(other_call_id, other_call_id)
+        self.conversations[call.call_id] = call.conversation_id
+
+    def _conversation_of(self, signal: CallSignal, callee: str, at: float) -> str:
+        """The conversation a new call belongs to: the one of the call it replaces or
+        joins, or of the transfer that sent it to its callee; else its own."""
+        linked = signal.replaces_call_id or signal.joins_call_id
+        if linked:
+            return self.conversations.get(linked, linked)
+        transfer = self.transfers.pop(callee, None)
+        if transfer is not None and at - transfer[1] <= TRANSFER_WINDOW:
+            return transfer[0]
+        return signal.call_id
+
+    def end(self, call: LiveCall, at: float, reason: str) -> None:
+        call.ended_at = at
+        call.end_reason = reason
+        call.state = "ended"
+        for stream in list(call.streams.values()):
+            self._forget(stream, grace_until=at + ENDED_MEDIA_GRACE)
+            stream.set_log(None)
+        if call.log is not None:
+            call.log.close()
+            self.spool_dropped_packets += call.log.dropped_packets
+            self.open_logs -= 1
+            call.log = None
+        self.unanswered.remove(call.call_id)
+        self.calls.pop(call.call_id, None)
+
+    def _forget(self, stream: MediaStream, grace_until: float = 0.0) -> None:
+        self.unlatch(stream, grace_until)
+        key = endpoint_key(stream.receive_at)
+        if key is not None and self.media.get(key) is stream:
+            del self.media[key]
+            if grace_until:
+                self.ended_media[key] = grace_until
+
+    # --- addresses no SDP named (docs/capture.md, "Media relays and NAT") ----------------
+
+    def follow(self, sender: MediaStream, destination: bytes, packet: bytes, at: float) -> int:
+        """RTP sent from `sender`'s announced address to `destination`, an address no SDP
+        named. Return how many packets, this one and those held before it, are now the
+        other party's direction; none while the address is on probation or refused."""
+        toward = self._latch_direction(sender)
+        latch = None if toward is None else self._latch_at(toward, destination, at)
+        if latch is None:
+            return 0
+        if latch.announced_in_use():
+            self.refuse_latch(latch.toward)
+            return 0
+        latch.last_at = at
+        if len(latch.held) < LATCH_HELD_PACKETS:
+            latch.held.append((at, packet))
+        if at - latch.since < LATCH_PROBATION:
+            return 0
+        return self._learn(latch)
+
+    def _latch_direction(self, sender: MediaStream) -> MediaStream | None:
+        """The announced stream an address `sender` sends to may stand in for: the other
+        party's, in a connected call, unless that direction was refused."""
+        call = sender.call
+        if call.state != "connected" or call.streams.get(sender.receiver) is not sender:
+            return None
+        toward = call.streams.get(other_side(sender.receiver))
+        if toward is None or toward.latch_refused:
+            return None
+        return toward
+
+    def _latch_at(self, toward: MediaStream, destination: bytes, at: float) -> Latch | None:
+        """The latch of `destination` for `toward`, begun now if need be; None when the
+        address serves another direction or call, or the direction follows another one."""
+        latch = self.latches.get(destination)
+        if latch is not None and latch.toward is not toward:
+            # One address for two directions or two calls: a relay's shared port. Following
+            # it could mix two voices into one channel, so neither direction follows it.
+            self.refuse_latch(latch.toward)
+            self.refuse_latch(toward)
+            return None
+        if latch is not None:
+            return latch
+        current = toward.latch
+        if current is not None:
+            if at - current.last_heard() < LATCH_PROBATION:
+                return None
+            self.unlatch(toward)  # the party moved on from an address gone quiet
+        latch = Latch(destination, toward, at, toward.packets, at)
+        self.latches[destination] = toward.latch = latch
+        return latch
+
+    def _learn(self, latch: Latch) -> int:
+        """Probation passed: the address joins the media index as a stream of its own, and
+        the packets held meanwhile go to the call's log."""
+        toward = latch.toward
+        learned = MediaStream(
+            toward.call, toward.receiver, endpoint_of_key(latch.destination), toward.payload_types
+        )
+        learned.set_log(LearnedLog(latch, self), toward.log_code)
+        for at, packet in latch.held:
+            if toward.log is not None:
+                toward.log.append_coded(at, toward.log_code, packet)
+            learned.octets += len(packet)
+        learned.packets = latch.recorded = len(latch.held)
+        learned.first_at, learned.last_at = latch.held[0][0], latch.held[-1][0]
+        latch.ssrc = latch.held[-1][1][8:12]
+        latch.held, latch.learned = [], learned
+        self.media[latch.destination] = learned
+        return learned.packets
+
+    def unlatch(self, toward: MediaStream, grace_until: float = 0.0) -> None:
+        """Let go of the address standing in for `toward`: out of the media index (held
+        for its stragglers until `grace_until` when its call ended), packets held dropped."""
+        latch = toward.latch
+        if latch is None:
+            return
+        toward.latch = None
+        if self.latches.get(latch.destination) is latch:
+            del self.latches[latch.destination]
+        learned = latch.learned
+        if learned is not None:
+            learned.set_log(None)
+            if self.media.get(latch.destination) is learned:
+                del self.media[latch.destination]
+                if grace_until:
+                    self.ended_media[latch.destination] = grace_until
+        latch.held = []
+        self.latched_before += latch.recorded
+
+    def refuse_latch(self, toward: MediaStream) -> None:
+        """The direction keeps to its announced address for as long as that is announced."""
+        self.unlatch(toward)
+        toward.latch_refused = True
+
+    @property
+    def latched_packets(self) -> int:
+        """RTP taken as its direction through learned addresses, so far."""
+        return self.latched_before + sum(latch.recorded for latch in self.latches.values())
+
+    def ended_recently(self, key: bytes, now: float) -> bool:
+        """A media address of a call that ended moments ago: its last packets still arrive."""
+        return self.ended_media.get(key, 0.0) >= now
+
+    def sweep(self, now: float) -> tuple[list[LiveCall], list[LiveCall]]:
+        """End calls whose media and signalling went silent, and split calls longer than
+        the maximum; return the calls ended and the continuations begun."""
+        ended, begun = [], []
+        self.ended_media = {key: until for key, until in self.ended_media.items() if until >= now}
+        for call in list(self.calls.values()):
+            last = call.last_sign_of_life()
+            limit = call.silence_limit or (
+                self.silence_timeout if call.answered_at else self.setup_timeout
+            )
+            if now - last > limit:
+                ended.append(self.finish(call, last, "media-timeout"))
+            elif self.max_length and now - call.started_at > self.max_length:
+                ended.append(self.finish(call, now, "max-length"))
+                begun.append(self._continue(call, now))
+        return ended, begun
+
+    def _continue(self, ended: LiveCall, at: float) -> LiveCall:
+        """A new segment of an endless call: same parties and media, its own recording,
+        linked to the first by the conversation id."""
+        call = LiveCall(ended.call_id, ended.protocol, at, local_side=ended.local_side)
+        for name in (
+            "caller",
+            "caller_name",
+            "callee",
+            "callee_name",
+            "caller_ip",
+            "callee_ip",
+            "direction",
+            "conversation_id",
+            "silence_limit",
+        ):
+            setattr(call, name, getattr(ended, name))  # fmt: skip
+        call.answered_at, call.state, call.last_activity = at, ended.state, at
+        self.calls[call.call_id] = call
+        for offer in ended.offers.values():
+            self._attach(call, offer)
+        return call
+
+    def finish_all(self, reason: str) -> list[LiveCall]:
+        """End every live call (capture over); each at its last sign of life."""
+        ended = []
+        for call in list(self.calls.values()):
+            ended.append(self.finish(call, call.last_sign_of_life(), reason))
+        return ended
+
+    def finish(self, call: LiveCall, at: float, reason: str) -> LiveCall:
+        self.end(call, at, reason)
+        return call

@@ -1,0 +1,110 @@
+"""python manage.py import_pcap FILE [FILE ...]"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from recorder.capture.sources import (
+    CaptureFileError,
+    CaptureNotes,
+    Packet,
+    note_pcap_end,
+    pcap_chunks,
+    read_captures,
+)
+from recorder.engine.engine import Engine
+from recorder.nodes.caps import CapAlerts
+from recorder.nodes.summary import summary_lines
+from recorder.sinks.database import (
+    DatabaseSink,
+    add_recording_arguments,
+    known_phone_ips,
+    recording_options,
+)
+
+
+class Progress:
+    """A progress bar on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.shown = sys.stderr.isatty()
+        self.total = sum(path.stat().st_size for path in paths) or 1
+        self.done = 0
+        self.drawn_at = 0.0
+
+    def advance(self, octets: int) -> None:
+        self.done += octets
+        now = time.monotonic()
+        if self.shown and now - self.drawn_at > 0.5:
+            self.drawn_at = now
+            self.draw(min(self.done / self.total, 1.0))
+
+    def draw(self, share: float) -> None:
+        sys.stderr.write(f"\r[{'#' * int(share * 30):<30}] {share:6.1%}")
+        sys.stderr.flush()
+
+    def chunks(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            self.advance(len(chunk))
+            yield chunk
+        self.finish()
+
+    def packets(self, packets: Iterator[Packet]) -> Iterator[Packet]:
+        for packet in packets:
+            self.advance(len(packet[2]) + 16)
+            yield packet
+        self.finish()
+
+    def finish(self) -> None:
+        if self.shown:
+            self.draw(1.0)
+            sys.stderr.write("\n")
+
+
+class Command(BaseCommand):
+    help = (
+        "Process pcap/pcapng capture files (several files in time order): learn ext/IP "
+        "bindings and follow calls, as a live capture would."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("files", nargs="+", type=Path, help="pcap or pcapng files")
+        add_recording_arguments(parser)
+        parser.add_argument("--node", default="import", help="Capture node name for the calls.")
+
+    def handle(self, *args: object, **options: object) -> None:
+        paths: list[Path] = options["files"]
+        for path in paths:
+            if not path.is_file():
+                raise CommandError(f"{path} is not a readable file.")
+        sink = DatabaseSink(node=options["node"])
+        engine = Engine(sink, known_phone_ips(), **recording_options(options))
+        started = time.perf_counter()
+        notes = CaptureNotes()
+        try:
+            self.process(engine, paths, Progress(paths), notes)
+        except CaptureFileError as error:
+            raise CommandError(str(error)) from None
+        finally:
+            engine.finish()
+            captured = time.perf_counter() - started
+            sink.close()
+            CapAlerts(options["node"]).note(engine.stats.caps)
+        for line in summary_lines(engine, sink, captured, notes):
+            self.stdout.write(line)
+        self.stdout.write(f"stored in {time.perf_counter() - started - captured:.1f} s more")
+
+    @staticmethod
+    def process(engine: Engine, paths: list[Path], progress: Progress, notes: CaptureNotes) -> None:
+        chunked = pcap_chunks(paths[0]) if len(paths) == 1 else None
+        if chunked is not None:
+            found, chunks = chunked
+            engine.feed_pcap(found, progress.chunks(chunks))
+            note_pcap_end(paths[0], found, notes, engine.stats.packets, engine.stats.octets)
+        else:
+            engine.run(progress.packets(read_captures(paths, notes)), time.time)

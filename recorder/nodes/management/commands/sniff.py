@@ -1,0 +1,111 @@
+"""python manage.py sniff --interface IF [--interface IF2] [--bpf FILTER] [--duration S]"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from recorder.capture.sources import CaptureFileError, LiveCapture
+from recorder.engine.engine import Engine
+from recorder.nodes.caps import CapAlerts, caps_line
+from recorder.nodes.summary import summary_lines
+from recorder.sinks.database import (
+    DatabaseSink,
+    add_recording_arguments,
+    known_phone_ips,
+    recording_options,
+)
+
+log = logging.getLogger("qms.sniff")
+
+
+class Command(BaseCommand):
+    help = "Capture live from network interfaces until SIGINT/SIGTERM or --duration."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--interface", action="append", required=True, help="Interface to capture on."
+        )
+        parser.add_argument("--bpf", default="", help="A BPF capture filter, as for tcpdump.")
+        parser.add_argument("--duration", type=float, default=0, help="Stop after S seconds.")
+        parser.add_argument(
+            "--stats-every", type=float, default=10, help="Seconds between statistics lines."
+        )
+        add_recording_arguments(parser)
+        parser.add_argument("--node", default="", help="Capture node name for the calls.")
+
+    def handle(self, *args: object, **options: object) -> None:
+        try:
+            capture = LiveCapture(options["interface"], options["bpf"])
+        except CaptureFileError as error:
+            raise CommandError(str(error)) from None
+        self.stopping = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: self.stopping.set())
+        sink = DatabaseSink(node=options["node"])
+        engine = Engine(sink, known_phone_ips(), **recording_options(options))
+        self.alerts = CapAlerts(options["node"])
+        started = time.monotonic()
+        capture.start()
+        # Said once the interfaces are open, so whoever started sniff knows packets from
+        # now on are seen (the live-capture tests wait for this line).
+        log.info(
+            "capturing on %s%s",
+            ", ".join(options["interface"]),
+            f" (filter {options['bpf']!r})" if options["bpf"] else "",
+        )
+        try:
+            self.capture_loop(capture, engine, options["duration"], options["stats_every"])
+            # A stop must not lose what the kernel already captured: the last BYE or
+            # REGISTER 2xx is often still in libpcap's buffer or the queue.
+            for packet in capture.drain(until=time.time()):
+                engine.feed(*packet)
+        finally:
+            capture.stop()
+            engine.finish()
+            sink.close()
+            self.alerts.note(engine.stats.caps)
+        for line in summary_lines(engine, sink, time.monotonic() - started):
+            self.stdout.write(line)
+        for interface in capture.stats():
+            self.stdout.write(
+                f"{interface.interface}: {interface.received} received by the kernel, "
+                f"{interface.dropped} dropped by the kernel, "
+                f"{interface.interface_dropped} dropped by the interface"
+            )
+
+    def capture_loop(
+        self, capture: LiveCapture, engine: Engine, duration: float, stats_every: float
+    ) -> None:
+        started = time.monotonic()
+        deadline = started + duration if duration else None
+        next_stats, last_packets = started + stats_every, 0
+        for packet in capture:
+            if packet is None:
+                engine.tick(time.time())
+            else:
+                engine.feed(*packet)
+            now = time.monotonic()
+            if self.stopping.is_set() or (deadline is not None and now >= deadline):
+                return
+            if now >= next_stats:
+                self.log_stats(capture, engine, engine.stats.packets - last_packets, stats_every)
+                self.alerts.note(engine.stats.caps)
+                next_stats, last_packets = now + stats_every, engine.stats.packets
+
+    @staticmethod
+    def log_stats(capture: LiveCapture, engine: Engine, packets: int, seconds: float) -> None:
+        dropped = sum(stats.dropped + stats.interface_dropped for stats in capture.stats())
+        log.info(
+            "%.0f packets/s, kernel drops %d, queue drops %d, live calls %d",
+            packets / seconds,
+            dropped,
+            capture.queue_dropped,
+            len(engine.calls.calls),
+        )
+        if engine.stats.caps:
+            log.warning(caps_line(engine.stats.caps))

@@ -1,0 +1,35 @@
+"""The worker bootstep that makes a Celery worker a capture node.
+
+`celery -A qms worker -Q capture.<node>` on the node whose QMS_NODE is <node> hosts that
+node's sniffers for as long as the worker lives: started with the worker, stopped with it
+(recorder/nodes/node.py). A bootstep rather than a task: a never-ending task message
+would be redelivered by Redis after its visibility timeout, and run twice. A worker that
+does not consume its node's queue captures nothing.
+"""
+
+from __future__ import annotations
+
+from celery import bootsteps
+
+
+def capture_queue(node: str) -> str:
+    return f"capture.{node}"
+
+
+class CaptureStep(bootsteps.StartStopStep):
+    """Runs the sniffers configured for this node while the worker runs."""
+
+    # After the pool: a prefork pool forks its children before the node starts threads.
+    requires = {"celery.worker.components:Pool"}
+
+    def include_if(self, worker) -> bool:
+        from django.conf import settings
+
+        return capture_queue(settings.QMS_NODE) in worker.app.amqp.queues.consume_from
+
+    def create(self, worker):
+        from django.conf import settings
+
+        from recorder.nodes.node import CaptureNode
+
+        return CaptureNode(settings.QMS_NODE, worker.app, worker.hostname)

@@ -1,0 +1,256 @@
+"""REST access to recordings: search, details, the audio and the waveform; the audit trail.
+
+Every recording the API shows comes from recordings_visible_to(): filters only narrow the
+recordings a person may already see, so no filter, count or id tells them about others.
+"""
+
+from __future__ import annotations
+
+from django.db.models import F, QuerySet
+from django.db.models.expressions import OrderBy
+from django.http.response import HttpResponseBase
+from rest_framework import permissions, serializers, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
+
+from extensions.api import ViewModelPermissions
+from qms.query import CheckedQuery, by_id_or_name, choice, moment, number, row_id
+from recorder.models import AuditEntry, Call, Recording
+from recorder.playback.access import recordings_visible_to
+from recorder.playback.audio import audio_response
+from recorder.playback.audit import audit, audit_search
+from recorder.playback.listing import ScopedListing
+from recorder.playback.search import DEFAULT_SORT, SORTS
+
+STRING = {"type": "string"}
+NUMBER = {"type": "number"}
+DATE_TIME = {"type": "string", "format": "date-time"}
+# A recording id no URL holds otherwise, stood in for the id when a URL is reversed once.
+URL_PLACEHOLDER = 918273645546372819
+
+
+class RecordingSerializer(serializers.ModelSerializer):
+    agent = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    phone = serializers.SlugRelatedField(slug_field="device_name", read_only=True)
+    codec = serializers.CharField()
+    audio_url = serializers.SerializerMethodField()
+    waveform_url = serializers.SerializerMethodField()
+    quality = serializers.JSONField()
+
+    class Meta:
+        model = Recording
+        fields = [
+            "id",
+            "call_id",
+            "conversation_id",
+            "started_at",
+            "ended_at",
+            "duration_seconds",
+            "direction",
+            "extension",
+            "agent",
+            "phone",
+            "remote_party",
+            "remote_name",
+            "local_ip",
+            "remote_ip",
+            "codec",
+            "audio_format",
+            "status",
+            "status_detail",
+            "size",
+            "sha256",
+            "audio_url",
+            "waveform_url",
+            "dtmf",
+            "quality",
+            "mos_estimate",
+        ]
+
+    def get_audio_url(self, recording: Recording) -> str | None:
+        if not recording.file:
+            return None
+        return self.url_of("recording-audio", recording)
+
+    def get_waveform_url(self, recording: Recording) -> str:
+        return self.url_of("recording-waveform", recording)
+
+    def url_of(self, name: str, recording: Recording) -> str:
+        # Reversed once per response and filled in per row: a page of a hundred rows would
+        # otherwise spend a sixth of its time resolving the same two URL patterns.
+        templates = self.root.__dict__.setdefault("_url_templates", {})
+        if name not in templates:
+            request = self.context.get("request")
+            templates[name] = reverse(name, args=[URL_PLACEHOLDER], request=request)
+        return templates[name].replace(str(URL_PLACEHOLDER), str(recording.pk), 1)
+
+
+class RecordingViewSet(CheckedQuery, viewsets.ReadOnlyModelViewSet):
+    """Recordings the caller may see, newest first unless ?sort= says otherwise. The filters
+    and sort orders are the recordings page's. Every list request is written to the audit
+    trail with its filters."""
+
+    serializer_class = RecordingSerializer
+    # Seeing a recording is decided row by row in recorder/playback/access.py, not by a model
+    # permission: a supervisor's teams are their grant.
+    permission_classes = [permissions.IsAuthenticated]
+    queryset = Recording.objects.select_related("agent", "phone")
+    query_parameters = (
+        ("extension", STRING, "The line's extension, exactly as the PBX writes it (rule R4)."),
+        ("agent", STRING, "The agent's id or name."),
+        ("team", STRING, "The id or name of a team the agent is in."),
+        ("far_party", STRING, "Part of the far party's number, as on the wire."),
+        ("since", DATE_TIME, "Started at or after (ISO 8601)."),
+        ("until", DATE_TIME, "Started before (ISO 8601)."),
+        ("longer_than", NUMBER, "At least this many seconds long."),
+        ("shorter_than", NUMBER, "At most this many seconds long."),
+        ("direction", {**STRING, "enum": ["inbound", "outbound", "internal"]}, "Direction."),
+        ("status", {**STRING, "enum": Recording.Status.values}, "Recording status."),
+        ("mos_below", NUMBER, "Estimated MOS below this (recordings with no estimate excluded)."),
+        (
+            "sort",
+            {**STRING, "enum": [f"{sign}{name}" for name in SORTS for sign in ("", "-")]},
+            f"Sort order, as in the pages; a leading '-' is descending. Default: {DEFAULT_SORT}.",
+        ),
+    )
+    action_responses = {
+        "audio": {
+            "200": {
+                "description": "The audio file (206 for a satisfiable Range request).",
+                "content": {
+                    kind: {"schema": {"type": "string", "format": "binary"}}
+                    for kind in ("audio/wav", "audio/ogg")
+                },
+            }
+        },
+        "waveform": {
+            "200": {
+                "description": "The peaks of both channels, as computed when the recording "
+                "was finalised. 404 while none have been computed.",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+    }
+
+    def get_queryset(self) -> QuerySet:
+        recordings = recordings_visible_to(self.request.user, super().get_queryset())
+        if self.action != "waveform":
+            # The peaks are the waveform endpoint's alone: kilobytes a row nobody else reads.
+            recordings = recordings.defer("peaks")
+        recordings = filtered(recordings, self.request.query_params)
+        return ordered(recordings, self.request.query_params.get("sort") or DEFAULT_SORT)
+
+    def list(self, request: Request, *args: object, **kwargs: object) -> Response:
+        # Counted and paged from the search indexes, not by reading the matching rows.
+        page = self.paginate_queryset(ScopedListing(request.user, self.get_queryset()))
+        response = self.get_paginated_response(self.get_serializer(page, many=True).data)
+        audit_search(request, request.query_params)
+        return response
+
+    def retrieve(self, request: Request, *args: object, **kwargs: object) -> Response:
+        # The details are who called whom, when and from where: a view, as the page's.
+        recording = self.get_object()
+        response = Response(self.get_serializer(recording).data)
+        audit(request, AuditEntry.Action.VIEW, recording)
+        return response
+
+    @action(detail=True, url_path="audio", url_name="audio")
+    def audio(self, request: Request, pk: str | None = None) -> HttpResponseBase:
+        """The audio, with HTTP Range support; ?download=1 needs recorder.download_recording."""
+        return audio_response(request, self.get_object(), via_api=True)
+
+    @action(detail=True, url_path="waveform", url_name="waveform")
+    def waveform(self, request: Request, pk: str | None = None) -> Response:
+        """The waveform peaks the player draws, under the same rules as the audio."""
+        recording = self.get_object()
+        if recording.peaks is None:
+            raise NotFound("This recording has no waveform yet.")
+        # The peaks show when each side spoke: a look at the call's content.
+        audit(request, AuditEntry.Action.VIEW, recording, {"part": "waveform"})
+        return Response(recording.peaks)
+
+
+def filtered(recordings: QuerySet, query: dict) -> QuerySet:
+    """Narrow visible recordings by the API's (and the pages') search filters."""
+    if "extension" in query:
+        recordings = recordings.filter(extension=query["extension"])
+    if "agent" in query:
+        recordings = recordings.filter(**by_id_or_name("agent", query["agent"]))
+    if "team" in query:
+        recordings = recordings.filter(**by_id_or_name("agent__teams", query["team"]))
+    if query.get("far_party"):
+        recordings = recordings.filter(remote_party__contains=query["far_party"])
+    for name, choices in (
+        ("direction", Call.Direction.values),
+        ("status", Recording.Status.values),
+    ):
+        if name in query:
+            recordings = recordings.filter(**{name: choice(name, query[name], choices)})
+    for name, lookup in (("since", "started_at__gte"), ("until", "started_at__lt")):
+        if name in query:
+            recordings = recordings.filter(**{lookup: moment(name, query[name])})
+    for name, lookup in (
+        ("longer_than", "duration_seconds__gte"),
+        ("shorter_than", "duration_seconds__lte"),
+        ("mos_below", "mos_estimate__lt"),
+    ):
+        if name in query:
+            recordings = recordings.filter(**{lookup: number(name, query[name])})
+    return recordings
+
+
+def ordered(recordings: QuerySet, sort: str) -> QuerySet:
+    """Sort by one column of the recordings page; the id breaks ties so pages never
+    overlap. Rows without a value (no MOS estimate, no agent) come last either way."""
+    name = sort.removeprefix("-")
+    if name not in SORTS:
+        known = ", ".join(SORTS)
+        raise ValidationError({"sort": [f"{sort!r} is not one of {known} (or -name)."]})
+    descending = sort.startswith("-")
+    field = F(SORTS[name])
+    first: OrderBy = field.desc(nulls_last=True) if descending else field.asc(nulls_last=True)
+    return recordings.order_by(first, "-pk" if descending else "pk")
+
+
+class AuditEntrySerializer(serializers.ModelSerializer):
+    user = serializers.CharField(source="username", read_only=True)
+    recording = serializers.IntegerField(source="recording_id", read_only=True)
+
+    class Meta:
+        model = AuditEntry
+        fields = ["id", "at", "user", "action", "recording", "client_ip", "detail"]
+
+
+class AuditEntryViewSet(CheckedQuery, viewsets.ReadOnlyModelViewSet):
+    """The audit trail, newest first, for admins (recorder.view_auditentry). Read-only:
+    entries are never changed or deleted. Filters: user (login name), action, recording
+    (id), since and until (ISO 8601)."""
+
+    serializer_class = AuditEntrySerializer
+    permission_classes = [ViewModelPermissions]
+    queryset = AuditEntry.objects.order_by("-at", "-pk")
+    query_parameters = (
+        ("user", STRING, "The login name at the time."),
+        ("action", {**STRING, "enum": AuditEntry.Action.values}, "What was done."),
+        ("recording", {"type": "integer"}, "The recording's id."),
+        ("since", DATE_TIME, "At or after (ISO 8601)."),
+        ("until", DATE_TIME, "Before (ISO 8601)."),
+    )
+
+    def get_queryset(self) -> QuerySet:
+        entries = super().get_queryset()
+        query = self.request.query_params
+        if "user" in query:
+            entries = entries.filter(username=query["user"])
+        if "action" in query:
+            entries = entries.filter(action=query["action"])
+        if "recording" in query:
+            recording = row_id("recording", query["recording"], "a recording")
+            entries = entries.filter(recording_id=recording)
+        for name, lookup in (("since", "at__gte"), ("until", "at__lt")):
+            if name in query:
+                entries = entries.filter(**{lookup: moment(name, query[name])})
+        return entries

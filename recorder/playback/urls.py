@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from recorder.playback import views
+
+app_name = "recorder"
+
+urlpatterns = [
+    path("recordings/", views.recording_list, name="list"),
+    path("recordings/<int:pk>/", views.recording_detail, name="detail"),
+    path("recordings/<int:pk>/audio", views.recording_audio, name="audio"),
+    path("calls/live/", views.live_calls, name="live"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(
+            template_name="recorder/login.html",
+            authentication_form=views.LoginForm,
+            redirect_authenticated_user=True,
+        ),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+]

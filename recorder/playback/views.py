@@ -1,0 +1,199 @@
+"""The supervisor's pages: search recordings, play one, watch the calls in progress.
+
+Every recording and call shown comes from recorder/playback/access.py; a recording the person may
+not see answers 404 on every page, exactly as one that does not exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django import forms
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.paginator import Paginator
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET
+
+from qms.login_throttle import is_locked, lockout_message
+from recorder.models import AuditEntry, Call, Recording
+from recorder.playback.access import calls_visible_to, may_download, recordings_visible_to
+from recorder.playback.audio import audio_response
+from recorder.playback.audit import audit
+from recorder.playback.listing import ScopedListing
+from recorder.playback.search import DEFAULT_SORT, PAGE_SIZE, SORTS, RecordingSearchForm
+from recorder.recordings.integrity import verify
+from recorder.recordings.waveform import DRAWABLE_FORMATS
+
+# The list's columns: (heading, sort key or None).
+LIST_COLUMNS = [
+    ("Started", "started"),
+    ("Duration", "duration"),
+    ("Agent", "agent"),
+    ("Extension", "extension"),
+    ("Far party", "far_party"),
+    ("Direction", "direction"),
+    ("Status", "status"),
+    ("MOS (est.)", "mos"),
+]
+QUALITY_DIRECTIONS = [("agent_to_far", "Agent → far party"), ("far_to_agent", "Far party → agent")]
+
+
+class LoginForm(AuthenticationForm):
+    """The pages' login, for every active user (the admin's admits staff only), saying
+    plainly when too many failures have locked it (qms/login_throttle.py)."""
+
+    def clean(self) -> dict:
+        username = self.cleaned_data.get("username")
+        if username and is_locked(username, self.request):
+            raise forms.ValidationError(lockout_message(), code="locked")
+        return super().clean()
+
+
+@login_required
+@require_GET
+def recording_list(request: HttpRequest) -> HttpResponse:
+    """Search the recordings one may see; every search is written to the audit trail."""
+    form = RecordingSearchForm(request.user, data=request.GET)
+    # The waveform, DTMF and packet figures are the recording page's, not the list's.
+    rows = Recording.objects.select_related("agent").defer("peaks", "dtmf", "quality")
+    recordings = recordings_visible_to(request.user, rows)
+    if form.is_valid():
+        found = form.search(recordings)
+        audit(request, AuditEntry.Action.SEARCH, detail={"filters": form.used_filters()})
+    else:
+        found = recordings.none()
+    # Counted and paged part by part (recorder/playback/listing.py): fast on a large archive.
+    page = Paginator(ScopedListing(request.user, found), PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    current_sort = form.cleaned_data.get("sort") if form.is_valid() else ""
+    context = {
+        "form": form,
+        "page": page,
+        "columns": sort_columns(current_sort or DEFAULT_SORT),
+    }
+    return render(request, "recorder/recording_list.html", context)
+
+
+@dataclass(frozen=True)
+class SortColumn:
+    heading: str
+    key: str | None
+    next_sort: str = ""
+    arrow: str = ""
+
+
+def sort_columns(current: str) -> list[SortColumn]:
+    """Each column's heading, the sort its link asks for (the reverse of the current one
+    when it is this column), and an arrow on the column the list is sorted by."""
+    columns = []
+    for heading, key in LIST_COLUMNS:
+        if key is None or key not in SORTS:
+            columns.append(SortColumn(heading, None))
+        elif current == key:
+            columns.append(SortColumn(heading, key, f"-{key}", "▲"))
+        elif current == f"-{key}":
+            columns.append(SortColumn(heading, key, key, "▼"))
+        else:
+            columns.append(SortColumn(heading, key, key))
+    return columns
+
+
+@login_required
+@require_GET
+def recording_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """One recording: player, waveform, details, DTMF, quality, segments, integrity."""
+    visible = recordings_visible_to(request.user)
+    recording = get_object_or_404(visible.select_related("agent", "phone"), pk=pk)
+    # The page shows who called whom and when: a look at the recording, audited as such.
+    audit(request, AuditEntry.Action.VIEW, recording)
+    context = {
+        "recording": recording,
+        "playable": bool(recording.file) and recording.audio_format in DRAWABLE_FORMATS,
+        "duration": recording.duration_seconds,
+        "dtmf": dtmf_marks(recording),
+        "quality": quality_rows(recording),
+        "segments": other_segments(visible, recording),
+        "integrity": verify(recording),
+        "may_download": may_download(request.user),
+        "agent_admin_url": admin_url(request.user, recording.agent, "extensions.view_agent"),
+        "phone_admin_url": admin_url(request.user, recording.phone, "extensions.view_phone"),
+        "recording_admin_url": admin_url(request.user, recording, "recorder.view_recording"),
+    }
+    return render(request, "recorder/recording_detail.html", context)
+
+
+def dtmf_marks(recording: Recording) -> list[dict]:
+    """The digits with their place on the timeline, in per cent of the recording."""
+    length = recording.duration_seconds or 0
+    marks = []
+    for event in recording.dtmf:
+        at = float(event.get("at", 0.0))
+        place = min(max(at / length * 100, 0.0), 100.0) if length > 0 else 0.0
+        marks.append({**event, "at": at, "place": round(place, 3)})
+    return marks
+
+
+def quality_rows(recording: Recording) -> list[dict]:
+    rows = []
+    for key, label in QUALITY_DIRECTIONS:
+        figures = recording.quality.get(key)
+        if not figures:
+            continue
+        expected = figures.get("expected") or 0
+        loss = figures.get("lost", 0) / expected * 100 if expected else None
+        rows.append({"label": label, "loss_percent": loss, **figures})
+    return rows
+
+
+def other_segments(visible: QuerySet, recording: Recording) -> QuerySet:
+    """The other segments of this conversation that the person may see, in order."""
+    if not recording.conversation_id:
+        return visible.none()
+    return (
+        visible.filter(conversation_id=recording.conversation_id)
+        .exclude(pk=recording.pk)
+        .select_related("agent")
+        .order_by("started_at", "pk")
+    )
+
+
+def admin_url(user: AbstractBaseUser, target: Model | None, permission: str) -> str:
+    """The admin page of `target`, for staff holding the permission to view it."""
+    if target is None or not (user.is_active and user.is_staff and user.has_perm(permission)):
+        return ""
+    meta = target._meta
+    return reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[target.pk])
+
+
+@login_required
+@require_GET
+def live_calls(request: HttpRequest) -> HttpResponse:
+    """The calls in progress now, by agent, under the recordings' rules."""
+    calls = (
+        calls_visible_to(request.user)
+        .filter(ended_at__isnull=True)
+        .exclude(state=Call.State.ENDED)
+        .select_related("agent", "phone")
+        .order_by("agent__name", "started_at", "pk")
+    )
+    # Who is on the phone with whom, now: a search of calls, written at every refresh.
+    audit(request, AuditEntry.Action.SEARCH, detail={"filters": {}, "listing": "live calls"})
+    return render(request, "recorder/live_calls.html", {"calls": calls})
+
+
+@login_required
+@require_GET
+def recording_audio(request: HttpRequest, pk: int) -> HttpResponseBase:
+    """Play (or, with ?download=1 and the permission, download) one recording's audio.
+
+    A recording the person may not see answers 404, exactly as one that does not exist.
+    """
+    recording = get_object_or_404(recordings_visible_to(request.user), pk=pk)
+    return audio_response(request, recording, via_api=False)

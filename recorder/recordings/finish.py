@@ -1,0 +1,488 @@
+"""From a finished call's RTP log to a Recording: stereo audio in storage, and its row.
+
+Runs off the packet path (the sink's thread; later a Celery worker). The agent is on the
+left, the far party on the right: the left channel is what the far side received (the
+agent's voice), the right what the agent's phone received. Both directions are placed on
+one timeline by their first packet's arrival, so a reply never plays before its question.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files.storage import Storage
+from django.db import DatabaseError, InterfaceError, OperationalError, transaction
+
+from integrations.bounds import clean_text
+from integrations.observations import Endpoint, MediaOffer, Side
+from recorder.engine.calls import moment
+from recorder.media.bulk import rtp_payload_types
+from recorder.media.codecs import PayloadKind
+from recorder.media.quality import mos_estimate
+from recorder.media.rtplog import LOG_NAME, MANIFEST_NAME, LogBlock, read_batches, read_manifest
+from recorder.media.spool import Channel, MemorySpool
+from recorder.media.stream import StreamDecoder
+from recorder.models import Call, Recording, recordings_storage
+from recorder.nodes.alerts import park
+from recorder.nodes.models import ParkedEvent
+from recorder.recordings.waveform import PeaksBuilder
+
+log = logging.getLogger(__name__)
+
+WIDEBAND_RATE = 16000
+# Where spools whose call is unknown are set aside, once, for a person to look at.
+ORPHANED = "_orphaned"
+# Where spools that could not be finished are set aside, with a ParkedEvent saying why.
+FAILED = "_failed"
+SET_ASIDE = {ORPHANED, FAILED}
+NARROWBAND_RATE = 8000
+# A finished call's log up to this size is read once for both passes over it (about an
+# hour of G.711 both ways); a longer one is read twice rather than held.
+LOG_KEPT_BYTES = 64 * 1024 * 1024
+CODEC_COLUMN = Recording._meta.get_field("codec").max_length
+# What a Recording takes from its call, and what finishing it writes.
+CALL_COLUMNS = [
+    "call_id",
+    "conversation_id",
+    "started_at",
+    "ended_at",
+    "direction",
+    "extension",
+    "agent",
+    "phone",
+    "remote_party",
+    "remote_name",
+    "local_ip",
+    "remote_ip",
+]
+ANALYSIS_COLUMNS = ["quality", "dtmf", "codec", "mos_estimate"]
+AUDIO_COLUMNS = ["file", "size", "audio_format", "status"]
+
+
+@dataclass
+class Direction:
+    """One direction of the call: the packets one side received."""
+
+    receiver: Side
+    channel: Channel
+    decoder: StreamDecoder
+    first_arrival: float | None = None
+    last_arrival: float | None = None
+    payload_types: Counter = field(default_factory=Counter)
+
+
+def far_side_of(local_side: Side) -> Side:
+    return Side.CALLEE if local_side == Side.CALLER else Side.CALLER
+
+
+def local_side_of(call: Call, given: Side | None) -> Side:
+    """Whose phone the recording is for: the protocol's word, else the call's direction."""
+    if given is not None:
+        return given
+    return Side.CALLEE if call.direction == Call.Direction.INBOUND else Side.CALLER
+
+
+def finish_recording(
+    call: Call, spool: Path, media: tuple[MediaOffer, ...], local_side: Side | None
+) -> Recording | None:
+    """Decode a finished call's log into a Recording; the spool is removed once stored.
+
+    Runs again from the start after a rollback: the log is only read, and what an
+    interrupted earlier attempt decoded is decoded again."""
+    shutil.rmtree(spool / "pcm", ignore_errors=True)
+    local = local_side_of(call, local_side)
+    directions = _directions(media, local)
+    batches = _batches(spool)
+    _scan(batches, directions)
+    if not any(direction.payload_types for direction in directions.values()):
+        _remove_after_commit(spool)
+        return None
+    recording = _new_recording(call, local)
+    rate = _rate_for(directions)
+    start = min(d.first_arrival for d in directions.values() if d.first_arrival is not None)
+    # Put together in memory (a long call goes on in a PCM spool beside the log); either
+    # can always be decoded again from the RTP log, so neither is fsynced.
+    audio_spool = MemorySpool(
+        spool / "pcm", call.call_id, rate, {"timeline_start": start},
+        expected_frames=_expected_frames(directions, start, rate),
+    )  # fmt: skip
+    for batch in batches:
+        direction = directions[batch.receiver]
+        chunks = direction.decoder.feed_block(batch.arrivals, batch.lengths, batch.data)
+        _write(audio_spool, direction, chunks)
+    for direction in directions.values():
+        _write(audio_spool, direction, direction.decoder.flush())
+    _store(recording, audio_spool, directions, spool)
+    return recording
+
+
+def _directions(media: tuple[MediaOffer, ...], local: Side) -> dict[Side, Direction]:
+    offers = {offer.side: offer for offer in media}
+    far = far_side_of(local)
+    return {
+        # What the far side receives is the agent's voice: the left channel.
+        far: Direction(far, Channel.AGENT, StreamDecoder(_payload_types(offers, far))),
+        local: Direction(local, Channel.FAR_PARTY, StreamDecoder(_payload_types(offers, local))),
+    }
+
+
+def _payload_types(offers: dict[Side, MediaOffer], side: Side) -> tuple[tuple[int, str], ...]:
+    # A sender uses the payload types its receiver's SDP declared (RFC 3264 §5.1).
+    offer = offers.get(side)
+    return offer.payload_types if offer is not None else ()
+
+
+def _batches(spool: Path) -> Iterable[LogBlock]:
+    """The log's batches, for two passes: read once and kept when the log is small
+    enough, read twice from the file otherwise."""
+    log_file = spool / LOG_NAME
+    if log_file.exists() and log_file.stat().st_size <= LOG_KEPT_BYTES:
+        return list(read_batches(spool))
+    return _BatchReader(spool)
+
+
+class _BatchReader:
+    def __init__(self, spool: Path) -> None:
+        self.spool = spool
+
+    def __iter__(self) -> Iterator[LogBlock]:
+        return read_batches(self.spool)
+
+
+def _scan(batches: Iterable[LogBlock], directions: dict[Side, Direction]) -> None:
+    """First pass: when each direction started, and which payload types it carried.
+
+    Only RTP counts: a keepalive or probe datagram sent to the media port (SIPp sends a
+    4-byte one, rtppcap-sip-rtp-g722.pcap) is neither a payload type nor the start of
+    the direction's audio."""
+    for batch in batches:
+        direction = directions[batch.receiver]
+        first_rtp, payload_types = rtp_payload_types(batch.lengths, batch.data)
+        if direction.first_arrival is None and first_rtp is not None:
+            direction.first_arrival = batch.arrivals[first_rtp]
+        if first_rtp is not None:
+            direction.last_arrival = batch.arrivals[-1]
+        direction.payload_types.update(payload_types)
+
+
+def _expected_frames(directions: dict[Side, Direction], start: float, rate: int) -> int:
+    """The call's length in frames as its packets' arrivals tell it, and a second more
+    (the last packet's audio, jitter): room for the audio from the start."""
+    last = max((d.last_arrival for d in directions.values() if d.last_arrival), default=start)
+    return int((last - start + 1.0) * rate)
+
+
+def _rate_for(directions: dict[Side, Direction]) -> int:
+    for direction in directions.values():
+        formats = direction.decoder.formats
+        for payload_type in direction.payload_types:
+            codec = formats[payload_type].codec
+            if codec is not None and codec.sample_rate >= WIDEBAND_RATE:
+                return WIDEBAND_RATE
+    return NARROWBAND_RATE
+
+
+def _write(audio_spool: MemorySpool, direction: Direction, chunks: list) -> None:
+    rate = direction.decoder.sample_rate
+    if not chunks or rate is None:
+        return
+    start = _call_start(audio_spool)
+    base = round((direction.first_arrival - start) * rate)
+    for chunk in chunks:
+        audio_spool.write(direction.channel, base + chunk.offset, chunk.pcm, sample_rate=rate)
+
+
+def _call_start(audio_spool: MemorySpool) -> float:
+    return audio_spool.metadata.get("timeline_start", 0.0)
+
+
+def _new_recording(call: Call, local: Side) -> Recording:
+    """The call's Recording row, written now because the file is named by its id.
+
+    One statement, INSERT ... ON CONFLICT DO UPDATE: a call finished again (recovered, a
+    file imported twice) keeps its one row, with these columns written afresh and the
+    others (a legal hold) as they were."""
+    far_number = call.callee if local == Side.CALLER else call.caller
+    far_name = call.callee_name if local == Side.CALLER else call.caller_name
+    local_ip = call.caller_ip if local == Side.CALLER else call.callee_ip
+    remote_ip = call.callee_ip if local == Side.CALLER else call.caller_ip
+    recording = Recording(
+        signalling=call,
+        call_id=call.call_id,
+        conversation_id=call.conversation_id or call.call_id,
+        started_at=call.started_at,
+        ended_at=call.ended_at,
+        direction=call.direction,
+        extension=call.extension,
+        agent_id=call.agent_id,
+        phone_id=call.phone_id,
+        remote_party=far_number,
+        remote_name=far_name,
+        local_ip=local_ip,
+        remote_ip=remote_ip,
+    )
+    Recording.objects.bulk_create(
+        [recording],
+        update_conflicts=True,
+        unique_fields=["signalling"],
+        update_fields=CALL_COLUMNS,
+    )
+    return recording
+
+
+def _store(
+    recording: Recording, audio_spool: MemorySpool, directions: dict[Side, Direction], spool: Path
+) -> None:
+    decoded = [d for d in directions.values() if d.decoder.sample_rate is not None]
+    recording.quality = {_quality_key(d): _quality(d.decoder) for d in directions.values()}
+    recording.dtmf = _dtmf(directions)
+    recording.codec = _codecs(directions)
+    recording.mos_estimate = _mos(directions)
+    if not decoded:
+        _keep_raw(recording, audio_spool, spool)
+        return
+    name = _audio_name(recording)
+    storage = recordings_storage()
+    destination = Path(storage.path(name))
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    # The waveform is drawn from the audio as it is written, not read back from the file.
+    waveform = PeaksBuilder()
+    audio = audio_spool.finalize(destination, settings.QMS_RECORDING_FORMAT, waveform)
+    recording.file.name = name
+    recording.size, recording.sha256 = audio.size, audio.sha256
+    recording.duration_seconds = audio.duration_seconds
+    recording.audio_format = settings.QMS_RECORDING_FORMAT
+    recording.peaks = waveform.peaks
+    recording.status = Recording.Status.COMPLETE
+    with _file_removed_on_failure(storage, name):
+        recording.save(
+            update_fields=[*ANALYSIS_COLUMNS, *AUDIO_COLUMNS, "sha256", "duration_seconds", "peaks"]
+        )
+    _remove_after_commit(spool)
+
+
+@contextmanager
+def _file_removed_on_failure(storage: Storage, name: str) -> Iterator[None]:
+    """A file whose row could not be written is deleted: no row would ever point at it,
+    and retention would never find it. The spool stays for a new attempt."""
+    try:
+        yield
+    except DatabaseError:
+        storage.delete(name)
+        raise
+
+
+def _keep_raw(recording: Recording, audio_spool: MemorySpool, spool: Path) -> None:
+    """No direction could be decoded: keep the RTP as it came, and say which codec.
+
+    The log is copied, not moved: it stays for a new attempt should this transaction be
+    rolled back, and goes with the spool once the row is committed."""
+    audio_spool.close()
+    name = _audio_name(recording, suffix="rtplog")
+    storage = recordings_storage()
+    destination = Path(storage.path(name))
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(spool / "rtp.log", destination)
+    recording.file.name = name
+    recording.size = destination.stat().st_size
+    recording.audio_format = "rtp"
+    recording.status = Recording.Status.NOT_DECODABLE
+    recording.status_detail = f"not decodable: {recording.codec or 'unknown codec'}"[:200]
+    with _file_removed_on_failure(storage, name):
+        recording.save(update_fields=[*ANALYSIS_COLUMNS, *AUDIO_COLUMNS, "status_detail"])
+    _remove_after_commit(spool)
+
+
+def _remove_after_commit(spool: Path) -> None:
+    """The call's log goes only once the row that points at its audio is committed: a
+    crash before the commit leaves the log for recover_spools to finish again."""
+    transaction.on_commit(lambda: shutil.rmtree(spool, ignore_errors=True))
+
+
+def _audio_name(recording: Recording, suffix: str | None = None) -> str:
+    day = recording.started_at.astimezone(UTC)
+    extension = suffix or settings.QMS_RECORDING_FORMAT
+    return f"{day:%Y/%m/%d}/{recording.pk:08d}.{extension}"
+
+
+def _quality_key(direction: Direction) -> str:
+    return "agent_to_far" if direction.channel == Channel.AGENT else "far_to_agent"
+
+
+def _quality(decoder: StreamDecoder) -> dict:
+    quality = decoder.quality
+    return {
+        "expected": quality.expected,
+        "received": quality.received,
+        "lost": quality.lost,
+        "duplicated": quality.duplicated,
+        "out_of_order": quality.out_of_order,
+        "jitter_ms": round(quality.jitter_ms, 3),
+    }
+
+
+def _dtmf(directions: dict[Side, Direction]) -> list[dict]:
+    events = []
+    for direction in directions.values():
+        who = "agent" if direction.channel == Channel.AGENT else "far"
+        for event in direction.decoder.take_dtmf():
+            events.append(
+                {"digit": event.digit, "at": event.start, "duration": event.duration, "by": who}
+            )
+    return sorted(events, key=lambda event: event["at"])
+
+
+def _codecs(directions: dict[Side, Direction]) -> str:
+    names = []
+    for direction in directions.values():
+        for payload_type, _ in direction.payload_types.most_common():
+            found = direction.decoder.formats[payload_type]
+            if found.kind in (PayloadKind.AUDIO, PayloadKind.UNDECODABLE):
+                names.append(found.name)
+                break
+    # Codec names come from the wire's SDP: cut to the column, never refused by it.
+    return clean_text("/".join(dict.fromkeys(names)), CODEC_COLUMN)
+
+
+def _mos(directions: dict[Side, Direction]) -> float | None:
+    qualities = [d.decoder.quality for d in directions.values() if d.decoder.quality.expected]
+    if not qualities:
+        return None
+    worst = max(qualities, key=lambda quality: quality.lost / max(quality.expected, 1))
+    loss = worst.lost / max(worst.expected, 1)
+    jitter = max(quality.jitter_ms for quality in qualities)
+    return mos_estimate(_codecs(directions).split("/")[0], loss, jitter)
+
+
+def media_from_json(media: list[dict]) -> tuple[MediaOffer, ...]:
+    """The media offers a Call row stored, back as observations."""
+    return tuple(
+        MediaOffer(
+            Side(item["side"]),
+            Endpoint(item["ip"], item["port"]),
+            tuple((int(pt), name) for pt, name in item.get("payload_types", [])),
+            item.get("mode", "sendrecv"),
+            item.get("encrypted", False),
+        )
+        for item in media
+    )
+
+
+def recover_spools(root: Path) -> list[Recording]:
+    """Finish, as partial recordings, the spools a killed capture process left behind.
+
+    Everything the log holds up to the kill becomes audio; the Call row written when the
+    call started says who it was. A spool whose call is unknown is kept aside and logged.
+    A spool that cannot be finished (damaged, or refused by the database) is set aside in
+    FAILED and parked with its reason: one bad spool never stops a capture from starting.
+    """
+    recovered = []
+    for spool in sorted(
+        path
+        for path in root.iterdir()
+        if path.name not in SET_ASIDE and (path / MANIFEST_NAME).exists()
+    ):
+        recording = _recover_or_set_aside(spool)
+        if recording is not None:
+            recovered.append(recording)
+    return recovered
+
+
+def _recover_or_set_aside(spool: Path) -> Recording | None:
+    # The loop's edge: whatever a damaged spool raises is counted out, not the start.
+    try:
+        with transaction.atomic():
+            return _recover(spool)
+    except (OperationalError, InterfaceError):
+        raise  # the database is out of reach: nothing can be recovered now
+    except Exception as error:
+        kept = set_aside(spool, FAILED)
+        log.exception("spool %s could not be finished; kept in %s", spool, kept)
+        try:
+            mark_failed(_call_of(_manifest_or_nothing(kept)), error)
+        except DatabaseError as second:
+            log.error("the recording of spool %s could not be marked failed: %s", kept, second)
+        park(ParkedEvent.Kind.SPOOL, spool.name, error, {"spool": str(spool), "kept": str(kept)})
+        return None
+
+
+def mark_failed(call: Call | None, error: Exception) -> None:
+    """The call's recording says it failed, and why, so that a supervisor sees a failed
+    recording rather than none, or one that says "recording" for ever."""
+    if call is None:
+        return
+    detail = clean_text(f"could not be finished: {type(error).__name__}: {error}", 200)
+    with transaction.atomic():
+        recording = _new_recording(call, local_side_of(call, None))
+        Recording.objects.filter(pk=recording.pk).exclude(
+            status__in=[Recording.Status.COMPLETE, Recording.Status.NOT_DECODABLE]
+        ).update(status=Recording.Status.FAILED, status_detail=detail)
+
+
+def set_aside(spool: Path, folder: str) -> Path:
+    """Move a spool into `folder` (ORPHANED or FAILED) beside it, for a person to look at."""
+    kept = spool.parent / folder / spool.name
+    kept.parent.mkdir(exist_ok=True)
+    shutil.rmtree(kept, ignore_errors=True)
+    spool.rename(kept)
+    return kept
+
+
+def _manifest_or_nothing(spool: Path) -> dict:
+    try:
+        manifest = read_manifest(spool)
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def _call_of(manifest: dict) -> Call | None:
+    """The Call row a spool's manifest names, if any."""
+    try:
+        return Call.objects.filter(
+            protocol=str(manifest.get("protocol", "")),
+            call_id=str(manifest.get("call_id", ""))[:255],
+            started_at=moment(float(manifest.get("started_at", 0.0))),
+        ).first()
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _recover(spool: Path) -> Recording | None:
+    manifest = read_manifest(spool)
+    if not isinstance(manifest, dict):
+        raise ValueError("the spool's manifest is not a JSON object")
+    call = _call_of(manifest)
+    if call is None:
+        kept = set_aside(spool, ORPHANED)
+        log.error("spool %s has no call row; kept for inspection in %s", spool, kept)
+        return None
+    if _finished_before(call):
+        # Stored and committed, then stopped before the log was removed: nothing to redo.
+        shutil.rmtree(spool, ignore_errors=True)
+        return None
+    shutil.rmtree(spool / "pcm", ignore_errors=True)
+    recording = finish_recording(call, spool, media_from_json(call.media), None)
+    if recording is not None:
+        recording.status = Recording.Status.PARTIAL
+        recording.status_detail = "the capture process stopped during the call"
+        recording.save(update_fields=["status", "status_detail"])
+    return recording
+
+
+def _finished_before(call: Call) -> bool:
+    recording = Recording.objects.filter(signalling=call).first()
+    return (
+        recording is not None
+        and recording.status in (Recording.Status.COMPLETE, Recording.Status.NOT_DECODABLE)
+        and bool(recording.file.name)
+        and recording.file.storage.exists(recording.file.name)
+    )

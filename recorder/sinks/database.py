@@ -1,0 +1,504 @@
+"""Where the capture loop's events meet the database.
+
+The capture loop hands bindings and call snapshots to a DatabaseSink, whose own thread
+applies them: bindings through the directory's service function, calls as Call rows. The
+loop never waits on the database; the queue between them is bounded, and when it is full
+the loop waits rather than lose a binding or a call.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import shutil
+import threading
+from collections import Counter
+from pathlib import Path
+
+from django.conf import settings
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+    transaction,
+)
+
+from extensions.models import Binding, Extension, Phone
+from extensions.services import (
+    Attribution,
+    apply_binding,
+    note_encrypted_signalling,
+    refusal_of,
+    who_was_at,
+)
+from extensions.trust import call_servers
+from integrations.observations import (
+    BindingSeen,
+    BindingSource,
+    CallEvent,
+    EncryptedSignallingSeen,
+)
+from recorder.engine.calls import CallSnapshot, moment
+from recorder.models import Call, Recording
+from recorder.nodes.alerts import park
+from recorder.nodes.models import ParkedEvent
+from recorder.recordings.finish import finish_recording, recover_spools
+
+log = logging.getLogger(__name__)
+
+STOP = object()
+# Events applied per transaction: one commit (one fsync) per batch, not per event.
+BATCH = 500
+
+
+def known_phone_ips() -> set[str]:
+    """Every address the directory believes is a phone: configured, current, or bound."""
+    ips = set(Phone.objects.exclude(current_ip=None).values_list("current_ip", flat=True))
+    ips |= set(Phone.objects.exclude(configured_ip=None).values_list("configured_ip", flat=True))
+    ips |= set(Binding.objects.filter(ended_at__isnull=True).values_list("ip", flat=True))
+    servers = call_servers()
+    return {ip for ip in ips if not servers.relays(ip)}  # the call system's own are no phones
+
+
+def do_not_record_numbers() -> set[str]:
+    return set(Extension.objects.filter(do_not_record=True).values_list("number", flat=True))
+
+
+def do_not_record_ips() -> set[str]:
+    """The addresses of phones that the call system binds to a do-not-record extension
+    (a call's From is no such binding): their calls are not recorded, whoever they call."""
+    bound = Binding.objects.filter(ended_at__isnull=True, extension__do_not_record=True).exclude(
+        source=BindingSource.SIP_CALL
+    )
+    ips = set(bound.values_list("ip", flat=True))
+    static = Phone.objects.filter(
+        static_ip=True, lines__line_number=1, lines__extension__do_not_record=True
+    ).exclude(configured_ip=None)
+    return ips | set(static.values_list("configured_ip", flat=True))
+
+
+def add_recording_arguments(parser) -> None:
+    """The options every capture command shares."""
+    parser.add_argument(
+        "--no-recording",
+        action="store_true",
+        help="Follow calls and learn bindings, but record no audio.",
+    )
+
+
+def recording_options(options: dict) -> dict:
+    """The engine's recording settings for a capture command, after finishing, as partial
+    recordings, the spools a killed earlier run left behind."""
+    if options.get("no_recording"):
+        return {}
+    spool_root = Path(settings.QMS_SPOOL_DIR)
+    spool_root.mkdir(parents=True, exist_ok=True)
+    for recording in recover_spools(spool_root):
+        log.warning("recovered a partial recording of call %s", recording.call_id)
+    return {
+        "spool_root": spool_root,
+        "do_not_record": do_not_record_numbers(),
+        "do_not_record_ips": do_not_record_ips(),
+        "record_unsignalled": settings.QMS_RECORD_UNSIGNALLED,
+        "max_call_seconds": settings.QMS_MAX_CALL_SECONDS,
+    }
+
+
+# The columns a snapshot writes, besides who the call belongs to (ATTRIBUTION).
+SNAPSHOT_COLUMNS = (
+    "state",
+    "direction",
+    "conversation_id",
+    "answered_at",
+    "ended_at",
+    "end_reason",
+    "caller",
+    "caller_name",
+    "callee",
+    "callee_name",
+    "caller_ip",
+    "callee_ip",
+    "media",
+)
+ATTRIBUTION = ("extension", "phone", "agent")
+CALL_KEY = ("protocol", "call_id", "started_at")
+# (field name, attribute): a foreign key is compared by its id, not by reading its row.
+TRACKED = tuple(
+    (name, Call._meta.get_field(name).attname) for name in SNAPSHOT_COLUMNS + ATTRIBUTION
+)
+
+
+class CallLog:
+    """Writes call snapshots as Call rows, one row per call, idempotently.
+
+    A call new to this log is written in one statement, an INSERT that updates the row
+    instead should it exist (a file imported twice, an event delivered again); each later
+    snapshot updates only the columns it changes, and nothing when it changes none.
+    """
+
+    def __init__(self, node: str = "") -> None:
+        self.node = node
+        self.live: dict[tuple[str, float], Call] = {}
+        self.written = 0
+        self.do_not_record: set[str] | None = None
+        self.starting: set[tuple[str, float]] = set()
+        self.finished: list[Recording] = []
+
+    def begin_batch(self, starting: set[tuple[str, float]]) -> None:
+        """A new batch: `starting` are the calls whose start it holds (under a later
+        snapshot, perhaps), new calls that are written without being looked for. The
+        do-not-record numbers are read again, once, when the batch first needs them."""
+        self.starting = starting
+        self.do_not_record = None
+        self.finished = []
+
+    def forget(self, snapshot: CallSnapshot | None = None) -> None:
+        """Drop the cached row of a call whose write was rolled back: it is read again
+        from the database the next time. None: the whole batch was rolled back."""
+        if snapshot is not None:
+            self.live.pop((snapshot.call_id, snapshot.started_at), None)
+            self._discard_rolled_back_audio(snapshot.call_id)
+            return
+        self.live.clear()
+        self._discard_rolled_back_audio()
+
+    def _discard_rolled_back_audio(self, call_id: str | None = None) -> None:
+        """Delete the files of the batch's recordings (of one call, or all) whose rows
+        were rolled back: no row will point at them (a new attempt writes its own), and
+        retention would never find them. Unsure, with the database out of reach, they
+        are kept."""
+        finished = [r for r in self.finished if call_id is None or r.call_id == call_id]
+        self.finished = [r for r in self.finished if r not in finished]
+        try:
+            kept = set(
+                Recording.objects.filter(pk__in=[r.pk for r in finished]).values_list(
+                    "pk", flat=True
+                )
+            )
+        except DatabaseError as error:
+            log.warning("audio of %d recordings kept unchecked: %s", len(finished), error)
+            return
+        for recording in finished:
+            if recording.pk not in kept and recording.file.name:
+                recording.file.storage.delete(recording.file.name)
+
+    def record(self, snapshot: CallSnapshot) -> Call:
+        call = self._stored(snapshot)
+        new = call is None
+        if new:
+            call = Call(**_key_of(snapshot), node=self.node)
+        before = None if new else _columns(call)
+        _copy_snapshot(snapshot, call)
+        ended = snapshot.event == CallEvent.END
+        # Who the call belongs to is looked up when it starts, and again at its end only if
+        # it was not found then (the binding may have arrived in between): not at every step.
+        if new or not call.extension or (ended and call.agent_id is None):
+            self._attribute(call, snapshot)
+        if new:
+            _insert_or_update(call)
+        else:
+            _save_changes(call, before)
+        self.written += 1
+        key = (snapshot.call_id, snapshot.started_at)
+        if ended:
+            self.live.pop(key, None)
+            if snapshot.spool:
+                self._finish_recording(call, snapshot)
+        else:
+            self.live[key] = call
+        return call
+
+    def _finish_recording(self, call: Call, snapshot: CallSnapshot) -> None:
+        spool = Path(snapshot.spool)
+        if self._do_not_record(call):
+            # Belt and braces: the engine starts no log for a do-not-record number it
+            # knows, but a number may be learned only as the call goes on.
+            shutil.rmtree(spool, ignore_errors=True)
+            return
+        recording = finish_recording(call, spool, snapshot.media, snapshot.local_side)
+        if recording is not None:
+            self.finished.append(recording)
+
+    def _do_not_record(self, call: Call) -> bool:
+        if self.do_not_record is None:
+            self.do_not_record = do_not_record_numbers()
+        return must_not_record(call, self.do_not_record)
+
+    def _stored(self, snapshot: CallSnapshot) -> Call | None:
+        """The call's row as this log has it, else as stored; None for a call starting
+        now, which is written without being looked for."""
+        key = (snapshot.call_id, snapshot.started_at)
+        found = self.live.get(key)
+        if found is not None or snapshot.event == CallEvent.START or key in self.starting:
+            return found
+        return Call.objects.filter(**_key_of(snapshot)).first()
+
+    def _attribute(self, call: Call, snapshot: CallSnapshot) -> None:
+        """The recorded side's extension, phone and person, as the directory had them.
+
+        The number the signalling names for the recorded side is kept when it is one of
+        the phone's own (bound at its address, or one of its lines); a number the phone
+        holds in no way is a claim (a spoofed From), and the directory's word replaces it.
+        """
+        call.extension = snapshot.local_number[:128]
+        if not snapshot.local_ip:
+            return
+        found = who_was_at(snapshot.local_ip, call.started_at)
+        if found is None:
+            return
+        call.phone = found.phone
+        call.agent = found.agent
+        if not call.extension or not _holds(found, call.extension, snapshot.local_ip):
+            call.extension = found.extension_number or call.extension
+
+
+def must_not_record(call: Call, do_not_record: set[str]) -> bool:
+    """The engine's rule again, once the call is attributed: the number called, or the
+    extension of the phone the directory found for the recorded side. A number the
+    directory did not confirm (no phone found) is a claim, and decides nothing."""
+    if call.callee in do_not_record:
+        return True
+    return call.phone_id is not None and call.extension in do_not_record
+
+
+def _holds(found: Attribution, number: str, ip: str) -> bool:
+    """Whether the phone found at `ip` holds `number`: bound there, or one of its lines."""
+    if number == found.extension_number:
+        return True
+    if Binding.objects.filter(ip=ip, extension_number=number, ended_at__isnull=True).exists():
+        return True
+    return found.phone is not None and found.phone.lines.filter(extension__number=number).exists()
+
+
+def _key_of(snapshot: CallSnapshot) -> dict:
+    return {
+        "protocol": snapshot.protocol,
+        "call_id": snapshot.call_id[:255],
+        "started_at": moment(snapshot.started_at),
+    }
+
+
+def _copy_snapshot(snapshot: CallSnapshot, call: Call) -> None:
+    call.state = snapshot.state
+    call.direction = snapshot.direction
+    call.conversation_id = snapshot.conversation_id[:255]
+    call.answered_at = moment(snapshot.answered_at)
+    call.ended_at = moment(snapshot.ended_at)
+    call.end_reason = snapshot.end_reason
+    for name in ("caller", "caller_name", "callee", "callee_name"):
+        setattr(call, name, getattr(snapshot, name)[:128])
+    call.caller_ip = snapshot.caller_ip or None
+    call.callee_ip = snapshot.callee_ip or None
+    call.media = [media_json(offer) for offer in snapshot.media]
+
+
+def _columns(call: Call) -> dict[str, object]:
+    """The values a snapshot may change, by field name."""
+    return {name: getattr(call, attribute) for name, attribute in TRACKED}
+
+
+def _save_changes(call: Call, before: dict[str, object]) -> None:
+    changed = [name for name, value in _columns(call).items() if value != before[name]]
+    if changed:
+        call.save(update_fields=changed)
+
+
+def _insert_or_update(call: Call) -> None:
+    """INSERT ... ON CONFLICT DO UPDATE: one statement and no savepoint, where a lookup
+    before the INSERT would cost three more. The row's id is set either way."""
+    Call.objects.bulk_create(
+        [call],
+        update_conflicts=True,
+        unique_fields=CALL_KEY,
+        update_fields=[*SNAPSHOT_COLUMNS, *ATTRIBUTION],
+    )
+
+
+def media_json(offer) -> dict:
+    return {
+        "side": str(offer.side),
+        "ip": offer.receive_at.ip,
+        "port": offer.receive_at.port,
+        "payload_types": [list(pair) for pair in offer.payload_types],
+        "mode": offer.mode,
+        "encrypted": offer.encrypted,
+    }
+
+
+def starting_calls(batch: list) -> set[tuple[str, float]]:
+    """The calls whose start is among the batch's snapshots."""
+    return {
+        (event.call_id, event.started_at)
+        for event in batch
+        if isinstance(event, CallSnapshot) and event.event == CallEvent.START
+    }
+
+
+def coalesced(batch: list) -> list:
+    """Bindings and sightings in order, then the newest snapshot of each call."""
+    others = [event for event in batch if not isinstance(event, CallSnapshot)]
+    calls: dict[tuple[str, float], CallSnapshot] = {}
+    for event in batch:
+        if isinstance(event, CallSnapshot):
+            calls.pop((event.call_id, event.started_at), None)
+            calls[(event.call_id, event.started_at)] = event
+    return others + list(calls.values())
+
+
+def fresh_connection_if_broken() -> None:
+    """A connection that failed is replaced by a fresh one for the next batch: closed
+    now (outside any transaction) when it can no longer be used."""
+    if connection.in_atomic_block:
+        return
+    close_old_connections()
+
+
+def parked_kind_of(event: object) -> tuple[str, str]:
+    """The ParkedEvent kind and subject of a capture event."""
+    if isinstance(event, BindingSeen):
+        return ParkedEvent.Kind.BINDING, f"{event.extension} at {event.ip}"
+    if isinstance(event, CallSnapshot):
+        return ParkedEvent.Kind.CALL, event.call_id
+    if isinstance(event, EncryptedSignallingSeen):
+        return ParkedEvent.Kind.SIGNALLING, event.ip
+    return ParkedEvent.Kind.OTHER, type(event).__name__
+
+
+class DatabaseSink:
+    """Applies the capture loop's events to the database from a thread of its own."""
+
+    def __init__(self, node: str = "", capacity: int = 100_000) -> None:
+        self.events: queue.Queue = queue.Queue(maxsize=capacity)
+        self.calls = CallLog(node)
+        self.bindings_applied = 0
+        self.outcomes: Counter = Counter()
+        self.failures: Counter = Counter()
+        self.thread = threading.Thread(target=self._work, name="qms-db-sink", daemon=True)
+        self.thread.start()
+
+    def binding(self, seen: BindingSeen) -> None:
+        self.events.put(seen)
+
+    def call(self, snapshot: CallSnapshot) -> None:
+        self.events.put(snapshot)
+
+    def encrypted(self, seen: EncryptedSignallingSeen) -> None:
+        self.events.put(seen)
+
+    def close(self) -> None:
+        """Apply everything queued, then stop."""
+        self.events.put(STOP)
+        self.thread.join()
+
+    def _work(self) -> None:
+        try:
+            stopped = False
+            while not stopped:
+                batch = self._next_batch()
+                stopped = batch[-1] is STOP
+                self._apply_batch([event for event in batch if event is not STOP])
+        finally:
+            connection.close()
+
+    def _next_batch(self) -> list:
+        """What is queued now, in order, up to BATCH events (waiting for the first)."""
+        batch = [self.events.get()]
+        while len(batch) < BATCH and batch[-1] is not STOP:
+            try:
+                batch.append(self.events.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _apply_batch(self, batch: list) -> None:
+        """One transaction per batch (one commit, one fsync). Bindings go first, in order,
+        so the calls of the batch are attributed with them; of several snapshots of one
+        call only the last is written, as each snapshot holds the whole call so far.
+
+        The batch is applied at first without a savepoint per event (two round trips
+        each). Should any event fail, the whole batch is rolled back and applied again
+        with each event in a savepoint of its own, so one failure spoils nothing else."""
+        if not batch:
+            return
+        events = coalesced(batch)
+        self.calls.begin_batch(starting_calls(batch))
+        if not self._apply_at_once(events):
+            self._apply_one_by_one(events, len(batch))
+
+    def _apply_at_once(self, events: list) -> bool:
+        counts = (self.outcomes.copy(), self.bindings_applied, self.calls.written)
+        try:
+            with transaction.atomic():
+                for event in events:
+                    self._apply_event(event)
+        except Exception as error:  # any failure: the event-by-event pass counts and logs it
+            log.info("a batch of %d events is applied again one by one: %s", len(events), error)
+            self.outcomes, self.bindings_applied, self.calls.written = counts
+            self.calls.forget()
+            fresh_connection_if_broken()  # outside the transaction, now rolled back
+            return False
+        return True
+
+    def _apply_one_by_one(self, events: list, received: int) -> None:
+        """Each event in a savepoint of its own: one that fails is rolled back alone and
+        parked with its reason, and the rest of the batch commits. Should the connection
+        itself break, the batch is tried once more on a fresh one."""
+        for attempt in (1, 2):
+            try:
+                with transaction.atomic():
+                    for event in events:
+                        self._apply(event)
+                return
+            except DatabaseError as error:
+                self.calls.forget()
+                # Closed only now, outside the transaction: closing inside it would roll
+                # back the events already applied and fail every one after it.
+                connection.close()
+                if attempt == 2:
+                    self.failures[type(error).__name__] += received
+                    log.error("could not commit %d events: %s", received, error)
+
+    def _bind(self, seen: BindingSeen) -> None:
+        refused = refusal_of(seen)
+        if refused:
+            self.outcomes[refused] += 1
+            return
+        self.outcomes[apply_binding(seen).action] += 1
+        self.bindings_applied += 1
+
+    def _apply(self, event: BindingSeen | CallSnapshot) -> None:
+        # The loop's edge: one bad event is rolled back to its savepoint, counted and
+        # parked, never the end of the rest. A broken connection is the batch's failure.
+        try:
+            with transaction.atomic():
+                self._apply_event(event)
+        except (OperationalError, InterfaceError):
+            raise
+        except DatabaseError as error:
+            self.failures[type(error).__name__] += 1
+            log.error("could not store %r: %s", event, error)
+            self._park(event, error)
+        except Exception as error:
+            self.failures["unexpected"] += 1
+            log.exception("could not store %r", event)
+            self._park(event, error)
+
+    def _park(self, event: object, error: Exception) -> None:
+        self._forget(event)
+        kind, subject = parked_kind_of(event)
+        park(kind, subject, error, event, self.calls.node)
+
+    def _apply_event(self, event: BindingSeen | CallSnapshot) -> None:
+        if isinstance(event, BindingSeen):
+            self._bind(event)
+        elif isinstance(event, EncryptedSignallingSeen):
+            note_encrypted_signalling(event)
+        else:
+            self.calls.record(event)
+
+    def _forget(self, event: object) -> None:
+        """A call whose write was rolled back with its savepoint is read again next time."""
+        if isinstance(event, CallSnapshot):
+            self.calls.forget(event)

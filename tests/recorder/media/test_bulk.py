@@ -1,0 +1,177 @@
+"""Bulk decoding of log blocks gives exactly what packet-by-packet decoding gives.
+
+StreamDecoder.feed_block decodes regular G.711 stretches in one step. These tests feed the
+same packets both ways, the blocks cut at random places, and require the same audio
+sample for sample, the same quality figures (jitter to the last bit) and the same DTMF,
+for streams with every irregularity the general path handles.
+"""
+
+from __future__ import annotations
+
+import random
+from array import array
+
+import numpy as np
+import pytest
+
+from recorder.media.bulk import C_EXPANDERS, G711_TABLES, BlockHeaders, expand_g711
+from recorder.media.stream import PcmChunk, StreamDecoder
+from tests.recorder.media.rtp_build import CN, PCMA, PCMU, rtp, telephone_event
+
+PAYLOAD_TYPES = ((0, "PCMU/8000"), (8, "PCMA/8000"), (13, "CN/8000"), (101, "telephone-event/8000"))
+
+
+def timeline(chunks: list[PcmChunk]) -> bytes:
+    """The audio the chunks describe, gaps as silence: what the spool would hold."""
+    audio = bytearray()
+    for chunk in chunks:
+        start = 2 * chunk.offset
+        if len(audio) < start:
+            audio.extend(bytes(start - len(audio)))
+        audio[start : start + len(chunk.pcm)] = chunk.pcm
+    return bytes(audio)
+
+
+def one_by_one(packets: list[tuple[float, bytes]]) -> StreamDecoder:
+    decoder = StreamDecoder(PAYLOAD_TYPES)
+    decoder.chunks = [chunk for at, packet in packets for chunk in decoder.feed(at, packet)]
+    decoder.chunks += decoder.flush()
+    return decoder
+
+
+def in_blocks(packets: list[tuple[float, bytes]], rng: random.Random) -> StreamDecoder:
+    decoder = StreamDecoder(PAYLOAD_TYPES)
+    decoder.chunks = []
+    index = 0
+    while index < len(packets):
+        size = rng.choice([1, 2, 7, 50, 256])
+        block = packets[index : index + size]
+        index += size
+        arrivals = array("d", [at for at, _ in block])
+        lengths = array("H", [len(packet) for _, packet in block])
+        decoder.chunks += decoder.feed_block(arrivals, lengths, b"".join(p for _, p in block))
+    decoder.chunks += decoder.flush()
+    return decoder
+
+
+def assert_same(expected: StreamDecoder, actual: StreamDecoder) -> None:
+    assert timeline(actual.chunks) == timeline(expected.chunks)
+    assert actual.quality == expected.quality
+    assert actual.dtmf == expected.dtmf
+    assert actual.end_sample == expected.end_sample
+    assert actual.sample_rate == expected.sample_rate
+
+
+def regular(count: int, *, start: float = 100.0, sequence: int = 1000, timestamp: int = 0,
+            payload_type: int = PCMA, ssrc: int = 7) -> list[tuple[float, bytes]]:  # fmt: skip
+    return [
+        (
+            start + 0.02 * n + 0.0003 * ((n * 7) % 5),
+            rtp(sequence + n, timestamp + 160 * n, payload_type=payload_type, ssrc=ssrc),
+        )
+        for n in range(count)
+    ]
+
+
+def disturbed(seed: int) -> list[tuple[float, bytes]]:
+    """A long G.711 stream with random loss, reordering, duplicates, SSRC and sequence
+    restarts, timestamp jumps, holds, codec changes, marker bits, short frames, comfort
+    noise, DTMF, junk datagrams and out-of-range arrival times."""
+    rng = random.Random(seed)
+    packets: list[tuple[float, bytes]] = []
+    at, sequence, timestamp, ssrc, payload_type = 50.0, rng.randrange(65536), 0, 1, PCMU
+    for _ in range(3000):
+        roll = rng.random()
+        frame = 160 if rng.random() > 0.02 else 80
+        packet = rtp(sequence, timestamp, bytes([rng.randrange(256)]) * frame,
+                     ssrc=ssrc, payload_type=payload_type, marker=rng.random() < 0.01)  # fmt: skip
+        if roll < 0.02:
+            pass  # lost
+        elif roll < 0.04 and packets:
+            packets.insert(len(packets) - rng.randint(1, min(5, len(packets))), (at, packet))
+        elif roll < 0.05:
+            packets += [(at, packet), (at + 0.001, packet)]
+        elif roll < 0.055:
+            packets.append((at, telephone_event(sequence, timestamp, rng.randrange(16), 400,
+                                                end=rng.random() < 0.5, ssrc=ssrc)))  # fmt: skip
+        elif roll < 0.06:
+            packets.append((at, rtp(sequence, timestamp, b"\x40", ssrc=ssrc, payload_type=CN)))
+        elif roll < 0.062:
+            packets.append((at, b"\x00\x01junk"))
+        elif roll < 0.063:
+            packets.append((-1.0, packet))
+        else:
+            packets.append((at + rng.uniform(0, 0.004), packet))
+        sequence, timestamp, at = (sequence + 1) % 65536, timestamp + frame, at + frame / 8000
+        change = rng.random()
+        if change < 0.003:
+            ssrc += 1
+        elif change < 0.006:
+            sequence = rng.randrange(65536)
+        elif change < 0.009:
+            timestamp = (timestamp + rng.randrange(1 << 32)) % (1 << 32)
+        elif change < 0.011:
+            at += rng.choice([2.0, 7.0])  # a hold: no packets, timestamps stand still
+        elif change < 0.013:
+            payload_type = PCMA if payload_type == PCMU else PCMU
+    return packets
+
+
+def test_a_regular_stream_decodes_in_bulk_to_the_same_audio_and_figures() -> None:
+    packets = regular(1500)
+    assert_same(one_by_one(packets), in_blocks(packets, random.Random(1)))
+
+
+def test_a_regular_stream_crosses_sequence_and_timestamp_wrap_around() -> None:
+    packets = regular(400, sequence=65500, timestamp=(1 << 32) - 160 * 30)
+    assert_same(one_by_one(packets), in_blocks(packets, random.Random(2)))
+
+
+@pytest.fixture
+def fed(monkeypatch) -> list[float]:
+    """The arrival of every packet that went through feed() rather than a bulk stretch:
+    a guard against a bulk path that silently never runs."""
+    fed: list[float] = []
+    original = StreamDecoder.feed
+
+    def counting_feed(self, at, datagram):
+        fed.append(at)
+        return original(self, at, datagram)
+
+    monkeypatch.setattr(StreamDecoder, "feed", counting_feed)
+    return fed
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_disturbed_stream_decodes_in_blocks_exactly_as_packet_by_packet(
+    seed: int, fed: list[float]
+) -> None:
+    packets = disturbed(seed)
+    expected = one_by_one(packets)
+    fed.clear()
+    assert_same(expected, in_blocks(packets, random.Random(seed)))
+    assert len(fed) < len(packets) / 2  # most packets went through bulk stretches
+
+
+def test_the_bulk_path_takes_all_but_the_first_packets_of_a_regular_stream(
+    fed: list[float],
+) -> None:
+    in_blocks(regular(1000), random.Random(3))
+    assert 0 < len(fed) < 20
+
+
+def test_links_break_at_each_irregularity() -> None:
+    packets = regular(6)
+    packets[3] = (packets[3][0], rtp(1003, 160 * 3 + 8000 * 9, ssrc=7))  # timestamp jump
+    arrivals = array("d", [at for at, _ in packets])
+    lengths = array("H", [len(p) for _, p in packets])
+    headers = BlockHeaders(arrivals, lengths, b"".join(p for _, p in packets))
+    links = headers.links(StreamDecoder(PAYLOAD_TYPES).formats, (-40000.0, 8000.0))
+    assert links.tolist() == [False, True, True, False, False, True]
+
+
+@pytest.mark.parametrize("codec_name", ["PCMU", "PCMA"])
+def test_the_c_expansion_gives_the_itu_tables_samples_for_every_code(codec_name: str) -> None:
+    codes = np.arange(256, dtype=np.uint8).reshape(2, 128)
+    assert expand_g711(codec_name, codes) == G711_TABLES[codec_name][codes].tobytes()
+    assert len(C_EXPANDERS) == 2  # this Python has audioop: the C path was the one tested

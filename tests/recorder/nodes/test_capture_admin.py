@@ -1,0 +1,74 @@
+"""Capture interfaces in the admin: configured there, their live state shown read-only."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+from django.utils import timezone
+
+from recorder.nodes.models import CaptureInterface
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client_logged_in() -> Client:
+    client = Client()
+    client.force_login(User.objects.create_superuser("admin", "admin@example.com", "x" * 20))
+    return client
+
+
+def test_the_list_shows_each_interface_with_its_live_state(
+    admin_client_logged_in: Client, settings
+) -> None:
+    settings.QMS_CAPTURE_LEASE_SECONDS = 60
+    now = timezone.now()
+    CaptureInterface.objects.create(
+        node="node-a", interface="eth1", running=True, running_since=now - timedelta(hours=2),
+        packets_per_second=1234.5, kernel_drops=17, live_calls=42, outbox_backlog=3,
+        heartbeat_at=now,
+    )  # fmt: skip
+    CaptureInterface.objects.create(
+        node="node-b", interface="eth2", running=True, heartbeat_at=now - timedelta(minutes=5)
+    )
+
+    page = admin_client_logged_in.get("/admin/capture/captureinterface/").content.decode()
+
+    assert "eth1" in page and "node-a" in page
+    assert "1234.5" in page and ">17<" in page and ">42<" in page
+    # A heartbeat older than a lease is not believed: eth2 is not shown capturing.
+    assert page.count('alt="True"') == 3  # eth1's enabled and capturing, eth2's enabled
+    assert page.count('alt="False"') == 1
+
+
+def test_an_interface_is_configured_in_the_admin_and_its_live_state_is_read_only(
+    admin_client_logged_in: Client,
+) -> None:
+    response = admin_client_logged_in.post(
+        "/admin/capture/captureinterface/add/",
+        {"node": "node-a", "interface": "eth1", "bpf_filter": "udp or tcp port 2000",
+         "enabled": "on", "running": "on", "live_calls": "99"},
+    )  # fmt: skip
+    assert response.status_code == 302, response.content.decode()[:2000]
+
+    (interface,) = CaptureInterface.objects.all()
+    assert (interface.node, interface.interface, interface.bpf_filter, interface.enabled) == (
+        "node-a",
+        "eth1",
+        "udp or tcp port 2000",
+        True,
+    )
+    assert (interface.running, interface.live_calls) == (False, 0)
+
+
+def test_a_node_name_that_cannot_name_a_queue_is_refused(admin_client_logged_in: Client) -> None:
+    response = admin_client_logged_in.post(
+        "/admin/capture/captureinterface/add/",
+        {"node": "node a/b", "interface": "eth1", "enabled": "on"},
+    )
+    assert response.status_code == 200
+    assert "A node name is letters, digits" in response.content.decode()
+    assert not CaptureInterface.objects.exists()

@@ -1,0 +1,173 @@
+"""What the sink asks of the database per call and per binding, pinned.
+
+The capture loop hands the sink one binding per phone sighting and a few snapshots per
+call; at a thousand calls a second, each query on those paths counts. The bounds are the
+numbers measured when they were last cut; a change that adds queries fails here first.
+Before that cut, the call below with its binding took 48 statements here (now 21), a
+binding refresh 15 (now 7) and a trunk's INVITE 4 (now 1).
+
+Tests run inside a transaction, so each batch of the sink is a savepoint here: the two
+statements SAVEPOINT and RELEASE that a real batch (its own transaction) does not pay are
+counted in the bounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from extensions.models import Agent, Binding, Extension, Phone
+from extensions.services import apply_binding, assign_line, learns_from_call
+from integrations.observations import BindingSeen, BindingSource
+from recorder.engine.calls import CallSnapshot
+from recorder.engine.engine import Engine
+from recorder.models import Call, Recording, recordings_storage
+from recorder.sinks import database as sinks
+from recorder.sinks.database import DatabaseSink
+from tests.recorder.recordings.test_recording_mobility import (
+    DAY_ONE,
+    GATEWAY,
+    HOT_DESK,
+    outbound_call,
+)
+
+REGISTERED = datetime.fromtimestamp(DAY_ONE - 60, UTC)
+
+
+class Collector:
+    """A sink that keeps the engine's events, to be applied by the test, counted."""
+
+    def __init__(self) -> None:
+        self.events: list = []
+
+    def binding(self, seen: BindingSeen) -> None:
+        self.events.append(seen)
+
+    def call(self, snapshot: CallSnapshot) -> None:
+        self.events.append(snapshot)
+
+    def encrypted(self, seen: object) -> None:
+        self.events.append(seen)
+
+
+@pytest.fixture
+def john(db: None) -> Agent:
+    """John's 9001 is line 1 on his SIP phone, which registered from the hot desk."""
+    phone = Phone.objects.create(device_name="SEP-JOHN", protocol="sip")
+    assign_line(phone, 1, "9001")
+    agent = Agent.objects.create(name="John")
+    Extension.objects.filter(number="9001").update(agent=agent)
+    apply_binding(register("9001", REGISTERED))
+    return agent
+
+
+@pytest.fixture
+def sink() -> Iterator[DatabaseSink]:
+    """A sink whose batches the test applies in its own thread (and transaction)."""
+    sink = DatabaseSink(node="test")
+    sink.close()
+    yield sink
+
+
+def register(number: str, at: datetime) -> BindingSeen:
+    return BindingSeen(number, HOT_DESK, BindingSource.SIP_REGISTER, at, expires_in=3600)
+
+
+def one_call(call_id: str, tmp_path: Path) -> list:
+    """The engine's events for one recorded call from the hot desk: its binding, then the
+    snapshots start, answer and end (with the spool of its RTP)."""
+    collector = Collector()
+    engine = Engine(collector, {HOT_DESK}, spool_root=tmp_path / "spool")
+    for at, frame in outbound_call(call_id, "9001", DAY_ONE):
+        engine.feed(at, 1, frame)
+    engine.finish()
+    return collector.events
+
+
+def counted(apply: Callable[..., object], *args: object) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        apply(*args)
+    return len(queries)
+
+
+def test_a_recorded_call_and_its_binding_cost_a_handful_of_queries(
+    john: Agent, sink: DatabaseSink, tmp_path: Path
+) -> None:
+    binding, start, answer, end = one_call("counted", tmp_path)
+    assert (start.event, answer.event, end.event) == ("start", "answer", "end") and end.spool
+
+    # The phone's INVITE refreshes its binding; the call's row is one INSERT. One more
+    # reads the call servers (extensions/trust.py), at most every 30 s in a process.
+    assert counted(sink._apply_batch, [binding, start]) <= 13
+    assert counted(sink._apply_batch, [answer]) <= 3
+    # The end: the row's changed columns, the do-not-record numbers, the recording.
+    assert counted(sink._apply_batch, [end]) <= 6
+
+    recording = Recording.objects.get()
+    assert (recording.agent, recording.extension, recording.status) == (john, "9001", "complete")
+    assert recording.file.name.endswith(f"{recording.pk:08d}.wav")
+    call = Call.objects.get()
+    assert (call.state, call.agent, call.phone.device_name) == ("ended", john, "SEP-JOHN")
+    assert not sink.failures and sink.outcomes == {"refreshed": 1}
+
+
+def test_a_snapshot_that_changes_nothing_writes_nothing(
+    john: Agent, sink: DatabaseSink, tmp_path: Path
+) -> None:
+    _, start, answer, _ = one_call("twice", tmp_path)
+    sink._apply_batch([start, answer])
+    assert counted(sink._apply_batch, [answer]) <= 2  # the batch's savepoint, nothing else
+
+
+def test_a_binding_refresh_costs_seven_queries(john: Agent) -> None:
+    again = register("9001", REGISTERED + timedelta(minutes=30))
+    assert counted(apply_binding, again) <= 7
+    assert Binding.objects.get().last_seen == again.seen_at
+
+
+def test_a_trunks_invite_is_told_apart_in_one_query(john: Agent) -> None:
+    trunk = BindingSeen("+15550100", GATEWAY, BindingSource.SIP_CALL, REGISTERED)
+    with CaptureQueriesContext(connection) as queries:
+        assert not learns_from_call(trunk)
+    assert len(queries) == 1
+    phone = BindingSeen("9001", HOT_DESK, BindingSource.SIP_CALL, REGISTERED)
+    assert learns_from_call(phone)
+
+
+def test_one_bad_event_in_a_batch_spoils_nothing_else(
+    john: Agent, sink: DatabaseSink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, kept_start, _, kept_end = one_call("kept", tmp_path)
+    _, spoilt_start, _, spoilt_end = one_call("spoilt", tmp_path)
+    sink._apply_batch([kept_start, spoilt_start])
+    real_finish = sinks.finish_recording
+
+    def decoder_failing_on_spoilt(call: Call, *args: object) -> Recording | None:
+        if call.call_id == "spoilt":
+            raise ValueError("a codec this version cannot decode")
+        return real_finish(call, *args)
+
+    monkeypatch.setattr(sinks, "finish_recording", decoder_failing_on_spoilt)
+    later = register("9001", REGISTERED + timedelta(minutes=30))
+    elsewhere = BindingSeen("9002", "10.50.0.32", BindingSource.SIP_REGISTER, REGISTERED)
+    archive = Path(recordings_storage().location)
+    files_before = set(archive.rglob("*.wav"))
+    sink._apply_batch([later, elsewhere, kept_end, spoilt_end])
+
+    assert sink.failures == {"unexpected": 1}
+    assert sink.outcomes == {"opened": 1, "refreshed": 1}  # counted once, not per pass
+    assert Binding.objects.get(extension_number="9001").last_seen == later.seen_at
+    assert Binding.objects.filter(extension_number="9002", ip="10.50.0.32").exists()
+    kept = Recording.objects.get()
+    assert (kept.call_id, kept.status, kept.agent) == ("kept", "complete", john)
+    # The first, rolled-back pass left no file without its row (PostgreSQL does not give
+    # its id again: the second pass names the audio anew).
+    assert (archive / kept.file.name).is_file()
+    assert set(archive.rglob("*.wav")) - files_before <= {archive / kept.file.name}
+    # The failed end is rolled back: the call stands as its start left it.
+    assert Call.objects.get(call_id="spoilt").state == "setup"
