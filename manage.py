@@ -11,7 +11,7 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "qms.settings")
     from django.core.management import execute_from_command_line
 
-    from qms.env import SettingsError
+    from qms.lib.env import SettingsError
 
     try:
         execute_from_command_line(sys.argv)

@@ -11,6 +11,17 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from extensions.access import (
+    agents_visible_to,
+    binding_conflicts_visible_to,
+    bindings_visible_to,
+    encrypted_signalling_visible_to,
+    extensions_visible_to,
+    line_appearances_visible_to,
+    phones_visible_to,
+    seen_extensions_visible_to,
+    teams_visible_to,
+)
 from extensions.forms import LineAppearanceForm, LineAppearanceFormSet
 from extensions.models import (
     Agent,
@@ -27,17 +38,7 @@ from extensions.models import (
 )
 from extensions.services import save_lines
 from extensions.trust import forget_call_servers
-from recorder.playback.access import (
-    agents_visible_to,
-    binding_conflicts_visible_to,
-    bindings_visible_to,
-    encrypted_signalling_visible_to,
-    extensions_visible_to,
-    line_appearances_visible_to,
-    phones_visible_to,
-    seen_extensions_visible_to,
-    teams_visible_to,
-)
+from qms.lib.admin import ClearableReadOnlyAdmin, ReadOnlyAdmin
 
 
 def changelist_link(model: str, label: str, **filters: object) -> str:
@@ -52,27 +53,6 @@ class VisibleTeamsFilter(admin.RelatedFieldListFilter):
     def field_choices(self, field: Field, request: HttpRequest, model_admin) -> list:
         teams = teams_visible_to(request.user).order_by("name")
         return [(team.pk, str(team)) for team in teams]
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """History and wire facts are written by QMS alone; people only read them."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-
-class ClearableReadOnlyAdmin(ReadOnlyAdmin):
-    """Facts QMS alone writes, which a person who holds the delete permission may clear
-    once looked at (parked events, capture alerts, disputed claims)."""
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return admin.ModelAdmin.has_delete_permission(self, request, obj)
 
 
 @admin.register(Team)

@@ -16,11 +16,7 @@ from django.db.models import Prefetch, Q, QuerySet
 from rest_framework import mixins, permissions, serializers, viewsets
 from rest_framework.exceptions import ValidationError
 
-from extensions.models import Agent, Binding, Extension, LineAppearance, Phone, Team
-from extensions.services import assign_line
-from extensions.validators import validate_extension_number
-from qms.query import CheckedQuery, by_id_or_name, ip_address
-from recorder.playback.access import (
+from extensions.access import (
     agents_visible_to,
     bindings_visible_to,
     extensions_visible_to,
@@ -28,20 +24,11 @@ from recorder.playback.access import (
     phones_visible_to,
     teams_visible_to,
 )
-
-STRING = {"type": "string"}
-INTEGER = {"type": "integer"}
-BOOLEAN = {"type": "boolean"}
-
-
-class ViewModelPermissions(permissions.DjangoModelPermissions):
-    """Reading needs the model's view permission too, not only a login."""
-
-    perms_map = {
-        **permissions.DjangoModelPermissions.perms_map,
-        "GET": ["%(app_label)s.view_%(model_name)s"],
-        "HEAD": ["%(app_label)s.view_%(model_name)s"],
-    }
+from extensions.models import Agent, Binding, Extension, LineAppearance, Phone, Team
+from extensions.services import assign_line
+from extensions.validators import validate_extension_number
+from qms.lib.api import BOOLEAN, STRING
+from qms.lib.query import CheckedQuery, by_id_or_name, ip_address
 
 
 class DirectoryViewSet(CheckedQuery, viewsets.GenericViewSet):

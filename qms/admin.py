@@ -13,9 +13,9 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 
+from extensions.access import sees_directory_health
 from extensions.health import directory_health
-from qms.login_throttle import is_locked, lockout_message
-from recorder.playback.access import sees_directory_health
+from qms.lib.login_throttle import is_locked, lockout_message
 
 
 class ThrottledAdminAuthenticationForm(AdminAuthenticationForm):

@@ -12,7 +12,7 @@ from extensions.api import (
     PhoneViewSet,
     TeamViewSet,
 )
-from qms.api import docs_view, schema_view
+from qms.lib.api import docs_view, schema_view
 from recorder.playback.api import AuditEntryViewSet, RecordingViewSet
 
 

@@ -16,4 +16,4 @@ class QMSConfig(AppConfig):
 
     def ready(self) -> None:
         # Connects the failed-login counter to django.contrib.auth's signals.
-        from qms import login_throttle  # noqa: F401
+        from qms.lib import login_throttle  # noqa: F401

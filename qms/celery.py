@@ -7,7 +7,7 @@ import sys
 
 from celery import Celery
 
-from qms.env import report_plainly
+from qms.lib.env import report_plainly
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "qms.settings")
 # `celery -A qms worker|beat` reads the settings inside celery's own command line: a bad

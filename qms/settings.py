@@ -8,7 +8,7 @@ import socket
 from datetime import timedelta
 from pathlib import Path
 
-from qms.env import (
+from qms.lib.env import (
     SettingsError,
     ensure_directory,
     env_bool,
@@ -100,7 +100,7 @@ CACHES = {"default": env_cache("CACHE_URL")}
 
 AUTHENTICATION_BACKENDS = [
     # Refuses a locked username + client IP before any password is checked (docs/playback.md).
-    "qms.login_throttle.LockoutBackend",
+    "qms.lib.login_throttle.LockoutBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
 # After this many failed logins for one username from one client IP within the lockout
@@ -217,9 +217,9 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     # Every list is paginated: PAGE_SIZE rows unless ?page_size= asks for up to 500.
-    "DEFAULT_PAGINATION_CLASS": "qms.api.Pagination",
+    "DEFAULT_PAGINATION_CLASS": "qms.lib.api.Pagination",
     "PAGE_SIZE": 100,
-    "DEFAULT_SCHEMA_CLASS": "qms.api.QMSAutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "qms.lib.api.QMSAutoSchema",
 }
 
 # Celery: with no broker configured, tasks run in-process (the embedded default).

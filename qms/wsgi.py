@@ -7,7 +7,7 @@ import sys
 
 from django.core.wsgi import get_wsgi_application
 
-from qms.env import SettingsError
+from qms.lib.env import SettingsError
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "qms.settings")
 

@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from extensions.admin import ReadOnlyAdmin
+from qms.lib.admin import ReadOnlyAdmin
 from recorder.models import AuditEntry, Call, Recording
 from recorder.playback.access import calls_visible_to, recordings_visible_to
 from recorder.playback.audit import audit, audit_call_view, audit_search

@@ -11,7 +11,6 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
-from extensions.admin import ReadOnlyAdmin
 from integrations.shoretel.models import (
     TapiBridge,
     TapiBridgeState,
@@ -20,6 +19,7 @@ from integrations.shoretel.models import (
     TapiRecording,
 )
 from integrations.shoretel.poller import poll_bridge
+from qms.lib.admin import ReadOnlyAdmin
 from recorder.admin import AuditedLooksAdmin
 
 STATE_FIELDS = [

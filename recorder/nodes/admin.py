@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.utils import timezone
 
-from extensions.admin import ClearableReadOnlyAdmin, ReadOnlyAdmin
+from qms.lib.admin import ClearableReadOnlyAdmin, ReadOnlyAdmin
 from recorder.nodes.models import (
     CaptureAlert,
     CaptureInterface,

@@ -16,8 +16,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
-from extensions.api import ViewModelPermissions
-from qms.query import CheckedQuery, by_id_or_name, choice, moment, number, row_id
+from qms.lib.api import DATE_TIME, NUMBER, STRING, ViewModelPermissions
+from qms.lib.query import CheckedQuery, by_id_or_name, choice, moment, number, row_id
 from recorder.models import AuditEntry, Call, Recording
 from recorder.playback.access import recordings_visible_to
 from recorder.playback.audio import audio_response
@@ -25,9 +25,6 @@ from recorder.playback.audit import audit, audit_search
 from recorder.playback.listing import ScopedListing
 from recorder.playback.search import DEFAULT_SORT, SORTS
 
-STRING = {"type": "string"}
-NUMBER = {"type": "number"}
-DATE_TIME = {"type": "string", "format": "date-time"}
 # A recording id no URL holds otherwise, stood in for the id when a URL is reversed once.
 URL_PLACEHOLDER = 918273645546372819
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest, QueryDict
 
-from qms.http import client_ip
+from qms.lib.http import client_ip
 from recorder.models import AuditEntry, Call, Recording
 
 # Query parameters that page through results rather than choose them.

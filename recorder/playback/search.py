@@ -15,14 +15,14 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from extensions.models import Agent, Team
-from recorder.models import Call, Recording
-from recorder.playback.access import (
+from extensions.access import (
     User,
     agents_visible_to,
     extensions_visible_to,
     teams_visible_to,
 )
+from extensions.models import Agent, Team
+from recorder.models import Call, Recording
 
 PAGE_SIZE = 50
 # The columns the list sorts by, as ?sort=<name> (ascending) or ?sort=-<name>.

@@ -20,7 +20,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
-from qms.login_throttle import is_locked, lockout_message
+from qms.lib.login_throttle import is_locked, lockout_message
 from recorder.models import AuditEntry, Call, Recording
 from recorder.playback.access import calls_visible_to, may_download, recordings_visible_to
 from recorder.playback.audio import audio_response
@@ -46,7 +46,7 @@ QUALITY_DIRECTIONS = [("agent_to_far", "Agent → far party"), ("far_to_agent", 
 
 class LoginForm(AuthenticationForm):
     """The pages' login, for every active user (the admin's admits staff only), saying
-    plainly when too many failures have locked it (qms/login_throttle.py)."""
+    plainly when too many failures have locked it (qms/lib/login_throttle.py)."""
 
     def clean(self) -> dict:
         username = self.cleaned_data.get("username")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from qms.env import (
+from qms.lib.env import (
     env_bool,
     env_cache,
     env_choice,

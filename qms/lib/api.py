@@ -102,3 +102,21 @@ def readable_paths(document: dict) -> dict[str, list[dict]]:
         ]
         for path, operations in document["paths"].items()
     }
+
+
+# Schema fragments for the apps' extend_schema-style hints.
+STRING = {"type": "string"}
+INTEGER = {"type": "integer"}
+NUMBER = {"type": "number"}
+BOOLEAN = {"type": "boolean"}
+DATE_TIME = {"type": "string", "format": "date-time"}
+
+
+class ViewModelPermissions(permissions.DjangoModelPermissions):
+    """Reading needs the model's view permission too, not only a login."""
+
+    perms_map = {
+        **permissions.DjangoModelPermissions.perms_map,
+        "GET": ["%(app_label)s.view_%(model_name)s"],
+        "HEAD": ["%(app_label)s.view_%(model_name)s"],
+    }

@@ -8,7 +8,7 @@ guesser elsewhere from locking the real person out of their own account.
 Failures are also counted per client IP alone, whatever the username: after
 QMS_LOGIN_ADDRESS_FAILURE_LIMIT of them within the period, every login from that address
 is locked for the period, so one address cannot spray a few guesses at many accounts.
-The address is qms.http.client_ip(): a forwarded header is believed only from a trusted
+The address is qms.lib.http.client_ip(): a forwarded header is believed only from a trusted
 proxy, so a guesser cannot spread their failures over addresses they make up.
 
 The lock is enforced by an authentication backend placed before ModelBackend, so every
@@ -28,7 +28,7 @@ from django.core.exceptions import PermissionDenied
 from django.dispatch import receiver
 from django.http import HttpRequest
 
-from qms.http import client_ip
+from qms.lib.http import client_ip
 
 
 def is_locked(username: str, request: HttpRequest | None) -> bool:
