@@ -28,7 +28,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "qms.settings")
 import traffic  # noqa: E402
 
 from recorder.capture.sources import read_capture  # noqa: E402
-from recorder.engine.engine import Engine, NullSink  # noqa: E402
+from recorder.engine.engine import Engine  # noqa: E402
+from recorder.engine.sink import NullSink  # noqa: E402
 
 CAPTURES = Path(os.environ.get("QMS_PUBLIC_CAPTURES", ROOT.parent / "shared/captures/public"))
 LINKTYPES = [1, 1, 1, 113, 276, 101, 0]

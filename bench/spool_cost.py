@@ -22,7 +22,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "qms.settings")
 
 from recorder.capture.sources import pcap_chunks  # noqa: E402
-from recorder.engine.engine import Engine, NullSink  # noqa: E402
+from recorder.engine.engine import Engine  # noqa: E402
+from recorder.engine.sink import NullSink  # noqa: E402
 
 
 def main() -> None:

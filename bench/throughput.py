@@ -78,7 +78,8 @@ def run_engine_only(path: Path) -> None:
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "qms.settings")
     from recorder.capture.sources import pcap_chunks
-    from recorder.engine.engine import Engine, NullSink
+    from recorder.engine.engine import Engine
+    from recorder.engine.sink import NullSink
 
     engine = Engine(NullSink())
     found, chunks = pcap_chunks(path)

@@ -34,7 +34,7 @@ PCAP_MAGIC = {
 }
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 READ_CHUNK = 4 * 1024 * 1024
-# The engine's pcap loop classifies runs of records at once (recorder/capture/runs.py):
+# The engine's pcap loop classifies runs of records at once (recorder/engine/pcapfile.py):
 # a chunk holds a run of RUN_MAX G.711 records (7.5 MB), and no more, since the chunk is
 # memory the import holds whatever the number of calls.
 PCAP_CHUNK = 8 * 1024 * 1024

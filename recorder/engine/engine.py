@@ -14,10 +14,8 @@ import resource
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 
 from integrations.bounds import Refused, bounded
 from integrations.observations import (
@@ -37,10 +35,9 @@ from integrations.sip.message import looks_like_sip
 from integrations.sip.tracker import SipTracker
 from recorder.capture.ip import PROTO_TCP, PROTO_UDP, Datagram, IpDecoder
 from recorder.capture.link import LINKTYPE_ETHERNET, LinkError, ip_of_frame
-from recorder.capture.runs import RUN_STREAK, SMALLEST_RECORD, RunFeeder
 from recorder.capture.sources import Packet, PcapFormat
 from recorder.capture.tcp import TcpReassembler
-from recorder.engine.calls import CallSnapshot, CallTable, LiveCall, MediaStream, endpoint_of_key
+from recorder.engine.calls import CallTable, LiveCall, MediaStream, endpoint_of_key
 from recorder.engine.floods import (
     NEW_NUMBER_FLOOD,
     PROBATION_FULL,
@@ -49,19 +46,20 @@ from recorder.engine.floods import (
     SpoolHandles,
     StreamProbation,
 )
+from recorder.engine.pcapfile import (
+    ETHERNET_IPV4_NO_OPTIONS,
+    feed_pcap,
+)
+from recorder.engine.sink import EngineStats, Sink
 from recorder.media.rtp import looks_like_rtp
-from recorder.media.rtplog import BLOCK_PACKETS, RtpLog
+from recorder.media.rtplog import RtpLog
 
 log = logging.getLogger(__name__)
-
-# No capture's snapshot length reaches this: a longer record is a damaged file.
-MAX_PCAP_RECORD = 16 + 262144
 
 SCCP_PORT = 2000
 SIP_PORTS = {5060}
 # Signalling QMS cannot read passively: SIP over TLS and secure SCCP (TLS on 2443).
 ENCRYPTED_SIGNALLING_PORTS = {5061: "sip-tls", 2443: "sccp-tls"}
-ETHERNET_IPV4_NO_OPTIONS = b"\x08\x00\x45"
 TICK_SECONDS = 1.0
 ENCRYPTED_REPORT_EVERY = 300.0
 # An unsignalled call ends when its RTP has been silent this long: with no BYE to wait
@@ -78,49 +76,6 @@ NOT_ERRORS = {
     "tcp-retransmission",
     "tcp-idle-expired",
 }
-
-
-class Sink(Protocol):
-    """Where per-binding and per-call events leave the capture loop."""
-
-    def binding(self, seen: BindingSeen) -> None: ...
-
-    def call(self, snapshot: CallSnapshot) -> None: ...
-
-    def encrypted(self, seen: EncryptedSignallingSeen) -> None: ...
-
-
-class NullSink:
-    """A sink that keeps nothing: for measuring the engine alone, and for fuzzing it."""
-
-    def binding(self, seen: BindingSeen) -> None:
-        pass
-
-    def call(self, snapshot: CallSnapshot) -> None:
-        pass
-
-    def encrypted(self, seen: EncryptedSignallingSeen) -> None:
-        pass
-
-
-@dataclass
-class EngineStats:
-    packets: int = 0
-    octets: int = 0
-    rtp_packets: int = 0
-    rtp_unmatched: int = 0
-    sip_messages: int = 0
-    sccp_messages: int = 0
-    bindings: int = 0
-    not_recorded: int = 0
-    unsignalled_calls: int = 0
-    rtp_relayed: int = 0
-    rtp_after_end: int = 0
-    encrypted_signalling: Counter = field(default_factory=Counter)
-    errors: Counter = field(default_factory=Counter)
-    ignored: Counter = field(default_factory=Counter)
-    # Trips of each flood cap (recorder/engine/floods.py), shown as alerts and in the stats lines.
-    caps: Counter = field(default_factory=Counter)
 
 
 class Engine:
@@ -192,39 +147,8 @@ class Engine:
         self.do_not_record_ips = set(do_not_record_ips)
 
     def feed_pcap(self, found: PcapFormat, chunks: Iterable[bytes]) -> None:
-        """A classic pcap file, record by record, with the RTP fast path inlined.
-
-        Chunks are cut anywhere: a record that runs past a chunk's end is carried over and
-        completed from the start of the next (only that record is copied), so the file is
-        walked once and a chunk is never copied whole.
-        """
-        records = PcapRecords(self, found)
-        carry = b""
-        for chunk in chunks:
-            offset = 0
-            if carry:
-                head = carry + chunk[:MAX_PCAP_RECORD]
-                used = records.feed(head, 0, len(carry))
-                if not used:
-                    carry += chunk
-                    if self._damaged(carry):
-                        return
-                    continue
-                offset = used - len(carry)
-            offset = records.feed(chunk, offset, len(chunk))
-            carry = chunk[offset:]
-            if self._damaged(carry):
-                return
-        if carry:
-            log.warning("the capture ends inside a packet; the partial packet is skipped")
-
-    def _damaged(self, carry: bytes) -> bool:
-        """A record longer than any capture's snapshot length: the file is damaged here."""
-        if len(carry) <= MAX_PCAP_RECORD:
-            return False
-        self.count("bad-pcap-record")
-        log.error("a pcap record claims %d bytes: the file is damaged here", len(carry))
-        return True
+        """A classic pcap file's chunks, through the file's fast path (pcapfile.py)."""
+        feed_pcap(self, found, chunks)
 
     def feed(self, at: float, linktype: int, frame: bytes) -> None:
         stats = self.stats
@@ -249,9 +173,9 @@ class Engine:
             if stream is not None:
                 self._count_rtp(stream, frame[42:], at)
                 return
-        self._slow_path(at, linktype, frame)
+        self.slow_path(at, linktype, frame)
 
-    def _slow_path(self, at: float, linktype: int, frame: bytes) -> None:
+    def slow_path(self, at: float, linktype: int, frame: bytes) -> None:
         # The packet loop's edge: a packet that trips a bug is counted and logged, and
         # the capture goes on with the next one.
         try:
@@ -534,90 +458,6 @@ class Engine:
     @property
     def sccp_errors(self) -> Counter:
         return self.sccp.errors
-
-
-class PcapRecords:
-    """The records of a classic pcap file's chunks fed to an engine: the hot path of an
-    import. For RTP to a known media endpoint it does one header unpack, four byte
-    comparisons and one dict lookup, and builds nothing; runs of records of one length go
-    to a RunFeeder (recorder/capture/runs.py) after RUN_STREAK of them."""
-
-    def __init__(self, engine: Engine, found: PcapFormat) -> None:
-        self.engine = engine
-        self.unpack = struct.Struct(found.byte_order + "IIII").unpack_from
-        self.unit, self.linktype = found.unit, found.linktype
-        self.runs = RunFeeder(engine, found) if found.linktype == LINKTYPE_ETHERNET else None
-
-    def feed(self, buffer: bytes, offset: int, limit: int) -> int:
-        """Every whole record of `buffer` that starts at `offset` or after and before
-        `limit`; returns where the first record not fed starts."""
-        engine, unpack, unit, linktype = self.engine, self.unpack, self.unit, self.linktype
-        # A run may go on to the buffer's end: only where the caller wants all of it.
-        runs = self.runs if limit >= len(buffer) else None
-        media, stats = engine.media, engine.stats
-        ethernet = linktype == LINKTYPE_ETHERNET
-        first, end, packets, rtp_packets = offset, len(buffer), 0, 0
-        last_header = min(end - 16, limit - 1)
-        next_tick = engine.next_tick
-        run_length, streak = -1, 0
-        while offset <= last_header:
-            seconds, fraction, captured, _ = unpack(buffer, offset)
-            start = offset + 16
-            if start + captured > end:
-                break  # the record goes on in the next chunk
-            if captured != run_length:
-                run_length, streak = captured, 0
-            elif streak < RUN_STREAK:
-                streak += 1
-            elif runs is not None and captured >= SMALLEST_RECORD - 16:
-                # Records of one length in a row: the rest of the run at once.
-                records, recorded = runs.feed(buffer, offset, captured, end)
-                packets += records
-                rtp_packets += recorded
-                offset += records * (16 + captured)
-                streak = RUN_STREAK if records >= RUN_STREAK else 0
-                next_tick = engine.next_tick
-                continue
-            offset = start + captured
-            at = seconds + fraction * unit
-            packets += 1
-            if at >= next_tick:
-                engine.tick(at)
-                next_tick = engine.next_tick
-            # Ethernet II, IPv4 without options, UDP, not a fragment (flags/offset 0 or DF).
-            if (
-                ethernet
-                and captured >= 42
-                and buffer[start + 12 : start + 15] == ETHERNET_IPV4_NO_OPTIONS
-                and buffer[start + 23] == 17
-                and not buffer[start + 20] & 0xBF
-                and not buffer[start + 21]
-            ):
-                stream = media.get(
-                    buffer[start + 30 : start + 34] + buffer[start + 36 : start + 38]
-                )
-                if stream is not None:
-                    rtp_packets += 1
-                    stream.packets += 1
-                    stream.octets += captured - 42
-                    stream.last_at = at
-                    if not stream.first_at:
-                        stream.first_at = at
-                    logged = stream.log_packets
-                    if logged is not None:
-                        # RtpLog.append_coded, inlined: two list appends.
-                        logged.append(buffer[start + 42 : offset])
-                        stream.log_arrivals.append(at)
-                        if len(logged) >= BLOCK_PACKETS:
-                            stream.log.flush()
-                    elif stream.log is not None:
-                        stream.log.append_coded(at, stream.log_code, buffer[start + 42 : offset])
-                    continue
-            engine._slow_path(at, linktype, buffer[start:offset])
-        stats.packets += packets
-        stats.rtp_packets += rtp_packets
-        stats.octets += offset - first - 16 * packets
-        return offset
 
 
 def allow_open_files() -> None:

@@ -14,7 +14,8 @@ from extensions.services import assign_line
 from qms.demo.capture import tune
 from recorder.capture.link import LINKTYPE_ETHERNET
 from recorder.capture.synthesis import rtp, udp, write_pcap
-from recorder.engine.engine import Engine, NullSink
+from recorder.engine.engine import Engine
+from recorder.engine.sink import NullSink
 from recorder.models import Recording
 
 

@@ -1,4 +1,4 @@
-"""The pcap loop's runs (recorder/capture/runs.py) against the engine's packet path.
+"""The pcap loop's runs (recorder/engine/pcapfile.py) against the engine's packet path.
 
 A capture is fed twice: through Engine.feed_pcap, where a run of equal-length records is
 classified at once and each stream's packets are logged together, and record by record
@@ -26,7 +26,6 @@ from pathlib import Path
 import pytest
 
 from integrations.observations import CallEvent, Side
-from recorder.capture.runs import RUN_MAX, RUN_STREAK, Run, RunFeeder
 from recorder.capture.sources import PCAP_MAGIC, pcap_chunks
 from recorder.capture.synthesis import (
     ETHERNET_HEADER,
@@ -41,6 +40,7 @@ from recorder.capture.synthesis import (
 )
 from recorder.engine.calls import CallSnapshot, LiveCall, MediaStream
 from recorder.engine.engine import Engine
+from recorder.engine.pcapfile import RUN_MAX, RUN_STREAK, Run, RunFeeder
 from recorder.media.rtplog import read_log
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))

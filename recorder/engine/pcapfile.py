@@ -1,4 +1,9 @@
-"""Runs of equal-length pcap records, classified and spooled at once.
+"""A classic pcap file into the engine: its records one by one with the RTP fast path
+inlined (PcapRecords), and runs of equal-length records classified and spooled at once
+(RunFeeder, Run).
+
+The engine is reached through PacketTaker, the part of it this path uses, so the file's
+reader does not depend on the Engine class.
 
 A mirror port carrying calls is mostly RTP of a few frame sizes (G.711 at 20 ms is a
 214-byte Ethernet frame), so a classic pcap file is mostly long runs of records of one
@@ -22,20 +27,27 @@ run is classified again.
 
 from __future__ import annotations
 
+import logging
 import struct
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from recorder.capture.link import LINKTYPE_ETHERNET
 from recorder.engine.calls import PendingLog
-from recorder.media.rtplog import MAX_BLOCK_PACKETS, PendingRun, RtpLog
+from recorder.media.rtplog import BLOCK_PACKETS, MAX_BLOCK_PACKETS, PendingRun, RtpLog
 
 if TYPE_CHECKING:
     from recorder.capture.sources import PcapFormat
-    from recorder.engine.calls import MediaStream
-    from recorder.engine.engine import Engine
+    from recorder.engine.calls import MediaIndex, MediaStream
+    from recorder.engine.sink import EngineStats
 
+log = logging.getLogger(__name__)
+
+# No capture's snapshot length reaches this: a longer record is a damaged file.
+MAX_PCAP_RECORD = 16 + 262144
+ETHERNET_IPV4_NO_OPTIONS = b"\x08\x00\x45"
 # Records classified at once: bounds the arrays, and what a run can add to one direction
 # of a log block (whose count is 16 bits). An 8 MiB chunk of G.711 frames is one run.
 RUN_MAX = MAX_BLOCK_PACKETS
@@ -60,10 +72,149 @@ NO_STREAM = np.uint64(1 << 63)
 FIRST_LOOK = 64
 
 
-class RunFeeder:
-    """Feeds an Engine the runs of a classic pcap file of Ethernet frames."""
+class PacketTaker(Protocol):
+    """What the file's fast path needs of the engine."""
 
-    def __init__(self, engine: Engine, found: PcapFormat) -> None:
+    media: MediaIndex
+    next_tick: float
+    stats: EngineStats
+
+    def tick(self, now: float) -> None: ...
+
+    def take(self, at: float, linktype: int, frame: bytes) -> None:
+        """A packet already counted and ticked: RTP to its stream, the rest as slow_path."""
+
+    def slow_path(self, at: float, linktype: int, frame: bytes) -> None:
+        """A packet the fast path does not take: decoded, dispatched, errors counted."""
+
+    def count(self, kind: str) -> None: ...
+
+
+def feed_pcap(engine: PacketTaker, found: PcapFormat, chunks: Iterable[bytes]) -> None:
+    """A classic pcap file, record by record, with the RTP fast path inlined.
+
+    Chunks are cut anywhere: a record that runs past a chunk's end is carried over and
+    completed from the start of the next (only that record is copied), so the file is
+    walked once and a chunk is never copied whole.
+    """
+    records = PcapRecords(engine, found)
+    carry = b""
+    for chunk in chunks:
+        offset = 0
+        if carry:
+            head = carry + chunk[:MAX_PCAP_RECORD]
+            used = records.feed(head, 0, len(carry))
+            if not used:
+                carry += chunk
+                if _damaged(engine, carry):
+                    return
+                continue
+            offset = used - len(carry)
+        offset = records.feed(chunk, offset, len(chunk))
+        carry = chunk[offset:]
+        if _damaged(engine, carry):
+            return
+    if carry:
+        log.warning("the capture ends inside a packet; the partial packet is skipped")
+
+
+def _damaged(engine: PacketTaker, carry: bytes) -> bool:
+    """A record longer than any capture's snapshot length: the file is damaged here."""
+    if len(carry) <= MAX_PCAP_RECORD:
+        return False
+    engine.count("bad-pcap-record")
+    log.error("a pcap record claims %d bytes: the file is damaged here", len(carry))
+    return True
+
+
+class PcapRecords:
+    """The records of a classic pcap file's chunks fed to an engine: the hot path of an
+    import. For RTP to a known media endpoint it does one header unpack, four byte
+    comparisons and one dict lookup, and builds nothing; runs of records of one length go
+    to a RunFeeder (recorder/engine/pcapfile.py) after RUN_STREAK of them."""
+
+    def __init__(self, engine: PacketTaker, found: PcapFormat) -> None:
+        self.engine = engine
+        self.unpack = struct.Struct(found.byte_order + "IIII").unpack_from
+        self.unit, self.linktype = found.unit, found.linktype
+        self.runs = RunFeeder(engine, found) if found.linktype == LINKTYPE_ETHERNET else None
+
+    def feed(self, buffer: bytes, offset: int, limit: int) -> int:
+        """Every whole record of `buffer` that starts at `offset` or after and before
+        `limit`; returns where the first record not fed starts."""
+        engine, unpack, unit, linktype = self.engine, self.unpack, self.unit, self.linktype
+        # A run may go on to the buffer's end: only where the caller wants all of it.
+        runs = self.runs if limit >= len(buffer) else None
+        media, stats = engine.media, engine.stats
+        ethernet = linktype == LINKTYPE_ETHERNET
+        first, end, packets, rtp_packets = offset, len(buffer), 0, 0
+        last_header = min(end - 16, limit - 1)
+        next_tick = engine.next_tick
+        run_length, streak = -1, 0
+        while offset <= last_header:
+            seconds, fraction, captured, _ = unpack(buffer, offset)
+            start = offset + 16
+            if start + captured > end:
+                break  # the record goes on in the next chunk
+            if captured != run_length:
+                run_length, streak = captured, 0
+            elif streak < RUN_STREAK:
+                streak += 1
+            elif runs is not None and captured >= SMALLEST_RECORD - 16:
+                # Records of one length in a row: the rest of the run at once.
+                records, recorded = runs.feed(buffer, offset, captured, end)
+                packets += records
+                rtp_packets += recorded
+                offset += records * (16 + captured)
+                streak = RUN_STREAK if records >= RUN_STREAK else 0
+                next_tick = engine.next_tick
+                continue
+            offset = start + captured
+            at = seconds + fraction * unit
+            packets += 1
+            if at >= next_tick:
+                engine.tick(at)
+                next_tick = engine.next_tick
+            # Ethernet II, IPv4 without options, UDP, not a fragment (flags/offset 0 or DF).
+            if (
+                ethernet
+                and captured >= 42
+                and buffer[start + 12 : start + 15] == ETHERNET_IPV4_NO_OPTIONS
+                and buffer[start + 23] == 17
+                and not buffer[start + 20] & 0xBF
+                and not buffer[start + 21]
+            ):
+                stream = media.get(
+                    buffer[start + 30 : start + 34] + buffer[start + 36 : start + 38]
+                )
+                if stream is not None:
+                    rtp_packets += 1
+                    stream.packets += 1
+                    stream.octets += captured - 42
+                    stream.last_at = at
+                    if not stream.first_at:
+                        stream.first_at = at
+                    logged = stream.log_packets
+                    if logged is not None:
+                        # RtpLog.append_coded, inlined: two list appends.
+                        logged.append(buffer[start + 42 : offset])
+                        stream.log_arrivals.append(at)
+                        if len(logged) >= BLOCK_PACKETS:
+                            stream.log.flush()
+                    elif stream.log is not None:
+                        stream.log.append_coded(at, stream.log_code, buffer[start + 42 : offset])
+                    continue
+            engine.slow_path(at, linktype, buffer[start:offset])
+        stats.packets += packets
+        stats.rtp_packets += rtp_packets
+        stats.octets += offset - first - 16 * packets
+        return offset
+
+
+class RunFeeder:
+    """Feeds the engine the runs of a classic pcap file of Ethernet frames."""
+
+    def __init__(self, engine: PacketTaker, found: PcapFormat) -> None:
         self.engine = engine
         self.unit = found.unit
         self.word = np.dtype(found.byte_order + "u4")
