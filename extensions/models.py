@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
+from datetime import datetime
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -355,6 +357,21 @@ class SeenExtension(models.Model):
         return self.number
 
 
+class BindingQuerySet(models.QuerySet):
+    def valid_at(self, at: datetime) -> BindingQuerySet:
+        """The bindings that held at `at` (seen by then, not ended before), newest first."""
+        return (
+            self.filter(first_seen__lte=at)
+            .filter(Q(ended_at__isnull=True) | Q(ended_at__gte=at))
+            .order_by("-first_seen")
+        )
+
+
+def line_one_first(bindings: Iterable[Binding]) -> list[Binding]:
+    """Line 1 (or unnamed lines) before line 2+, each kept in the order given."""
+    return sorted(bindings, key=lambda binding: not binding.is_primary)
+
+
 class Binding(models.Model):
     """One observed (extension, IP) fact and how long it held. Rows are never deleted, so
     a recording from last week still resolves to who was at that IP last week."""
@@ -389,6 +406,8 @@ class Binding(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     end_reason = models.CharField(max_length=16, choices=EndReason, blank=True)
+
+    objects = BindingQuerySet.as_manager()
 
     class Meta:
         ordering = ["-first_seen"]

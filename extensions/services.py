@@ -28,6 +28,7 @@ from extensions.models import (
     LineAppearance,
     Phone,
     SeenExtension,
+    line_one_first,
 )
 from integrations.observations import BindingSeen, BindingSource, EncryptedSignallingSeen
 
@@ -550,11 +551,10 @@ def who_was_at(ip: str, at: datetime) -> Attribution | None:
     """
     static = Phone.objects.filter(static_ip=True, configured_ip=ip)
     valid = (
-        Binding.objects.filter(ip=ip, first_seen__lte=at)
-        .filter(Q(ended_at__isnull=True) | Q(ended_at__gte=at))
+        Binding.objects.valid_at(at)
+        .filter(ip=ip)
         .annotate(static_phone_here=Exists(static))
         .select_related("extension__agent", "phone")
-        .order_by("-first_seen")
     )
     bindings = list(valid[:20])
     # The bindings say whether a static phone is there too: usually one query, not two.
@@ -562,7 +562,7 @@ def who_was_at(ip: str, at: datetime) -> Attribution | None:
         static_phone = static.first()
         if static_phone is not None:
             return _static_attribution(static_phone)
-    candidates = sorted(bindings, key=lambda binding: not binding.is_primary)
+    candidates = line_one_first(bindings)
     if not candidates:
         return None
     binding = candidates[0]
@@ -575,6 +575,15 @@ def who_was_at(ip: str, at: datetime) -> Attribution | None:
     return Attribution(
         binding.extension_number, binding.extension, binding.phone, agent, binding.source
     )
+
+
+def where_was(extension: str, at: datetime) -> str | None:
+    """The address `extension` was bound at, at `at`, by the same rule as who_was_at: line
+    1 before line 2+, newest first. For a call system that names the line but not the
+    phone's address (a TAPI feed)."""
+    valid = Binding.objects.valid_at(at).filter(extension_number=extension)
+    candidates = line_one_first(valid[:10])
+    return candidates[0].ip if candidates else None
 
 
 def _holder(phone: Phone | None) -> Agent | None:

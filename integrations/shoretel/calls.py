@@ -24,12 +24,13 @@ from datetime import datetime, timedelta
 from django.db import DatabaseError, transaction
 from django.db.models import Q
 
-from extensions.models import Binding, Extension
-from extensions.services import who_was_at
+from extensions.models import Extension
+from extensions.services import where_was
 from integrations.observations import CallEvent, CallSignal, Side
 from integrations.shoretel.bridge.protocol import STEPS, FeedEvent, TapiState, direction_of
 from integrations.shoretel.models import TapiBridge, TapiCall, TapiEvent, TapiRecording
 from recorder.models import Call, Recording
+from recorder.recordings.attribution import ReportedCall, adopt_call
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def note_call(bridge: TapiBridge, event: FeedEvent) -> TapiCall:
     _merge_times(call, event, signal)
     _merge_parties(call, event, signal)
     if call.phone_ip is None:
-        call.phone_ip = (signal.caller_ip or signal.callee_ip) or phone_of(
+        call.phone_ip = (signal.caller_ip or signal.callee_ip) or where_was(
             call.extension, signal.at
         )
     call.save()
@@ -112,17 +113,6 @@ def _direction(call: TapiCall) -> str:
 
 def _is_extension(number: str) -> bool:
     return Extension.objects.filter(number=number).exists()
-
-
-def phone_of(extension: str, at: datetime) -> str | None:
-    """Where `extension` was at `at`, by the directory's bindings: line 1 before line 2+."""
-    valid = (
-        Binding.objects.filter(extension_number=extension, first_seen__lte=at)
-        .filter(Q(ended_at__isnull=True) | Q(ended_at__gte=at))
-        .order_by("-first_seen")
-    )
-    candidates = sorted(valid[:10], key=lambda binding: not binding.is_primary)
-    return candidates[0].ip if candidates else None
 
 
 # Recordings --------------------------------------------------------------------------------
@@ -218,27 +208,12 @@ def recording_end(recording: Recording) -> datetime:
 
 
 def take_call(recording: Recording, call: TapiCall) -> None:
-    """Give the recording the call's id, line, direction and far party. Written with an
-    UPDATE, so no post_save runs again, and only what differs."""
+    """The recording becomes the call's: the recorder writes it (one attribution place)."""
     far_number, far_name = call.far_party
-    wanted = {
-        "call_id": call.qms_call_id,
-        "conversation_id": call.qms_call_id,
-        "direction": call.direction,
-        "extension": call.extension,
-        "remote_party": far_number,
-        "remote_name": far_name,
-    }
-    if recording.agent_id is None:
-        found = who_was_at(recording.local_ip, recording.started_at)
-        if found is not None:
-            wanted["agent_id"] = found.agent.pk if found.agent else None
-            wanted["phone_id"] = found.phone.pk if found.phone else None
-    changed = {name: value for name, value in wanted.items() if getattr(recording, name) != value}
-    if changed:
-        Recording.objects.filter(pk=recording.pk).update(**changed)
-        for name, value in changed.items():
-            setattr(recording, name, value)
+    adopt_call(
+        recording,
+        ReportedCall(call.qms_call_id, call.direction, call.extension, far_number, far_name),
+    )
 
 
 def recording_saved(sender: type, instance: Recording, **kwargs: object) -> None:

@@ -27,11 +27,9 @@ from django.db import (
 
 from extensions.models import Binding, Extension, Phone
 from extensions.services import (
-    Attribution,
     apply_binding,
     note_encrypted_signalling,
     refusal_of,
-    who_was_at,
 )
 from extensions.trust import call_servers
 from integrations.observations import (
@@ -44,6 +42,7 @@ from recorder.engine.calls import CallSnapshot, moment
 from recorder.models import Call, Recording
 from recorder.nodes.alerts import park
 from recorder.nodes.models import ParkedEvent
+from recorder.recordings.attribution import attribute_call
 from recorder.recordings.finish import finish_recording, recover_spools
 
 log = logging.getLogger(__name__)
@@ -195,7 +194,7 @@ class CallLog:
         # Who the call belongs to is looked up when it starts, and again at its end only if
         # it was not found then (the binding may have arrived in between): not at every step.
         if new or not call.extension or (ended and call.agent_id is None):
-            self._attribute(call, snapshot)
+            attribute_call(call, snapshot.local_number, snapshot.local_ip)
         if new:
             _insert_or_update(call)
         else:
@@ -235,24 +234,6 @@ class CallLog:
             return found
         return Call.objects.filter(**_key_of(snapshot)).first()
 
-    def _attribute(self, call: Call, snapshot: CallSnapshot) -> None:
-        """The recorded side's extension, phone and person, as the directory had them.
-
-        The number the signalling names for the recorded side is kept when it is one of
-        the phone's own (bound at its address, or one of its lines); a number the phone
-        holds in no way is a claim (a spoofed From), and the directory's word replaces it.
-        """
-        call.extension = snapshot.local_number[:128]
-        if not snapshot.local_ip:
-            return
-        found = who_was_at(snapshot.local_ip, call.started_at)
-        if found is None:
-            return
-        call.phone = found.phone
-        call.agent = found.agent
-        if not call.extension or not _holds(found, call.extension, snapshot.local_ip):
-            call.extension = found.extension_number or call.extension
-
 
 def must_not_record(call: Call, do_not_record: set[str]) -> bool:
     """The engine's rule again, once the call is attributed: the number called, or the
@@ -261,15 +242,6 @@ def must_not_record(call: Call, do_not_record: set[str]) -> bool:
     if call.callee in do_not_record:
         return True
     return call.phone_id is not None and call.extension in do_not_record
-
-
-def _holds(found: Attribution, number: str, ip: str) -> bool:
-    """Whether the phone found at `ip` holds `number`: bound there, or one of its lines."""
-    if number == found.extension_number:
-        return True
-    if Binding.objects.filter(ip=ip, extension_number=number, ended_at__isnull=True).exists():
-        return True
-    return found.phone is not None and found.phone.lines.filter(extension__number=number).exists()
 
 
 def _key_of(snapshot: CallSnapshot) -> dict:

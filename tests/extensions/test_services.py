@@ -13,6 +13,7 @@ from extensions.services import (
     apply_binding,
     assign_line,
     expire_bindings,
+    where_was,
     who_was_at,
 )
 from integrations.observations import BindingSeen, BindingSource
@@ -248,6 +249,16 @@ class TestBindings:
         assert Binding.objects.filter(ended_at__isnull=True).count() == 2
         # A call at Mary's phone on its line 2 is Mary's: she is the person at the phone.
         assert who_was_at("10.0.0.12", T0 + timedelta(minutes=2)).agent.name == "Mary"
+
+    def test_where_an_extension_was_prefers_its_line_one_and_follows_history(self) -> None:
+        phones = build_example()
+        Phone.objects.filter(pk=phones["Mary"].pk).update(current_ip="10.0.0.12")
+        apply_binding(seen("9001", "10.0.0.11", expires_in=86400 * 30))
+        # Later 9001 also shows as Mary's line 2: newer, but line 1 still says where it is.
+        apply_binding(seen("9001", "10.0.0.12", minutes=1, expires_in=86400))
+        assert where_was("9001", T0 + timedelta(minutes=2)) == "10.0.0.11"
+        assert where_was("9001", T0 - timedelta(minutes=1)) is None
+        assert where_was("9009", T0 + timedelta(minutes=2)) is None
 
     def test_a_late_observation_never_overrides_a_newer_one(self) -> None:
         build_example()
