@@ -22,11 +22,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "qms.settings")
 
-import traffic  # noqa: E402
-
+from recorder.capture import traffic  # noqa: E402
 from recorder.capture.sources import read_capture  # noqa: E402
 from recorder.engine.engine import Engine  # noqa: E402
 from recorder.engine.sink import NullSink  # noqa: E402

@@ -1,5 +1,7 @@
 """Test traffic with known ground truth, written by dpkt: frames, fragments, TCP streams,
-and pcap files of them. Used by the tests and by the bench traffic generator."""
+and pcap files of them. A third party writes these on purpose: the capture layers are tested
+against bytes that QMS's own writer (recorder/capture/synthesis.py, where RTP comes from)
+did not make, so a misreading shared by QMS's writer and its parser still shows."""
 
 from __future__ import annotations
 
@@ -94,8 +96,3 @@ def write_pcap(path: Path, frames: Iterable[tuple[float, bytes]], linktype: int 
         for timestamp, frame in frames:
             writer.writepkt(frame, ts=timestamp)
     return path
-
-
-def rtp(seq: int, timestamp: int, ssrc: int, payload: bytes, payload_type: int = 0) -> bytes:
-    """An RTP packet (RFC 3550 §5.1): V=2, no padding/extension/CSRC."""
-    return struct.pack("!BBHII", 0x80, payload_type, seq & 0xFFFF, timestamp, ssrc) + payload

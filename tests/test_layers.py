@@ -7,6 +7,7 @@
 2. The import graph of the product, built with `ast` from every import statement (top level,
    inside functions, under TYPE_CHECKING), has no cycle between modules and none between rooms;
    the directory knows nothing of the recorder or the TAPI app, and qms.lib no app.
+3. The tests import no benchmark code: their traffic comes from recorder/capture/.
 
 Modules and rooms are found by walking the folders, so a new module is covered without a change
 here; a new room is a new line in ROOMS.
@@ -361,4 +362,27 @@ def test_qms_lib_imports_no_app_and_nothing_of_the_composition() -> None:
         for edge in product_edges()
         if room_of(edge.source) == "qms.lib" and room_of(edge.target) != "qms.lib"
     ]
+    assert not offending, "\n".join(offending)
+
+
+# --- 3. the tests stand on the product, not on the benchmarks ------------------------------------
+
+
+def test_no_test_imports_benchmark_code() -> None:
+    # Benchmarks are run by hand; the traffic they and the tests share lives in
+    # recorder/capture/traffic.py, so the suite never reaches into bench/ (by sys.path or not).
+    bench = {"bench"} | {path.stem for path in (ROOT / "bench").glob("*.py")} - {"__init__"}
+    offending = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            offending += [
+                f"{path.relative_to(ROOT)}:{node.lineno}: imports {name}"
+                for name in names
+                if name.partition(".")[0] in bench
+            ]
     assert not offending, "\n".join(offending)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from recorder.capture.synthesis import rtp, sdp, sip, udp, write_pcap
+from recorder.capture.synthesis import rtp, sdp, sip, telephone_event, udp, write_pcap
 
 RATE = 8000
 PTIME = 0.02
@@ -134,8 +134,7 @@ def dtmf_packets(digits: str) -> dict[int, tuple[bytes, int, int]]:
     for index, digit in enumerate(digits):
         first = 100 + 50 * index
         for step in range(6):
-            end = 0x80 if step == 5 else 0
-            payload = bytes([int(digit), end | 10]) + ((step + 1) * SAMPLES).to_bytes(2, "big")
+            payload = telephone_event(int(digit), (step + 1) * SAMPLES, end=step == 5)
             events[first + step] = (payload, first * SAMPLES, 0x80 if step == 0 else 0)
     return events
 

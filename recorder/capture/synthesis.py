@@ -1,7 +1,9 @@
-"""Packets written from scratch: Ethernet/IPv4 frames and classic pcap files.
+"""Packets written from scratch: Ethernet/IPv4 frames, SIP, SDP, RTP, RFC 4733 events,
+Skinny messages, and classic pcap files.
 
-The project's own traffic (the demo capture, the benchmark generator) is built here so
-its ground truth is known exactly; nothing third-party is copied to make it.
+The project's own traffic (the demo capture, the traffic generator in traffic.py, the tests'
+packets) is built here so its ground truth is known exactly; nothing third-party is copied to
+make it. The one place that writes these bytes: a test that needs a packet builds it here.
 """
 
 from __future__ import annotations
@@ -63,10 +65,38 @@ def sip(start_line: str, headers: list[str], body: str = "") -> bytes:
     return ("\r\n".join(lines) + body).encode()
 
 
-def rtp(sequence: int, timestamp: int, ssrc: int, payload: bytes, payload_type: int = 0) -> bytes:
-    """An RTP packet (RFC 3550 §5.1): version 2, no padding, extension or CSRC."""
-    header = struct.pack("!BBHII", 0x80, payload_type, sequence & 0xFFFF, timestamp, ssrc)
-    return header + payload
+def rtp(
+    sequence: int,
+    timestamp: int,
+    ssrc: int,
+    payload: bytes,
+    payload_type: int = 0,
+    *,
+    marker: bool = False,
+) -> bytes:
+    """An RTP packet (RFC 3550 §5.1): version 2, no padding, extension or CSRC. Sequence
+    number and timestamp wrap as on the wire (modulo 2^16 and 2^32)."""
+    second = (0x80 if marker else 0) | payload_type
+    return (
+        struct.pack("!BBHII", 0x80, second, sequence & 0xFFFF, timestamp & 0xFFFFFFFF, ssrc)
+        + payload
+    )
+
+
+def telephone_event(event: int, duration: int, *, end: bool = False, volume: int = 10) -> bytes:
+    """An RFC 4733 §2.3 telephone-event payload: event, E|R|volume, duration."""
+    return struct.pack("!BBH", event, (0x80 if end else 0) | volume, duration)
+
+
+def skinny(message_id: int, payload: bytes = b"", version: int = 0) -> bytes:
+    """A whole SCCP (Skinny) message: length (message id + payload), header version (0 is
+    basic), message id, all u32 little-endian, then the payload."""
+    return struct.pack("<III", len(payload) + 4, version, message_id) + payload
+
+
+def fixed(text: str, size: int) -> bytes:
+    """A Skinny fixed-size text field: the text, NUL-padded to `size` bytes."""
+    return text.encode().ljust(size, b"\x00")
 
 
 def write_pcap(path: Path, frames: Iterable[tuple[float, bytes]]) -> int:

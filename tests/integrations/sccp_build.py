@@ -5,14 +5,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 
-
-def skinny(message_id: int, payload: bytes = b"", version: int = 0) -> bytes:
-    """A whole message: header (length counts the id and payload) + payload."""
-    return struct.pack("<III", len(payload) + 4, version, message_id) + payload
-
-
-def fixed(text: str, size: int) -> bytes:
-    return text.encode().ljust(size, b"\x00")
+from recorder.capture.synthesis import fixed, skinny  # the header and text fields: written once
 
 
 def ipv4(address: str) -> bytes:

@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import itertools
 import struct
-import sys
 from pathlib import Path
 
 import pytest
 
 from integrations.observations import CallEvent
+from recorder.capture import traffic
 from recorder.capture.sources import pcap_chunks
+from recorder.capture.synthesis import PCAP_HEADER, RECORD, rtp
 from recorder.engine.engine import Engine
-from tests.packets import ethernet, fragments4, rtp, tcp4, udp4, vlan
+from tests.packets import ethernet, fragments4, tcp4, udp4, vlan
 from tests.recorder.collected import Collected
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
-import traffic
 
 
 def run(frames: list[tuple[float, bytes]]) -> tuple[Engine, Collected]:
@@ -197,9 +195,9 @@ def test_short_frames_in_a_pcap_never_borrow_the_next_records_bytes(tmp_path: Pa
     stub = real[:20]  # looks like Ethernet/IPv4 up to the cut
     path = tmp_path / "short.pcap"
     with open(path, "wb") as capture:
-        capture.write(traffic.PCAP_HEADER)
+        capture.write(PCAP_HEADER)
         for at, frame in ((1.0, stub), (1.1, real), (1.2, stub)):
-            capture.write(traffic.RECORD.pack(int(at), 0, len(frame), len(frame)) + frame)
+            capture.write(RECORD.pack(int(at), 0, len(frame), len(frame)) + frame)
     engine = Engine(Collected())
     found, chunks = pcap_chunks(path)
     engine.feed_pcap(found, chunks)

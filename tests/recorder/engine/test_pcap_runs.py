@@ -18,7 +18,6 @@ import hashlib
 import itertools
 import random
 import struct
-import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from integrations.observations import CallEvent, Side
+from recorder.capture import traffic
 from recorder.capture.sources import PCAP_MAGIC, pcap_chunks
 from recorder.capture.synthesis import (
     ETHERNET_HEADER,
@@ -42,10 +42,6 @@ from recorder.engine.calls import CallSnapshot, LiveCall, MediaStream
 from recorder.engine.engine import Engine
 from recorder.engine.pcapfile import RUN_MAX, RUN_STREAK, Run, RunFeeder
 from recorder.media.rtplog import read_log
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
-import traffic
-
 from tests.recorder.collected import Collected
 
 START = traffic.START

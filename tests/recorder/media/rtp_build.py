@@ -1,9 +1,11 @@
-"""Hand-built RTP packets (RFC 3550 §5.1) with known ground truth for the media tests."""
+"""RTP packets with known ground truth for the media tests: the product's packet writer
+(recorder/capture/synthesis.py) with the media tests' defaults, and audioop's G.711 decode."""
 
 from __future__ import annotations
 
-import struct
 import warnings
+
+from recorder.capture import synthesis
 
 with warnings.catch_warnings():
     # audioop is deprecated (PEP 594) but present in 3.11: the independent G.711 reference.
@@ -29,15 +31,7 @@ def rtp(
     """An RTP packet; by default 20 ms of A-law whose byte is the sequence number's low byte."""
     if payload is None:
         payload = bytes([sequence & 0xFF]) * FRAME
-    header = struct.pack(
-        "!BBHII",
-        0x80,
-        (0x80 if marker else 0) | payload_type,
-        sequence & 0xFFFF,
-        timestamp & 0xFFFFFFFF,
-        ssrc,
-    )
-    return header + payload
+    return synthesis.rtp(sequence, timestamp, ssrc, payload, payload_type, marker=marker)
 
 
 def telephone_event(
@@ -51,8 +45,8 @@ def telephone_event(
     payload_type: int = 101,
     ssrc: int = SSRC,
 ) -> bytes:
-    """An RFC 4733 §2.3 event packet: event, E|R|volume, duration."""
-    payload = struct.pack("!BBH", event, (0x80 if end else 0) | volume, duration)
+    """An RTP packet carrying an RFC 4733 §2.3 event."""
+    payload = synthesis.telephone_event(event, duration, end=end, volume=volume)
     return rtp(sequence, timestamp, payload, ssrc=ssrc, payload_type=payload_type)
 
 

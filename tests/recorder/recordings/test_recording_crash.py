@@ -28,7 +28,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from bench import traffic
+from recorder.capture import traffic
 from recorder.models import Call, Recording
 from recorder.sinks.database import recording_options
 

@@ -10,13 +10,13 @@ goes to `_failed`, its call's recording says failed, and a ParkedEvent says why.
 from __future__ import annotations
 
 import io
-import sys
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 
 from integrations.observations import Side
+from recorder.capture import traffic
 from recorder.engine.calls import moment
 from recorder.media.rtplog import MANIFEST_NAME, RtpLog
 from recorder.models import Call, Recording
@@ -24,9 +24,6 @@ from recorder.nodes.models import ParkedEvent, PendingFinalisation
 from recorder.recordings.finish import FAILED, recover_spools
 from recorder.tasks import finalise_recording
 from tests.recorder.media.rtp_build import rtp
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
-import traffic
 
 STARTED = 1_700_000_100.0
 DECADES = 40 * 365 * 86400.0
