@@ -36,7 +36,6 @@ PURE = (
     "integrations.bounds",
     "integrations.sip",
     "integrations.sccp",
-    "integrations.lync",
     "integrations.shoretel.bridge",
     "recorder.capture",
     "recorder.engine",
@@ -56,7 +55,6 @@ ROOMS = {
     "integrations.bounds": "integrations.observations",
     "integrations.sip": "integrations.sip",
     "integrations.sccp": "integrations.sccp",
-    "integrations.lync": "integrations.lync",
     "integrations.shoretel": "integrations.shoretel",
     "integrations.shoretel.bridge": "integrations.shoretel.bridge",
     "recorder": "recorder",  # the app itself: models, admin, tasks, apps, management
