@@ -33,6 +33,7 @@ from recorder.engine.calls import CallSnapshot, moment
 from recorder.models import Call, Recording
 from recorder.nodes.alerts import park
 from recorder.nodes.models import HeldEvent, OutboxCursor, ParkedEvent, PendingFinalisation
+from recorder.nodes.queues import queue_for
 from recorder.nodes.sweep import end_stale_calls
 from recorder.recordings.finish import (
     FAILED,
@@ -59,10 +60,6 @@ log = logging.getLogger(__name__)
 
 # The database is down or the connection broke: worth trying again later.
 TRANSIENT = (OperationalError, InterfaceError)
-
-
-def node_queue(node: str) -> str:
-    return f"capture.{node}"
 
 
 EVENT_TASK = {
@@ -278,7 +275,7 @@ def enqueue_finalisation(pending: PendingFinalisation) -> None:
     """After the commit; should the broker refuse it, the node's worker enqueues it again
     (recorder/nodes/node.py), as the pending row says."""
     try:
-        finalise_recording.apply_async((pending.pk,), queue=node_queue(pending.node))
+        finalise_recording.apply_async((pending.pk,), queue=queue_for(pending.node))
     except (KombuError, ConnectionError, OSError) as error:
         log.warning("finalisation of call %s not enqueued yet: %s", pending.call_id, error)
 
@@ -307,7 +304,7 @@ def finalise_recording(pending_id: int) -> int | None:
     if recording is None:
         return None
     if recording.peaks is None and recording.audio_format != "rtp":
-        queue = node_queue(pending.node)
+        queue = queue_for(pending.node)
         transaction.on_commit(lambda: compute_peaks.apply_async((recording.pk,), queue=queue))
     return recording.pk
 
