@@ -30,39 +30,36 @@ from kombu.exceptions import KombuError
 from extensions import services
 from integrations.observations import Side
 from recorder.engine.calls import CallSnapshot, moment
+from recorder.engine.codec import (
+    BindingJson,
+    EncryptedJson,
+    SnapshotJson,
+    binding_from_json,
+    encrypted_from_json,
+    media_from_json,
+    snapshot_from_json,
+)
 from recorder.models import Call, Recording
 from recorder.nodes.alerts import park
 from recorder.nodes.models import HeldEvent, OutboxCursor, ParkedEvent, PendingFinalisation
+from recorder.nodes.queues import queue_for
 from recorder.nodes.sweep import end_stale_calls
 from recorder.recordings.finish import (
     FAILED,
     ORPHANED,
     finish_recording,
     mark_failed,
-    media_from_json,
     set_aside,
 )
 from recorder.recordings.retention import purge_expired
 from recorder.recordings.waveform import peaks_for_recording
 from recorder.sinks.database import CallLog, do_not_record_numbers, must_not_record
-from recorder.sinks.outbox import (
-    BINDING,
-    CALL,
-    ENCRYPTED,
-    RECOVER,
-    binding_from_json,
-    encrypted_from_json,
-    snapshot_from_json,
-)
+from recorder.sinks.outbox import BINDING, CALL, ENCRYPTED, RECOVER
 
 log = logging.getLogger(__name__)
 
 # The database is down or the connection broke: worth trying again later.
 TRANSIENT = (OperationalError, InterfaceError)
-
-
-def node_queue(node: str) -> str:
-    return f"capture.{node}"
 
 
 EVENT_TASK = {
@@ -160,20 +157,20 @@ PARKED_KIND: dict[str, Callable[[dict], tuple[str, str]]] = {
 }
 
 
-def _bind(event: dict, node: str) -> None:
+def _bind(event: BindingJson, node: str) -> None:
     """An ext/IP sighting, through the directory's service function (rules R5, R7)."""
     seen = binding_from_json(event)
     if not services.refusal_of(seen):
         services.apply_binding(seen)
 
 
-def _record(event: dict, node: str) -> None:
+def _record(event: SnapshotJson, node: str) -> None:
     """A call as it stands after one event, as its Call row; its end schedules the
     recording's finalisation on the node that spooled it."""
     NodeCallLog(node).record(snapshot_from_json(event))
 
 
-def _note_encrypted(event: dict, node: str) -> None:
+def _note_encrypted(event: EncryptedJson, node: str) -> None:
     services.note_encrypted_signalling(encrypted_from_json(event))
 
 
@@ -278,7 +275,7 @@ def enqueue_finalisation(pending: PendingFinalisation) -> None:
     """After the commit; should the broker refuse it, the node's worker enqueues it again
     (recorder/nodes/node.py), as the pending row says."""
     try:
-        finalise_recording.apply_async((pending.pk,), queue=node_queue(pending.node))
+        finalise_recording.apply_async((pending.pk,), queue=queue_for(pending.node))
     except (KombuError, ConnectionError, OSError) as error:
         log.warning("finalisation of call %s not enqueued yet: %s", pending.call_id, error)
 
@@ -307,7 +304,7 @@ def finalise_recording(pending_id: int) -> int | None:
     if recording is None:
         return None
     if recording.peaks is None and recording.audio_format != "rtp":
-        queue = node_queue(pending.node)
+        queue = queue_for(pending.node)
         transaction.on_commit(lambda: compute_peaks.apply_async((recording.pk,), queue=queue))
     return recording.pk
 

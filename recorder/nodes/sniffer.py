@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from django.db import DatabaseError, connection
 from recorder.capture.sources import LiveCapture
 from recorder.engine.engine import Engine
 from recorder.media.rtplog import MANIFEST_NAME, read_manifest
+from recorder.nodes.live import CaptureLoop, LiveSource
 from recorder.sinks.database import do_not_record_ips, do_not_record_numbers, known_phone_ips
 from recorder.sinks.outbox import STATS_NAME, OutboxSink, OutboxWriter, write_atomically
 
@@ -111,15 +111,13 @@ def leftover_spools(spool_root: Path) -> list[Path]:
 class Sniffer:
     def __init__(self, node: str, interface: str, bpf: str, parent_pid: int = 0) -> None:
         self.node, self.interface, self.bpf = node, interface, bpf
-        self.parent_pid = parent_pid
         self.paths = SnifferPaths.of(interface)
-        self.stopping = threading.Event()
+        self.loop = CaptureLoop(STATS_EVERY, self._running_stats, parent_pid=parent_pid)
         self.started = time.time()
 
     def run(self) -> None:
         """Capture until told to stop; CaptureFileError if the interface cannot be opened."""
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: self.stopping.set())
+        self.loop.handle_signals()
         capture = LiveCapture([self.interface], self.bpf)
         self.paths.spool.mkdir(parents=True, exist_ok=True)
         sink = OutboxSink(OutboxWriter(self.paths.outbox, self.node, self.interface))
@@ -133,12 +131,8 @@ class Sniffer:
         capture.start()
         log.info("capturing on %s%s", self.interface, f" (filter {self.bpf!r})" if self.bpf else "")
         try:
-            self._loop(capture, engine)
-            for packet in capture.drain(until=time.time()):
-                engine.feed(*packet)
+            self.loop.run(capture, engine)
         finally:
-            capture.stop()
-            engine.finish()
             sink.close()
             self._write_stats(capture, engine, 0.0, running=False)
         log.info("%s: stopped after %d packets", self.interface, engine.stats.packets)
@@ -159,34 +153,14 @@ class Sniffer:
         """Now and then, off the capture thread, the directory's phones and do-not-record
         list as they are now: a ShoreTel phone the TAPI poller bound after this sniffer
         started is recorded without a restart."""
-        while not self.stopping.wait(DIRECTORY_REFRESH_SECONDS):
+        while not self.loop.stopping.wait(DIRECTORY_REFRESH_SECONDS):
             view = directory_view(self.paths.outbox / DIRECTORY_CACHE)
             engine.adopt_directory(view.phone_ips, view.do_not_record, view.do_not_record_ips)
 
-    def _loop(self, capture: LiveCapture, engine: Engine) -> None:
-        next_stats, last_packets, last_at = time.monotonic() + STATS_EVERY, 0, time.monotonic()
-        for packet in capture:
-            if packet is None:
-                engine.tick(time.time())
-            else:
-                engine.feed(*packet)
-            now = time.monotonic()
-            if now >= next_stats:
-                rate = (engine.stats.packets - last_packets) / (now - last_at)
-                self._write_stats(capture, engine, rate, running=True)
-                next_stats, last_packets, last_at = now + STATS_EVERY, engine.stats.packets, now
-                if self._orphaned():
-                    log.warning("%s: the worker that started this sniffer is gone", self.interface)
-                    self.stopping.set()
-            if self.stopping.is_set():
-                return
+    def _running_stats(self, capture: LiveSource, engine: Engine, rate: float) -> None:
+        self._write_stats(capture, engine, rate, running=True)
 
-    def _orphaned(self) -> bool:
-        return bool(self.parent_pid) and os.getppid() != self.parent_pid
-
-    def _write_stats(
-        self, capture: LiveCapture, engine: Engine, rate: float, running: bool
-    ) -> None:
+    def _write_stats(self, capture: LiveSource, engine: Engine, rate: float, running: bool) -> None:
         drops = sum(found.dropped + found.interface_dropped for found in capture.stats())
         self.write_stats(
             running=running,

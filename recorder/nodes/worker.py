@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from celery import bootsteps
 
-
-def capture_queue(node: str) -> str:
-    return f"capture.{node}"
+from recorder.nodes.queues import queue_for
 
 
 class CaptureStep(bootsteps.StartStopStep):
@@ -25,7 +23,7 @@ class CaptureStep(bootsteps.StartStopStep):
     def include_if(self, worker) -> bool:
         from django.conf import settings
 
-        return capture_queue(settings.QMS_NODE) in worker.app.amqp.queues.consume_from
+        return queue_for(settings.QMS_NODE) in worker.app.amqp.queues.consume_from
 
     def create(self, worker):
         from django.conf import settings

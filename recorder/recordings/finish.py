@@ -22,8 +22,9 @@ from django.core.files.storage import Storage
 from django.db import DatabaseError, InterfaceError, OperationalError, transaction
 
 from integrations.bounds import clean_text
-from integrations.observations import Endpoint, MediaOffer, Side
+from integrations.observations import MediaOffer, Side
 from recorder.engine.calls import moment
+from recorder.engine.codec import media_from_json
 from recorder.media.bulk import rtp_payload_types
 from recorder.media.codecs import PayloadKind
 from recorder.media.quality import mos_estimate
@@ -360,20 +361,6 @@ def _mos(directions: dict[Side, Direction]) -> float | None:
     loss = worst.lost / max(worst.expected, 1)
     jitter = max(quality.jitter_ms for quality in qualities)
     return mos_estimate(_codecs(directions).split("/")[0], loss, jitter)
-
-
-def media_from_json(media: list[dict]) -> tuple[MediaOffer, ...]:
-    """The media offers a Call row stored, back as observations."""
-    return tuple(
-        MediaOffer(
-            Side(item["side"]),
-            Endpoint(item["ip"], item["port"]),
-            tuple((int(pt), name) for pt, name in item.get("payload_types", [])),
-            item.get("mode", "sendrecv"),
-            item.get("encrypted", False),
-        )
-        for item in media
-    )
 
 
 def recover_spools(root: Path) -> list[Recording]:

@@ -39,6 +39,7 @@ from integrations.observations import (
     EncryptedSignallingSeen,
 )
 from recorder.engine.calls import CallSnapshot, moment
+from recorder.engine.codec import media_json
 from recorder.models import Call, Recording
 from recorder.nodes.alerts import park
 from recorder.nodes.models import ParkedEvent
@@ -286,17 +287,6 @@ def _insert_or_update(call: Call) -> None:
         unique_fields=CALL_KEY,
         update_fields=[*SNAPSHOT_COLUMNS, *ATTRIBUTION],
     )
-
-
-def media_json(offer) -> dict:
-    return {
-        "side": str(offer.side),
-        "ip": offer.receive_at.ip,
-        "port": offer.receive_at.port,
-        "payload_types": [list(pair) for pair in offer.payload_types],
-        "mode": offer.mode,
-        "encrypted": offer.encrypted,
-    }
 
 
 def starting_calls(batch: list) -> set[tuple[str, float]]:

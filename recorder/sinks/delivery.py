@@ -28,6 +28,7 @@ from django.db import DatabaseError, close_old_connections, connection
 from kombu.exceptions import KombuError, OperationalError
 
 from recorder.nodes.models import OutboxCursor
+from recorder.nodes.queues import queue_for
 from recorder.sinks.outbox import (
     BINDING,
     CALL,
@@ -204,7 +205,7 @@ class Deliverer:
         task = self.tasks[record.kind]
         task.apply_async(
             (run.key, record.seq, record.event, run.node),
-            queue=f"capture.{run.node}",
+            queue=queue_for(run.node),
             connection=self._connection(),
             retry=False,
         )

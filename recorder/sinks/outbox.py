@@ -42,18 +42,12 @@ import struct
 import threading
 import time
 import zlib
-from dataclasses import dataclass, fields
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 
-from integrations.observations import (
-    BindingSeen,
-    BindingSource,
-    CallEvent,
-    EncryptedSignallingSeen,
-    Side,
-)
+from integrations.observations import BindingSeen, EncryptedSignallingSeen
 from recorder.engine.calls import CallSnapshot
+from recorder.engine.codec import binding_json, encrypted_json, snapshot_json
 
 log = logging.getLogger(__name__)
 
@@ -79,53 +73,11 @@ class OutboxRecord:
     event: dict
 
 
-# --- events as JSON ------------------------------------------------------------------------
-
-
-def binding_json(seen: BindingSeen) -> dict:
-    found = {field.name: getattr(seen, field.name) for field in fields(seen)}
-    found["seen_at"] = seen.seen_at.isoformat()
-    found["aliases"] = list(seen.aliases)
-    return found
-
-
-def binding_from_json(found: dict) -> BindingSeen:
-    values = dict(found)
-    values["source"] = BindingSource(values["source"])
-    values["seen_at"] = datetime.fromisoformat(values["seen_at"])
-    values["aliases"] = tuple(values.get("aliases", ()))
-    return BindingSeen(**values)
-
-
-def snapshot_json(snapshot: CallSnapshot) -> dict:
-    from recorder.sinks.database import media_json
-
-    found = {field.name: getattr(snapshot, field.name) for field in fields(snapshot)}
-    found["media"] = [media_json(offer) for offer in snapshot.media]
-    return found
-
-
-def snapshot_from_json(found: dict) -> CallSnapshot:
-    from recorder.recordings.finish import media_from_json
-
-    values = dict(found)
-    values["event"] = CallEvent(values["event"])
-    values["media"] = media_from_json(values["media"])
-    values["local_side"] = Side(values["local_side"]) if values.get("local_side") else None
-    return CallSnapshot(**values)
-
-
-def encrypted_json(seen: EncryptedSignallingSeen) -> dict:
-    return {"ip": seen.ip, "protocol": seen.protocol, "seen_at": seen.seen_at.isoformat()}
-
-
-def encrypted_from_json(found: dict) -> EncryptedSignallingSeen:
-    return EncryptedSignallingSeen(
-        found["ip"], found["protocol"], datetime.fromisoformat(found["seen_at"])
-    )
+# --- records -----------------------------------------------------------------------------
 
 
 def encode_record(seq: int, kind: str, event: dict) -> bytes:
+    """An event's JSON (recorder/engine/codec.py) behind its length and CRC."""
     body = json.dumps({"seq": seq, "kind": kind, "event": event}, separators=(",", ":")).encode()
     return RECORD_HEADER.pack(len(body), zlib.crc32(body)) + body
 

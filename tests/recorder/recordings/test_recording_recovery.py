@@ -10,9 +10,10 @@ from django.db import transaction
 
 from integrations.observations import Side
 from recorder.engine.calls import moment
+from recorder.engine.codec import media_from_json
 from recorder.media.rtplog import RtpLog
 from recorder.models import Call, Recording
-from recorder.recordings.finish import ORPHANED, finish_recording, media_from_json, recover_spools
+from recorder.recordings.finish import ORPHANED, finish_recording, recover_spools
 from tests.recorder.media.rtp_build import rtp
 
 

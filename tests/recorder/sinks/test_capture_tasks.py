@@ -26,6 +26,7 @@ from recorder import tasks
 from recorder.capture.link import LINKTYPE_ETHERNET
 from recorder.capture.synthesis import rtp, sdp, sip, udp
 from recorder.engine.calls import CallSnapshot
+from recorder.engine.codec import snapshot_json
 from recorder.engine.engine import Engine
 from recorder.media.rtplog import read_manifest
 from recorder.models import Call, Recording
@@ -33,7 +34,7 @@ from recorder.nodes.models import HeldEvent, OutboxCursor, ParkedEvent, PendingF
 from recorder.nodes.node import CaptureNode
 from recorder.nodes.sniffer import leftover_spools
 from recorder.sinks.delivery import event_tasks
-from recorder.sinks.outbox import OutboxRecord, OutboxSink, OutboxWriter, RunReader, snapshot_json
+from recorder.sinks.outbox import OutboxRecord, OutboxSink, OutboxWriter, RunReader
 from recorder.tasks import apply_in_order
 
 PHONE, GATEWAY, REGISTRAR = "10.60.0.41", "10.60.9.1", "10.60.9.5"

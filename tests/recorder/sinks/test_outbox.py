@@ -22,19 +22,16 @@ from integrations.observations import (
     Side,
 )
 from recorder.engine.calls import CallSnapshot
-from recorder.sinks import outbox
-from recorder.sinks.outbox import (
-    OutboxWriter,
-    RunReader,
+from recorder.engine.codec import (
     binding_from_json,
     binding_json,
     encrypted_from_json,
     encrypted_json,
-    runs_of,
     snapshot_from_json,
     snapshot_json,
-    writer_alive,
 )
+from recorder.sinks import outbox
+from recorder.sinks.outbox import OutboxWriter, RunReader, runs_of, writer_alive
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 

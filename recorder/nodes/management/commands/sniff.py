@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 import time
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -12,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from recorder.capture.sources import CaptureFileError, LiveCapture
 from recorder.engine.engine import Engine
 from recorder.nodes.caps import CapAlerts, caps_line
+from recorder.nodes.live import CaptureLoop, LiveSource
 from recorder.nodes.summary import summary_lines
 from recorder.sinks.database import (
     DatabaseSink,
@@ -39,13 +38,12 @@ class Command(BaseCommand):
         parser.add_argument("--node", default="", help="Capture node name for the calls.")
 
     def handle(self, *args: object, **options: object) -> None:
+        loop = CaptureLoop(options["stats_every"], self.log_stats, duration=options["duration"])
+        loop.handle_signals()
         try:
             capture = LiveCapture(options["interface"], options["bpf"])
         except CaptureFileError as error:
             raise CommandError(str(error)) from None
-        self.stopping = threading.Event()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: self.stopping.set())
         sink = DatabaseSink(node=options["node"])
         engine = Engine(sink, known_phone_ips(), **recording_options(options))
         self.alerts = CapAlerts(options["node"])
@@ -59,14 +57,8 @@ class Command(BaseCommand):
             f" (filter {options['bpf']!r})" if options["bpf"] else "",
         )
         try:
-            self.capture_loop(capture, engine, options["duration"], options["stats_every"])
-            # A stop must not lose what the kernel already captured: the last BYE or
-            # REGISTER 2xx is often still in libpcap's buffer or the queue.
-            for packet in capture.drain(until=time.time()):
-                engine.feed(*packet)
+            loop.run(capture, engine)
         finally:
-            capture.stop()
-            engine.finish()
             sink.close()
             self.alerts.note(engine.stats.caps)
         for line in summary_lines(engine, sink, time.monotonic() - started):
@@ -78,34 +70,15 @@ class Command(BaseCommand):
                 f"{interface.interface_dropped} dropped by the interface"
             )
 
-    def capture_loop(
-        self, capture: LiveCapture, engine: Engine, duration: float, stats_every: float
-    ) -> None:
-        started = time.monotonic()
-        deadline = started + duration if duration else None
-        next_stats, last_packets = started + stats_every, 0
-        for packet in capture:
-            if packet is None:
-                engine.tick(time.time())
-            else:
-                engine.feed(*packet)
-            now = time.monotonic()
-            if self.stopping.is_set() or (deadline is not None and now >= deadline):
-                return
-            if now >= next_stats:
-                self.log_stats(capture, engine, engine.stats.packets - last_packets, stats_every)
-                self.alerts.note(engine.stats.caps)
-                next_stats, last_packets = now + stats_every, engine.stats.packets
-
-    @staticmethod
-    def log_stats(capture: LiveCapture, engine: Engine, packets: int, seconds: float) -> None:
+    def log_stats(self, capture: LiveSource, engine: Engine, rate: float) -> None:
         dropped = sum(stats.dropped + stats.interface_dropped for stats in capture.stats())
         log.info(
             "%.0f packets/s, kernel drops %d, queue drops %d, live calls %d",
-            packets / seconds,
+            rate,
             dropped,
             capture.queue_dropped,
             len(engine.calls.calls),
         )
         if engine.stats.caps:
             log.warning(caps_line(engine.stats.caps))
+        self.alerts.note(engine.stats.caps)
