@@ -14,7 +14,7 @@ from django.db.models import Q
 from django.urls import reverse
 
 from extensions.validators import is_sip_user_name, validate_extension_number
-from integrations.observations import BindingSource
+from integrations.observations import BindingSource, CallProtocol
 
 BINDING_SOURCES = [(source.value, source.value) for source in BindingSource]
 # A hundred years: longer is no retention policy, and overflows date arithmetic.
@@ -132,11 +132,13 @@ def extension_exists_message(extension: Extension) -> str:
 
 
 class Phone(models.Model):
+    # The call systems a phone speaks: the calls' protocols but rtp, which no phone
+    # announces (an unsignalled call's phone is known by its IP alone).
     class Protocol(models.TextChoices):
-        SIP = "sip", "SIP"
-        SCCP = "sccp", "Cisco SCCP"
-        TAPI = "tapi", "ShoreTel TAPI"
-        LYNC = "lync", "Lync / Skype for Business"
+        SIP = CallProtocol.SIP, "SIP"
+        SCCP = CallProtocol.SCCP, "Cisco SCCP"
+        TAPI = CallProtocol.TAPI, "ShoreTel TAPI"
+        LYNC = CallProtocol.LYNC, "Lync / Skype for Business"
 
     device_name = models.CharField(
         max_length=64,
@@ -288,7 +290,9 @@ class LineAppearance(models.Model):
         return errors
 
     def protocol_conflict(self) -> str:
-        if not is_sip_user_name(self.number) or self.phone.protocol in ("sip", "lync"):
+        if not is_sip_user_name(self.number):
+            return ""
+        if self.phone.protocol in (Phone.Protocol.SIP, Phone.Protocol.LYNC):
             return ""
         return (
             f"Extension {self.number} is a SIP user name; it can only be a line on a SIP or "

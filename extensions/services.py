@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from enum import StrEnum
 from functools import reduce
 from operator import or_
 
@@ -104,12 +105,29 @@ def stored_extension(extension: Extension) -> Extension:
 # Observed bindings -------------------------------------------------------------------------
 
 
+class BindingAction(StrEnum):
+    """What applying one observation did to the directory (the sink counts them by name)."""
+
+    OPENED = "opened"
+    REFRESHED = "refreshed"
+    # Line 1 at a new IP: the old binding closed (mobility, R5).
+    MOVED = "moved"
+    # Two phones both claim the extension as line 1 (R2 broken on the wire).
+    CONFLICT = "conflict"
+    # Refused by the trust rules: a stronger source holds it, or a gateway's calls.
+    DISPUTED = "disputed"
+    UNREGISTERED = "unregistered"
+    # Older than what is known for the extension.
+    STALE = "stale"
+    # An unregister of a binding that is not open.
+    IGNORED = "ignored"
+
+
 @dataclass(frozen=True, slots=True)
 class BindingOutcome:
-    """What applying one observation did: opened, refreshed, moved, conflict,
-    unregistered, stale (older than what is known) or ignored."""
+    """What applying one observation did, and to which binding when there is one."""
 
-    action: str
+    action: BindingAction
     binding: Binding | None = None
 
 
@@ -210,7 +228,7 @@ def apply_binding(seen: BindingSeen) -> BindingOutcome:
     with transaction.atomic(savepoint=False):
         if _is_late(seen):
             log.info("stale observation of %s at %s ignored", seen.extension, seen.ip)
-            return BindingOutcome("stale")
+            return BindingOutcome(BindingAction.STALE)
         if seen.unregister:
             return _unregister(seen)
         return _bind(seen)
@@ -261,11 +279,11 @@ def _bind(seen: BindingSeen) -> BindingOutcome:
         return refused
     if here is not None:
         _refresh(here, seen, phone, line_number)
-        action = "refreshed"
+        action = BindingAction.REFRESHED
     else:
         here = _open(seen, extension, phone, line_number)
         rivals = [row for row in open_rows if row.is_primary]
-        action = _settle_rivals(here, rivals, seen) if here.is_primary else "opened"
+        action = _settle_rivals(here, rivals, seen) if here.is_primary else BindingAction.OPENED
     if here.is_primary and extension is not None and extension.agent_id is not None:
         _place_agent(extension.agent_id, seen)
     if phone is not None:
@@ -285,11 +303,11 @@ def _refused_claim(
     holder = _stronger_holder(open_rows, seen) if line_number in (None, 1) else None
     if holder is not None:
         trust.dispute(seen, DisputedClaim.Reason.STRONGER_HELD, holder.ip)
-        return BindingOutcome("disputed", holder)
+        return BindingOutcome(BindingAction.DISPUTED, holder)
     if seen.source == BindingSource.SIP_CALL and trust.relays_many_numbers(seen):
         _take_back_gateway_bindings(seen)
         trust.dispute(seen, DisputedClaim.Reason.GATEWAY)
-        return BindingOutcome("disputed")
+        return BindingOutcome(BindingAction.DISPUTED)
     return None
 
 
@@ -384,17 +402,17 @@ def _refresh(binding: Binding, seen: BindingSeen, phone: Phone | None, line: int
     binding.save(update_fields=["last_seen", "expires_at", "phone", "line_number", "device"])
 
 
-def _settle_rivals(here: Binding, rivals: list[Binding], seen: BindingSeen) -> str:
+def _settle_rivals(here: Binding, rivals: list[Binding], seen: BindingSeen) -> BindingAction:
     """The extension is now line 1 at a new IP: that is mobility (R5) and the old binding
     closes, unless both phones are still claiming it (R2 broken on the wire)."""
-    action = "opened"
+    action = BindingAction.OPENED
     for rival in rivals:
         if _both_claim(here, rival, seen):
             _open_conflict(here, rival, seen)
-            action = "conflict"
+            action = BindingAction.CONFLICT
         else:
             close_binding(rival, Binding.EndReason.MOVED, seen.seen_at)
-            action = "moved" if action == "opened" else action
+            action = BindingAction.MOVED if action == BindingAction.OPENED else action
     return action
 
 
@@ -503,11 +521,11 @@ def _unregister(seen: BindingSeen) -> BindingOutcome:
         .first()
     )
     if binding is None:
-        return BindingOutcome("ignored")
+        return BindingOutcome(BindingAction.IGNORED)
     binding.last_seen = max(binding.last_seen, seen.seen_at)
     binding.save(update_fields=["last_seen"])
     close_binding(binding, Binding.EndReason.UNREGISTERED, seen.seen_at)
-    return BindingOutcome("unregistered", binding)
+    return BindingOutcome(BindingAction.UNREGISTERED, binding)
 
 
 def expire_bindings(now: datetime) -> int:

@@ -10,6 +10,45 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Final
+
+
+class CallProtocol(StrEnum):
+    """Which call system a call was followed through, as Call.protocol stores it."""
+
+    SIP = "sip"
+    SCCP = "sccp"
+    LYNC = "lync"
+    TAPI = "tapi"
+    # RTP of a known phone whose signalling is not on the wire (a ShoreTel phone's, which
+    # the TAPI feed describes): the engine makes up an unsignalled call for it.
+    RTP = "rtp"
+
+
+# An unsignalled call's id begins with this (the engine writes rtp:<phone>:<far>:<second>):
+# the ShoreTel integration finds by it the recordings its TAPI calls explain.
+UNSIGNALLED_CALL_PREFIX: Final = f"{CallProtocol.RTP}:"
+
+
+class CallState(StrEnum):
+    """Where a call stands, as the engine tracks it and Call.state stores it."""
+
+    SETUP = "setup"
+    RINGING = "ringing"
+    CONNECTED = "connected"
+    HELD = "held"
+    ENDED = "ended"
+
+
+class CallDirection(StrEnum):
+    """Which way a call goes as seen from the recorded phones: placed by one (outbound),
+    to one (inbound), or between two of them (internal); unknown while no side is a
+    phone QMS knows."""
+
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+    INTERNAL = "internal"
+    UNKNOWN = ""
 
 
 class BindingSource(StrEnum):
@@ -71,6 +110,11 @@ class Side(StrEnum):
     CALLER = "caller"
     CALLEE = "callee"
 
+    @property
+    def other(self) -> Side:
+        """The far party of this one: the callee's is the caller, and the other way round."""
+        return Side.CALLEE if self is Side.CALLER else Side.CALLER
+
 
 @dataclass(frozen=True, slots=True)
 class MediaOffer:
@@ -104,7 +148,8 @@ class CallEvent(StrEnum):
 class CallSignal:
     """One step of one call, from any call system.
 
-    `call_id` is unique per call and protocol: the SIP Call-ID, or `sccp:<device>:<callref>`.
+    `call_id` is unique per call and protocol: the SIP Call-ID, `sccp:<device>:<callref>`,
+    or for an unsignalled call UNSIGNALLED_CALL_PREFIX and its addresses.
     Parties are written exactly as the signalling wrote them (R4). `local_side` says
     which party is the monitored phone when the protocol knows it (SCCP and TAPI speak
     for one phone); for SIP it is empty and the engine decides from the directory which
@@ -116,7 +161,7 @@ class CallSignal:
     call_id: str
     event: CallEvent
     at: datetime
-    protocol: str
+    protocol: CallProtocol
     caller: str = ""
     caller_name: str = ""
     callee: str = ""

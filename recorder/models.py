@@ -12,6 +12,7 @@ from django.db import models
 from django.utils import timezone
 
 from extensions.models import Agent, Phone
+from integrations.observations import CallDirection, CallProtocol, CallState
 
 
 def recordings_storage():
@@ -20,20 +21,34 @@ def recordings_storage():
 
 
 class Call(models.Model):
+    # The values are the engine's own (integrations.observations), so a snapshot's state,
+    # direction and protocol go into the row as they are; Django adds only the labels.
+    class Protocol(models.TextChoices):
+        SIP = CallProtocol.SIP, "SIP"
+        SCCP = CallProtocol.SCCP, "Cisco SCCP"
+        LYNC = CallProtocol.LYNC, "Lync / Skype for Business"
+        TAPI = CallProtocol.TAPI, "ShoreTel TAPI"
+        RTP = CallProtocol.RTP, "RTP without signalling"
+
     class Direction(models.TextChoices):
-        INBOUND = "inbound", "inbound"
-        OUTBOUND = "outbound", "outbound"
-        INTERNAL = "internal", "internal"
-        UNKNOWN = "", "unknown"
+        INBOUND = CallDirection.INBOUND, "inbound"
+        OUTBOUND = CallDirection.OUTBOUND, "outbound"
+        INTERNAL = CallDirection.INTERNAL, "internal"
+        UNKNOWN = CallDirection.UNKNOWN, "unknown"
 
     class State(models.TextChoices):
-        SETUP = "setup", "setting up"
-        RINGING = "ringing", "ringing"
-        CONNECTED = "connected", "connected"
-        HELD = "held", "on hold"
-        ENDED = "ended", "ended"
+        SETUP = CallState.SETUP, "setting up"
+        RINGING = CallState.RINGING, "ringing"
+        CONNECTED = CallState.CONNECTED, "connected"
+        HELD = CallState.HELD, "on hold"
+        ENDED = CallState.ENDED, "ended"
 
-    protocol = models.CharField(max_length=8, help_text="sip, sccp, lync or tapi.")
+    protocol = models.CharField(
+        max_length=8,
+        choices=Protocol,
+        help_text="The call system the call was followed through; rtp for RTP of a known "
+        "phone without signalling.",
+    )
     call_id = models.CharField(
         "call id",
         max_length=255,

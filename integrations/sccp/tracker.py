@@ -40,6 +40,7 @@ from integrations.observations import (
     BindingSeen,
     BindingSource,
     CallEvent,
+    CallProtocol,
     CallSignal,
     Endpoint,
     MediaOffer,
@@ -51,7 +52,6 @@ from integrations.sccp.framing import SccpFrame, SccpStreamFramer
 
 log = logging.getLogger(__name__)
 
-PROTOCOL: Final = "sccp"
 DEFAULT_KEEPALIVE: Final = 30  # seconds; RegisterAck.keepAliveInterval overrides it (seen 30)
 REFRESH_EVERY: Final = 120  # seconds between binding refreshes of a live session
 TIMEOUT_KEEPALIVES: Final = 3  # a session silent this many keepalive intervals is gone
@@ -539,7 +539,7 @@ class SccpTracker:
             call_id=call.call_id,
             event=event,
             at=at,
-            protocol=PROTOCOL,
+            protocol=CallProtocol.SCCP,
             caller=call.caller,
             caller_name=call.caller_name,
             callee=call.callee,
@@ -591,7 +591,7 @@ class SccpTracker:
             return []
         receive_at = Endpoint(message.remote_ip, message.remote_port)
         payload_types = m.rtp_payload_types(message.compression_type, message.dynamic_payload)
-        far_side = _far_side(_local_side(call))
+        far_side = _local_side(call).other
         return self._media(session, call, far_side, receive_at, payload_types, at)
 
     def _on_stop_media(
@@ -865,10 +865,6 @@ def _local_side(call: _Call) -> Side:
     # A call picked up mid-stream may not know its direction yet; the phone is then taken as
     # the callee (the side a recorder most often serves) until CallInfo says otherwise.
     return call.local_side or Side.CALLEE
-
-
-def _far_side(side: Side) -> Side:
-    return Side.CALLER if side is Side.CALLEE else Side.CALLEE
 
 
 _HANDLERS: Final = {

@@ -26,7 +26,14 @@ from django.db.models import Q
 
 from extensions.models import Extension
 from extensions.services import where_was
-from integrations.observations import CallEvent, CallSignal, Side
+from integrations.observations import (
+    UNSIGNALLED_CALL_PREFIX,
+    CallDirection,
+    CallEvent,
+    CallProtocol,
+    CallSignal,
+    Side,
+)
 from integrations.shoretel.bridge.protocol import STEPS, FeedEvent, TapiState, direction_of
 from integrations.shoretel.models import TapiBridge, TapiCall, TapiEvent, TapiRecording
 from recorder.models import Call, Recording
@@ -40,7 +47,6 @@ SLACK = timedelta(seconds=2)
 FINAL = {Recording.Status.COMPLETE, Recording.Status.PARTIAL, Recording.Status.NOT_DECODABLE}
 # How far back a recording without an end may have started and still be a call's.
 LONGEST_CALL = timedelta(days=1)
-UNSIGNALLED = "rtp"
 TALKING = {TapiState.CONNECTED, TapiState.CONFERENCED}
 PAUSING = {CallEvent.HOLD, CallEvent.END}
 
@@ -101,13 +107,13 @@ def _merge_parties(call: TapiCall, event: FeedEvent, signal: CallSignal) -> None
     call.direction = _direction(call)
 
 
-def _direction(call: TapiCall) -> str:
+def _direction(call: TapiCall) -> CallDirection:
     """TAPI's origin says internal only on the called line; a call placed to a number
     QMS knows as an extension is internal too."""
     direction = direction_of(Side(call.local_side), call.origin)
     far_number, _ = call.far_party
-    if direction != "internal" and far_number and _is_extension(far_number):
-        return "internal"
+    if direction != CallDirection.INTERNAL and far_number and _is_extension(far_number):
+        return CallDirection.INTERNAL
     return direction
 
 
@@ -126,7 +132,7 @@ def link_recordings_of(call: TapiCall) -> set[int]:
     start = call.connected_at - SLACK
     nearby = Recording.objects.filter(
         local_ip=call.phone_ip,
-        signalling__protocol=UNSIGNALLED,
+        signalling__protocol=CallProtocol.RTP,
         status__in=FINAL,
         started_at__gte=start - LONGEST_CALL,
     ).filter(Q(ended_at__gte=start) | Q(ended_at__isnull=True))
@@ -226,11 +232,11 @@ def recording_saved(sender: type, instance: Recording, **kwargs: object) -> None
         return
     # The engine names its unsignalled calls rtp:..., linked recordings are tapi:...: the
     # prefix spares every SIP and SCCP recording a query.
-    if not instance.call_id.startswith((f"{UNSIGNALLED}:", "tapi:")):
+    if not instance.call_id.startswith((UNSIGNALLED_CALL_PREFIX, f"{CallProtocol.TAPI}:")):
         return
     try:
         with transaction.atomic():
-            if Call.objects.filter(pk=instance.signalling_id, protocol=UNSIGNALLED).exists():
+            if Call.objects.filter(pk=instance.signalling_id, protocol=CallProtocol.RTP).exists():
                 link_recording(instance)
     except DatabaseError as error:
         log.error("could not look up the TAPI call of recording %s: %s", instance.pk, error)

@@ -10,7 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from integrations.observations import CallEvent, CallSignal, Endpoint, MediaOffer, Side
+from integrations.observations import (
+    CallEvent,
+    CallProtocol,
+    CallSignal,
+    Endpoint,
+    MediaOffer,
+    Side,
+)
 from integrations.sip.sdp import SessionDescription
 
 MAX_REMEMBERED_STEPS = 64
@@ -19,7 +26,7 @@ MAX_REMEMBERED_STEPS = 64
 @dataclass(slots=True)
 class Call:
     call_id: str
-    protocol: str
+    protocol: CallProtocol
     caller: str
     caller_name: str
     callee: str

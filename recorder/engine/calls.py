@@ -15,7 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from integrations.observations import CallEvent, CallSignal, Endpoint, MediaOffer, Side
+from integrations.observations import (
+    CallDirection,
+    CallEvent,
+    CallProtocol,
+    CallSignal,
+    CallState,
+    Endpoint,
+    MediaOffer,
+    Side,
+)
 from recorder.engine.floods import FLOOD_EVICTED, REFUSED_REMEMBERED, UnansweredCalls
 from recorder.media.rtp import looks_like_rtp
 from recorder.media.rtplog import DIRECTION_CODE, PendingRun, RtpLog
@@ -52,10 +61,6 @@ def transfer_number(target: str) -> str:
 def moment(timestamp: float | None) -> datetime | None:
     """A capture timestamp (seconds since the epoch) as an aware UTC datetime."""
     return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
-
-
-def other_side(side: Side) -> Side:
-    return Side.CALLEE if side == Side.CALLER else Side.CALLER
 
 
 def endpoint_key(endpoint: Endpoint) -> bytes | None:
@@ -212,7 +217,7 @@ class PendingLog:
 @dataclass(slots=True, eq=False)
 class LiveCall:
     call_id: str
-    protocol: str
+    protocol: CallProtocol
     started_at: float
     caller: str = ""
     caller_name: str = ""
@@ -221,8 +226,8 @@ class LiveCall:
     caller_ip: str = ""
     callee_ip: str = ""
     local_side: Side | None = None
-    direction: str = ""
-    state: str = "setup"
+    direction: CallDirection = CallDirection.UNKNOWN
+    state: CallState = CallState.SETUP
     answered_at: float | None = None
     ended_at: float | None = None
     end_reason: str = ""
@@ -255,13 +260,17 @@ class LiveCall:
     @property
     def local_ip(self) -> str:
         """The address of the phone this call is recorded for."""
-        if self.local_side == Side.CALLEE or (not self.local_side and self.direction == "inbound"):
+        if self.local_side == Side.CALLEE or (
+            not self.local_side and self.direction == CallDirection.INBOUND
+        ):
             return self.callee_ip
         return self.caller_ip
 
     @property
     def local_number(self) -> str:
-        if self.local_side == Side.CALLEE or (not self.local_side and self.direction == "inbound"):
+        if self.local_side == Side.CALLEE or (
+            not self.local_side and self.direction == CallDirection.INBOUND
+        ):
             return self.callee
         return self.caller
 
@@ -296,14 +305,14 @@ class CallSnapshot:
     """A live call as it stands after one event: what leaves the capture loop per call."""
 
     call_id: str
-    protocol: str
+    protocol: CallProtocol
     event: CallEvent
     started_at: float
     answered_at: float | None
     ended_at: float | None
     end_reason: str
-    state: str
-    direction: str
+    state: CallState
+    direction: CallDirection
     caller: str
     caller_name: str
     callee: str
@@ -436,7 +445,7 @@ class CallTable:
             call.local_side = signal.local_side
         call.direction = self.direction_of(call)
 
-    def direction_of(self, call: LiveCall) -> str:
+    def direction_of(self, call: LiveCall) -> CallDirection:
         """Inbound, outbound or internal, by which side is a known phone."""
         caller_phone = call.local_side == Side.CALLER or (
             bool(call.caller_ip) and self.is_phone(call.caller_ip)
@@ -445,12 +454,12 @@ class CallTable:
             bool(call.callee_ip) and self.is_phone(call.callee_ip)
         )
         if caller_phone and callee_phone:
-            return "internal"
+            return CallDirection.INTERNAL
         if caller_phone:
-            return "outbound"
+            return CallDirection.OUTBOUND
         if callee_phone:
-            return "inbound"
-        return ""
+            return CallDirection.INBOUND
+        return CallDirection.UNKNOWN
 
     def _attach(self, call: LiveCall, offer: MediaOffer) -> None:
         call.offers[offer.side] = offer
@@ -484,17 +493,17 @@ class CallTable:
 
     def _advance(self, call: LiveCall, signal: CallSignal, at: float) -> None:
         event = signal.event
-        if event == CallEvent.RINGING and call.state == "setup":
-            call.state = "ringing"
+        if event == CallEvent.RINGING and call.state == CallState.SETUP:
+            call.state = CallState.RINGING
         elif event == CallEvent.ANSWER:
             call.answered_at = call.answered_at or at
-            call.state = "connected"
+            call.state = CallState.CONNECTED
             self.unanswered.remove(call.call_id)
             self._arm_log(call)
         elif event == CallEvent.HOLD:
-            call.state = "held"
+            call.state = CallState.HELD
         elif event == CallEvent.RESUME:
-            call.state = "connected"
+            call.state = CallState.CONNECTED
         elif event == CallEvent.TRANSFER:
             self._remember_transfer(call, signal.reason, at)
         elif event == CallEvent.END:
@@ -546,7 +555,7 @@ class CallTable:
     def end(self, call: LiveCall, at: float, reason: str) -> None:
         call.ended_at = at
         call.end_reason = reason
-        call.state = "ended"
+        call.state = CallState.ENDED
         for stream in list(call.streams.values()):
             self._forget(stream, grace_until=at + ENDED_MEDIA_GRACE)
             stream.set_log(None)
@@ -590,9 +599,9 @@ class CallTable:
         """The announced stream an address `sender` sends to may stand in for: the other
         party's, in a connected call, unless that direction was refused."""
         call = sender.call
-        if call.state != "connected" or call.streams.get(sender.receiver) is not sender:
+        if call.state != CallState.CONNECTED or call.streams.get(sender.receiver) is not sender:
             return None
-        toward = call.streams.get(other_side(sender.receiver))
+        toward = call.streams.get(sender.receiver.other)
         if toward is None or toward.latch_refused:
             return None
         return toward

@@ -58,14 +58,14 @@ class SnapshotJson(TypedDict):
     """A CallSnapshot: a live call as it stands after one event."""
 
     call_id: str
-    protocol: str
+    protocol: str  # a CallProtocol value
     event: str  # a CallEvent value
     started_at: float
     answered_at: float | None
     ended_at: float | None
     end_reason: str
-    state: str
-    direction: str
+    state: str  # a CallState value
+    direction: str  # a CallDirection value ("" when unknown)
     caller: str
     caller_name: str
     callee: str
@@ -131,7 +131,8 @@ def media_from_json(media: list[MediaJson]) -> tuple[MediaOffer, ...]:
 
 def snapshot_json(snapshot: CallSnapshot) -> SnapshotJson:
     found = {field.name: getattr(snapshot, field.name) for field in fields(snapshot)}
-    found["event"] = str(snapshot.event)
+    for name in ("protocol", "event", "state", "direction"):
+        found[name] = str(getattr(snapshot, name))
     found["media"] = [media_json(offer) for offer in snapshot.media]
     found["local_side"] = str(snapshot.local_side) if snapshot.local_side else None
     return SnapshotJson(**found)
@@ -139,6 +140,9 @@ def snapshot_json(snapshot: CallSnapshot) -> SnapshotJson:
 
 def snapshot_from_json(found: SnapshotJson) -> CallSnapshot:
     values = dict(found)
+    # The protocol, state and direction stay the text they were written as: a StrEnum member
+    # equals its string, so the snapshot is the same, and a word some other writer used still
+    # reads and reaches its row as it came.
     values["event"] = CallEvent(found["event"])
     values["media"] = media_from_json(found["media"])
     values["local_side"] = Side(found["local_side"]) if found.get("local_side") else None

@@ -19,9 +19,11 @@ from pathlib import Path
 
 from integrations.bounds import Refused, bounded
 from integrations.observations import (
+    UNSIGNALLED_CALL_PREFIX,
     BindingSeen,
     BindingSource,
     CallEvent,
+    CallProtocol,
     CallSignal,
     EncryptedSignallingSeen,
     Endpoint,
@@ -287,12 +289,12 @@ class Engine:
         return True
 
     def _begin_unsignalled(self, phone: Endpoint, far: Endpoint, at: float) -> bool:
-        call_id = f"rtp:{phone}:{far}:{int(at)}"
+        call_id = f"{UNSIGNALLED_CALL_PREFIX}{phone}:{far}:{int(at)}"
         media = (MediaOffer(Side.CALLER, phone), MediaOffer(Side.CALLEE, far))
         when = self._when(at)
         for event in (CallEvent.START, CallEvent.ANSWER):
             self.observe(
-                CallSignal(call_id, event, when, "rtp", local_side=Side.CALLER,
+                CallSignal(call_id, event, when, CallProtocol.RTP, local_side=Side.CALLER,
                            caller_ip=phone.ip, callee_ip=far.ip, media=media)
             )  # fmt: skip
         call = self.calls.calls.get(call_id)

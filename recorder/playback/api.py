@@ -27,6 +27,8 @@ from recorder.playback.search import DEFAULT_SORT, SORTS
 
 # A recording id no URL holds otherwise, stood in for the id when a URL is reversed once.
 URL_PLACEHOLDER = 918273645546372819
+# The directions a recording can be filtered by: a call of unknown direction has none.
+KNOWN_DIRECTIONS = [value for value in Call.Direction.values if value]
 
 
 class RecordingSerializer(serializers.ModelSerializer):
@@ -104,7 +106,7 @@ class RecordingViewSet(CheckedQuery, viewsets.ReadOnlyModelViewSet):
         ("until", DATE_TIME, "Started before (ISO 8601)."),
         ("longer_than", NUMBER, "At least this many seconds long."),
         ("shorter_than", NUMBER, "At most this many seconds long."),
-        ("direction", {**STRING, "enum": ["inbound", "outbound", "internal"]}, "Direction."),
+        ("direction", {**STRING, "enum": KNOWN_DIRECTIONS}, "Direction."),
         ("status", {**STRING, "enum": Recording.Status.values}, "Recording status."),
         ("mos_below", NUMBER, "Estimated MOS below this (recordings with no estimate excluded)."),
         (

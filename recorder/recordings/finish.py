@@ -80,10 +80,6 @@ class Direction:
     payload_types: Counter = field(default_factory=Counter)
 
 
-def far_side_of(local_side: Side) -> Side:
-    return Side.CALLEE if local_side == Side.CALLER else Side.CALLER
-
-
 def local_side_of(call: Call, given: Side | None) -> Side:
     """Whose phone the recording is for: the protocol's word, else the call's direction."""
     if given is not None:
@@ -127,7 +123,7 @@ def finish_recording(
 
 def _directions(media: tuple[MediaOffer, ...], local: Side) -> dict[Side, Direction]:
     offers = {offer.side: offer for offer in media}
-    far = far_side_of(local)
+    far = local.other
     return {
         # What the far side receives is the agent's voice: the left channel.
         far: Direction(far, Channel.AGENT, StreamDecoder(_payload_types(offers, far))),

@@ -19,9 +19,17 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
-from integrations.observations import BindingSeen, BindingSource, CallEvent, CallSignal, Side
+from integrations.observations import (
+    BindingSeen,
+    BindingSource,
+    CallDirection,
+    CallEvent,
+    CallProtocol,
+    CallSignal,
+    Side,
+)
 
-PROTOCOL: Final = "tapi"
+PROTOCOL: Final = CallProtocol.TAPI
 API_MAJOR: Final = 1
 DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 1000
@@ -379,11 +387,11 @@ def local_side(extension: str, caller: str, callee: str, origin: str, state: Tap
     return Side.CALLER if state in PLACING else Side.CALLEE
 
 
-def direction_of(side: Side, origin: str) -> str:
+def direction_of(side: Side, origin: str) -> CallDirection:
     """Inbound, outbound or internal, as QMS writes directions (recorder.models.Call)."""
     if origin == Origin.INTERNAL:
-        return "internal"
-    return "inbound" if side == Side.CALLEE else "outbound"
+        return CallDirection.INTERNAL
+    return CallDirection.INBOUND if side == Side.CALLEE else CallDirection.OUTBOUND
 
 
 def _line_event(event_id: str, at: datetime, fields: dict) -> FeedEvent:

@@ -16,6 +16,7 @@ from integrations.observations import (
     BindingSeen,
     BindingSource,
     CallEvent,
+    CallProtocol,
     EncryptedSignallingSeen,
     Endpoint,
     MediaOffer,
@@ -69,7 +70,7 @@ bindings = st.builds(
 snapshots = st.builds(
     CallSnapshot,
     call_id=words,
-    protocol=st.sampled_from(["sip", "sccp", "lync", "tapi"]),
+    protocol=st.sampled_from(CallProtocol),
     event=st.sampled_from(CallEvent),
     started_at=timestamps,
     answered_at=st.none() | timestamps,

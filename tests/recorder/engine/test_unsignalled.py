@@ -11,6 +11,7 @@ from django.core.management import call_command
 
 from extensions.models import Agent, Extension, Phone
 from extensions.services import assign_line
+from integrations.observations import UNSIGNALLED_CALL_PREFIX, CallProtocol
 from qms.demo.capture import tune
 from recorder.capture.link import LINKTYPE_ETHERNET
 from recorder.capture.synthesis import rtp, udp, write_pcap
@@ -47,6 +48,10 @@ def test_rtp_of_a_static_ip_phone_is_recorded_and_attributed(tmp_path: Path) -> 
     )
     assert recording.codec == "PCMU"
     assert recording.duration_seconds == pytest.approx(2.0, abs=0.05)
+    call = recording.signalling
+    assert call.protocol == CallProtocol.RTP
+    assert call.call_id.startswith(UNSIGNALLED_CALL_PREFIX)
+    call.clean_fields()  # the protocol, state and direction written are Call's choices
     assert recording.quality["agent_to_far"]["received"] == 100
     assert recording.quality["far_to_agent"]["received"] == 100
 

@@ -15,7 +15,10 @@ import pytest
 from integrations.observations import (
     BindingSeen,
     BindingSource,
+    CallDirection,
     CallEvent,
+    CallProtocol,
+    CallState,
     EncryptedSignallingSeen,
     Endpoint,
     MediaOffer,
@@ -190,3 +193,29 @@ def test_observations_cross_the_outbox_unchanged() -> None:
     assert binding_from_json(binding_json(binding)) == binding
     assert snapshot_from_json(snapshot_json(snapshot)) == snapshot
     assert encrypted_from_json(encrypted_json(encrypted)) == encrypted
+
+
+def test_a_snapshot_crosses_the_outbox_file_with_its_words_as_plain_strings(
+    tmp_path: Path,
+) -> None:
+    snapshot = CallSnapshot(
+        call_id="lync-call-1", protocol=CallProtocol.LYNC, event=CallEvent.HOLD,
+        started_at=1795679714.5, answered_at=1795679715.25, ended_at=None, end_reason="",
+        state=CallState.HELD, direction=CallDirection.UNKNOWN, caller="alice", caller_name="",
+        callee="9002", callee_name="", caller_ip="10.0.0.31", callee_ip="", local_ip="10.0.0.31",
+        local_number="alice", media=(),
+    )  # fmt: skip
+    writer = OutboxWriter(tmp_path / "eth1", "node-a", "eth1")
+    writer.append(outbox.CALL, snapshot_json(snapshot))
+    writer.close()
+
+    (record,) = RunReader(writer.directory).read(1, 10)
+    on_disk = record.event
+    assert (on_disk["protocol"], on_disk["state"], on_disk["direction"]) == ("lync", "held", "")
+    back = snapshot_from_json(on_disk)
+    assert back == snapshot
+    assert (back.protocol, back.state, back.direction) == (
+        CallProtocol.LYNC,
+        CallState.HELD,
+        CallDirection.UNKNOWN,
+    )
