@@ -1,22 +1,19 @@
-"""Who a SIP message names: extensions from URIs, the caller, and whether it is Lync.
+"""Who a SIP message names: extensions from URIs, the caller and the callee.
 
 Extensions are written exactly as the call system wrote them (rule R4), with one choice
 documented in docs/sip.md: a telephone number that carries an extension (RFC 3966 §5.1.5
 `;ext=`, as Lync line URIs do: `tel:+14255550100;ext=100`) gives the `ext` value, `100`,
 because that is the number the PBX dials the phone by. The same applies to a sip: URI whose
 user part is a telephone-subscriber (`sip:+14255550100;ext=100@example.com;user=phone`,
-RFC 3261 §19.1.6). Without `;ext=` the number is kept whole: `+33360653674`.
+RFC 3261 §19.1.6). Without `;ext=` the number is kept whole: `+33360653674`. The other
+forms of a user that such a URI gives, and whether a message is Lync's, are in lync.py.
 """
 
 from __future__ import annotations
 
-import re
-
 from integrations.sip.errors import SipDecodeError
 from integrations.sip.message import SipMessage
 from integrations.sip.uri import NameAddr, SipUri, parse_name_addr, parse_uri
-
-LYNC_USER_AGENTS = re.compile(r"UCCAPI|Lync|Skype for Business|OCS|RTCC/|Mediation Server", re.I)
 
 
 def extension_of(uri: SipUri) -> str:
@@ -31,25 +28,6 @@ def extension_of(uri: SipUri) -> str:
                 return value.strip()
         return number if uri.param("user") == "phone" else uri.user
     return uri.user
-
-
-def extension_aliases(uri: SipUri) -> tuple[str, ...]:
-    """The whole number of a URI whose extension came from `;ext=`, as another form the
-    directory may hold for the same user."""
-    number = uri.user if uri.scheme == "tel" else uri.user.partition(";")[0]
-    return (number,) if number and number != extension_of(uri) else ()
-
-
-def identity_aliases(message: SipMessage, uri: SipUri) -> tuple[str, ...]:
-    """Every other form of the user a request names: its URI's whole number, and the
-    extension and number of its P-Asserted-Identity (RFC 3325), which Lync fills with the
-    user's line URI while From carries the SIP user name."""
-    forms = list(extension_aliases(uri))
-    identity = asserted_identity(message)
-    if identity is not None:
-        forms += [extension_of(identity.uri), *extension_aliases(identity.uri)]
-    main = extension_of(uri)
-    return tuple(dict.fromkeys(form for form in forms if form and form != main))
 
 
 def asserted_identity(message: SipMessage) -> NameAddr | None:
@@ -79,20 +57,6 @@ def request_uri_extension(message: SipMessage) -> str:
         return extension_of(parse_uri(message.request_uri))
     except SipDecodeError:
         return ""
-
-
-def is_lync(message: SipMessage) -> bool:
-    """Lync / Skype for Business: `ms-` headers ([MS-SIPRE]), or an `epid` in From together
-    with another Microsoft sign. An `epid` alone is not enough: Microsoft Response Point
-    (rtpparsing-voip.pcap) sends one too and is not Lync."""
-    if message.has_header_prefix("ms-"):
-        return True
-    if message.from_.param("epid") is None:
-        return False
-    if any(contact.param("+sip.instance") for contact in message.contacts):
-        return True
-    product = f"{message.header('user-agent') or ''} {message.header('server') or ''}"
-    return LYNC_USER_AGENTS.search(product) is not None
 
 
 def sip_instance(contact: NameAddr) -> str:

@@ -34,9 +34,10 @@ import ipaddress
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from integrations.observations import BindingSeen, BindingSource
+from integrations.observations import BindingSeen, BindingSource, CallProtocol
+from integrations.sip.lync import binding_source, extension_aliases, protocol_of
 from integrations.sip.message import SipMessage
-from integrations.sip.parties import extension_aliases, extension_of, is_lync, sip_instance
+from integrations.sip.parties import extension_of, sip_instance
 from integrations.sip.uri import NameAddr, Via, normalize_ip
 
 DEFAULT_EXPIRES = 3600  # RFC 3261 §10.2.1.1 leaves the default to the registrar; 3600 is usual
@@ -52,7 +53,7 @@ class PendingRegister:
     contacts: tuple[NameAddr, ...]
     contact_star: bool
     expires: int | None
-    lync: bool
+    protocol: CallProtocol
     aliases: tuple[str, ...] = ()
 
 
@@ -64,7 +65,7 @@ def pending_register(request: SipMessage, packet_source: str, at: datetime) -> P
         contacts=request.contacts,
         contact_star=request.contact_star,
         expires=parse_expires(request.header("expires")),
-        lync=is_lync(request),
+        protocol=protocol_of(request),
         aliases=extension_aliases(request.to.uri),
     )
 
@@ -99,7 +100,9 @@ def _bindings_of_2xx(
 ) -> list[BindingSeen]:
     if not pending.extension:
         return []
-    source = BindingSource.LYNC if pending.lync or is_lync(response) else BindingSource.SIP_REGISTER
+    # Either half of the transaction may be the one that shows Lync's signs.
+    dialect = pending.protocol if pending.protocol == CallProtocol.LYNC else protocol_of(response)
+    source = binding_source(dialect, BindingSource.SIP_REGISTER)
     if pending.contact_star:
         return [
             BindingSeen(

@@ -41,16 +41,9 @@ from integrations.observations import (
 )
 from integrations.sip.calls import Call, holds, media_offers
 from integrations.sip.errors import SipDecodeError
+from integrations.sip.lync import binding_source, extension_aliases, identity_aliases, protocol_of
 from integrations.sip.message import SipMessage, parse_message
-from integrations.sip.parties import (
-    callee_of,
-    caller_of,
-    extension_aliases,
-    extension_of,
-    identity_aliases,
-    is_lync,
-    sip_instance,
-)
+from integrations.sip.parties import callee_of, caller_of, extension_of, sip_instance
 from integrations.sip.registrations import (
     PendingRegister,
     bindings_from_response,
@@ -242,7 +235,7 @@ class SipTracker:
         sender_ip = ua_source(request, packet)
         call = Call(
             call_id=request.call_id,
-            protocol="lync" if is_lync(request) else "sip",
+            protocol=protocol_of(request),
             caller=extension_of(caller.uri),
             caller_name=caller.display_name,
             callee=callee_of(request),
@@ -308,7 +301,7 @@ class SipTracker:
         """A 2xx to an INVITE we never saw: the capture started mid-call."""
         call = Call(
             call_id=response.call_id,
-            protocol="lync" if is_lync(response) else "sip",
+            protocol=protocol_of(response),
             caller=extension_of(response.from_.uri),
             caller_name=response.from_.display_name,
             callee=extension_of(response.to.uri),
@@ -427,7 +420,7 @@ class SipTracker:
         """R6: a phone's own INVITE or answer says where its extension is."""
         if not extension or not ip:
             return []
-        source = BindingSource.LYNC if call.protocol == "lync" else BindingSource.SIP_CALL
+        source = binding_source(call.protocol, BindingSource.SIP_CALL)
         device = sip_instance(message.contacts[0]) if message.contacts else ""
         seen = BindingSeen(extension, ip, source, at, device=device, aliases=aliases)
         return self._not_at_registrar([seen])
@@ -522,5 +515,5 @@ def unseen_register(response: SipMessage, packet: Packet) -> PendingRegister:
         contacts=(),
         contact_star=False,
         expires=None,
-        lync=is_lync(response),
+        protocol=protocol_of(response),
     )
