@@ -35,7 +35,13 @@ from integrations.observations import (
     Side,
 )
 from integrations.shoretel.bridge.protocol import STEPS, FeedEvent, TapiState, direction_of
-from integrations.shoretel.models import TapiBridge, TapiCall, TapiEvent, TapiRecording
+from integrations.shoretel.models import (
+    TAPI_CALL_PREFIX,
+    TapiBridge,
+    TapiCall,
+    TapiEvent,
+    TapiRecording,
+)
 from recorder.models import Call, Recording
 from recorder.recordings.attribution import ReportedCall, adopt_call
 
@@ -232,7 +238,7 @@ def recording_saved(sender: type, instance: Recording, **kwargs: object) -> None
         return
     # The engine names its unsignalled calls rtp:..., linked recordings are tapi:...: the
     # prefix spares every SIP and SCCP recording a query.
-    if not instance.call_id.startswith((UNSIGNALLED_CALL_PREFIX, f"{CallProtocol.TAPI}:")):
+    if not instance.call_id.startswith((UNSIGNALLED_CALL_PREFIX, TAPI_CALL_PREFIX)):
         return
     try:
         with transaction.atomic():

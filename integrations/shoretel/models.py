@@ -5,10 +5,12 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
-from integrations.observations import Side
+from integrations.observations import CallProtocol, Side
 from recorder.models import Call, Recording
 
 SIDES = [(side.value, side.value) for side in Side]
+# The call id a recording takes from the TAPI call it is tied to begins with this.
+TAPI_CALL_PREFIX = f"{CallProtocol.TAPI}:"
 
 
 class TapiBridge(models.Model):
@@ -188,7 +190,7 @@ class TapiCall(models.Model):
 
     @property
     def qms_call_id(self) -> str:
-        return f"tapi:{self.bridge.name}:{self.call_id}"
+        return f"{TAPI_CALL_PREFIX}{self.bridge.name}:{self.call_id}"
 
     @property
     def far_party(self) -> tuple[str, str]:
