@@ -13,12 +13,9 @@ is acks_late and retried with back-off while the database is unreachable.
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,6 +27,7 @@ from kombu.exceptions import KombuError
 from extensions import services
 from integrations.observations import Side
 from recorder.engine.calls import CallSnapshot, moment
+from recorder.lib.files import locked
 from recorder.models import Call, Recording
 from recorder.nodes.alerts import park
 from recorder.nodes.models import HeldEvent, OutboxCursor, ParkedEvent, PendingFinalisation
@@ -291,7 +289,8 @@ def finalise_recording(pending_id: int) -> int | None:
     if pending is None:
         return None
     spool = Path(pending.spool)
-    with locked_spool(spool) as present:
+    # The spool folder's lock: one finalisation at a time decodes it, however often it is sent.
+    with locked(spool) as present:
         if not present:
             pending.delete()
             return None
@@ -352,21 +351,6 @@ def already_recorded(call: Call) -> bool:
         and bool(recording.file.name)
         and recording.file.storage.exists(recording.file.name)
     )
-
-
-@contextmanager
-def locked_spool(spool: Path) -> Iterator[bool]:
-    """Hold the spool folder's lock; yields whether the spool is (still) there."""
-    try:
-        fd = os.open(spool, os.O_RDONLY | os.O_DIRECTORY)
-    except FileNotFoundError:
-        yield False
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield spool.is_dir()
-    finally:
-        os.close(fd)
 
 
 @shared_task(name="recorder.tasks.compute_peaks", **CALL_TASK)

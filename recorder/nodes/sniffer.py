@@ -25,9 +25,10 @@ from django.db import DatabaseError, connection
 
 from recorder.capture.sources import LiveCapture
 from recorder.engine.engine import Engine
+from recorder.lib.files import write_atomically
 from recorder.media.rtplog import MANIFEST_NAME, read_manifest
 from recorder.sinks.database import do_not_record_ips, do_not_record_numbers, known_phone_ips
-from recorder.sinks.outbox import STATS_NAME, OutboxSink, OutboxWriter, write_atomically
+from recorder.sinks.outbox import STATS_NAME, OutboxSink, OutboxWriter
 
 log = logging.getLogger("qms.capture")
 
