@@ -527,14 +527,6 @@ class Engine:
         for ended in self.calls.finish_all("capture-ended"):
             self.sink.call(ended.snapshot(CallEvent.END))
 
-    @property
-    def sip_errors(self) -> Counter:
-        return self.sip.errors
-
-    @property
-    def sccp_errors(self) -> Counter:
-        return self.sccp.errors
-
 
 class PcapRecords:
     """The records of a classic pcap file's chunks fed to an engine: the hot path of an
