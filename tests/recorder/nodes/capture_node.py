@@ -35,7 +35,7 @@ from tests.conftest import need, need_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SCENARIOS = Path(__file__).resolve().parent / "sipp"
-REGISTER_SCENARIO = REPO_ROOT / "tests" / "recorder" / "sipp" / "register_uac.xml"
+REGISTER_SCENARIO = SCENARIOS / "register_uac.xml"
 AGENT_IP, FAR_END_IP = "127.0.0.41", "127.0.0.42"
 NODE = "test"
 BPF = f"udp and host {AGENT_IP}"
