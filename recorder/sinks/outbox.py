@@ -221,10 +221,10 @@ class OutboxSink:
     def encrypted(self, seen: EncryptedSignallingSeen) -> None:
         self._append(ENCRYPTED, encrypted_json(seen))
 
-    def recover(self, spool: Path, manifest: dict) -> None:
-        """A spool a stopped sniffer left: to be finished as a partial recording."""
-        event = {key: manifest.get(key) for key in ("call_id", "protocol", "started_at")}
-        self._append(RECOVER, {**event, "spool": str(spool)})
+    def recover(self, spool: Path) -> None:
+        """A spool a stopped sniffer left: to be finished as a partial recording. The task
+        reads the spool's manifest itself (recorder/recordings/recovery.py), on this node."""
+        self._append(RECOVER, {"spool": str(spool)})
 
     def _append(self, kind: str, event: dict) -> None:
         self.writer.append(kind, event)

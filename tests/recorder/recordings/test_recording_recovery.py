@@ -12,7 +12,8 @@ from integrations.observations import Side
 from recorder.engine.calls import moment
 from recorder.media.rtplog import RtpLog
 from recorder.models import Call, Recording
-from recorder.recordings.finish import ORPHANED, finish_recording, media_from_json, recover_spools
+from recorder.recordings.finish import finish_recording, media_from_json
+from recorder.recordings.recovery import ORPHANED, recover_spools
 from tests.recorder.media.rtp_build import rtp
 
 

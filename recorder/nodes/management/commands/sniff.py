@@ -6,13 +6,16 @@ import logging
 import signal
 import threading
 import time
+from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from recorder.capture.sources import CaptureFileError, LiveCapture
 from recorder.engine.engine import Engine
 from recorder.nodes.caps import CapAlerts, caps_line
 from recorder.nodes.summary import summary_lines
+from recorder.recordings.recovery import recover_spools
 from recorder.sinks.database import (
     DatabaseSink,
     add_recording_arguments,
@@ -46,6 +49,8 @@ class Command(BaseCommand):
         self.stopping = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: self.stopping.set())
+        if not options["no_recording"]:
+            recover_spools(Path(settings.QMS_SPOOL_DIR))  # what a killed earlier run left
         sink = DatabaseSink(node=options["node"])
         engine = Engine(sink, known_phone_ips(), **recording_options(options))
         self.alerts = CapAlerts(options["node"])
