@@ -118,6 +118,9 @@ class Recording(models.Model):
         NOT_DECODABLE = "not_decodable", "not decodable"
         FAILED = "failed", "failed"
 
+    # The statuses of a recording whose audio was stored for good (is_stored).
+    STORED_STATUSES = frozenset({Status.COMPLETE, Status.PARTIAL, Status.NOT_DECODABLE})
+
     signalling = models.OneToOneField(
         Call,
         null=True,
@@ -208,6 +211,29 @@ class Recording(models.Model):
 
     def __str__(self) -> str:
         return f"{self.extension or '?'} ↔ {self.remote_party or '?'} at {self.started_at}"
+
+    def is_stored(self) -> bool:
+        """Whether the audio of this recording is in storage for good: finishing its call
+        again (a finalisation delivered twice, a recovery that finds a log its process did
+        not live to remove) has nothing to redo, and must not overwrite it.
+
+        Stored: COMPLETE, PARTIAL or NOT_DECODABLE, with its file present in storage.
+        - PARTIAL counts: it was made from the log of a capture that had stopped, and
+          nothing appends to that log again (a call that goes on under a restarted capture
+          is a new Call row with a log of its own). Finishing it again would give the same
+          audio at best; at worst a second attempt that fails would turn a playable
+          recording into a failed one.
+        - RECORDING does not: its row and its audio are committed together, so a row that
+          still says recording never got its audio.
+        - FAILED does not: it has no audio, and a new attempt (its spool put back from
+          _failed, say) is exactly what may overwrite it.
+        - Whatever the status, a file that is gone from storage is not stored.
+        """
+        return (
+            self.status in self.STORED_STATUSES
+            and bool(self.file.name)
+            and self.file.storage.exists(self.file.name)
+        )
 
 
 # An entry is written as it happens, its time taken just before the insert: one further

@@ -13,13 +13,11 @@ is acks_late and retried with back-off while the database is unreachable.
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from celery import shared_task
@@ -29,28 +27,22 @@ from kombu.exceptions import KombuError
 
 from extensions import services
 from integrations.observations import Side
-from recorder.engine.calls import CallSnapshot, moment
+from recorder.engine.calls import CallSnapshot
 from recorder.engine.codec import (
     BindingJson,
     EncryptedJson,
     SnapshotJson,
     binding_from_json,
     encrypted_from_json,
-    media_from_json,
     snapshot_from_json,
 )
+from recorder.lib.files import locked
 from recorder.models import Call, Recording
 from recorder.nodes.alerts import park
 from recorder.nodes.models import HeldEvent, OutboxCursor, ParkedEvent, PendingFinalisation
 from recorder.nodes.queues import queue_for
 from recorder.nodes.sweep import end_stale_calls
-from recorder.recordings.finish import (
-    FAILED,
-    ORPHANED,
-    finish_recording,
-    mark_failed,
-    set_aside,
-)
+from recorder.recordings import recovery
 from recorder.recordings.retention import purge_expired
 from recorder.recordings.waveform import peaks_for_recording
 from recorder.sinks.database import CallLog, do_not_record_numbers, must_not_record
@@ -209,19 +201,20 @@ class NodeCallLog(CallLog):
 
 
 def _recover(event: dict, node: str) -> None:
-    spool = Path(event["spool"])
-    if not spool.is_dir():
-        return
-    call = Call.objects.filter(
-        protocol=event.get("protocol") or "",
-        call_id=(event.get("call_id") or "")[:255],
-        started_at=moment(event.get("started_at") or 0.0),
-    ).first()
-    if call is None:
-        # Events arrive in order, so a call unknown now was never stored: keep its audio aside.
-        kept = set_aside(spool, ORPHANED)
-        log.error("spool %s has no call row; kept for inspection in %s", spool, kept)
-        return
+    """A spool a stopped sniffer left, by the rules of recordings/recovery.py: its call is
+    ended as cut short and its recording finalised on this node."""
+    recovery.recover_spool(
+        Path(event["spool"]),
+        PendingFinalisation.Reason.CAPTURE_CRASHED,
+        finish=partial(_finalise_cut_call, node=node),
+        node=node,
+    )
+
+
+def _finalise_cut_call(
+    call: Call, spool: Path, reason: PendingFinalisation.Reason, node: str
+) -> None:
+    """Off the ordered event path: the decode is the finalisation's, on the node's queue."""
     if call.state == Call.State.ENDED:
         # The call ended before the sniffer stopped; its spool only waits for the
         # finalisation its end scheduled, which keeps its own reason.
@@ -232,7 +225,7 @@ def _recover(event: dict, node: str) -> None:
     call.state, call.end_reason = Call.State.ENDED, "capture-crashed"
     call.ended_at = last_written(spool)
     call.save(update_fields=["state", "end_reason", "ended_at"])
-    schedule_finalisation(call, node, spool, "", PendingFinalisation.Reason.CAPTURE_CRASHED)
+    schedule_finalisation(call, node, spool, "", reason)
 
 
 EFFECTS: dict[str, Callable[[dict, str], None]] = {
@@ -288,7 +281,8 @@ def finalise_recording(pending_id: int) -> int | None:
     if pending is None:
         return None
     spool = Path(pending.spool)
-    with locked_spool(spool) as present:
+    # The spool folder's lock: one finalisation at a time decodes it, however often it is sent.
+    with locked(spool) as present:
         if not present:
             pending.delete()
             return None
@@ -311,12 +305,10 @@ def finalise_recording(pending_id: int) -> int | None:
 
 def _finalisation_failed(pending: PendingFinalisation, spool: Path, error: Exception) -> None:
     """A spool that cannot be finished (damaged, or a value the database refuses) would
-    fail every retry: its call's recording says failed, the spool is set aside in FAILED
-    and the reason parked, instead of a row that says "recording" for ever."""
+    fail every retry: it is set aside by the rule of recordings/recovery.py, instead of a
+    recording that says "recording" for ever."""
     log.exception("the recording of call %s could not be finished", pending.call.call_id)
-    kept = set_aside(spool, FAILED)
-    mark_failed(pending.call, error)
-    park(ParkedEvent.Kind.SPOOL, pending.call.call_id, error, {"spool": str(kept)}, pending.node)
+    recovery.set_aside_failed(spool, pending.call, error, pending.call.call_id, pending.node)
     pending.delete()
 
 
@@ -326,44 +318,9 @@ def _finish(pending: PendingFinalisation, spool: Path) -> Recording | None:
         # The number was learned to be do-not-record only as the call went on.
         shutil.rmtree(spool, ignore_errors=True)
         return None
-    if already_recorded(call):
-        # Stored and committed, then stopped before the spool was removed: nothing to redo.
-        shutil.rmtree(spool, ignore_errors=True)
-        return None
-    # What an interrupted earlier attempt decoded is decoded again from the log.
-    shutil.rmtree(spool / "pcm", ignore_errors=True)
     local_side = Side(pending.local_side) if pending.local_side else None
-    recording = finish_recording(call, spool, media_from_json(call.media), local_side)
-    if recording is not None and pending.partial:
-        recording.status = Recording.Status.PARTIAL
-        recording.status_detail = pending.get_reason_display()
-        recording.save(update_fields=["status", "status_detail"])
-    return recording
-
-
-def already_recorded(call: Call) -> bool:
-    recording = Recording.objects.filter(signalling=call).first()
-    return (
-        recording is not None
-        and recording.status != Recording.Status.RECORDING
-        and bool(recording.file.name)
-        and recording.file.storage.exists(recording.file.name)
-    )
-
-
-@contextmanager
-def locked_spool(spool: Path) -> Iterator[bool]:
-    """Hold the spool folder's lock; yields whether the spool is (still) there."""
-    try:
-        fd = os.open(spool, os.O_RDONLY | os.O_DIRECTORY)
-    except FileNotFoundError:
-        yield False
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield spool.is_dir()
-    finally:
-        os.close(fd)
+    why_partial = pending.get_reason_display() if pending.partial else ""
+    return recovery.finish_spool(call, spool, local_side, why_partial)
 
 
 @shared_task(name="recorder.tasks.compute_peaks", **CALL_TASK)

@@ -724,9 +724,6 @@ class SccpTracker:
         event = CallEvent.HOLD if call.held else CallEvent.RESUME
         return [*observations, self._signal(session, call, event, at)]
 
-    def _on_ignored(self, session: _Session, message: object, at: datetime) -> list[Observation]:
-        return []
-
     # --- Transfer and conference keys --------------------------------------------------------
 
     def _on_feature_key(

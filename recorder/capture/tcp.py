@@ -215,7 +215,3 @@ class TcpReassembler:
             for from_client, direction in zip((True, False), connection.directions, strict=True):
                 if direction.waiting and now - direction.waiting_since > self.hole_timeout:
                     self._skip_hole(connection, direction, from_client, now)
-
-    def close_all(self, at: float) -> None:
-        for connection in list(self.connections.values()):
-            self._close(connection, at)

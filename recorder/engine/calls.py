@@ -244,10 +244,6 @@ class LiveCall:
     # A do-not-record call, counted as such once.
     not_recorded: bool = False
 
-    @property
-    def media_packets(self) -> int:
-        return sum(stream.packets for stream in self.streams.values())
-
     def last_sign_of_life(self) -> float:
         """Its last signalling or RTP, RTP to a learned address included."""
         times = [self.last_activity]

@@ -12,7 +12,6 @@ import hashlib
 import logging
 import resource
 import struct
-from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -452,14 +451,6 @@ class Engine:
         """
         for ended in self.calls.finish_all("capture-ended"):
             self.sink.call(ended.snapshot(CallEvent.END))
-
-    @property
-    def sip_errors(self) -> Counter:
-        return self.sip.errors
-
-    @property
-    def sccp_errors(self) -> Counter:
-        return self.sccp.errors
 
 
 def allow_open_files() -> None:

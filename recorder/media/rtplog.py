@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from integrations.observations import Side
+from recorder.lib.files import read_json, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -217,14 +218,16 @@ def _little_endian(values: array) -> bytes:
 
 
 def write_manifest(directory: Path, manifest: dict) -> None:
-    """Write the call's description next to its log, atomically (temp file, then rename)."""
-    temporary = directory / (MANIFEST_NAME + ".tmp")
-    temporary.write_text(json.dumps(manifest, sort_keys=True))
-    os.replace(temporary, directory / MANIFEST_NAME)
+    """Write the call's description next to its log, atomically. Not fsynced, like the log
+    itself: a spool outlives a killed process, not a power cut."""
+    write_atomically(directory / MANIFEST_NAME, json.dumps(manifest, sort_keys=True).encode(),
+                     durable=False)  # fmt: skip
 
 
 def read_manifest(directory: Path) -> dict:
-    return json.loads((directory / MANIFEST_NAME).read_text())
+    """The call's description; OSError or ValueError when it cannot be read. It is a JSON
+    object when this module wrote it: the caller checks a manifest it does not trust."""
+    return read_json(directory / MANIFEST_NAME)
 
 
 def read_blocks(directory: Path) -> Iterator[LogBlock]:

@@ -1,22 +1,22 @@
-"""A call's audio on its way to the archive: spooled to disk as it arrives, then finalised.
+"""A finished call's decoded audio put together, then written as one stereo file.
 
-A spool is one directory per call under a spool root::
+When a call ends, recorder/recordings/finish.py decodes its RTP log (media/rtplog.py, the
+call's only durable record) and places each direction's PCM on the call's timeline here:
+the agent's side on the left channel, the far party's on the right. A MemorySpool holds
+the two channels in one stereo array, which is the WAV file's data as it will be written;
+a call too long for memory, or one written as Ogg/Opus, goes on in a CallSpool on disk:
 
     <root>/<call-id-safe>-<12 hex>/
         manifest.json     call id, sample rate, channel meaning, created time, metadata
         left.pcm          the agent's side, PCM16 little-endian mono, sample k at byte 2k
         right.pcm         the far party's side, same layout
-        finalizing.json   present only while finalize() runs: where the file is going
 
-Audio is written with pwrite() at its place on the call's timeline, so the kernel holds it
-as soon as write() returns: a process killed with SIGKILL loses nothing that write() had
-accepted (a power loss is another matter; the finished file is fsynced, the spool is not).
-Memory per call is two file descriptors and an optional small coalescing buffer.
-
-finalize() interleaves the two channels into one stereo file (agent left, far party right),
-WAV PCM16 or Ogg/Opus, streaming in blocks, and moves it into place atomically. recover()
-finalises whatever a killed process left behind. This module imports no Django: the engine
-and the storage layer call it. See docs/spool.md.
+finalize() interleaves the channels into the finished file (WAV PCM16 or Ogg/Opus,
+streaming in blocks, hashed as written), fsyncs it, moves it into place atomically and
+fsyncs its folder; then the CallSpool is removed. Nothing of a spool itself is fsynced, and
+nothing recovers one: should the process die, the call is decoded again from its RTP log
+(recorder/recordings/recovery.py). A full disk raises SpoolFullError and keeps what was
+there. This module imports no Django. See docs/spool.md.
 """
 
 from __future__ import annotations
@@ -24,13 +24,11 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import logging
 import os
 import re
 import shutil
 import struct
 import uuid
-import wave
 from array import array
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -41,10 +39,9 @@ from typing import Any, BinaryIO, Protocol, Self
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from recorder.lib.files import fsync_directory, read_json, write_atomically
 
 MANIFEST = "manifest.json"
-FINALIZING = "finalizing.json"
 CHANNEL_FILES = ("left.pcm", "right.pcm")
 SPOOL_FORMAT = "qms-spool"
 SPOOL_VERSION = 1
@@ -68,9 +65,6 @@ NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 SUPPORTED_FORMATS = ("wav", "opus")
 # The input rates libsndfile's Opus encoder takes (RFC 6716 section 2: 8 to 48 kHz bands).
 OPUS_RATES = frozenset({8000, 12000, 16000, 24000, 48000})
-RESERVED_PREFIXES = ("_", ".")  # _recovered/, _damaged/ and temporary names under the root
-RECOVERED_DIR = "_recovered"
-DAMAGED_DIR = "_damaged"
 
 
 class Channel(IntEnum):
@@ -96,19 +90,6 @@ class FinishedAudio:
     size: int
     duration_seconds: float
     sample_rate: int
-
-
-@dataclass(frozen=True, slots=True)
-class RecoveredSpool:
-    """A spool a killed process left behind, now a file. `complete` is True only when the
-    process had already finished the file and died before removing the spool: the recording
-    then ended normally and its row may already exist."""
-
-    call_id: str
-    metadata: dict[str, Any]
-    created_at: str
-    audio: FinishedAudio
-    complete: bool
 
 
 class BlockObserver(Protocol):
@@ -156,7 +137,6 @@ class CallSpool:
         sample_rate: int,
         metadata: Mapping[str, Any] | None = None,
         buffer_bytes: int = 0,
-        durable: bool = True,
     ) -> Self:
         """Make a new spool directory under `root` and write its manifest.
 
@@ -164,22 +144,22 @@ class CallSpool:
         use (16000 when G.722 was offered), since a channel may be upsampled into it but
         never downsampled. `buffer_bytes` > 0 coalesces contiguous writes per channel up to
         that size; audio in that buffer is lost if the process is killed (see docs/spool.md).
-        `durable=False` skips the fsync of the manifest, for a spool that can be rebuilt
-        from a durable source (the RTP log it is decoded from) should the machine crash.
+        Nothing of the spool is fsynced: it can always be made again from the call's RTP
+        log, which it is decoded from.
         """
         if sample_rate <= 0:
             raise ValueError(f"sample rate must be positive, not {sample_rate}")
         if not 0 <= buffer_bytes <= 65536:
             raise ValueError(f"buffer_bytes must be between 0 and 65536, not {buffer_bytes}")
         manifest = _new_manifest(call_id, sample_rate, dict(metadata or {}))
-        json.dumps(manifest)  # metadata JSON cannot hold fails here, before any directory
+        # Metadata JSON cannot hold fails here, before any directory is made.
+        text = json.dumps(manifest, indent=1, sort_keys=True)
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
         directory = root / _spool_name(call_id)
         directory.mkdir()
-        # The manifest is written before any audio and fsynced: without it the audio cannot
-        # be interpreted, and recover() treats a directory without one as never started.
-        _write_json_atomically(directory / MANIFEST, manifest, durable=durable)
+        # The manifest is written before any audio: finalize() reads the spool's rate there.
+        write_atomically(directory / MANIFEST, text.encode(), durable=False)
         return cls(directory, manifest, buffer_bytes)
 
     def write(
@@ -204,18 +184,6 @@ class CallSpool:
         """Hand buffered audio to the kernel. Raises SpoolFullError when the disk is full."""
         for side in Channel:
             self._flush_pending(side)
-
-    def update_metadata(self, changes: Mapping[str, Any]) -> None:
-        """Merge `changes` into the manifest's metadata (rarely: a far party's name, a
-        transfer link). The old manifest stays whole if this fails."""
-        metadata = {**self._manifest["metadata"], **changes}
-        manifest = {**self._manifest, "metadata": metadata}
-        try:
-            _write_json_atomically(self.directory / MANIFEST, manifest, durable=False)
-        except OSError as error:
-            _raise_if_no_space(error, f"manifest of call {self.call_id!r}")
-            raise
-        self._manifest = manifest
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -404,9 +372,7 @@ class MemorySpool:
     def _spill(self) -> CallSpool:
         """Go on in a disk spool, with what is held so far written into it."""
         if self.disk is None:
-            self.disk = CallSpool.create(
-                self.root, self.call_id, self.sample_rate, self._metadata, durable=False
-            )
+            self.disk = CallSpool.create(self.root, self.call_id, self.sample_rate, self._metadata)
             for side in (0, 1):
                 if self.written[side]:
                     self.disk.write(side, 0, self._channel(side))
@@ -437,10 +403,7 @@ def finalize(
         raise ValueError(f"Opus cannot encode {rate} Hz audio; use format='wav'")
     destination.parent.mkdir(parents=True, exist_ok=True)
     temporary = _temporary_name(destination)
-    marker = {"destination": str(destination), "format": format}
     try:
-        # Written before the file so that recover() can tell a finished file from a stranger.
-        _write_json_atomically(spool_dir / FINALIZING, marker, durable=False)
         write = _write_wav if format == "wav" else _write_opus
         audio = write(spool_dir, temporary, destination, rate, observer or _NO_OBSERVER)
     except BaseException as error:
@@ -451,37 +414,6 @@ def finalize(
         raise
     _remove_spool(spool_dir)
     return audio
-
-
-def recover(
-    root: Path | str, destination_dir: Path | str | None = None, format: str = "wav"
-) -> list[RecoveredSpool]:
-    """Finalise every spool a killed process left under `root` into `destination_dir`
-    (default `<root>/_recovered`), named after the spool directory (.wav, or .ogg for Opus).
-
-    Call it at start, before any spool is created under `root`. A directory without a
-    manifest never received audio and is removed; one whose manifest cannot be read is moved
-    to `<root>/_damaged` and logged. A spool that cannot be finalised now (disk full) is
-    logged and left for the next start.
-    """
-    _check_format(format)
-    root = Path(root)
-    target = Path(destination_dir) if destination_dir is not None else root / RECOVERED_DIR
-    found = []
-    for spool_dir in _leftover_spools(root):
-        try:
-            recovered = _recover_one(root, spool_dir, target, format)
-        except OSError:
-            log.exception("could not recover spool %s; will try again at next start", spool_dir)
-            continue
-        if recovered is not None:
-            found.append(recovered)
-    return found
-
-
-def read_manifest(spool_dir: Path | str) -> dict[str, Any]:
-    """The spool's manifest as written by CallSpool.create()/update_metadata()."""
-    return _read_manifest(Path(spool_dir))
 
 
 # -- writing the spool ----------------------------------------------------------------------
@@ -573,23 +505,6 @@ def _pwrite_all(fd: int, data: bytes | bytearray, position: int) -> None:
         view, position = view[written:], position + written
 
 
-def _write_json_atomically(path: Path, document: dict[str, Any], durable: bool) -> None:
-    text = json.dumps(document, indent=1, sort_keys=True)  # fails before any file is opened
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except OSError:
-        temporary.unlink(missing_ok=True)
-        raise
-    if durable:
-        _fsync_directory(path.parent)
-
-
 def _raise_if_no_space(error: OSError, what: str) -> None:
     if error.errno in NO_SPACE_ERRNOS:
         raise SpoolFullError(f"no space for the {what}") from error
@@ -604,8 +519,7 @@ def _check_format(format: str) -> None:
 
 
 def _read_manifest(spool_dir: Path) -> dict[str, Any]:
-    with open(spool_dir / MANIFEST, encoding="utf-8") as handle:
-        manifest = json.load(handle)
+    manifest = read_json(spool_dir / MANIFEST)
     if not isinstance(manifest, dict):
         raise ValueError(f"{spool_dir / MANIFEST} is not a QMS spool manifest")
     if manifest.get("format") != SPOOL_FORMAT or not isinstance(manifest.get("sample_rate"), int):
@@ -615,7 +529,7 @@ def _read_manifest(spool_dir: Path) -> dict[str, Any]:
 
 def _temporary_name(destination: Path) -> Path:
     # A fixed name, not a random one: a finalize() killed half-way leaves a file that the
-    # next attempt overwrites and recover() removes, instead of an orphan.
+    # next attempt overwrites, instead of an orphan.
     return destination.with_name(f".{destination.name}.tmp")
 
 
@@ -714,7 +628,7 @@ def _stereo_blocks(spool_dir: Path, frames: int) -> Iterator[bytes]:
 
 def _move_into_place(temporary: Path, destination: Path) -> None:
     os.replace(temporary, destination)
-    _fsync_directory(destination.parent)
+    fsync_directory(destination.parent)
 
 
 def _hash_file(path: Path) -> tuple[str, int]:
@@ -777,96 +691,6 @@ def _drop_cached(fd: int) -> None:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _remove_spool(spool_dir: Path) -> None:
     shutil.rmtree(spool_dir)
-    _fsync_directory(spool_dir.parent)
-
-
-# -- recovery -------------------------------------------------------------------------------
-
-
-def _leftover_spools(root: Path) -> list[Path]:
-    if not root.is_dir():
-        return []
-    return sorted(
-        entry
-        for entry in root.iterdir()
-        if entry.is_dir() and not entry.name.startswith(RESERVED_PREFIXES)
-    )
-
-
-def _recover_one(root: Path, spool_dir: Path, target: Path, format: str) -> RecoveredSpool | None:
-    if not (spool_dir / MANIFEST).exists():
-        # create() writes the manifest before returning, so no audio was ever written here.
-        log.warning("removing spool %s: it has no manifest and so no audio", spool_dir)
-        _remove_spool(spool_dir)
-        return None
-    try:
-        manifest = _read_manifest(spool_dir)
-    except (ValueError, UnicodeDecodeError) as error:
-        _quarantine(root, spool_dir, error)
-        return None
-    finished = _already_finished(spool_dir)
-    if finished is not None:
-        _remove_spool(spool_dir)
-        return _recovered(manifest, finished, complete=True)
-    if format == "opus" and manifest["sample_rate"] not in OPUS_RATES:
-        format = "wav"  # a partial recording in WAV beats none at all
-    suffix = "wav" if format == "wav" else "ogg"
-    audio = finalize(spool_dir, target / f"{spool_dir.name}.{suffix}", format)
-    log.info("recovered a partial recording of call %r: %s", manifest["call_id"], audio.path)
-    return _recovered(manifest, audio, complete=False)
-
-
-def _already_finished(spool_dir: Path) -> FinishedAudio | None:
-    """The file of a finalize() that put it in place but died before removing the spool."""
-    try:
-        with open(spool_dir / FINALIZING, encoding="utf-8") as handle:
-            marker = json.load(handle)
-        destination = Path(marker["destination"])
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
-        return None
-    _temporary_name(destination).unlink(missing_ok=True)
-    if not destination.is_file():
-        return None
-    return describe_audio(destination, marker.get("format", "wav"))
-
-
-def describe_audio(path: Path | str, format: str = "wav") -> FinishedAudio:
-    """FinishedAudio for a file finalize() already put on disk (hashed in blocks)."""
-    path = Path(path)
-    if format == "wav":
-        with wave.open(str(path), "rb") as reader:
-            frames, rate = reader.getnframes(), reader.getframerate()
-    else:
-        import soundfile
-
-        info = soundfile.info(str(path))
-        frames, rate = info.frames, info.samplerate
-    sha256, size = _hash_file(path)
-    return FinishedAudio(path, sha256, size, frames / rate, rate)
-
-
-def _recovered(manifest: dict[str, Any], audio: FinishedAudio, complete: bool) -> RecoveredSpool:
-    return RecoveredSpool(
-        call_id=manifest["call_id"],
-        metadata=manifest.get("metadata", {}),
-        created_at=manifest.get("created_at", ""),
-        audio=audio,
-        complete=complete,
-    )
-
-
-def _quarantine(root: Path, spool_dir: Path, error: Exception) -> None:
-    damaged = root / DAMAGED_DIR
-    damaged.mkdir(exist_ok=True)
-    log.error("spool %s has an unreadable manifest (%s); moved to %s", spool_dir, error, damaged)
-    os.replace(spool_dir, damaged / spool_dir.name)
+    fsync_directory(spool_dir.parent)

@@ -207,14 +207,6 @@ class StreamDecoder:
         """The PCM rate of the output, fixed by the first audio packet."""
         return self.codec.sample_rate if self.codec else None
 
-    def update_payload_types(self, payload_types: Iterable[tuple[int, str]]) -> None:
-        """A re-INVITE or SCCP re-open changed the map; decoders of changed types go."""
-        formats = payload_formats(payload_types)
-        for payload_type, new in formats.items():
-            if self.formats[payload_type] != new:
-                self.decoders.pop(payload_type, None)
-        self.formats = formats
-
     def take_dtmf(self) -> list[DtmfEvent]:
         """DTMF events completed since the last call, each exactly once."""
         events, self.dtmf = self.dtmf, []

@@ -24,10 +24,11 @@ from django.db import DatabaseError, connection
 
 from recorder.capture.sources import LiveCapture
 from recorder.engine.engine import Engine
-from recorder.media.rtplog import MANIFEST_NAME, read_manifest
+from recorder.lib.files import write_atomically
 from recorder.nodes.live import CaptureLoop, LiveSource
+from recorder.recordings.recovery import leftover_spools
 from recorder.sinks.database import do_not_record_ips, do_not_record_numbers, known_phone_ips
-from recorder.sinks.outbox import STATS_NAME, OutboxSink, OutboxWriter, write_atomically
+from recorder.sinks.outbox import STATS_NAME, OutboxSink, OutboxWriter
 
 log = logging.getLogger("qms.capture")
 
@@ -97,17 +98,6 @@ def cached_directory(cache: Path) -> DirectoryView:
     )
 
 
-def leftover_spools(spool_root: Path) -> list[Path]:
-    """Spools a stopped sniffer of this interface left: its calls, cut short."""
-    if not spool_root.is_dir():
-        return []
-    return sorted(
-        path
-        for path in spool_root.iterdir()
-        if not path.name.startswith(("_", ".")) and (path / MANIFEST_NAME).exists()
-    )
-
-
 class Sniffer:
     def __init__(self, node: str, interface: str, bpf: str, parent_pid: int = 0) -> None:
         self.node, self.interface, self.bpf = node, interface, bpf
@@ -122,7 +112,7 @@ class Sniffer:
         self.paths.spool.mkdir(parents=True, exist_ok=True)
         sink = OutboxSink(OutboxWriter(self.paths.outbox, self.node, self.interface))
         for spool in leftover_spools(self.paths.spool):
-            sink.recover(spool, read_manifest(spool))
+            sink.recover(spool)
             log.warning("%s: call cut short in %s goes to the outbox", self.interface, spool)
         engine = self._engine(sink)
         threading.Thread(

@@ -8,7 +8,6 @@ one timeline by their first packet's arrival, so a reply never plays before its 
 
 from __future__ import annotations
 
-import logging
 import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -19,31 +18,20 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.files.storage import Storage
-from django.db import DatabaseError, InterfaceError, OperationalError, transaction
+from django.db import DatabaseError, transaction
 
 from integrations.bounds import clean_text
 from integrations.observations import MediaOffer, Side
-from recorder.engine.calls import moment
-from recorder.engine.codec import media_from_json
 from recorder.media.bulk import rtp_payload_types
 from recorder.media.codecs import PayloadKind
 from recorder.media.quality import mos_estimate
-from recorder.media.rtplog import LOG_NAME, MANIFEST_NAME, LogBlock, read_batches, read_manifest
+from recorder.media.rtplog import LOG_NAME, LogBlock, read_batches
 from recorder.media.spool import Channel, MemorySpool
 from recorder.media.stream import StreamDecoder
 from recorder.models import Call, Recording, recordings_storage
-from recorder.nodes.alerts import park
-from recorder.nodes.models import ParkedEvent
 from recorder.recordings.waveform import PeaksBuilder
 
-log = logging.getLogger(__name__)
-
 WIDEBAND_RATE = 16000
-# Where spools whose call is unknown are set aside, once, for a person to look at.
-ORPHANED = "_orphaned"
-# Where spools that could not be finished are set aside, with a ParkedEvent saying why.
-FAILED = "_failed"
-SET_ASIDE = {ORPHANED, FAILED}
 NARROWBAND_RATE = 8000
 # A finished call's log up to this size is read once for both passes over it (about an
 # hour of G.711 both ways); a longer one is read twice rather than held.
@@ -102,7 +90,7 @@ def finish_recording(
     if not any(direction.payload_types for direction in directions.values()):
         _remove_after_commit(spool)
         return None
-    recording = _new_recording(call, local)
+    recording = write_recording_row(call, local)
     rate = _rate_for(directions)
     start = min(d.first_arrival for d in directions.values() if d.first_arrival is not None)
     # Put together in memory (a long call goes on in a PCM spool beside the log); either
@@ -201,7 +189,7 @@ def _call_start(audio_spool: MemorySpool) -> float:
     return audio_spool.metadata.get("timeline_start", 0.0)
 
 
-def _new_recording(call: Call, local: Side) -> Recording:
+def write_recording_row(call: Call, local: Side) -> Recording:
     """The call's Recording row, written now because the file is named by its id.
 
     One statement, INSERT ... ON CONFLICT DO UPDATE: a call finished again (recovered, a
@@ -300,7 +288,7 @@ def _keep_raw(recording: Recording, audio_spool: MemorySpool, spool: Path) -> No
 
 def _remove_after_commit(spool: Path) -> None:
     """The call's log goes only once the row that points at its audio is committed: a
-    crash before the commit leaves the log for recover_spools to finish again."""
+    crash before the commit leaves the log to be finished again (recordings/recovery.py)."""
     transaction.on_commit(lambda: shutil.rmtree(spool, ignore_errors=True))
 
 
@@ -357,115 +345,3 @@ def _mos(directions: dict[Side, Direction]) -> float | None:
     loss = worst.lost / max(worst.expected, 1)
     jitter = max(quality.jitter_ms for quality in qualities)
     return mos_estimate(_codecs(directions).split("/")[0], loss, jitter)
-
-
-def recover_spools(root: Path) -> list[Recording]:
-    """Finish, as partial recordings, the spools a killed capture process left behind.
-
-    Everything the log holds up to the kill becomes audio; the Call row written when the
-    call started says who it was. A spool whose call is unknown is kept aside and logged.
-    A spool that cannot be finished (damaged, or refused by the database) is set aside in
-    FAILED and parked with its reason: one bad spool never stops a capture from starting.
-    """
-    recovered = []
-    for spool in sorted(
-        path
-        for path in root.iterdir()
-        if path.name not in SET_ASIDE and (path / MANIFEST_NAME).exists()
-    ):
-        recording = _recover_or_set_aside(spool)
-        if recording is not None:
-            recovered.append(recording)
-    return recovered
-
-
-def _recover_or_set_aside(spool: Path) -> Recording | None:
-    # The loop's edge: whatever a damaged spool raises is counted out, not the start.
-    try:
-        with transaction.atomic():
-            return _recover(spool)
-    except (OperationalError, InterfaceError):
-        raise  # the database is out of reach: nothing can be recovered now
-    except Exception as error:
-        kept = set_aside(spool, FAILED)
-        log.exception("spool %s could not be finished; kept in %s", spool, kept)
-        try:
-            mark_failed(_call_of(_manifest_or_nothing(kept)), error)
-        except DatabaseError as second:
-            log.error("the recording of spool %s could not be marked failed: %s", kept, second)
-        park(ParkedEvent.Kind.SPOOL, spool.name, error, {"spool": str(spool), "kept": str(kept)})
-        return None
-
-
-def mark_failed(call: Call | None, error: Exception) -> None:
-    """The call's recording says it failed, and why, so that a supervisor sees a failed
-    recording rather than none, or one that says "recording" for ever."""
-    if call is None:
-        return
-    detail = clean_text(f"could not be finished: {type(error).__name__}: {error}", 200)
-    with transaction.atomic():
-        recording = _new_recording(call, local_side_of(call, None))
-        Recording.objects.filter(pk=recording.pk).exclude(
-            status__in=[Recording.Status.COMPLETE, Recording.Status.NOT_DECODABLE]
-        ).update(status=Recording.Status.FAILED, status_detail=detail)
-
-
-def set_aside(spool: Path, folder: str) -> Path:
-    """Move a spool into `folder` (ORPHANED or FAILED) beside it, for a person to look at."""
-    kept = spool.parent / folder / spool.name
-    kept.parent.mkdir(exist_ok=True)
-    shutil.rmtree(kept, ignore_errors=True)
-    spool.rename(kept)
-    return kept
-
-
-def _manifest_or_nothing(spool: Path) -> dict:
-    try:
-        manifest = read_manifest(spool)
-    except (OSError, ValueError):
-        return {}
-    return manifest if isinstance(manifest, dict) else {}
-
-
-def _call_of(manifest: dict) -> Call | None:
-    """The Call row a spool's manifest names, if any."""
-    try:
-        return Call.objects.filter(
-            protocol=str(manifest.get("protocol", "")),
-            call_id=str(manifest.get("call_id", ""))[:255],
-            started_at=moment(float(manifest.get("started_at", 0.0))),
-        ).first()
-    except (TypeError, ValueError, OverflowError):
-        return None
-
-
-def _recover(spool: Path) -> Recording | None:
-    manifest = read_manifest(spool)
-    if not isinstance(manifest, dict):
-        raise ValueError("the spool's manifest is not a JSON object")
-    call = _call_of(manifest)
-    if call is None:
-        kept = set_aside(spool, ORPHANED)
-        log.error("spool %s has no call row; kept for inspection in %s", spool, kept)
-        return None
-    if _finished_before(call):
-        # Stored and committed, then stopped before the log was removed: nothing to redo.
-        shutil.rmtree(spool, ignore_errors=True)
-        return None
-    shutil.rmtree(spool / "pcm", ignore_errors=True)
-    recording = finish_recording(call, spool, media_from_json(call.media), None)
-    if recording is not None:
-        recording.status = Recording.Status.PARTIAL
-        recording.status_detail = "the capture process stopped during the call"
-        recording.save(update_fields=["status", "status_detail"])
-    return recording
-
-
-def _finished_before(call: Call) -> bool:
-    recording = Recording.objects.filter(signalling=call).first()
-    return (
-        recording is not None
-        and recording.status in (Recording.Status.COMPLETE, Recording.Status.NOT_DECODABLE)
-        and bool(recording.file.name)
-        and recording.file.storage.exists(recording.file.name)
-    )

@@ -44,7 +44,7 @@ from recorder.models import Call, Recording
 from recorder.nodes.alerts import park
 from recorder.nodes.models import ParkedEvent
 from recorder.recordings.attribution import attribute_call
-from recorder.recordings.finish import finish_recording, recover_spools
+from recorder.recordings.finish import finish_recording
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +89,12 @@ def add_recording_arguments(parser) -> None:
 
 
 def recording_options(options: dict) -> dict:
-    """The engine's recording settings for a capture command, after finishing, as partial
-    recordings, the spools a killed earlier run left behind."""
+    """The engine's recording settings for a capture command. (What a killed earlier run
+    left in the spool root the command recovers first: recordings/recovery.py.)"""
     if options.get("no_recording"):
         return {}
     spool_root = Path(settings.QMS_SPOOL_DIR)
     spool_root.mkdir(parents=True, exist_ok=True)
-    for recording in recover_spools(spool_root):
-        log.warning("recovered a partial recording of call %s", recording.call_id)
     return {
         "spool_root": spool_root,
         "do_not_record": do_not_record_numbers(),

@@ -14,7 +14,6 @@ event is applied.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import shutil
@@ -27,6 +26,7 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 from kombu.exceptions import KombuError, OperationalError
 
+from recorder.lib.files import try_lock
 from recorder.nodes.models import OutboxCursor
 from recorder.nodes.queues import queue_for
 from recorder.sinks.outbox import (
@@ -61,17 +61,6 @@ def event_tasks() -> dict[str, Callable]:
         ENCRYPTED: tasks.note_encrypted_signalling,
         RECOVER: tasks.recover_spool,
     }
-
-
-def try_lock(path: Path) -> int | None:
-    """An exclusive lock on `path` (created if need be), or None when another holds it."""
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
 
 
 def applied_seq(run: str) -> int:

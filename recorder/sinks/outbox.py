@@ -32,7 +32,6 @@ number identify an event everywhere (recorder/tasks.py applies each exactly once
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import itertools
 import json
 import logging
@@ -48,6 +47,7 @@ from pathlib import Path
 from integrations.observations import BindingSeen, EncryptedSignallingSeen
 from recorder.engine.calls import CallSnapshot
 from recorder.engine.codec import binding_json, encrypted_json, snapshot_json
+from recorder.lib.files import fsync_directory, is_locked, try_lock, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -99,16 +99,18 @@ class OutboxWriter:
         self.key = f"{node}:{interface}:{self.directory.name}"
         meta = {"run": self.key, "node": node, "interface": interface, "pid": os.getpid()}
         write_atomically(self.directory / RUN_META, json.dumps(meta).encode())
-        self.lock_fd = os.open(self.directory / WRITER_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
-        fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock_fd = try_lock(self.directory / WRITER_LOCK)
+        if lock_fd is None:  # the run's folder is new: no one else can hold its lock
+            raise BlockingIOError(f"the writer lock of {self.directory} is held")
+        self.lock_fd = lock_fd
         self.lock = threading.Lock()
         self.seq = 0
         self.fd = -1
         self.segment_size = 0
         self.unsynced = False
         self._open_segment(1)
-        sync_directory(self.directory)
-        sync_directory(interface_dir)
+        fsync_directory(self.directory)
+        fsync_directory(interface_dir)
 
     def _open_segment(self, first_seq: int) -> None:
         path = self.directory / f"{first_seq:012d}{SEGMENT_SUFFIX}"
@@ -122,7 +124,7 @@ class OutboxWriter:
                 os.fsync(self.fd)
                 os.close(self.fd)
                 self._open_segment(self.seq)
-                sync_directory(self.directory)
+                fsync_directory(self.directory)
             record = encode_record(self.seq, kind, event)
             # One write per record: once it returns the kernel has the whole record, so a
             # killed process loses nothing it appended.
@@ -171,10 +173,10 @@ class OutboxSink:
     def encrypted(self, seen: EncryptedSignallingSeen) -> None:
         self._append(ENCRYPTED, encrypted_json(seen))
 
-    def recover(self, spool: Path, manifest: dict) -> None:
-        """A spool a stopped sniffer left: to be finished as a partial recording."""
-        event = {key: manifest.get(key) for key in ("call_id", "protocol", "started_at")}
-        self._append(RECOVER, {**event, "spool": str(spool)})
+    def recover(self, spool: Path) -> None:
+        """A spool a stopped sniffer left: to be finished as a partial recording. The task
+        reads the spool's manifest itself (recorder/recordings/recovery.py), on this node."""
+        self._append(RECOVER, {"spool": str(spool)})
 
     def _append(self, kind: str, event: dict) -> None:
         self.writer.append(kind, event)
@@ -209,17 +211,7 @@ def run_meta(run_dir: Path) -> dict:
 
 def writer_alive(run_dir: Path) -> bool:
     """True while a sniffer holds the run's writer lock (a dead one's lock is released)."""
-    try:
-        fd = os.open(run_dir / WRITER_LOCK, os.O_RDWR)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    return is_locked(run_dir / WRITER_LOCK)
 
 
 class RunReader:
@@ -362,26 +354,3 @@ def read_segment(segment: Path, offset: int, limit: int) -> tuple[list[OutboxRec
     except FileNotFoundError:
         pass
     return records, offset
-
-
-# --- files ---------------------------------------------------------------------------------
-
-
-def write_atomically(path: Path, data: bytes, durable: bool = True) -> None:
-    """Readers see the old file or the new one, never half of one; `durable` also waits
-    for the disk."""
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as opened:
-        opened.write(data)
-        if durable:
-            opened.flush()
-            os.fsync(opened.fileno())
-    os.replace(temporary, path)
-
-
-def sync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

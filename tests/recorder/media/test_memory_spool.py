@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from recorder.lib.files import read_json
 from recorder.media.spool import (
     CallSpool,
     Channel,
     FinishedAudio,
     MemorySpool,
-    read_manifest,
 )
 from recorder.recordings.waveform import PeaksBuilder
 
@@ -90,7 +90,7 @@ def from_memory(
 
 
 def from_disk(root: Path, writes: list[Write], rate: int, destination: Path) -> Finished:
-    spool = CallSpool.create(root, "call-1@pbx", rate, {"timeline_start": 1.5}, durable=False)
+    spool = CallSpool.create(root, "call-1@pbx", rate, {"timeline_start": 1.5})
     written(spool, writes)
     return finished(spool, destination)
 
@@ -203,7 +203,7 @@ def test_it_spills_only_once_past_its_limit_and_goes_on_from_what_it_held(
     spool.write(Channel.AGENT, 100, pcm(101))  # one sample past the limit
     assert spool.disk is not None
     [folder] = spool_folders(root)
-    assert read_manifest(folder)["metadata"] == {"timeline_start": 1.5}
+    assert read_json(folder / "manifest.json")["metadata"] == {"timeline_start": 1.5}
     spool.write(Channel.FAR_PARTY, 50, pcm(7, 7), sample_rate=None)
     audio = spool.finalize(tmp_path / "call.wav")
     frames = array("h", audio.path.read_bytes()[44:])

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import inspect
 import json
 import math
 import os
-import signal
-import subprocess
-import sys
-import time
 import tracemalloc
 import wave
 from array import array
@@ -26,17 +21,13 @@ from recorder.media.spool import (
     Channel,
     SpoolFullError,
     finalize,
-    read_manifest,
-    recover,
 )
 from tests.conftest import mounted_tmpfs
 
-REPO = Path(__file__).resolve().parents[3]
-
 
 def pattern(channel: int, start: int, count: int) -> bytes:
-    """Sample k of a channel is a function of k alone, so what the killed child wrote can be
-    recomputed from how far it got (the child runs this very function's source)."""
+    """Sample k of a channel is a function of k alone, so what a spool holds can be checked
+    from how far it got."""
     return array(
         "h", (((k * 31 + channel * 12345) % 65535) - 32767 for k in range(start, start + count))
     ).tobytes()
@@ -148,16 +139,15 @@ def test_finalize_by_directory_works_without_the_spool_object(tmp_path: Path) ->
 def test_the_manifest_names_the_call_rate_channels_and_metadata(tmp_path: Path) -> None:
     call_id = "3848276298220188511@atlanta.example.com/../x"
     spool = CallSpool.create(tmp_path, call_id, 8000, metadata={"extension": "9001"})
-    spool.update_metadata({"remote_party": "Bob"})
 
-    manifest = read_manifest(spool.directory)
+    manifest = json.loads((spool.directory / "manifest.json").read_text())
 
     assert spool.directory.parent == tmp_path  # a hostile Call-ID cannot climb out
     assert manifest["call_id"] == call_id
     assert manifest["sample_rate"] == 8000
     assert manifest["channels"]["left"]["party"] == "agent"
     assert manifest["channels"]["right"]["party"] == "far_party"
-    assert manifest["metadata"] == {"extension": "9001", "remote_party": "Bob"}
+    assert manifest["metadata"] == {"extension": "9001"}
     assert manifest["created_at"].endswith("+00:00")
     spool.close()
 
@@ -287,71 +277,7 @@ def test_a_buffered_spool_coalesces_writes_and_flushes_them(tmp_path: Path) -> N
     assert left[10_000] == 1
 
 
-# -- crash safety ----------------------------------------------------------------------------
-
-CHILD_CHUNK = 400
-CHILD_SCRIPT = (
-    "from array import array\n"
-    + inspect.getsource(pattern)
-    + """
-import os, sys
-from recorder.media.spool import CallSpool, Channel
-
-root, progress_path = sys.argv[1], sys.argv[2]
-spool = CallSpool.create(root, "killed-call@pbx", 8000, metadata={"extension": "9001"})
-progress = os.open(progress_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-chunk = 0
-while True:
-    start = chunk * CHUNK
-    spool.write(Channel.AGENT, start, pattern(0, start, CHUNK))
-    spool.write(Channel.FAR_PARTY, start, pattern(1, start, CHUNK))
-    # Recorded only once both writes have returned, and fsynced so the test can trust it.
-    os.write(progress, f"{chunk}\\n".encode())
-    os.fsync(progress)
-    chunk += 1
-""".replace("CHUNK", str(CHILD_CHUNK))
-)
-
-
-def last_completed_chunk(progress: Path) -> int:
-    text = progress.read_text() if progress.exists() else ""
-    whole_lines = text[: text.rfind("\n") + 1].split()
-    return int(whole_lines[-1]) if whole_lines else -1
-
-
-def test_recover_finalizes_a_spool_whose_writer_was_killed_mid_write(tmp_path: Path) -> None:
-    root, progress = tmp_path / "spool", tmp_path / "progress"
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD_SCRIPT, str(root), str(progress)], cwd=REPO
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while last_completed_chunk(progress) < 100 and child.poll() is None:
-            assert time.monotonic() < deadline, "the child never got going"
-            time.sleep(0.01)
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    assert child.returncode == -signal.SIGKILL
-    done = last_completed_chunk(progress)
-
-    [found] = recover(root, tmp_path / "recovered")
-
-    assert (found.call_id, found.metadata, found.complete) == (
-        "killed-call@pbx",
-        {"extension": "9001"},
-        False,
-    )
-    left, right, reader = read_stereo(found.audio.path)
-    confirmed = (done + 1) * CHILD_CHUNK
-    # At most the chunk in flight at the kill went further than the progress file says.
-    assert confirmed <= reader.getnframes() <= confirmed + CHILD_CHUNK
-    for channel, samples in enumerate((left, right)):
-        expected = list(array("h", pattern(channel, 0, len(samples))))
-        assert samples[:confirmed] == expected[:confirmed]
-        assert all(s in (e, 0) for s, e in zip(samples[confirmed:], expected[confirmed:]))
-    assert found.audio.sha256 == hashlib.sha256(found.audio.path.read_bytes()).hexdigest()
-    assert list(root.iterdir()) == []  # no spool left orphaned
+# -- a torn write ---------------------------------------------------------------------------
 
 
 def test_a_torn_last_write_is_cut_to_whole_samples(tmp_path: Path) -> None:
@@ -362,74 +288,9 @@ def test_a_torn_last_write_is_cut_to_whole_samples(tmp_path: Path) -> None:
     with open(spool.directory / "left.pcm", "ab") as left_file:
         left_file.write(b"\x07")  # half of a fourth sample, as a kill mid-write may leave
 
-    [found] = recover(tmp_path / "spool", tmp_path / "recovered")
+    left, right, _ = read_stereo(finalize(spool.directory, tmp_path / "torn.wav").path)
 
-    left, right, _ = read_stereo(found.audio.path)
     assert (left, right) == ([1, 2, 3], [4, 5, 0])
-
-
-def test_recover_removes_a_spool_killed_before_its_manifest_existed(tmp_path: Path) -> None:
-    (tmp_path / "spool" / "half-made-0123456789ab").mkdir(parents=True)
-    assert recover(tmp_path / "spool") == []
-    assert list((tmp_path / "spool").iterdir()) == []
-
-
-def test_recover_sets_aside_a_spool_with_an_unreadable_manifest(tmp_path: Path) -> None:
-    spool = CallSpool.create(tmp_path / "spool", "damaged", 8000)
-    spool.close()
-    (spool.directory / "manifest.json").write_text("{not json")
-
-    assert recover(tmp_path / "spool") == []
-
-    assert (tmp_path / "spool" / "_damaged" / spool.directory.name / "left.pcm").exists()
-    assert recover(tmp_path / "spool") == []  # set aside once, not again at every start
-
-
-def test_recover_by_default_writes_into_the_roots_recovered_folder(tmp_path: Path) -> None:
-    spool = CallSpool.create(tmp_path / "spool", "default-dest", 8000)
-    spool.write(Channel.AGENT, 0, pcm(1))
-    spool.close()
-
-    [found] = recover(tmp_path / "spool")
-
-    assert found.audio.path == tmp_path / "spool" / "_recovered" / f"{spool.directory.name}.wav"
-    assert recover(tmp_path / "spool") == []
-
-
-def test_recover_keeps_a_file_that_finalize_had_already_put_in_place(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    spool = CallSpool.create(tmp_path / "spool", "almost-done", 8000)
-    spool.write(Channel.AGENT, 0, pcm(1, 2))
-    # The process dies after the file is in place but before the spool is removed.
-    monkeypatch.setattr(spool_module, "_remove_spool", lambda spool_dir: None)
-    placed = spool.finalize(tmp_path / "archive" / "done.wav")
-    monkeypatch.undo()
-
-    [found] = recover(tmp_path / "spool", tmp_path / "recovered")
-
-    assert found.complete
-    assert found.audio == placed
-    assert not (tmp_path / "recovered").exists()  # no second copy
-    assert list((tmp_path / "spool").iterdir()) == []
-
-
-def test_recover_redoes_a_finalize_that_died_half_way(tmp_path: Path) -> None:
-    spool = CallSpool.create(tmp_path / "spool", "half-written", 8000)
-    spool.write(Channel.AGENT, 0, pcm(1, 2))
-    spool.close()
-    archive = tmp_path / "archive"
-    archive.mkdir()
-    (spool.directory / "finalizing.json").write_text(
-        json.dumps({"destination": str(archive / "x.wav")})
-    )
-    (archive / ".x.wav.tmp").write_bytes(b"RIFF....half")
-
-    [found] = recover(tmp_path / "spool", tmp_path / "recovered")
-
-    assert not found.complete
-    assert read_stereo(found.audio.path)[0] == [1, 2]
-    assert list(archive.iterdir()) == []  # the torn temporary file is gone
 
 
 # -- disk full -------------------------------------------------------------------------------
@@ -533,30 +394,6 @@ def test_other_write_errors_are_not_mistaken_for_a_full_disk(
     assert not isinstance(raised.value, SpoolFullError)
     monkeypatch.undo()
     spool.close()
-
-
-def test_recover_can_write_opus(tmp_path: Path) -> None:
-    pytest.importorskip("soundfile")
-    spool = CallSpool.create(tmp_path / "spool", "opus-partial", 8000)
-    spool.write(Channel.AGENT, 0, tone(440, 8000, 8000))
-    spool.close()
-
-    [found] = recover(tmp_path / "spool", tmp_path / "recovered", format="opus")
-
-    assert found.audio.path.suffix == ".ogg"
-    assert found.audio.duration_seconds == 1
-    assert found.audio.path.read_bytes()[:4] == b"OggS"
-
-
-def test_recover_falls_back_to_wav_for_a_rate_opus_cannot_take(tmp_path: Path) -> None:
-    spool = CallSpool.create(tmp_path / "spool", "cd-rate", 44100)
-    spool.write(Channel.AGENT, 0, pcm(1, 2))
-    spool.close()
-
-    [found] = recover(tmp_path / "spool", tmp_path / "recovered", format="opus")
-
-    assert found.audio.path.suffix == ".wav"
-    assert read_stereo(found.audio.path)[0] == [1, 2]
 
 
 def test_opus_on_a_full_disk_raises_spool_full_and_keeps_the_spool(

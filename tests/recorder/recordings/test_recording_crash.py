@@ -5,7 +5,7 @@ PostgreSQL database and spool folder) drives the capture engine with a DatabaseS
 three generated SIP calls of 30 s, paced ten times faster than real time, and says after
 each packet how far it got. The test kills it with SIGKILL half-way through the calls,
 reads what the child left on disk with its own parser, runs the start-up recovery
-(`recording_options`, as `sniff` and `import_pcap` do) and checks that every call became a
+(`recover_spools`, as `sniff` and `import_pcap` do) and checks that every call became a
 partial recording holding the audio the child had written, and nothing beyond the kill.
 """
 
@@ -30,7 +30,7 @@ from django.db import connection
 
 from recorder.capture import traffic
 from recorder.models import Call, Recording
-from recorder.sinks.database import recording_options
+from recorder.recordings.recovery import recover_spools
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CALLS = 3
@@ -191,8 +191,7 @@ def test_calls_cut_by_kill_9_become_partial_recordings_at_the_next_start(
     assert all(found.packets > 0 for found in logged.values())
     assert not Recording.objects.exists()
 
-    settings.QMS_SPOOL_DIR = spool_root
-    assert recording_options({})["spool_root"] == spool_root
+    assert len(recover_spools(spool_root)) == CALLS
 
     assert list(spool_root.iterdir()) == []
     rows = {call.call_id: call for call in Call.objects.all()}

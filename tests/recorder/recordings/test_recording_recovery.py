@@ -13,7 +13,11 @@ from recorder.engine.calls import moment
 from recorder.engine.codec import media_from_json
 from recorder.media.rtplog import RtpLog
 from recorder.models import Call, Recording
-from recorder.recordings.finish import ORPHANED, finish_recording, recover_spools
+from recorder.nodes.models import PendingFinalisation
+from recorder.recordings.finish import finish_recording
+from recorder.recordings.recovery import ORPHANED, recover_spools
+from recorder.sinks.outbox import RECOVER
+from recorder.tasks import apply_in_order
 from tests.recorder.media.rtp_build import rtp
 
 
@@ -84,3 +88,21 @@ def logged_call_log_only(spool_root: Path, call_id: str) -> tuple[None, Path]:
     log.append(started, Side.CALLER, rtp(0, 0))
     log.close()
     return None, spool
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_node_recover_event_queued_in_the_older_form_is_applied_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Outboxes written before the task read manifests itself carry the manifest's fields too.
+    monkeypatch.setattr("recorder.tasks.enqueue_finalisation", lambda pending: None)
+    call, spool = logged_call(tmp_path, "older-form")
+    event = {"call_id": "older-form", "protocol": "sip", "started_at": 1_700_000_100.0}
+
+    outcome = apply_in_order("node-a:eth1:run", 1, RECOVER, {**event, "spool": str(spool)}, "a")
+
+    assert outcome == "applied"
+    call.refresh_from_db()
+    assert (call.state, call.end_reason) == (Call.State.ENDED, "capture-crashed")
+    pending = PendingFinalisation.objects.get(call=call)
+    assert (pending.reason, pending.spool, pending.node) == ("capture-crashed", str(spool), "a")

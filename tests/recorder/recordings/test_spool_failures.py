@@ -21,8 +21,9 @@ from recorder.engine.calls import moment
 from recorder.media.rtplog import MANIFEST_NAME, RtpLog
 from recorder.models import Call, Recording
 from recorder.nodes.models import ParkedEvent, PendingFinalisation
-from recorder.recordings.finish import FAILED, recover_spools
-from recorder.tasks import finalise_recording
+from recorder.recordings.recovery import FAILED, recover_spools
+from recorder.sinks.outbox import RECOVER
+from recorder.tasks import apply_in_order, finalise_recording
 from tests.recorder.media.rtp_build import rtp
 
 STARTED = 1_700_000_100.0
@@ -139,3 +140,20 @@ def test_a_node_finalisation_that_cannot_succeed_marks_the_recording_failed_and_
     assert (parked.kind, parked.subject, parked.node) == ("spool", "node-damaged", "node-a")
     assert parked.reason.startswith("ValueError")
     assert not spool.exists() and (spool_root / FAILED / spool.name).is_dir()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_node_recovery_of_a_spool_whose_manifest_is_damaged_sets_it_aside_and_parks_it(
+    spool_root: Path,
+) -> None:
+    # The sniffer no longer reads manifests at start (it stopped there on a damaged one):
+    # the node's task reads it, by the same rules as import_pcap.
+    spool = spool_with_manifest(spool_root, "1700000000-bad-manifest", "{not json")
+
+    outcome = apply_in_order("node-a:eth1:run", 1, RECOVER, {"spool": str(spool)}, "node-a")
+
+    assert outcome == "applied"
+    assert not spool.exists() and (spool_root / FAILED / spool.name).is_dir()
+    (parked,) = ParkedEvent.objects.all()
+    assert (parked.kind, parked.subject, parked.node) == ("spool", spool.name, "node-a")
+    assert parked.reason.startswith("JSONDecodeError")

@@ -28,11 +28,10 @@ from recorder.capture.synthesis import rtp, sdp, sip, udp
 from recorder.engine.calls import CallSnapshot
 from recorder.engine.codec import snapshot_json
 from recorder.engine.engine import Engine
-from recorder.media.rtplog import read_manifest
 from recorder.models import Call, Recording
 from recorder.nodes.models import HeldEvent, OutboxCursor, ParkedEvent, PendingFinalisation
 from recorder.nodes.node import CaptureNode
-from recorder.nodes.sniffer import leftover_spools
+from recorder.recordings.recovery import leftover_spools
 from recorder.sinks.delivery import event_tasks
 from recorder.sinks.outbox import OutboxRecord, OutboxSink, OutboxWriter, RunReader
 from recorder.tasks import apply_in_order
@@ -280,7 +279,7 @@ def test_a_spool_left_by_a_killed_sniffer_is_finished_as_partial_by_the_next_one
 
     successor = Node(tmp_path)
     for spool in leftover_spools(successor.spool):
-        successor.sink.recover(spool, read_manifest(spool))
+        successor.sink.recover(spool)
     successor.stop()
     deliver_all(successor.run, successor.records())
 
@@ -333,7 +332,7 @@ def test_a_spool_still_waiting_for_its_finalisation_is_not_taken_for_a_cut_call(
         # The worker stopped before finalising: the next sniffer finds the spool.
         successor = Node(tmp_path)
         (spool,) = leftover_spools(successor.spool)
-        successor.sink.recover(spool, read_manifest(spool))
+        successor.sink.recover(spool)
         successor.stop()
         deliver_all(successor.run, successor.records())
     assert PendingFinalisation.objects.get().reason == "ended"

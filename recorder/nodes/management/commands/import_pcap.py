@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from recorder.capture.sources import (
@@ -20,6 +21,7 @@ from recorder.capture.sources import (
 from recorder.engine.engine import Engine
 from recorder.nodes.caps import CapAlerts
 from recorder.nodes.summary import summary_lines
+from recorder.recordings.recovery import recover_spools
 from recorder.sinks.database import (
     DatabaseSink,
     add_recording_arguments,
@@ -82,6 +84,8 @@ class Command(BaseCommand):
         for path in paths:
             if not path.is_file():
                 raise CommandError(f"{path} is not a readable file.")
+        if not options["no_recording"]:
+            recover_spools(Path(settings.QMS_SPOOL_DIR))  # what a killed earlier run left
         sink = DatabaseSink(node=options["node"])
         engine = Engine(sink, known_phone_ips(), **recording_options(options))
         started = time.perf_counter()

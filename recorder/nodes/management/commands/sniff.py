@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from recorder.capture.sources import CaptureFileError, LiveCapture
@@ -12,6 +14,7 @@ from recorder.engine.engine import Engine
 from recorder.nodes.caps import CapAlerts, caps_line
 from recorder.nodes.live import CaptureLoop, LiveSource
 from recorder.nodes.summary import summary_lines
+from recorder.recordings.recovery import recover_spools
 from recorder.sinks.database import (
     DatabaseSink,
     add_recording_arguments,
@@ -44,6 +47,8 @@ class Command(BaseCommand):
             capture = LiveCapture(options["interface"], options["bpf"])
         except CaptureFileError as error:
             raise CommandError(str(error)) from None
+        if not options["no_recording"]:
+            recover_spools(Path(settings.QMS_SPOOL_DIR))  # what a killed earlier run left
         sink = DatabaseSink(node=options["node"])
         engine = Engine(sink, known_phone_ips(), **recording_options(options))
         self.alerts = CapAlerts(options["node"])
