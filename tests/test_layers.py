@@ -57,7 +57,13 @@ ROOMS = {
     "integrations.sccp": "integrations.sccp",
     "integrations.shoretel": "integrations.shoretel",
     "integrations.shoretel.bridge": "integrations.shoretel.bridge",
-    "recorder": "recorder",  # the app itself: models, admin, tasks, apps, management
+    "recorder": "recorder",  # the entry points: tasks, admin, apps, management commands
+    # The recorder's tables, and the names every Django room shares (a node's queue, its
+    # dead letters and alerts): the bottom of the recorder's Django rooms.
+    "recorder.models": "recorder.models",
+    "recorder.nodes.models": "recorder.models",
+    "recorder.nodes.alerts": "recorder.models",
+    "recorder.nodes.queues": "recorder.models",
     "recorder.capture": "recorder.capture",
     "recorder.engine": "recorder.engine",
     "recorder.media": "recorder.media",

@@ -40,6 +40,7 @@ from recorder.nodes import leases
 from recorder.nodes.caps import CapAlerts
 from recorder.nodes.models import CaptureInterface, PendingFinalisation
 from recorder.nodes.sniffer import SnifferPaths
+from recorder.recordings.finalise import enqueue_finalisation
 from recorder.sinks.delivery import Deliverer
 from recorder.sinks.outbox import STATS_NAME
 
@@ -264,8 +265,6 @@ class CaptureNode:
                 )
 
     def _requeue_finalisations(self) -> None:
-        from recorder.tasks import enqueue_finalisation
-
         now = timezone.now()
         cutoff = now - timedelta(seconds=settings.QMS_OUTBOX_REDELIVER_SECONDS)
         due = PendingFinalisation.objects.filter(node=self.node, enqueued_at__lt=cutoff)

@@ -22,12 +22,12 @@ from pathlib import Path
 from django.conf import settings
 from django.db import DatabaseError, connection
 
+from extensions.directory_view import do_not_record_ips, do_not_record_numbers, known_phone_ips
 from recorder.capture.sources import LiveCapture
 from recorder.engine.engine import Engine
 from recorder.lib.files import write_atomically
 from recorder.nodes.live import CaptureLoop, LiveSource
 from recorder.recordings.recovery import leftover_spools
-from recorder.sinks.database import do_not_record_ips, do_not_record_numbers, known_phone_ips
 from recorder.sinks.outbox import STATS_NAME, OutboxSink, OutboxWriter
 
 log = logging.getLogger("qms.capture")

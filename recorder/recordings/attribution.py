@@ -80,3 +80,12 @@ def adopt_call(recording: Recording, reported: ReportedCall) -> None:
         Recording.objects.filter(pk=recording.pk).update(**changed)
         for name, value in changed.items():
             setattr(recording, name, value)
+
+
+def must_not_record(call: Call, do_not_record: set[str]) -> bool:
+    """The engine's rule again, once the call is attributed: the number called, or the
+    extension of the phone the directory found for the recorded side. A number the
+    directory did not confirm (no phone found) is a claim, and decides nothing."""
+    if call.callee in do_not_record:
+        return True
+    return call.phone_id is not None and call.extension in do_not_record

@@ -36,6 +36,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, transacti
 from integrations.bounds import clean_text
 from integrations.observations import Side
 from recorder.engine.calls import moment
+from recorder.engine.codec import media_from_json
 from recorder.media.rtplog import MANIFEST_NAME, read_manifest
 from recorder.models import Call, Recording
 from recorder.nodes.alerts import park
@@ -43,7 +44,6 @@ from recorder.nodes.models import ParkedEvent, PendingFinalisation
 from recorder.recordings.finish import (
     finish_recording,
     local_side_of,
-    media_from_json,
     write_recording_row,
 )
 

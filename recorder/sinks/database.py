@@ -25,16 +25,14 @@ from django.db import (
     transaction,
 )
 
-from extensions.models import Binding, Extension, Phone
+from extensions.directory_view import do_not_record_ips, do_not_record_numbers
 from extensions.services import (
     apply_binding,
     note_encrypted_signalling,
     refusal_of,
 )
-from extensions.trust import call_servers
 from integrations.observations import (
     BindingSeen,
-    BindingSource,
     CallEvent,
     EncryptedSignallingSeen,
 )
@@ -43,7 +41,7 @@ from recorder.engine.codec import media_json
 from recorder.models import Call, Recording
 from recorder.nodes.alerts import park
 from recorder.nodes.models import ParkedEvent
-from recorder.recordings.attribution import attribute_call
+from recorder.recordings.attribution import attribute_call, must_not_record
 from recorder.recordings.finish import finish_recording
 
 log = logging.getLogger(__name__)
@@ -51,32 +49,6 @@ log = logging.getLogger(__name__)
 STOP = object()
 # Events applied per transaction: one commit (one fsync) per batch, not per event.
 BATCH = 500
-
-
-def known_phone_ips() -> set[str]:
-    """Every address the directory believes is a phone: configured, current, or bound."""
-    ips = set(Phone.objects.exclude(current_ip=None).values_list("current_ip", flat=True))
-    ips |= set(Phone.objects.exclude(configured_ip=None).values_list("configured_ip", flat=True))
-    ips |= set(Binding.objects.filter(ended_at__isnull=True).values_list("ip", flat=True))
-    servers = call_servers()
-    return {ip for ip in ips if not servers.relays(ip)}  # the call system's own are no phones
-
-
-def do_not_record_numbers() -> set[str]:
-    return set(Extension.objects.filter(do_not_record=True).values_list("number", flat=True))
-
-
-def do_not_record_ips() -> set[str]:
-    """The addresses of phones that the call system binds to a do-not-record extension
-    (a call's From is no such binding): their calls are not recorded, whoever they call."""
-    bound = Binding.objects.filter(ended_at__isnull=True, extension__do_not_record=True).exclude(
-        source=BindingSource.SIP_CALL
-    )
-    ips = set(bound.values_list("ip", flat=True))
-    static = Phone.objects.filter(
-        static_ip=True, lines__line_number=1, lines__extension__do_not_record=True
-    ).exclude(configured_ip=None)
-    return ips | set(static.values_list("configured_ip", flat=True))
 
 
 def add_recording_arguments(parser) -> None:
@@ -232,15 +204,6 @@ class CallLog:
         if found is not None or snapshot.event == CallEvent.START or key in self.starting:
             return found
         return Call.objects.filter(**_key_of(snapshot)).first()
-
-
-def must_not_record(call: Call, do_not_record: set[str]) -> bool:
-    """The engine's rule again, once the call is attributed: the number called, or the
-    extension of the phone the directory found for the recorded side. A number the
-    directory did not confirm (no phone found) is a claim, and decides nothing."""
-    if call.callee in do_not_record:
-        return True
-    return call.phone_id is not None and call.extension in do_not_record
 
 
 def _key_of(snapshot: CallSnapshot) -> dict:

@@ -29,6 +29,7 @@ from kombu.exceptions import KombuError, OperationalError
 from recorder.lib.files import try_lock
 from recorder.nodes.models import OutboxCursor
 from recorder.nodes.queues import queue_for
+from recorder.sinks import ordered
 from recorder.sinks.outbox import (
     BINDING,
     CALL,
@@ -53,13 +54,11 @@ BROKER_ERRORS = (KombuError, OperationalError, ConnectionError, OSError)
 
 
 def event_tasks() -> dict[str, Callable]:
-    from recorder import tasks
-
     return {
-        BINDING: tasks.apply_binding,
-        CALL: tasks.record_call,
-        ENCRYPTED: tasks.note_encrypted_signalling,
-        RECOVER: tasks.recover_spool,
+        BINDING: ordered.apply_binding,
+        CALL: ordered.record_call,
+        ENCRYPTED: ordered.note_encrypted_signalling,
+        RECOVER: ordered.recover_spool,
     }
 
 

@@ -15,12 +15,12 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
+from extensions.directory_view import known_phone_ips
 from extensions.models import Agent, Binding, CallServer, DisputedClaim, Extension, Phone
 from extensions.services import apply_binding, assign_line
 from integrations.observations import BindingSeen, BindingSource
 from recorder.capture.synthesis import rtp, sdp, sip, udp, write_pcap
 from recorder.models import Call, Recording
-from recorder.sinks.database import known_phone_ips
 
 JOHN_PHONE = "10.20.0.11"
 DANA_PHONE = "10.20.0.14"

@@ -16,8 +16,8 @@ from recorder.models import Call, Recording
 from recorder.nodes.models import PendingFinalisation
 from recorder.recordings.finish import finish_recording
 from recorder.recordings.recovery import ORPHANED, recover_spools
+from recorder.sinks.ordered import apply_in_order
 from recorder.sinks.outbox import RECOVER
-from recorder.tasks import apply_in_order
 from tests.recorder.media.rtp_build import rtp
 
 
@@ -95,7 +95,7 @@ def test_a_node_recover_event_queued_in_the_older_form_is_applied_the_same(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Outboxes written before the task read manifests itself carry the manifest's fields too.
-    monkeypatch.setattr("recorder.tasks.enqueue_finalisation", lambda pending: None)
+    monkeypatch.setattr("recorder.recordings.finalise.enqueue_finalisation", lambda pending: None)
     call, spool = logged_call(tmp_path, "older-form")
     event = {"call_id": "older-form", "protocol": "sip", "started_at": 1_700_000_100.0}
 

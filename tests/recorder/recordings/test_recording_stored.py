@@ -16,8 +16,8 @@ from django.core.files.base import ContentFile
 
 from recorder.models import Call, Recording
 from recorder.nodes.models import PendingFinalisation
+from recorder.recordings.finalise import finalise_recording
 from recorder.recordings.recovery import mark_failed, recover_spools
-from recorder.tasks import finalise_recording
 from tests.recorder.recordings.test_recording_recovery import logged_call, logged_call_log_only
 
 Status = Recording.Status

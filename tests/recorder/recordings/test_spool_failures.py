@@ -21,9 +21,10 @@ from recorder.engine.calls import moment
 from recorder.media.rtplog import MANIFEST_NAME, RtpLog
 from recorder.models import Call, Recording
 from recorder.nodes.models import ParkedEvent, PendingFinalisation
+from recorder.recordings.finalise import finalise_recording
 from recorder.recordings.recovery import FAILED, recover_spools
+from recorder.sinks.ordered import apply_in_order
 from recorder.sinks.outbox import RECOVER
-from recorder.tasks import apply_in_order, finalise_recording
 from tests.recorder.media.rtp_build import rtp
 
 STARTED = 1_700_000_100.0

@@ -22,7 +22,6 @@ from extensions.models import Agent, Binding, Extension, Phone
 from extensions.services import assign_line
 from integrations.observations import CallEvent
 from qms.celery import app as celery_app
-from recorder import tasks
 from recorder.capture.link import LINKTYPE_ETHERNET
 from recorder.capture.synthesis import rtp, sdp, sip, udp
 from recorder.engine.calls import CallSnapshot
@@ -32,9 +31,10 @@ from recorder.models import Call, Recording
 from recorder.nodes.models import HeldEvent, OutboxCursor, ParkedEvent, PendingFinalisation
 from recorder.nodes.node import CaptureNode
 from recorder.recordings.recovery import leftover_spools
+from recorder.sinks import ordered
 from recorder.sinks.delivery import event_tasks
+from recorder.sinks.ordered import apply_in_order
 from recorder.sinks.outbox import OutboxRecord, OutboxSink, OutboxWriter, RunReader
-from recorder.tasks import apply_in_order
 
 PHONE, GATEWAY, REGISTRAR = "10.60.0.41", "10.60.9.1", "10.60.9.5"
 START = 1795600000.0
@@ -186,7 +186,7 @@ def test_an_early_event_is_held_and_applied_right_after_the_one_it_follows(
     postgresql: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     applied = []
-    monkeypatch.setitem(tasks.EFFECTS, "test", lambda event, node: applied.append(event["n"]))
+    monkeypatch.setitem(ordered.EFFECTS, "test", lambda event, node: applied.append(event["n"]))
 
     assert apply_in_order("n:eth1:run", 3, "test", {"n": 3}, NODE) == "held"
     assert apply_in_order("n:eth1:run", 2, "test", {"n": 2}, NODE) == "held"
@@ -208,8 +208,8 @@ def test_a_bad_event_is_passed_over_so_the_ones_after_it_still_apply(
     def broken(event: dict, node: str) -> None:
         raise ValueError("a snapshot this version cannot read")
 
-    monkeypatch.setitem(tasks.EFFECTS, "broken", broken)
-    monkeypatch.setitem(tasks.EFFECTS, "fine", lambda event, node: None)
+    monkeypatch.setitem(ordered.EFFECTS, "broken", broken)
+    monkeypatch.setitem(ordered.EFFECTS, "fine", lambda event, node: None)
     assert apply_in_order("n:eth1:run", 1, "broken", {}, NODE) == "failed"
     assert apply_in_order("n:eth1:run", 2, "fine", {}, NODE) == "applied"
 
@@ -227,12 +227,12 @@ def test_a_call_event_the_database_refuses_is_parked_on_the_node_and_the_next_ap
             caller_ip="not-an-ip", callee_ip="", local_ip="", local_number="", media=(),
         )
     )  # fmt: skip
-    assert apply_in_order("n:eth1:run", 1, tasks.CALL, refused, NODE) == "failed"
+    assert apply_in_order("n:eth1:run", 1, ordered.CALL, refused, NODE) == "failed"
     parked = ParkedEvent.objects.get()
     assert (parked.kind, parked.subject, parked.node) == ("call", "refused-1", NODE)
     assert parked.reason.startswith("DataError") and parked.event["caller_ip"] == "not-an-ip"
     fine = dict(refused, call_id="fine-2", caller_ip="10.0.0.9")
-    assert apply_in_order("n:eth1:run", 2, tasks.CALL, fine, NODE) == "applied"
+    assert apply_in_order("n:eth1:run", 2, ordered.CALL, fine, NODE) == "applied"
     assert list(Call.objects.values_list("call_id", flat=True)) == ["fine-2"]
 
 
@@ -242,11 +242,11 @@ def test_an_unreachable_database_leaves_the_event_to_be_tried_again(
     def database_gone(event: dict, node: str) -> None:
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setitem(tasks.EFFECTS, "gone", database_gone)
+    monkeypatch.setitem(ordered.EFFECTS, "gone", database_gone)
     with pytest.raises(OperationalError):
         apply_in_order("n:eth1:run", 1, "gone", {}, NODE)
     assert not OutboxCursor.objects.filter(run="n:eth1:run", applied_seq__gt=0).exists()
-    monkeypatch.setitem(tasks.EFFECTS, "gone", lambda event, node: None)
+    monkeypatch.setitem(ordered.EFFECTS, "gone", lambda event, node: None)
     assert apply_in_order("n:eth1:run", 1, "gone", {}, NODE) == "applied"
 
 
@@ -304,7 +304,7 @@ def test_a_finalisation_the_broker_lost_is_enqueued_again_by_the_node(
     celery_app.conf.task_always_eager = False  # the finalisation is "sent" to no broker
     try:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr("recorder.tasks.enqueue_finalisation", lambda pending: None)
+            patch.setattr("recorder.recordings.finalise.enqueue_finalisation", lambda pending: None)
             deliver_all(node.run, records)
     finally:
         celery_app.conf.task_always_eager = True
@@ -327,7 +327,7 @@ def test_a_spool_still_waiting_for_its_finalisation_is_not_taken_for_a_cut_call(
     first.capture(registration(START) + call("ended", START + 5, 1.0))
     first.stop()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("recorder.tasks.enqueue_finalisation", lambda pending: None)
+        patch.setattr("recorder.recordings.finalise.enqueue_finalisation", lambda pending: None)
         deliver_all(first.run, first.records())
         # The worker stopped before finalising: the next sniffer finds the spool.
         successor = Node(tmp_path)

@@ -9,6 +9,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from extensions.directory_view import known_phone_ips
 from recorder.capture.sources import CaptureFileError, LiveCapture
 from recorder.engine.engine import Engine
 from recorder.nodes.caps import CapAlerts, caps_line
@@ -18,7 +19,6 @@ from recorder.recordings.recovery import recover_spools
 from recorder.sinks.database import (
     DatabaseSink,
     add_recording_arguments,
-    known_phone_ips,
     recording_options,
 )
 

@@ -1,0 +1,131 @@
+"""Finishing a capture node's recordings off the ordered event path, as tasks.
+
+A call's end (or a recovered spool) schedules its finalisation: a PendingFinalisation row in
+the same transaction, and a task on the node's queue once it commits. The task decodes the
+spool into the recording, once (the spool is locked while it is decoded), then enqueues the
+waveform peaks. Every task is acks_late and retried with back-off while the database is
+unreachable. The task names are the ones they had in recorder/tasks.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError, transaction
+from django.utils import timezone
+from kombu.exceptions import KombuError
+
+from extensions.directory_view import do_not_record_numbers
+from integrations.observations import Side
+from recorder.lib.files import locked
+from recorder.models import Call, Recording
+from recorder.nodes.models import PendingFinalisation
+from recorder.nodes.queues import queue_for
+from recorder.recordings import recovery
+from recorder.recordings.attribution import must_not_record
+from recorder.recordings.waveform import peaks_for_recording
+
+log = logging.getLogger(__name__)
+
+# The database is down or the connection broke: worth trying again later.
+TRANSIENT = (OperationalError, InterfaceError)
+
+CALL_TASK = {
+    "acks_late": True,
+    "ignore_result": True,
+    "autoretry_for": TRANSIENT,
+    "retry_backoff": 2,
+    "retry_backoff_max": 300,
+    "max_retries": 50,
+}
+
+
+def schedule_finalisation(
+    call: Call, node: str, spool: Path, local_side: str, reason: str
+) -> PendingFinalisation:
+    """Remember the call's spool in this transaction; enqueue its finalisation on commit."""
+    pending, _ = PendingFinalisation.objects.update_or_create(
+        call=call,
+        defaults={
+            "node": node,
+            "spool": str(spool),
+            "local_side": local_side,
+            "reason": reason,
+            "enqueued_at": timezone.now(),
+        },
+    )
+    transaction.on_commit(lambda: enqueue_finalisation(pending))
+    return pending
+
+
+def enqueue_finalisation(pending: PendingFinalisation) -> None:
+    """After the commit; should the broker refuse it, the node's worker enqueues it again
+    (recorder/nodes/node.py), as the pending row says."""
+    try:
+        finalise_recording.apply_async((pending.pk,), queue=queue_for(pending.node))
+    except (KombuError, ConnectionError, OSError) as error:
+        log.warning("finalisation of call %s not enqueued yet: %s", pending.call_id, error)
+
+
+@shared_task(name="recorder.tasks.finalise_recording", **CALL_TASK)
+def finalise_recording(pending_id: int) -> int | None:
+    """Decode a finished call's spool into its Recording, once: the spool is locked while
+    it is decoded, and gone (with the pending row) once the recording is stored."""
+    pending = PendingFinalisation.objects.select_related("call").filter(pk=pending_id).first()
+    if pending is None:
+        return None
+    spool = Path(pending.spool)
+    # The spool folder's lock: one finalisation at a time decodes it, however often it is sent.
+    with locked(spool) as present:
+        if not present:
+            pending.delete()
+            return None
+        try:
+            with transaction.atomic():
+                recording = _finish(pending, spool)
+        except TRANSIENT:
+            raise
+        except Exception as error:  # the task's edge: a spool no retry would finish
+            _finalisation_failed(pending, spool, error)
+            return None
+    pending.delete()
+    if recording is None:
+        return None
+    if recording.peaks is None and recording.audio_format != "rtp":
+        queue = queue_for(pending.node)
+        transaction.on_commit(lambda: compute_peaks.apply_async((recording.pk,), queue=queue))
+    return recording.pk
+
+
+def _finalisation_failed(pending: PendingFinalisation, spool: Path, error: Exception) -> None:
+    """A spool that cannot be finished (damaged, or a value the database refuses) would
+    fail every retry: it is set aside by the rule of recordings/recovery.py, instead of a
+    recording that says "recording" for ever."""
+    log.exception("the recording of call %s could not be finished", pending.call.call_id)
+    recovery.set_aside_failed(spool, pending.call, error, pending.call.call_id, pending.node)
+    pending.delete()
+
+
+def _finish(pending: PendingFinalisation, spool: Path) -> Recording | None:
+    call = pending.call
+    if must_not_record(call, do_not_record_numbers()):
+        # The number was learned to be do-not-record only as the call went on.
+        shutil.rmtree(spool, ignore_errors=True)
+        return None
+    local_side = Side(pending.local_side) if pending.local_side else None
+    why_partial = pending.get_reason_display() if pending.partial else ""
+    return recovery.finish_spool(call, spool, local_side, why_partial)
+
+
+@shared_task(name="recorder.tasks.compute_peaks", **CALL_TASK)
+def compute_peaks(recording_id: int) -> None:
+    """The player's waveform, for a recording finalised without one (recordings/waveform.py)."""
+    recording = Recording.objects.filter(pk=recording_id, peaks__isnull=True).first()
+    if recording is None:
+        return
+    peaks = peaks_for_recording(recording)
+    if peaks is not None:
+        Recording.objects.filter(pk=recording_id).update(peaks=peaks)
