@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 # Event times and RTP times come from different clocks (the bridge's, corrected, and the
 # capture node's) and TAPI reports a state a moment after the phone acts on it.
 SLACK = timedelta(seconds=2)
-FINAL = {Recording.Status.COMPLETE, Recording.Status.PARTIAL, Recording.Status.NOT_DECODABLE}
 # How far back a recording without an end may have started and still be a call's.
 LONGEST_CALL = timedelta(days=1)
 TALKING = {TapiState.CONNECTED, TapiState.CONFERENCED}
@@ -139,7 +138,7 @@ def link_recordings_of(call: TapiCall) -> set[int]:
     nearby = Recording.objects.filter(
         local_ip=call.phone_ip,
         signalling__protocol=CallProtocol.RTP,
-        status__in=FINAL,
+        status__in=Recording.STORED_STATUSES,
         started_at__gte=start - LONGEST_CALL,
     ).filter(Q(ended_at__gte=start) | Q(ended_at__isnull=True))
     if call.ended_at is not None:
@@ -234,7 +233,11 @@ def recording_saved(sender: type, instance: Recording, **kwargs: object) -> None
     This runs inside whatever saved the recording (the capture's writer thread, a
     Celery task). Whatever goes wrong here is logged and must not undo the recording, so
     the work has a savepoint of its own and every failure stops at this edge."""
-    if instance.status not in FINAL or not instance.local_ip or instance.signalling_id is None:
+    if (
+        instance.status not in Recording.STORED_STATUSES
+        or not instance.local_ip
+        or instance.signalling_id is None
+    ):
         return
     # The engine names its unsignalled calls rtp:..., linked recordings are tapi:...: the
     # prefix spares every SIP and SCCP recording a query.

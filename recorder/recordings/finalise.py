@@ -14,12 +14,13 @@ import shutil
 from pathlib import Path
 
 from celery import shared_task
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import transaction
 from django.utils import timezone
 from kombu.exceptions import KombuError
 
 from extensions.directory_view import do_not_record_numbers
 from integrations.observations import Side
+from qms.lib.database import TRANSIENT
 from recorder.lib.files import locked
 from recorder.models import Call, Recording
 from recorder.nodes.models import PendingFinalisation
@@ -30,8 +31,6 @@ from recorder.recordings.waveform import peaks_for_recording
 
 log = logging.getLogger(__name__)
 
-# The database is down or the connection broke: worth trying again later.
-TRANSIENT = (OperationalError, InterfaceError)
 
 CALL_TASK = {
     "acks_late": True,

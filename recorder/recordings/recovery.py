@@ -31,10 +31,11 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from django.db import DatabaseError, InterfaceError, OperationalError, transaction
+from django.db import DatabaseError, transaction
 
 from integrations.bounds import clean_text
 from integrations.observations import Side
+from qms.lib.database import TRANSIENT
 from recorder.engine.calls import moment
 from recorder.engine.codec import media_from_json
 from recorder.media.rtplog import MANIFEST_NAME, read_manifest
@@ -53,8 +54,6 @@ log = logging.getLogger(__name__)
 ORPHANED = "_orphaned"
 # Where spools that could not be finished are set aside, with a ParkedEvent saying why.
 FAILED = "_failed"
-# The database is out of reach or the connection broke: nothing can be recovered now.
-TRANSIENT = (OperationalError, InterfaceError)
 
 # What becomes of a leftover spool whose call is known: (call, spool, reason) -> recording.
 Finish = Callable[[Call, Path, PendingFinalisation.Reason], Recording | None]

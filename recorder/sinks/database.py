@@ -18,8 +18,6 @@ from pathlib import Path
 from django.conf import settings
 from django.db import (
     DatabaseError,
-    InterfaceError,
-    OperationalError,
     close_old_connections,
     connection,
     transaction,
@@ -36,6 +34,7 @@ from integrations.observations import (
     CallEvent,
     EncryptedSignallingSeen,
 )
+from qms.lib.database import TRANSIENT
 from recorder.engine.calls import CallSnapshot, moment
 from recorder.engine.codec import media_json
 from recorder.models import Call, Recording
@@ -397,7 +396,7 @@ class DatabaseSink:
         try:
             with transaction.atomic():
                 self._apply_event(event)
-        except (OperationalError, InterfaceError):
+        except TRANSIENT:
             raise
         except DatabaseError as error:
             self.failures[type(error).__name__] += 1

@@ -20,9 +20,10 @@ from functools import partial
 from pathlib import Path
 
 from celery import shared_task
-from django.db import DatabaseError, InterfaceError, OperationalError, transaction
+from django.db import DatabaseError, transaction
 
 from extensions import services
+from qms.lib.database import TRANSIENT
 from recorder.engine.calls import CallSnapshot
 from recorder.engine.codec import (
     BindingJson,
@@ -42,8 +43,6 @@ from recorder.sinks.outbox import BINDING, CALL, ENCRYPTED, RECOVER
 
 log = logging.getLogger(__name__)
 
-# The database is down or the connection broke: worth trying again later.
-TRANSIENT = (OperationalError, InterfaceError)
 
 EVENT_TASK = {
     "acks_late": True,
