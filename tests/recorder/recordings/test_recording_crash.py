@@ -141,8 +141,17 @@ def child_environment(spool_root: Path) -> dict[str, str]:
 
 
 def last_reported(output: Path) -> float:
-    reported = [line for line in output.read_text().split("\n")[:-1] if line[:1].isdigit()]
-    return float(reported[-1]) if reported else 0.0
+    """The last capture time the child printed; its log lines (dated) share the output."""
+    reported = [_moment(line) for line in output.read_text().split("\n")[:-1]]
+    moments = [at for at in reported if at is not None]
+    return moments[-1] if moments else 0.0
+
+
+def _moment(line: str) -> float | None:
+    try:
+        return float(line)
+    except ValueError:
+        return None
 
 
 def kill_mid_call(capture: Path, spool_root: Path, output: Path, kill_at: float) -> float:
