@@ -1,0 +1,149 @@
+"""Live capture against the wire: N concurrent calls replayed onto loopback at a packet rate.
+
+    .venv/bin/python bench/live.py --calls 250 --seconds 20 --pps 25000
+    .venv/bin/python bench/live.py --calls 1000 --seconds 20 --pps 100000 --sccp
+
+Writes (or reuses) the bench/traffic.py capture of N concurrent G.711 calls, then, one
+after the other on the same file and the same rate:
+
+- `manage.py sniff --interface lo` on a fresh SQLite database, while
+  `tcpreplay -K --pps RATE -i lo FILE` replays the capture; stopped with SIGINT once the
+  replay is over. Then: how many calls became complete recordings, how many RTP packets
+  each direction expected and received, and the kernel drops sniff reported;
+- `tshark -i lo -q -z rtp,streams` as the peer, on the same replay: its streams and the
+  packets it counted lost.
+
+Run as root (tcpreplay writes to the interface). Prints one Markdown table row per tool
+for bench/RESULTS.md. A benchmark run by hand, never by CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = ROOT / ".venv" / "bin" / "python"
+BENCH_KEY = "bench-only-key-" + "x" * 50
+SETTLE_SECONDS = 3.0  # after the replay: the capture's queue drains, BYEs are handled
+# tshark's rtp,streams row: ... Payload  Packets  Lost (percent) ...
+STREAM_ROW = re.compile(r"\s(\d+)\s+(-?\d+) \((-?[\d.]+)%\)")
+
+
+def capture_file(calls: int, seconds: float, sccp: bool) -> Path:
+    kind = "sccp" if sccp else "sip"
+    path = ROOT / "var" / "bench" / f"{kind}-{calls}x{seconds:g}s.pcap"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        command = [PYTHON, "bench/traffic.py", "--calls", str(calls), "--seconds", str(seconds)]
+        subprocess.run([*command, *(["--sccp"] if sccp else []), "--out", str(path)], cwd=ROOT,
+                       check=True)  # fmt: skip
+    return path
+
+
+def environment(var_dir: Path) -> dict[str, str]:
+    found = dict(os.environ, QMS_VAR_DIR=str(var_dir), DEBUG="0", SECRET_KEY=BENCH_KEY)
+    found.pop("DATABASE_URL", None)
+    return found
+
+
+def replay(capture: Path, pps: int) -> str:
+    done = subprocess.run(["tcpreplay", "-K", f"--pps={pps}", "-i", "lo", str(capture)],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return done.stdout + done.stderr
+
+
+def while_replaying(command: list[str], env: dict[str, str], capture: Path, pps: int) -> str:
+    """Start `command`, replay the capture, stop it with SIGINT; its whole output."""
+    with tempfile.TemporaryFile("w+") as output:
+        child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=output)
+        time.sleep(3)  # the capture is open before the first packet
+        replay(capture, pps)
+        time.sleep(SETTLE_SECONDS)
+        child.send_signal(signal.SIGINT)
+        child.wait(timeout=600)
+        output.seek(0)
+        return output.read()
+
+
+def run_sniff(capture: Path, pps: int, var_dir: Path) -> tuple[str, dict]:
+    env = environment(var_dir)
+    subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    sniff = [str(PYTHON), "manage.py", "sniff", "--interface", "lo", "--bpf", "udp or tcp"]
+    output = while_replaying(sniff, env, capture, pps)
+    script = (
+        "import json\n"
+        "from recorder.models import Recording\n"
+        "rows = list(Recording.objects.values('status', 'quality'))\n"
+        "print(json.dumps(rows))\n"
+    )
+    found = subprocess.run([PYTHON, "manage.py", "shell", "-c", script], cwd=ROOT, env=env,
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    rows = json.loads(found.stdout.strip().splitlines()[-1])
+    return output, summarise(rows)
+
+
+def summarise(rows: list[dict]) -> dict:
+    directions = [q for row in rows for q in (row["quality"] or {}).values()]
+    expected = sum(q["expected"] for q in directions)
+    received = sum(q["received"] for q in directions)
+    loss_free = sum(
+        1
+        for row in rows
+        if row["status"] == "complete"
+        and len(row["quality"] or {}) == 2
+        and all(q["lost"] <= 0 for q in row["quality"].values())
+    )
+    return {"recordings": len(rows), "loss_free": loss_free, "expected": expected,
+            "received": received}  # fmt: skip
+
+
+def run_tshark(capture: Path, pps: int) -> tuple[int, int, int]:
+    command = ["tshark", "-i", "lo", "-q", "-f", "udp or tcp", "-z", "rtp,streams"]
+    output = while_replaying(command, dict(os.environ), capture, pps)
+    streams = [(int(m.group(1)), int(m.group(2))) for m in STREAM_ROW.finditer(output)]
+    lossless = sum(1 for _, lost in streams if lost <= 0)
+    return len(streams), lossless, sum(packets for packets, _ in streams)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=250)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--pps", type=int, default=25000)
+    parser.add_argument("--sccp", action="store_true")
+    arguments = parser.parse_args()
+    for tool in ("tcpreplay", "tshark"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is needed: apt-get install {tool}")
+    capture = capture_file(arguments.calls, arguments.seconds, arguments.sccp)
+    var_dir = Path(tempfile.mkdtemp(prefix="qms-live-", dir=ROOT / "var"))
+    try:
+        output, qms = run_sniff(capture, arguments.pps, var_dir)
+    finally:
+        shutil.rmtree(var_dir, ignore_errors=True)
+    drops = re.findall(r"(\d+) dropped by the kernel", output)
+    streams, lossless, counted = run_tshark(capture, arguments.pps)
+    print(
+        f"| {capture.name} @ {arguments.pps:,} pps | manage.py sniff | "
+        f"{qms['recordings']} recordings, {qms['loss_free']} complete with no RTP lost | "
+        f"{qms['received']:,} of {qms['expected']:,} RTP packets | kernel drops "
+        f"{', '.join(drops) or '?'} |"
+    )
+    print(
+        f"| {capture.name} @ {arguments.pps:,} pps | tshark -i lo | {streams} streams, "
+        f"{lossless} with no RTP lost | {counted:,} RTP packets | |"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
