@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/live.py --calls 250 --seconds 20 --pps 25000
     .venv/bin/python bench/live.py --calls 1000 --seconds 20 --pps 100000 --sccp
+    .venv/bin/python bench/live.py --calls 1000 --seconds 20 --pps 100000 --via dumpcap
 
 Writes (or reuses) the bench/traffic.py capture of N concurrent G.711 calls, then, one
 after the other on the same file and the same rate:
@@ -10,6 +11,9 @@ after the other on the same file and the same rate:
   `tcpreplay -K --pps RATE -i lo FILE` replays the capture; stopped with SIGINT once the
   replay is over. Then: how many calls became complete recordings, how many RTP packets
   each direction expected and received, and the kernel drops sniff reported;
+  With `--via dumpcap`, QMS is instead a prototype of another live source: dumpcap
+  (`-B 512`, a 512 MiB kernel buffer) writes pcap into a pipe that bench/pipe_import.py
+  feeds to the engine's file batch path (Engine.feed_pcap), as import_pcap reads a file;
 - `tshark -i lo -q -z rtp,streams` as the peer, on the same replay: its streams and the
   packets it counted lost.
 
@@ -34,7 +38,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = ROOT / ".venv" / "bin" / "python"
 BENCH_KEY = "bench-only-key-" + "x" * 50
+PACKETS_PER_SECOND = 50  # G.711 at 20 ms, each way
 SETTLE_SECONDS = 3.0  # after the replay: the capture's queue drains, BYEs are handled
+QMS_TOOLS = {"sniff": "manage.py sniff", "dumpcap": "dumpcap -B 512 into feed_pcap (prototype)"}
 # tshark's rtp,streams row: ... Payload  Packets  Lost (percent) ...
 STREAM_ROW = re.compile(r"\s(\d+)\s+(-?\d+) \((-?[\d.]+)%\)")
 
@@ -63,22 +69,35 @@ def replay(capture: Path, pps: int) -> str:
 
 
 def while_replaying(command: list[str], env: dict[str, str], capture: Path, pps: int) -> str:
-    """Start `command`, replay the capture, stop it with SIGINT; its whole output."""
+    """Start `command`, replay the capture, stop it (its process group) with SIGINT; its
+    whole output."""
     with tempfile.TemporaryFile("w+") as output:
-        child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=output)
+        child = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=output, stderr=output, start_new_session=True
+        )
         time.sleep(3)  # the capture is open before the first packet
         replay(capture, pps)
         time.sleep(SETTLE_SECONDS)
-        child.send_signal(signal.SIGINT)
+        os.killpg(child.pid, signal.SIGINT)
         child.wait(timeout=600)
         output.seek(0)
         return output.read()
 
 
-def run_sniff(capture: Path, pps: int, var_dir: Path) -> tuple[str, dict]:
+def qms_command(via: str) -> list[str]:
+    if via == "dumpcap":
+        dumpcap = 'dumpcap -i lo -B 512 -f "udp or tcp" -P -w -'
+        pipe = f"{dumpcap} | {PYTHON} bench/pipe_import.py"
+        return ["sh", "-c", pipe]
+    return [str(PYTHON), "manage.py", "sniff", "--interface", "lo", "--bpf", "udp or tcp"]
+
+
+def run_sniff(
+    capture: Path, pps: int, var_dir: Path, via: str, packets_each_way: int
+) -> tuple[str, dict]:
     env = environment(var_dir)
     subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-    sniff = [str(PYTHON), "manage.py", "sniff", "--interface", "lo", "--bpf", "udp or tcp"]
+    sniff = qms_command(via)
     output = while_replaying(sniff, env, capture, pps)
     script = (
         "import json\n"
@@ -89,10 +108,12 @@ def run_sniff(capture: Path, pps: int, var_dir: Path) -> tuple[str, dict]:
     found = subprocess.run([PYTHON, "manage.py", "shell", "-c", script], cwd=ROOT, env=env,
                            capture_output=True, text=True, check=True)  # fmt: skip
     rows = json.loads(found.stdout.strip().splitlines()[-1])
-    return output, summarise(rows)
+    return output, summarise(rows, packets_each_way)
 
 
-def summarise(rows: list[dict]) -> dict:
+def summarise(rows: list[dict], packets_each_way: int) -> dict:
+    """A recording is loss-free when both directions hold every packet the generator wrote
+    (not only no gap in the sequence numbers: a lost tail leaves none)."""
     directions = [q for row in rows for q in (row["quality"] or {}).values()]
     expected = sum(q["expected"] for q in directions)
     received = sum(q["received"] for q in directions)
@@ -101,7 +122,9 @@ def summarise(rows: list[dict]) -> dict:
         for row in rows
         if row["status"] == "complete"
         and len(row["quality"] or {}) == 2
-        and all(q["lost"] <= 0 for q in row["quality"].values())
+        and all(
+            q["lost"] <= 0 and q["received"] >= packets_each_way for q in row["quality"].values()
+        )
     )
     return {"recordings": len(rows), "loss_free": loss_free, "expected": expected,
             "received": received}  # fmt: skip
@@ -121,6 +144,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--pps", type=int, default=25000)
     parser.add_argument("--sccp", action="store_true")
+    parser.add_argument("--via", choices=["sniff", "dumpcap"], default="sniff")
     arguments = parser.parse_args()
     for tool in ("tcpreplay", "tshark"):
         if shutil.which(tool) is None:
@@ -128,13 +152,17 @@ def main() -> None:
     capture = capture_file(arguments.calls, arguments.seconds, arguments.sccp)
     var_dir = Path(tempfile.mkdtemp(prefix="qms-live-", dir=ROOT / "var"))
     try:
-        output, qms = run_sniff(capture, arguments.pps, var_dir)
+        each_way = round(arguments.seconds * PACKETS_PER_SECOND)
+        output, qms = run_sniff(capture, arguments.pps, var_dir, arguments.via, each_way)
     finally:
         shutil.rmtree(var_dir, ignore_errors=True)
     drops = re.findall(r"(\d+) dropped by the kernel", output)
+    drops += re.findall(r"received/dropped on interface '[^']*': \d+/(\d+)", output)
+    if not drops:
+        print(output[-1500:])
     streams, lossless, counted = run_tshark(capture, arguments.pps)
     print(
-        f"| {capture.name} @ {arguments.pps:,} pps | manage.py sniff | "
+        f"| {capture.name} @ {arguments.pps:,} pps | {QMS_TOOLS[arguments.via]} | "
         f"{qms['recordings']} recordings, {qms['loss_free']} complete with no RTP lost | "
         f"{qms['received']:,} of {qms['expected']:,} RTP packets | kernel drops "
         f"{', '.join(drops) or '?'} |"
