@@ -37,15 +37,15 @@ PYTHON = ROOT / ".venv" / "bin" / "python"
 BENCH_KEY = "bench-only-key-" + "x" * 50
 
 
-def capture_file(calls: int, seconds: float) -> Path:
-    path = ROOT / "var" / "bench" / f"sip-{calls}x{seconds:g}s.pcap"
+def capture_file(calls: int, seconds: float, sccp: bool = False) -> Path:
+    """bench/traffic.py's capture of `calls` concurrent calls, written once and reused."""
+    kind = "sccp" if sccp else "sip"
+    path = ROOT / "var" / "bench" / f"{kind}-{calls}x{seconds:g}s.pcap"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [PYTHON, "bench/traffic.py", "--calls", str(calls), "--seconds", str(seconds),
-             "--out", str(path)],
-            cwd=ROOT, check=True,
-        )  # fmt: skip
+        command = [PYTHON, "bench/traffic.py", "--calls", str(calls), "--seconds", str(seconds)]
+        subprocess.run([*command, *(["--sccp"] if sccp else []), "--out", str(path)], cwd=ROOT,
+                       check=True)  # fmt: skip
     return path
 
 

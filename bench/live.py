@@ -35,31 +35,13 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = ROOT / ".venv" / "bin" / "python"
-BENCH_KEY = "bench-only-key-" + "x" * 50
+from end_to_end import PYTHON, ROOT, capture_file, qms_environment
+
 PACKETS_PER_SECOND = 50  # G.711 at 20 ms, each way
 SETTLE_SECONDS = 3.0  # after the replay: the capture's queue drains, BYEs are handled
 QMS_TOOLS = {"sniff": "manage.py sniff", "dumpcap": "dumpcap -B 512 into feed_pcap (prototype)"}
 # tshark's rtp,streams row: ... Payload  Packets  Lost (percent) ...
 STREAM_ROW = re.compile(r"\s(\d+)\s+(-?\d+) \((-?[\d.]+)%\)")
-
-
-def capture_file(calls: int, seconds: float, sccp: bool) -> Path:
-    kind = "sccp" if sccp else "sip"
-    path = ROOT / "var" / "bench" / f"{kind}-{calls}x{seconds:g}s.pcap"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        command = [PYTHON, "bench/traffic.py", "--calls", str(calls), "--seconds", str(seconds)]
-        subprocess.run([*command, *(["--sccp"] if sccp else []), "--out", str(path)], cwd=ROOT,
-                       check=True)  # fmt: skip
-    return path
-
-
-def environment(var_dir: Path) -> dict[str, str]:
-    found = dict(os.environ, QMS_VAR_DIR=str(var_dir), DEBUG="0", SECRET_KEY=BENCH_KEY)
-    found.pop("DATABASE_URL", None)
-    return found
 
 
 def replay(capture: Path, pps: int) -> str:
@@ -95,7 +77,7 @@ def qms_command(via: str) -> list[str]:
 def run_sniff(
     capture: Path, pps: int, var_dir: Path, via: str, packets_each_way: int
 ) -> tuple[str, dict]:
-    env = environment(var_dir)
+    env = qms_environment(var_dir)
     subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     sniff = qms_command(via)
     output = while_replaying(sniff, env, capture, pps)
