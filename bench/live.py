@@ -39,7 +39,11 @@ from end_to_end import PYTHON, ROOT, capture_file, qms_environment
 
 PACKETS_PER_SECOND = 50  # G.711 at 20 ms, each way
 SETTLE_SECONDS = 3.0  # after the replay: the capture's queue drains, BYEs are handled
-QMS_TOOLS = {"sniff": "manage.py sniff", "dumpcap": "dumpcap -B 512 into feed_pcap (prototype)"}
+QMS_TOOLS = {
+    "sniff": "manage.py sniff",
+    "dumpcap": "dumpcap -B 512 into feed_pcap (prototype)",
+    "tcpdump": "tcpdump -B 524288 -U into feed_pcap (prototype)",
+}
 # tshark's rtp,streams row: ... Payload  Packets  Lost (percent) ...
 STREAM_ROW = re.compile(r"\s(\d+)\s+(-?\d+) \((-?[\d.]+)%\)")
 
@@ -71,6 +75,9 @@ def qms_command(via: str) -> list[str]:
         dumpcap = 'dumpcap -i lo -B 512 -f "udp or tcp" -P -w -'
         pipe = f"{dumpcap} | {PYTHON} bench/pipe_import.py"
         return ["sh", "-c", pipe]
+    if via == "tcpdump":
+        tcpdump = "tcpdump -i lo -B 524288 -U -Z root -w - 'udp or tcp'"
+        return ["sh", "-c", f"{tcpdump} | {PYTHON} bench/pipe_import.py"]
     return [str(PYTHON), "manage.py", "sniff", "--interface", "lo", "--bpf", "udp or tcp"]
 
 
@@ -126,7 +133,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--pps", type=int, default=25000)
     parser.add_argument("--sccp", action="store_true")
-    parser.add_argument("--via", choices=["sniff", "dumpcap"], default="sniff")
+    parser.add_argument("--via", choices=list(QMS_TOOLS), default="sniff")
     arguments = parser.parse_args()
     for tool in ("tcpreplay", "tshark"):
         if shutil.which(tool) is None:
@@ -140,6 +147,7 @@ def main() -> None:
         shutil.rmtree(var_dir, ignore_errors=True)
     drops = re.findall(r"(\d+) dropped by the kernel", output)
     drops += re.findall(r"received/dropped on interface '[^']*': \d+/(\d+)", output)
+    drops += re.findall(r"(\d+) packets dropped by kernel", output)
     if not drops:
         print(output[-1500:])
     streams, lossless, counted = run_tshark(capture, arguments.pps)

@@ -58,6 +58,12 @@ class Call(models.Model):
     answered_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     end_reason = models.CharField(max_length=64, blank=True)
+    capture_dropped = models.BigIntegerField(
+        default=0,
+        editable=False,
+        help_text="Packets the capture lost (its kernel ring was full) while the call was "
+        "live: gaps in its recording may be the recorder's, not the network's.",
+    )
     state = models.CharField(max_length=10, choices=State, default=State.SETUP)
     direction = models.CharField(max_length=10, choices=Direction, blank=True)
     caller = models.CharField(max_length=128, blank=True)

@@ -76,6 +76,22 @@ def need_tool(name: str) -> str:
     return path
 
 
+def need_loopback_capture() -> None:
+    """Live tests capture on lo through tcpdump, as sniff does: it must be installed and
+    allowed to capture (root, or CAP_NET_RAW on tcpdump)."""
+    need_tool("tcpdump")
+    from recorder.capture.sources import CaptureFileError
+    from recorder.capture.tcpdump import TcpdumpCapture
+
+    capture = TcpdumpCapture(["lo"], "udp port 9", buffer_mib=2)
+    try:
+        capture.start()
+    except CaptureFileError as error:
+        need(False, f"needs permission to capture on lo (root or CAP_NET_RAW): {error}")
+    finally:
+        capture.close()
+
+
 @contextmanager
 def mounted_tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
     """A real small filesystem, so a full disk is the kernel's ENOSPC and not a mock."""

@@ -1,4 +1,4 @@
-"""Where packets come from: pcap/pcapng files, or live interfaces through libpcap.
+"""Where packets come from: pcap and pcapng files (live interfaces: recorder/capture/tcpdump.py).
 
 A source yields (timestamp, linktype, frame) in time order. Classic pcap is read here
 directly (a header is two struct unpacks, far cheaper than an object per packet); pcapng
@@ -11,10 +11,7 @@ from __future__ import annotations
 import heapq
 import logging
 import os
-import queue
 import struct
-import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -129,9 +126,14 @@ class PcapFormat:
 
 
 def pcap_format(capture, path: Path) -> PcapFormat:
-    header = capture.read(24)
-    if len(header) < 24:
+    header = capture.read(PCAP_HEADER)
+    if len(header) < PCAP_HEADER:
         raise CaptureFileError(f"{path} ends inside its pcap file header.")
+    return pcap_header_format(header)
+
+
+def pcap_header_format(header: bytes) -> PcapFormat:
+    """What a classic pcap file header (24 bytes, its magic one of PCAP_MAGIC) says."""
     order, unit = PCAP_MAGIC[header[:4]]
     linktype = struct.unpack_from(order + "I", header, 20)[0] & 0x0FFFFFFF
     return PcapFormat(order, unit, linktype)
@@ -214,90 +216,3 @@ def read_captures(paths: list[Path], notes: CaptureNotes | None = None) -> Itera
         return read_capture(paths[0], notes)
     readers = (read_capture(path, notes) for path in paths)
     return heapq.merge(*readers, key=lambda packet: packet[0])
-
-
-@dataclass
-class InterfaceStats:
-    interface: str
-    received: int = 0
-    dropped: int = 0
-    interface_dropped: int = 0
-
-
-class LiveCapture:
-    """Live interfaces in promiscuous mode through libpcap (pcapy-ng), with a BPF filter.
-
-    Each interface is read by its own thread into one bounded queue; the engine reads
-    the queue. Kernel drop counters come from pcap_stats().
-    """
-
-    def __init__(self, interfaces: list[str], bpf: str = "", snaplen: int = 65535) -> None:
-        import pcapy
-
-        self.handles = {}
-        for interface in interfaces:
-            try:
-                handle = pcapy.open_live(interface, snaplen, 1, 100)
-                if bpf:
-                    handle.setfilter(bpf)
-            except pcapy.PcapError as error:
-                raise CaptureFileError(f"Cannot capture on {interface}: {error}") from None
-            self.handles[interface] = handle
-        self.packets: queue.Queue[Packet] = queue.Queue(maxsize=200_000)
-        self.stopping = threading.Event()
-        self.queue_dropped = 0
-        self.threads = [
-            threading.Thread(target=self._read, args=(interface,), daemon=True, name=interface)
-            for interface in self.handles
-        ]
-
-    def start(self) -> None:
-        for thread in self.threads:
-            thread.start()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        for thread in self.threads:
-            thread.join(timeout=2)
-
-    def _read(self, interface: str) -> None:
-        handle = self.handles[interface]
-        linktype = handle.datalink()
-        while not self.stopping.is_set():
-            header, frame = handle.next()
-            if header is None:
-                continue
-            seconds, microseconds = header.getts()
-            try:
-                self.packets.put_nowait((seconds + microseconds * 1e-6, linktype, frame))
-            except queue.Full:
-                self.queue_dropped += 1
-
-    def __iter__(self) -> Iterator[Packet | None]:
-        """Packets as they come; None every 100 ms of silence so the caller can tick."""
-        while not self.stopping.is_set():
-            try:
-                yield self.packets.get(timeout=0.1)
-            except queue.Empty:
-                yield None
-
-    def drain(self, until: float, quiet: float = 0.3, limit: float = 2.0) -> Iterator[Packet]:
-        """After the caller stopped iterating: the packets captured up to `until` (a wall-clock
-        time) that are still queued or still inside libpcap, which hands a partly filled
-        buffer over only after its 100 ms timeout. Ends when none came for `quiet` seconds,
-        and after `limit` seconds at most, so a busy link cannot hold a stop up."""
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            try:
-                packet = self.packets.get(timeout=quiet)
-            except queue.Empty:
-                return
-            if packet[0] <= until:
-                yield packet
-
-    def stats(self) -> list[InterfaceStats]:
-        found = []
-        for interface, handle in self.handles.items():
-            received, dropped, interface_dropped = handle.stats()
-            found.append(InterfaceStats(interface, received, dropped, interface_dropped))
-        return found

@@ -243,6 +243,9 @@ class LiveCall:
     silence_limit: float | None = None
     # A do-not-record call, counted as such once.
     not_recorded: bool = False
+    # Packets the capture lost (its kernel ring full, on any of its interfaces) while this
+    # call was live: its gaps may be the recorder's, not the network's.
+    capture_dropped: int = 0
 
     def last_sign_of_life(self) -> float:
         """Its last signalling or RTP, RTP to a learned address included."""
@@ -293,6 +296,7 @@ class LiveCall:
             spool=self.spool,
             local_side=self.local_side,
             conversation_id=self.conversation_id,
+            capture_dropped=self.capture_dropped,
         )
 
 
@@ -321,6 +325,7 @@ class CallSnapshot:
     spool: str = ""
     local_side: Side | None = None
     conversation_id: str = ""
+    capture_dropped: int = 0
 
 
 class CallTable:

@@ -78,6 +78,7 @@ class SnapshotJson(TypedDict):
     spool: NotRequired[str]
     local_side: NotRequired[str | None]  # a Side value
     conversation_id: NotRequired[str]
+    capture_dropped: NotRequired[int]
 
 
 class EncryptedJson(TypedDict):

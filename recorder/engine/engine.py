@@ -443,6 +443,13 @@ class Engine:
         for call in begun:
             self.sink.call(call.snapshot(CallEvent.START))
 
+    def capture_dropped(self, packets: int) -> None:
+        """The capture lost `packets` since it last said (its ring was full): every call
+        live now is marked, so its recording tells a capture loss from a network loss."""
+        self.stats.capture_dropped += packets
+        for call in self.calls.calls.values():
+            call.capture_dropped += packets
+
     def finish(self) -> None:
         """The capture is over: end the calls still live, at their last sign of life.
 

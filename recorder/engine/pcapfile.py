@@ -35,6 +35,12 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from recorder.capture.link import LINKTYPE_ETHERNET
+from recorder.capture.sources import (
+    MAX_PCAP_RECORD,
+    PCAP_HEADER,
+    PCAP_MAGIC,
+    pcap_header_format,
+)
 from recorder.engine.calls import PendingLog
 from recorder.media.rtplog import BLOCK_PACKETS, MAX_BLOCK_PACKETS, PendingRun, RtpLog
 
@@ -45,8 +51,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# No capture's snapshot length reaches this: a longer record is a damaged file.
-MAX_PCAP_RECORD = 16 + 262144
 ETHERNET_IPV4_NO_OPTIONS = b"\x08\x00\x45"
 # Records classified at once: bounds the arrays, and what a run can add to one direction
 # of a log block (whose count is 16 bits). An 8 MiB chunk of G.711 frames is one run.
@@ -91,40 +95,78 @@ class PacketTaker(Protocol):
 
 
 def feed_pcap(engine: PacketTaker, found: PcapFormat, chunks: Iterable[bytes]) -> None:
-    """A classic pcap file, record by record, with the RTP fast path inlined.
-
-    Chunks are cut anywhere: a record that runs past a chunk's end is carried over and
-    completed from the start of the next (only that record is copied), so the file is
-    walked once and a chunk is never copied whole.
-    """
-    records = PcapRecords(engine, found)
-    carry = b""
+    """A classic pcap file's records (after its file header), in chunks cut anywhere."""
+    stream = PcapStream(engine, found)
     for chunk in chunks:
+        if not stream.feed(chunk):
+            return
+    stream.end()
+
+
+class PcapStream:
+    """Classic pcap in blocks cut anywhere: a file's chunks, or what each read of a capture
+    tool's pipe returned. The one way records reach the engine's fast path, for files and
+    for live capture alike.
+
+    Without a format, the stream begins with its 24-byte file header (a pipe's first
+    bytes). A record that runs past a block's end is carried over and completed from the
+    start of the next (only that record is copied), so the bytes are walked once and a
+    block is never copied whole.
+    """
+
+    def __init__(self, engine: PacketTaker, found: PcapFormat | None = None) -> None:
+        self.engine = engine
+        self.records = PcapRecords(engine, found) if found is not None else None
+        self.carry = b""
+        self.damaged = False
+
+    def feed(self, block: bytes) -> bool:
+        """The block's whole records to the engine; False once the stream is damaged (a
+        record longer than any snapshot length, or not a classic pcap stream), after which
+        nothing more is read."""
+        if self.damaged:
+            return False
         offset = 0
+        if self.records is None:
+            block = self.carry + block
+            self.carry = b""
+            if len(block) < PCAP_HEADER:
+                self.carry = block
+                return True
+            if block[:4] not in PCAP_MAGIC:
+                return self._damage("not-pcap-stream", "the stream is not classic pcap")
+            self.records = PcapRecords(self.engine, pcap_header_format(block))
+            offset = PCAP_HEADER
+        records, carry = self.records, self.carry
         if carry:
-            head = carry + chunk[:MAX_PCAP_RECORD]
+            head = carry + block[:MAX_PCAP_RECORD]
             used = records.feed(head, 0, len(carry))
             if not used:
-                carry += chunk
-                if _damaged(engine, carry):
-                    return
-                continue
+                self.carry = carry + block
+                return not self._too_long()
             offset = used - len(carry)
-        offset = records.feed(chunk, offset, len(chunk))
-        carry = chunk[offset:]
-        if _damaged(engine, carry):
-            return
-    if carry:
-        log.warning("the capture ends inside a packet; the partial packet is skipped")
+        offset = records.feed(block, offset, len(block))
+        self.carry = block[offset:]
+        return not self._too_long()
 
+    def end(self) -> None:
+        """No more blocks: a record left incomplete is said, and skipped."""
+        if self.carry and not self.damaged:
+            log.warning("the capture ends inside a packet; the partial packet is skipped")
+        self.carry = b""
 
-def _damaged(engine: PacketTaker, carry: bytes) -> bool:
-    """A record longer than any capture's snapshot length: the file is damaged here."""
-    if len(carry) <= MAX_PCAP_RECORD:
+    def _too_long(self) -> bool:
+        """A record longer than any capture's snapshot length: the stream is damaged here."""
+        if len(self.carry) <= MAX_PCAP_RECORD:
+            return False
+        self._damage("bad-pcap-record", f"a pcap record claims {len(self.carry)} bytes")
+        return True
+
+    def _damage(self, kind: str, why: str) -> bool:
+        self.engine.count(kind)
+        log.error("%s: the capture is damaged here, the rest is not read", why)
+        self.damaged, self.carry = True, b""
         return False
-    engine.count("bad-pcap-record")
-    log.error("a pcap record claims %d bytes: the file is damaged here", len(carry))
-    return True
 
 
 class PcapRecords:

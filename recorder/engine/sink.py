@@ -46,6 +46,8 @@ class EngineStats:
     unsignalled_calls: int = 0
     rtp_relayed: int = 0
     rtp_after_end: int = 0
+    # Packets a live capture's kernel ring dropped, as its tool counted them.
+    capture_dropped: int = 0
     encrypted_signalling: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     ignored: Counter = field(default_factory=Counter)

@@ -1,12 +1,15 @@
 """The one live capture loop, shared by `manage.py sniff` and a capture node's sniffer.
 
-A live source yields packets as they come and None every 100 ms of silence (LiveCapture);
-the loop feeds the packets to the engine, ticks it on the silences so calls still end
-while nothing arrives, hands its figures to the caller every `stats_every` seconds and
-stops on a flag: set by SIGINT/SIGTERM (`on_signal`, as healthchecks' sendalerts), by
-`stop()` from another thread, after `duration` seconds, or once the process that started
-it (`parent_pid`) is gone. Once stopped it still feeds what the kernel captured before
-the stop, then ends the engine's calls.
+A live source (recorder/capture/tcpdump.py) hands over blocks of classic pcap, one stream
+per interface, and None after 100 ms of silence. The loop feeds each interface's blocks
+to the engine through its own PcapStream, the path a pcap file's chunks take
+(recorder/engine/pcapfile.py), ticks the engine on the silences so calls still end while
+nothing arrives, hands its figures to the caller every `stats_every` seconds and stops on
+a flag: set by SIGINT/SIGTERM (`on_signal`, as healthchecks' sendalerts), by `stop()` from
+another thread, after `duration` seconds, or once the process that started it
+(`parent_pid`) is gone. Once stopped, it still feeds what was captured before the stop
+(`catch_up`), stops the source's tcpdumps, feeds what they wrote last, then ends the
+engine's calls.
 
 What differs between its users is said in their arguments, not in copies of the loop:
 the foreground `sniff` logs a statistics line every --stats-every seconds and may run for
@@ -26,28 +29,37 @@ from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
 from typing import Protocol
 
-from recorder.capture.sources import InterfaceStats, Packet
+from recorder.capture.tcpdump import HANDOVER_SECONDS, Block, InterfaceStats
 from recorder.engine.engine import Engine
+from recorder.engine.pcapfile import PcapStream
 
 log = logging.getLogger("qms.capture")
 
 
 class LiveSource(Protocol):
-    """What the loop needs of a live capture (recorder.capture.sources.LiveCapture)."""
+    """What the loop needs of a live capture (recorder.capture.tcpdump.TcpdumpCapture)."""
 
-    queue_dropped: int
-
-    def __iter__(self) -> Iterator[Packet | None]: ...
-
-    def drain(self, until: float) -> Iterable[Packet]: ...
+    def blocks(self) -> Iterator[Block | None]: ...
 
     def stop(self) -> None: ...
+
+    def rest(self) -> Iterable[Block]: ...
+
+    def close(self) -> None: ...
 
     def stats(self) -> list[InterfaceStats]: ...
 
 
 # Called with the source, the engine and the packets per second since the last call.
 StatsHook = Callable[[LiveSource, Engine, float], None]
+# How often the source's drop counters are read, whatever the statistics' period: the calls
+# live when a drop is read are the ones marked with it.
+DROPS_EVERY = 1.0
+# The longest a stop waits for a backlog captured before it, and the silence that says
+# nothing captured before it is left: longer than the second after which tcpdump's ring
+# hands over a block it has not filled.
+CATCH_UP_SECONDS = 10.0
+CATCH_UP_QUIET = HANDOVER_SECONDS + 0.5
 
 
 class CaptureLoop:
@@ -69,6 +81,9 @@ class CaptureLoop:
         self.stopping = threading.Event()
         # Where the statistics stand: when they are next due, and the count at the last ones.
         self.next_stats, self.counted, self.counted_at = 0.0, 0, 0.0
+        self.streams: dict[str, PcapStream] = {}
+        # The source's losses as last read, and when they are next read.
+        self.dropped, self.next_drops = 0, 0.0
 
     def handle_signals(self) -> None:
         """SIGINT and SIGTERM stop the loop cleanly (installed before the source opens, so a
@@ -84,37 +99,76 @@ class CaptureLoop:
         self.stopping.set()
 
     def run(self, capture: LiveSource, engine: Engine) -> None:
-        """Capture (already started) into the engine until stopped; the source is stopped and
+        """Capture (already started) into the engine until stopped; the source is closed and
         the engine's calls ended however the loop ends."""
+        self.streams = {}
         try:
             self.follow(capture, engine)
-            # A stop must not lose what the kernel already captured: the last BYE or
-            # REGISTER 2xx is often still in libpcap's buffer or the queue.
-            for packet in capture.drain(until=time.time()):
-                engine.feed(*packet)
-        finally:
+            self.catch_up(capture, engine, time.time())
             capture.stop()
+            for block in capture.rest():
+                self.feed(engine, block)
+            self.note_drops(capture, engine)  # the tools' last and exact counters
+        finally:
+            capture.close()
+            for stream in self.streams.values():
+                stream.end()
             engine.finish()
 
     def follow(self, capture: LiveSource, engine: Engine) -> None:
         started = time.monotonic()
         deadline = started + self.duration if self.duration else math.inf
         self.next_stats, self.counted, self.counted_at = started + self.stats_every, 0, started
-        for packet in capture:
-            self.step(engine, packet)
+        self.next_drops = started + DROPS_EVERY
+        for block in capture.blocks():
+            if block is None:
+                # A silence of the source: the engine's clock still moves on.
+                engine.tick(max(engine.clock, time.time()))
+            else:
+                self.feed(engine, block)
             now = time.monotonic()
+            if now >= self.next_drops:
+                self.next_drops = now + DROPS_EVERY
+                self.note_drops(capture, engine)
             if now >= self.next_stats:
                 self.every_stats(capture, engine, now)
             if self.stopping.is_set() or now >= deadline:
                 return
 
-    @staticmethod
-    def step(engine: Engine, packet: Packet | None) -> None:
-        """One packet, or a silence of the source: the engine's clock still moves on."""
-        if packet is None:
-            engine.tick(time.time())
-        else:
-            engine.feed(*packet)
+    def catch_up(self, capture: LiveSource, engine: Engine, until: float) -> None:
+        """After a stop, what the kernel captured before it: the last BYE or REGISTER 2xx
+        is often still in tcpdump's ring or the pipe, and a busy capture's backlog longer.
+        Read on until the capture's clock reaches the moment of the stop (a tick at it or
+        later), the source falls silent for CATCH_UP_QUIET (it holds nothing more), or
+        CATCH_UP_SECONDS; the
+        source is then stopped and its pipes read to their end."""
+        deadline = time.monotonic() + CATCH_UP_SECONDS
+        quiet_until = time.monotonic() + CATCH_UP_QUIET
+        for block in capture.blocks():
+            now = time.monotonic()
+            if block is None:
+                if now >= quiet_until:
+                    return
+                continue
+            quiet_until = now + CATCH_UP_QUIET
+            self.feed(engine, block)
+            if engine.clock >= until or now >= deadline:
+                return
+
+    def feed(self, engine: Engine, block: Block) -> None:
+        """One block of an interface's pcap stream to the engine's batch path."""
+        stream = self.streams.get(block.interface)
+        if stream is None:
+            stream = self.streams[block.interface] = PcapStream(engine)
+        stream.feed(block.data)
+
+    def note_drops(self, capture: LiveSource, engine: Engine) -> None:
+        """Packets the source lost since the last reading go to the engine, which marks
+        the calls live now with them."""
+        lost = sum(found.lost for found in capture.stats())
+        if lost > self.dropped:
+            engine.capture_dropped(lost - self.dropped)
+            self.dropped = lost
 
     def every_stats(self, capture: LiveSource, engine: Engine, now: float) -> None:
         rate = per_second(engine.stats.packets - self.counted, now - self.counted_at)

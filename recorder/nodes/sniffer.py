@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 
 from extensions.directory_view import do_not_record_ips, do_not_record_numbers, known_phone_ips
-from recorder.capture.sources import LiveCapture
+from recorder.capture.tcpdump import TcpdumpCapture
 from recorder.engine.engine import Engine
 from recorder.lib.files import write_atomically
 from recorder.nodes.live import CaptureLoop, LiveSource
@@ -33,6 +33,8 @@ from recorder.sinks.outbox import STATS_NAME, OutboxSink, OutboxWriter
 log = logging.getLogger("qms.capture")
 
 STATS_EVERY = 1.0
+# The interface's tcpdump, ended at the next start should this sniffer die without a stop.
+TCPDUMP_PIDS = "tcpdump.pid"
 DIRECTORY_CACHE = "directory.json"
 # A database that does not answer within this many seconds at start is taken as down.
 DATABASE_CONNECT_SECONDS = 5
@@ -108,17 +110,26 @@ class Sniffer:
     def run(self) -> None:
         """Capture until told to stop; CaptureFileError if the interface cannot be opened."""
         self.loop.handle_signals()
-        capture = LiveCapture([self.interface], self.bpf)
+        capture = TcpdumpCapture(
+            [self.interface],
+            self.bpf,
+            settings.QMS_CAPTURE_BUFFER_MIB,
+            pid_file=self.paths.outbox / TCPDUMP_PIDS,
+        )
         self.paths.spool.mkdir(parents=True, exist_ok=True)
         sink = OutboxSink(OutboxWriter(self.paths.outbox, self.node, self.interface))
         for spool in leftover_spools(self.paths.spool):
             sink.recover(spool)
             log.warning("%s: call cut short in %s goes to the outbox", self.interface, spool)
         engine = self._engine(sink)
+        try:
+            capture.start()
+        except BaseException:
+            sink.close()
+            raise
         threading.Thread(
             target=self._follow_directory, args=(engine,), name="qms-directory", daemon=True
         ).start()
-        capture.start()
         log.info("capturing on %s%s", self.interface, f" (filter {self.bpf!r})" if self.bpf else "")
         try:
             self.loop.run(capture, engine)
@@ -151,12 +162,12 @@ class Sniffer:
         self._write_stats(capture, engine, rate, running=True)
 
     def _write_stats(self, capture: LiveSource, engine: Engine, rate: float, running: bool) -> None:
-        drops = sum(found.dropped + found.interface_dropped for found in capture.stats())
+        drops = sum(found.lost for found in capture.stats())
         self.write_stats(
             running=running,
             packets=engine.stats.packets,
             packets_per_second=round(rate, 1),
-            kernel_drops=drops + capture.queue_dropped,
+            kernel_drops=drops,
             live_calls=len(engine.calls.calls),
             caps=dict(engine.stats.caps),
         )

@@ -5,14 +5,21 @@ from __future__ import annotations
 from collections import Counter
 
 from recorder.capture.sources import CaptureNotes
+from recorder.capture.tcpdump import InterfaceStats
 from recorder.engine.engine import Engine
 from recorder.nodes.caps import caps_line
 from recorder.sinks.database import DatabaseSink
 
 
 def summary_lines(
-    engine: Engine, sink: DatabaseSink, seconds: float, notes: CaptureNotes | None = None
+    engine: Engine,
+    sink: DatabaseSink,
+    seconds: float,
+    notes: CaptureNotes | None = None,
+    interfaces: list[InterfaceStats] = (),
 ) -> list[str]:
+    """What a run did, for its last lines; a live capture's `interfaces` with their
+    counters, so a loss in the capture is never mistaken for one on the network."""
     stats = engine.stats
     rate = stats.packets / seconds if seconds > 0 else 0.0
     lines = [
@@ -45,8 +52,18 @@ def summary_lines(
     lines.append(f"decode errors: {format_counts(errors) if errors else 'none'}")
     if sink.failures:
         lines.append(f"storage failures: {format_counts(sink.failures)}")
+    lines += [interface_line(found) for found in interfaces]
     # Last, where they are seen: a file's damage says how much of the rest to trust.
     return lines + (notes.lines() if notes is not None else [])
+
+
+def interface_line(found: InterfaceStats) -> str:
+    """One live interface's counters as libpcap keeps them (tcpdump's figures)."""
+    return (
+        f"{found.interface}: {found.received} received by the kernel, "
+        f"{found.dropped} dropped by the kernel, "
+        f"{found.interface_dropped} dropped by the interface"
+    )
 
 
 def rtp_details(stats, latched: int) -> list[str]:

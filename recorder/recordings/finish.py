@@ -247,11 +247,26 @@ def _store(
     recording.audio_format = settings.QMS_RECORDING_FORMAT
     recording.peaks = waveform.peaks
     recording.status = Recording.Status.COMPLETE
+    recording.status_detail = capture_loss(recording.signalling)
     with _file_removed_on_failure(storage, name):
         recording.save(
-            update_fields=[*ANALYSIS_COLUMNS, *AUDIO_COLUMNS, "sha256", "duration_seconds", "peaks"]
-        )
+            update_fields=[
+                *ANALYSIS_COLUMNS, *AUDIO_COLUMNS, "sha256", "duration_seconds", "peaks",
+                "status_detail",
+            ]
+        )  # fmt: skip
     _remove_after_commit(spool)
+
+
+def capture_loss(call: Call) -> str:
+    """What a supervisor is told of a call the capture lost packets of: that its gaps may
+    be the recorder's, where its quality figures alone would blame the network."""
+    if not call.capture_dropped:
+        return ""
+    return (
+        f"the capture dropped {call.capture_dropped:,} packets while this call was live: "
+        "gaps may be the recorder's, not the network's"
+    )
 
 
 @contextmanager

@@ -75,6 +75,8 @@ def recording_options(options: dict) -> dict:
     }
 
 
+# PostgreSQL's bigint, the column of a count that comes from the capture process.
+BIGINT_MAX = 2**63 - 1
 # The columns a snapshot writes, besides who the call belongs to (ATTRIBUTION).
 SNAPSHOT_COLUMNS = (
     "state",
@@ -83,6 +85,7 @@ SNAPSHOT_COLUMNS = (
     "answered_at",
     "ended_at",
     "end_reason",
+    "capture_dropped",
     "caller",
     "caller_name",
     "callee",
@@ -220,6 +223,8 @@ def _copy_snapshot(snapshot: CallSnapshot, call: Call) -> None:
     call.answered_at = moment(snapshot.answered_at)
     call.ended_at = moment(snapshot.ended_at)
     call.end_reason = snapshot.end_reason
+    # A count from the capture process's outbox: held to what the column takes.
+    call.capture_dropped = min(max(int(snapshot.capture_dropped), 0), BIGINT_MAX)
     for name in ("caller", "caller_name", "callee", "callee_name"):
         setattr(call, name, getattr(snapshot, name)[:128])
     call.caller_ip = snapshot.caller_ip or None

@@ -31,7 +31,7 @@ from django.db import connection
 from extensions.models import Agent, Extension, Phone
 from extensions.services import assign_line
 from recorder.nodes.models import CaptureInterface
-from tests.conftest import need, need_tool
+from tests.conftest import need, need_loopback_capture, need_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SCENARIOS = Path(__file__).resolve().parent / "sipp"
@@ -367,22 +367,10 @@ def loopback_usable(ip: str) -> bool:
     return True
 
 
-def can_capture_on_loopback() -> bool:
-    try:
-        import pcapy
-    except ImportError:
-        return False
-    try:
-        pcapy.open_live("lo", 64, 0, 10)
-    except pcapy.PcapError:
-        return False
-    return True
-
-
 @contextlib.contextmanager
 def phones(workdir: Path, far_end_seconds: float) -> Iterator[Phones]:
     sipp = need_tool("sipp")
-    need(can_capture_on_loopback(), "needs permission to capture on lo (root or CAP_NET_RAW)")
+    need_loopback_capture()
     need(
         loopback_usable(AGENT_IP) and loopback_usable(FAR_END_IP),
         "needs the loopback addresses 127.0.0.41 and .42 (Linux routes all of 127/8 to lo)",

@@ -12,11 +12,12 @@ import pytest
 
 from integrations.observations import CallEvent
 from recorder.capture.link import LINKTYPE_ETHERNET
-from recorder.capture.sources import InterfaceStats, Packet
+from recorder.capture.sources import Packet
 from recorder.capture.synthesis import sdp, sip, udp
 from recorder.engine.engine import Engine
 from recorder.nodes.live import CaptureLoop, LiveSource
 from tests.recorder.collected import Collected
+from tests.recorder.nodes.blocks import BlockReplay, PacketBlocks
 
 PHONE, GATEWAY = "10.20.0.5", "10.20.0.1"
 CALL_ID = "loop-1"
@@ -44,29 +45,18 @@ def a_moment_ago() -> float:
     return time.time() - 10
 
 
-class Replay:
-    """A live source that hands over `packets` (None for a silence), then, once stopped,
-    drains `still_queued`: what a real source still holds from before the stop."""
+class Replay(BlockReplay):
+    """A live source that hands over `packets` (None for a silence) one record per block,
+    then, once stopped, `still_queued`: what tcpdump still holds at a stop."""
 
     def __init__(
         self, packets: Iterable[Packet | None], still_queued: Iterable[Packet] = ()
     ) -> None:
-        self.packets = packets
-        self.still_queued = list(still_queued)
-        self.queue_dropped = 0
-        self.stopped = False
-
-    def __iter__(self) -> Iterator[Packet | None]:
-        yield from self.packets
-
-    def drain(self, until: float) -> list[Packet]:
-        return [packet for packet in self.still_queued if packet[0] <= until]
-
-    def stop(self) -> None:
-        self.stopped = True
-
-    def stats(self) -> list[InterfaceStats]:
-        return [InterfaceStats("replay")]
+        # Generators both: the pipe's header goes with whichever block is taken first.
+        pipe = PacketBlocks()
+        blocks = (pipe.block(packet[0], packet[2]) if packet else None for packet in packets)
+        held = (pipe.block(packet[0], packet[2]) for packet in still_queued)
+        super().__init__(blocks, held)
 
 
 class TickCounting(Engine):

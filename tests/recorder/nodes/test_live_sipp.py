@@ -27,7 +27,7 @@ from django.db import connection
 from extensions.models import Agent, Binding, Extension, Phone, SeenExtension
 from extensions.services import assign_line
 from recorder.models import Call
-from tests.conftest import need, need_tool
+from tests.conftest import need, need_loopback_capture, need_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SCENARIOS = Path(__file__).resolve().parent / "sipp"
@@ -198,18 +198,6 @@ def eventually(landed: Callable[[], bool], seconds: float = LANDING_SECONDS) -> 
         time.sleep(0.1)
 
 
-def can_capture_on_loopback() -> bool:
-    try:
-        import pcapy
-    except ImportError:
-        return False
-    try:
-        pcapy.open_live("lo", 64, 0, 10)
-    except pcapy.PcapError:
-        return False
-    return True
-
-
 def loopback_address_is_usable(ip: str) -> bool:
     try:
         free_udp_port(ip)
@@ -221,7 +209,7 @@ def loopback_address_is_usable(ip: str) -> bool:
 @pytest.fixture
 def loopback(postgresql: None, tmp_path: Path) -> Iterator[Loopback]:
     sipp = need_tool("sipp")
-    need(can_capture_on_loopback(), "needs permission to capture on lo (root or CAP_NET_RAW)")
+    need_loopback_capture()
     need(
         all(map(loopback_address_is_usable, (JOHN_IP, MARY_IP, JOHN_ELSEWHERE_IP))),
         "needs the loopback addresses 127.0.0.11-13 (Linux routes all of 127/8 to lo)",

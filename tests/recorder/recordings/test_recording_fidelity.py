@@ -29,10 +29,9 @@ import pytest
 from extensions.models import Agent, Extension, Phone
 from extensions.services import assign_line
 from recorder.models import Recording
-from tests.conftest import need, need_tool
+from tests.conftest import need, need_loopback_capture, need_tool
 from tests.recorder.nodes.test_live_sipp import (
     Started,
-    can_capture_on_loopback,
     free_udp_port,
     loopback_address_is_usable,
     sniff_environment,
@@ -293,7 +292,7 @@ def live_call(postgresql: None, tmp_path: Path) -> Iterator[LiveCall]:
     need_tool("espeak-ng")
     need_tool("sox")
     sipp = need_tool("sipp")
-    need(can_capture_on_loopback(), "needs permission to capture on lo (root or CAP_NET_RAW)")
+    need_loopback_capture()
     need(loopback_address_is_usable(AGENT_IP), f"needs the loopback address {AGENT_IP}")
     live = LiveCall(sipp, tmp_path)
     try:

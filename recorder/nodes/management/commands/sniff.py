@@ -10,7 +10,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from extensions.directory_view import known_phone_ips
-from recorder.capture.sources import CaptureFileError, LiveCapture
+from recorder.capture.sources import CaptureFileError
+from recorder.capture.tcpdump import TcpdumpCapture
 from recorder.engine.engine import Engine
 from recorder.nodes.caps import CapAlerts, caps_line
 from recorder.nodes.live import CaptureLoop, LiveSource
@@ -35,6 +36,12 @@ class Command(BaseCommand):
         parser.add_argument("--bpf", default="", help="A BPF capture filter, as for tcpdump.")
         parser.add_argument("--duration", type=float, default=0, help="Stop after S seconds.")
         parser.add_argument(
+            "--buffer-mib",
+            type=int,
+            default=None,
+            help="Each interface's kernel ring in MiB (default: QMS_CAPTURE_BUFFER_MIB).",
+        )
+        parser.add_argument(
             "--stats-every", type=float, default=10, help="Seconds between statistics lines."
         )
         add_recording_arguments(parser)
@@ -43,46 +50,40 @@ class Command(BaseCommand):
     def handle(self, *args: object, **options: object) -> None:
         loop = CaptureLoop(options["stats_every"], self.log_stats, duration=options["duration"])
         loop.handle_signals()
-        try:
-            capture = LiveCapture(options["interface"], options["bpf"])
-        except CaptureFileError as error:
-            raise CommandError(str(error)) from None
+        buffer_mib = options["buffer_mib"] or settings.QMS_CAPTURE_BUFFER_MIB
+        # Named by the interfaces: a sniff killed outright leaves its tcpdumps to the next.
+        pid_file = Path(settings.VAR_DIR) / f"sniff-{'+'.join(options['interface'])}.pid"
+        capture = TcpdumpCapture(options["interface"], options["bpf"], buffer_mib, pid_file)
         if not options["no_recording"]:
             recover_spools(Path(settings.QMS_SPOOL_DIR))  # what a killed earlier run left
         sink = DatabaseSink(node=options["node"])
         engine = Engine(sink, known_phone_ips(), **recording_options(options))
         self.alerts = CapAlerts(options["node"])
         started = time.monotonic()
-        capture.start()
-        # Said once the interfaces are open, so whoever started sniff knows packets from
-        # now on are seen (the live-capture tests wait for this line).
-        log.info(
-            "capturing on %s%s",
-            ", ".join(options["interface"]),
-            f" (filter {options['bpf']!r})" if options["bpf"] else "",
-        )
         try:
+            capture.start()
+            # Said once every tcpdump listens, so whoever started sniff knows packets from
+            # now on are seen (the live-capture tests wait for this line).
+            log.info(
+                "capturing on %s%s",
+                ", ".join(options["interface"]),
+                f" (filter {options['bpf']!r})" if options["bpf"] else "",
+            )
             loop.run(capture, engine)
+        except CaptureFileError as error:
+            raise CommandError(str(error)) from None
         finally:
+            capture.close()
             sink.close()
             self.alerts.note(engine.stats.caps)
-        for line in summary_lines(engine, sink, time.monotonic() - started):
+        seconds = time.monotonic() - started
+        for line in summary_lines(engine, sink, seconds, interfaces=capture.stats()):
             self.stdout.write(line)
-        for interface in capture.stats():
-            self.stdout.write(
-                f"{interface.interface}: {interface.received} received by the kernel, "
-                f"{interface.dropped} dropped by the kernel, "
-                f"{interface.interface_dropped} dropped by the interface"
-            )
 
     def log_stats(self, capture: LiveSource, engine: Engine, rate: float) -> None:
-        dropped = sum(stats.dropped + stats.interface_dropped for stats in capture.stats())
+        drops = ", ".join(f"{found.interface} {found.lost}" for found in capture.stats())
         log.info(
-            "%.0f packets/s, kernel drops %d, queue drops %d, live calls %d",
-            rate,
-            dropped,
-            capture.queue_dropped,
-            len(engine.calls.calls),
+            "%.0f packets/s, capture drops %s, live calls %d", rate, drops, len(engine.calls.calls)
         )
         if engine.stats.caps:
             log.warning(caps_line(engine.stats.caps))
