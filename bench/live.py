@@ -10,10 +10,13 @@ after the other on the same file and the same rate:
 - `manage.py sniff --interface lo` on a fresh SQLite database, while
   `tcpreplay -K --pps RATE -i lo FILE` replays the capture; stopped with SIGINT once the
   replay is over. Then: how many calls became complete recordings, how many RTP packets
-  each direction expected and received, and the kernel drops sniff reported;
-  With `--via dumpcap`, QMS is instead a prototype of another live source: dumpcap
-  (`-B 512`, a 512 MiB kernel buffer) writes pcap into a pipe that bench/pipe_import.py
-  feeds to the engine's file batch path (Engine.feed_pcap), as import_pcap reads a file;
+  each direction expected and received, and the kernel drops sniff reported
+  (`--buffer-mib N` sets sniff's kernel ring, else QMS_CAPTURE_BUFFER_MIB's 512);
+  with `--via dumpcap` or `--via tcpdump`, QMS is instead a prototype of another live
+  source: dumpcap (`-B 512`) or tcpdump (`-B 524288`), a 512 MiB kernel ring, writes pcap
+  into a pipe that bench/pipe_import.py
+  feeds to the engine's file batch path (Engine.feed_pcap), as import_pcap reads a file
+  (the prototypes that chose sniff's live source, docs/capture.md);
 - `tshark -i lo -q -z rtp,streams` as the peer, on the same replay: its streams and the
   packets it counted lost.
 
@@ -40,7 +43,7 @@ from end_to_end import PYTHON, ROOT, capture_file, qms_environment
 PACKETS_PER_SECOND = 50  # G.711 at 20 ms, each way
 SETTLE_SECONDS = 3.0  # after the replay: the capture's queue drains, BYEs are handled
 QMS_TOOLS = {
-    "sniff": "manage.py sniff",
+    "sniff": "manage.py sniff (tcpdump into PcapStream)",
     "dumpcap": "dumpcap -B 512 into feed_pcap (prototype)",
     "tcpdump": "tcpdump -B 524288 -U into feed_pcap (prototype)",
 }
@@ -70,7 +73,7 @@ def while_replaying(command: list[str], env: dict[str, str], capture: Path, pps:
         return output.read()
 
 
-def qms_command(via: str) -> list[str]:
+def qms_command(via: str, buffer_mib: int = 0) -> list[str]:
     if via == "dumpcap":
         dumpcap = 'dumpcap -i lo -B 512 -f "udp or tcp" -P -w -'
         pipe = f"{dumpcap} | {PYTHON} bench/pipe_import.py"
@@ -78,15 +81,16 @@ def qms_command(via: str) -> list[str]:
     if via == "tcpdump":
         tcpdump = "tcpdump -i lo -B 524288 -U -Z root -w - 'udp or tcp'"
         return ["sh", "-c", f"{tcpdump} | {PYTHON} bench/pipe_import.py"]
-    return [str(PYTHON), "manage.py", "sniff", "--interface", "lo", "--bpf", "udp or tcp"]
+    sniff = [str(PYTHON), "manage.py", "sniff", "--interface", "lo", "--bpf", "udp or tcp"]
+    return sniff + (["--buffer-mib", str(buffer_mib)] if buffer_mib else [])
 
 
 def run_sniff(
-    capture: Path, pps: int, var_dir: Path, via: str, packets_each_way: int
+    capture: Path, pps: int, var_dir: Path, via: str, packets_each_way: int, buffer_mib: int = 0
 ) -> tuple[str, dict]:
     env = qms_environment(var_dir)
     subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-    sniff = qms_command(via)
+    sniff = qms_command(via, buffer_mib)
     output = while_replaying(sniff, env, capture, pps)
     script = (
         "import json\n"
@@ -134,6 +138,7 @@ def main() -> None:
     parser.add_argument("--pps", type=int, default=25000)
     parser.add_argument("--sccp", action="store_true")
     parser.add_argument("--via", choices=list(QMS_TOOLS), default="sniff")
+    parser.add_argument("--buffer-mib", type=int, default=0, help="sniff's kernel ring")
     arguments = parser.parse_args()
     for tool in ("tcpreplay", "tshark"):
         if shutil.which(tool) is None:
@@ -142,7 +147,9 @@ def main() -> None:
     var_dir = Path(tempfile.mkdtemp(prefix="qms-live-", dir=ROOT / "var"))
     try:
         each_way = round(arguments.seconds * PACKETS_PER_SECOND)
-        output, qms = run_sniff(capture, arguments.pps, var_dir, arguments.via, each_way)
+        output, qms = run_sniff(
+            capture, arguments.pps, var_dir, arguments.via, each_way, arguments.buffer_mib
+        )
     finally:
         shutil.rmtree(var_dir, ignore_errors=True)
     drops = re.findall(r"(\d+) dropped by the kernel", output)
@@ -151,8 +158,9 @@ def main() -> None:
     if not drops:
         print(output[-1500:])
     streams, lossless, counted = run_tshark(capture, arguments.pps)
+    ring = f", --buffer-mib {arguments.buffer_mib}" if arguments.buffer_mib else ""
     print(
-        f"| {capture.name} @ {arguments.pps:,} pps | {QMS_TOOLS[arguments.via]} | "
+        f"| {capture.name} @ {arguments.pps:,} pps | {QMS_TOOLS[arguments.via]}{ring} | "
         f"{qms['recordings']} recordings, {qms['loss_free']} complete with no RTP lost | "
         f"{qms['received']:,} of {qms['expected']:,} RTP packets | kernel drops "
         f"{', '.join(drops) or '?'} |"

@@ -148,8 +148,8 @@ QMS_RECORD_UNSIGNALLED = env_bool("QMS_RECORD_UNSIGNALLED", True)
 QMS_MAX_CALL_SECONDS = env_int("QMS_MAX_CALL_SECONDS", 4 * 3600, minimum=60, maximum=7 * 86400)
 # Each capture interface's kernel ring, in MiB (tcpdump -B): how long a burst the engine
 # has not caught up with can last before the kernel drops packets. At 100,000 packets/s of
-# G.711 a mirror port fills about 30 MiB a second (docs/capture.md).
-QMS_CAPTURE_BUFFER_MIB = env_int("QMS_CAPTURE_BUFFER_MIB", 256, minimum=2, maximum=65536)
+# G.711 a mirror port fills about 27 MiB a second (docs/capture.md).
+QMS_CAPTURE_BUFFER_MIB = env_int("QMS_CAPTURE_BUFFER_MIB", 512, minimum=2, maximum=65536)
 # wav (PCM16, every browser plays it) or opus (Ogg/Opus, several times smaller).
 QMS_RECORDING_FORMAT = env_choice("QMS_RECORDING_FORMAT", "WAV", ["WAV", "OPUS"]).lower()
 

@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 # tcpdump's ring hands over a block once it is full, or a second (tcpdump's read timeout)
 # after its first packet. Not --immediate-mode: libpcap then takes the older ring of fixed
-# slots, each as large as the snapshot length (64 KiB on lo), and a ring of 256 MiB holds
+# slots, each as large as the snapshot length (64 KiB on lo), and a ring of 512 MiB holds
 # a few thousand packets.
 HANDOVER_SECONDS = 1.0
 # The pipe between tcpdump and QMS: as large as the kernel lets a process make it without
@@ -175,7 +175,7 @@ class TcpdumpCapture:
         self,
         interfaces: list[str],
         bpf: str = "",
-        buffer_mib: int = 256,
+        buffer_mib: int = 512,
         pid_file: Path | None = None,
     ) -> None:
         if not interfaces:
