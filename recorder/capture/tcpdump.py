@@ -121,7 +121,9 @@ class Child:
             for line in bytes(self.said).splitlines()
             if line.strip() and not any(pattern.search(line) for pattern in COUNTERS.values())
         ]
-        return "; ".join(lines) or f"exit status {self.process.poll()}"
+        # libpcap's reason often comes twice, the second time in brackets alone.
+        said = [line for line in lines if not (line.startswith("(") and line[1:-1] in lines[0])]
+        return "; ".join(said) or f"exit status {self.process.poll()}"
 
 
 def tcpdump_path() -> str:
