@@ -115,9 +115,3 @@ def pcap_record(at: float, frame: bytes) -> bytes:
     """One classic pcap record (microseconds, the frame whole), as a file or a pipe holds it."""
     seconds = int(at)
     return RECORD.pack(seconds, int((at - seconds) * 1e6), len(frame), len(frame)) + frame
-
-
-def pcap_stream(frames: Iterable[tuple[float, bytes]]) -> bytes:
-    """(timestamp, frame) pairs as the bytes of a classic pcap file, header first: what a
-    capture tool writes into a pipe."""
-    return PCAP_HEADER + b"".join(pcap_record(at, frame) for at, frame in frames)

@@ -9,13 +9,13 @@ wire, the larger the blocks. A block is cut anywhere, even inside a record: the 
 PcapStream carries the cut record over (recorder/engine/pcapfile.py).
 
 A tcpdump outlives QMS only briefly. Its pipe's reader gone, its next write ends it
-(SIGPIPE); PR_SET_PDEATHSIG is asked for too, but tcpdump drops its privileges after
-opening the interface, which clears it. One that saw no packet since, still holding its
-ring, is ended when its interface's capture starts again: each capture keeps its tcpdumps'
-process ids in `pid_file`, and ends those a previous run left there.
+(SIGPIPE). One that saw no packet since, still holding its ring, is ended when its
+interface's capture starts again: each capture keeps its tcpdumps' process ids in
+`pid_file`, and ends those a previous run left there. (Linux's parent-death signal would
+not do: tcpdump drops its privileges after opening the interface, which clears it.)
 
 Drops are tcpdump's own figures for its socket (libpcap's pcap_stats): asked for with
-SIGUSR1 whenever the caller wants statistics, read from its standard error, and given once
+SIGUSR1 (request_stats), read from its standard error, and given once
 more, exact, when it stops. A stop is SIGINT: tcpdump writes what it holds and closes the
 pipe, and the caller reads up to the end, so nothing captured before a stop is lost.
 
@@ -32,7 +32,6 @@ pipe, and the caller reads up to the end, so nothing captured before a stop is l
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import logging
 import os
@@ -65,7 +64,6 @@ START_SECONDS = 10.0
 STOP_SECONDS = 10.0
 # tcpdump's largest snapshot length: every frame whole.
 SNAPLEN = 262144
-PR_SET_PDEATHSIG = 1
 STDERR_KEPT = 4096
 
 # What tcpdump writes to standard error: "listening on IF, link-type ..." once open, and
@@ -136,10 +134,6 @@ def tcpdump_path() -> str:
     return found
 
 
-# Looked up once, here: the child between fork and exec only calls it.
-_prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
-
-
 def end_leftovers(pid_file: Path) -> None:
     """End the tcpdumps that a capture which did not stop cleanly left in `pid_file`: each
     still a tcpdump (a process id is given again) whose capture process is gone (another
@@ -162,13 +156,6 @@ def end_leftovers(pid_file: Path) -> None:
     pid_file.unlink(missing_ok=True)
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when QMS's capture process ends, however it ends,
-    so no tcpdump is left capturing for nobody (Linux's PR_SET_PDEATHSIG)."""
-    if _prctl is not None:
-        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 class TcpdumpCapture:
     """Live interfaces in promiscuous mode, each through its own tcpdump, with one BPF
     filter for all; `buffer_mib` is each interface's kernel ring."""
@@ -186,7 +173,8 @@ class TcpdumpCapture:
         self.bpf = bpf
         self.buffer_mib = buffer_mib
         self.pid_file = pid_file
-        self.children: dict[int, Child] = {}  # by the file descriptor of either pipe
+        self.running: list[Child] = []
+        self.by_pipe: dict[int, Child] = {}  # by the file descriptor of either pipe
         # Each interface's counters, kept after its tcpdump ended.
         self.counters = [InterfaceStats(interface) for interface in self.interfaces]
         self.selector = selectors.DefaultSelector()
@@ -211,22 +199,22 @@ class TcpdumpCapture:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,  # only QMS stops it, and a terminal's ^C reaches QMS
-                preexec_fn=_die_with_parent,
             )
             child = Child(interface, process, counters)
+            self.running.append(child)
             for pipe in (process.stdout, process.stderr):
                 os.set_blocking(pipe.fileno(), False)
-                self.children[pipe.fileno()] = child
+                self.by_pipe[pipe.fileno()] = child
                 self.selector.register(pipe.fileno(), selectors.EVENT_READ)
             with contextlib.suppress(OSError):
                 fcntl.fcntl(process.stdout.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         if self.pid_file is not None:
-            pids = "".join(f"{child.process.pid} {os.getpid()}\n" for child in self._distinct())
+            pids = "".join(f"{child.process.pid} {os.getpid()}\n" for child in self.running)
             self.pid_file.parent.mkdir(parents=True, exist_ok=True)
             self.pid_file.write_text(pids)
         deadline = time.monotonic() + START_SECONDS
         try:
-            while not all(child.listening for child in self.children.values()):
+            while not all(child.listening for child in self.running):
                 if time.monotonic() > deadline:
                     raise CaptureFileError("tcpdump did not start listening within 10 seconds.")
                 self.early.extend(self._read(SILENCE_SECONDS))
@@ -251,7 +239,7 @@ class TcpdumpCapture:
         """Ask every tcpdump to stop: it writes what it holds, its final counters, and
         closes its pipe."""
         self.stopping = True
-        for child in self._distinct():
+        for child in self.running:
             with contextlib.suppress(ProcessLookupError):
                 child.process.send_signal(signal.SIGINT)
 
@@ -262,7 +250,7 @@ class TcpdumpCapture:
         deadline = time.monotonic() + STOP_SECONDS
         while self.selector.get_map() and time.monotonic() < deadline:
             yield from self._read(SILENCE_SECONDS)
-        for child in self._distinct():
+        for child in self.running:
             try:
                 child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -270,7 +258,7 @@ class TcpdumpCapture:
                 child.process.kill()
 
     def close(self) -> None:
-        for child in self._distinct():
+        for child in self.running:
             if child.process.poll() is None:
                 child.process.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -279,17 +267,21 @@ class TcpdumpCapture:
                 with contextlib.suppress(KeyError, ValueError):
                     self.selector.unregister(pipe.fileno())
                 pipe.close()
-        self.children.clear()
+        self.by_pipe.clear()
+        self.running.clear()
         if self.pid_file is not None:
             self.pid_file.unlink(missing_ok=True)
 
-    def stats(self) -> list[InterfaceStats]:
-        """Each interface's counters as tcpdump last said them, and a request for fresh
-        ones (they arrive on its standard error before the next call)."""
+    def request_stats(self) -> None:
+        """Ask every tcpdump for its counters (SIGUSR1); they arrive on its standard error
+        and stats() has them from the next read on."""
         if not self.stopping:
-            for child in self._distinct():
+            for child in self.running:
                 with contextlib.suppress(ProcessLookupError):
                     child.process.send_signal(signal.SIGUSR1)
+
+    def stats(self) -> list[InterfaceStats]:
+        """Each interface's counters as tcpdump last said them."""
         return self.counters
 
     def _early(self) -> Iterator[Block]:
@@ -297,13 +289,10 @@ class TcpdumpCapture:
         while self.early:
             yield self.early.pop(0)
 
-    def _distinct(self) -> list[Child]:
-        return list({id(child): child for child in self.children.values()}.values())
-
     def _read(self, timeout: float) -> Iterator[Block]:
         for key, _ in self.selector.select(timeout):
             fd = key.fd
-            child = self.children[fd]
+            child = self.by_pipe[fd]
             try:
                 data = os.read(fd, READ_BYTES)
             except BlockingIOError:

@@ -47,6 +47,8 @@ class LiveSource(Protocol):
 
     def close(self) -> None: ...
 
+    def request_stats(self) -> None: ...
+
     def stats(self) -> list[InterfaceStats]: ...
 
 
@@ -166,6 +168,7 @@ class CaptureLoop:
         """Packets the source lost since the last reading go to the engine, which marks
         the calls live now with them."""
         lost = sum(found.lost for found in capture.stats())
+        capture.request_stats()  # for the next reading
         if lost > self.dropped:
             engine.capture_dropped(lost - self.dropped)
             self.dropped = lost

@@ -136,7 +136,7 @@ def test_an_interface_that_does_not_exist_is_refused_with_tcpdumps_reason() -> N
     capture = TcpdumpCapture(["lo", "qms-nosuch0"], "udp")
     with pytest.raises(CaptureFileError, match=r"Cannot capture on qms-nosuch0: .*No such device"):
         capture.start()
-    assert capture.children == {}  # lo's tcpdump was stopped too
+    assert capture.running == []  # lo's tcpdump was stopped too
 
 
 def test_a_filter_tcpdump_cannot_compile_is_refused_with_its_reason() -> None:
@@ -149,7 +149,7 @@ def test_a_tcpdump_that_ends_by_itself_stops_the_capture_loudly() -> None:
     capture = TcpdumpCapture(["lo"], f"udp port {free_port()}", buffer_mib=2)
     capture.start()
     try:
-        (child,) = {id(c): c for c in capture.children.values()}.values()
+        (child,) = capture.running
         child.process.kill()
         with pytest.raises(CaptureFileError, match=r"Capture on lo stopped: tcpdump ended"):
             for _ in capture.blocks():
@@ -186,7 +186,7 @@ from pathlib import Path
 from recorder.capture.tcpdump import TcpdumpCapture
 capture = TcpdumpCapture(["lo"], sys.argv[1], buffer_mib=2, pid_file=Path(sys.argv[2]))
 capture.start()
-print(*{c.process.pid for c in capture.children.values()}, flush=True)
+print(*(c.process.pid for c in capture.running), flush=True)
 time.sleep(60)
 """
 
@@ -232,7 +232,7 @@ def test_an_orphaned_tcpdump_that_sees_nothing_is_ended_by_the_next_capture(
         while time.monotonic() < deadline and _alive(tcpdump):
             time.sleep(0.05)
         assert not _alive(tcpdump)
-        (child,) = {id(c): c for c in again.children.values()}.values()
+        (child,) = again.running
         assert pid_file.read_text().split() == [str(child.process.pid), str(os.getpid())]
     finally:
         again.close()
@@ -249,7 +249,7 @@ def test_a_capture_running_beside_keeps_its_tcpdump(tmp_path: Path) -> None:
     try:
         second.start()
         time.sleep(0.3)
-        assert all(child.process.poll() is None for child in first.children.values())
+        assert all(child.process.poll() is None for child in first.running)
     finally:
         second.close()
         first.close()

@@ -31,6 +31,9 @@ class BlockReplay:
     def close(self) -> None:
         self.closed = True
 
+    def request_stats(self) -> None:
+        pass
+
     def stats(self) -> list[InterfaceStats]:
         return [InterfaceStats("replay")]
 

@@ -50,6 +50,9 @@ class DroppingReplay:
     def close(self) -> None:
         pass
 
+    def request_stats(self) -> None:
+        pass
+
     def stats(self) -> list[InterfaceStats]:
         return [self.counters]
 
