@@ -8,6 +8,7 @@ from recorder.capture.sources import CaptureNotes
 from recorder.capture.tcpdump import InterfaceStats
 from recorder.engine.engine import Engine
 from recorder.nodes.caps import caps_line
+from recorder.recordings.finisher import Finisher
 from recorder.sinks.database import DatabaseSink
 
 
@@ -52,9 +53,20 @@ def summary_lines(
     lines.append(f"decode errors: {format_counts(errors) if errors else 'none'}")
     if sink.failures:
         lines.append(f"storage failures: {format_counts(sink.failures)}")
+    lines.append(finished_line(sink.finisher))
     lines += [interface_line(found) for found in interfaces]
     # Last, where they are seen: a file's damage says how much of the rest to trust.
     return lines + (notes.lines() if notes is not None else [])
+
+
+def finished_line(finisher: Finisher) -> str:
+    """How the run's recordings came out, and where they were finished."""
+    where = (
+        f"in {finisher.processes} process{'es' if finisher.processes > 1 else ''} of their own"
+        if finisher.processes
+        else "in the capture process"
+    )
+    return f"recordings finished {where}: {format_counts(finisher.outcomes) or 'none'}"
 
 
 def interface_line(found: InterfaceStats) -> str:

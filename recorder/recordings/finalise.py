@@ -1,7 +1,9 @@
 """Finishing a capture node's recordings off the ordered event path, as tasks.
 
 A call's end (or a recovered spool) schedules its finalisation: a PendingFinalisation row in
-the same transaction, and a task on the node's queue once it commits. The task decodes the
+the same transaction, and a task on the node's queue once it commits (or, for `sniff` and
+`import_pcap`, a finishing process of the command's: recordings/finisher.py, which runs
+finish_one, the same finalisation with its waveform drawn on the spot). The task decodes the
 spool into the recording, once (the spool is locked while it is decoded), then enqueues the
 waveform peaks. Every task is acks_late and retried with back-off while the database is
 unreachable. The task names are the ones they had in recorder/tasks.py.
@@ -11,10 +13,12 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from celery import shared_task
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from kombu.exceptions import KombuError
 
@@ -43,20 +47,34 @@ CALL_TASK = {
 
 
 def schedule_finalisation(
-    call: Call, node: str, spool: Path, local_side: str, reason: str
+    call: Call,
+    node: str,
+    spool: Path,
+    local_side: str,
+    reason: str,
+    enqueue: Callable[[PendingFinalisation], None] | None = None,
 ) -> PendingFinalisation:
-    """Remember the call's spool in this transaction; enqueue its finalisation on commit."""
-    pending, _ = PendingFinalisation.objects.update_or_create(
+    """Remember the call's spool in this transaction; hand its finalisation on commit to
+    `enqueue`: a capture command's finisher, or (None) the node's queue."""
+    pending = PendingFinalisation(
         call=call,
-        defaults={
-            "node": node,
-            "spool": str(spool),
-            "local_side": local_side,
-            "reason": reason,
-            "enqueued_at": timezone.now(),
-        },
+        node=node,
+        spool=str(spool),
+        local_side=local_side,
+        reason=reason,
+        enqueued_at=timezone.now(),
     )
-    transaction.on_commit(lambda: enqueue_finalisation(pending))
+    # One statement (INSERT ... ON CONFLICT DO UPDATE), not a savepoint and three: a call
+    # ended again (an event delivered twice) keeps its one row. Its id is set either way.
+    PendingFinalisation.objects.bulk_create(
+        [pending],
+        update_conflicts=True,
+        unique_fields=["call"],
+        update_fields=["node", "spool", "local_side", "reason", "enqueued_at"],
+    )
+    # Robust: a finisher that fails must not undo the batch that has just committed; the
+    # pending row stays, and is finished again (recordings/finisher.py, nodes/node.py).
+    transaction.on_commit(lambda: (enqueue or enqueue_finalisation)(pending), robust=True)
     return pending
 
 
@@ -71,32 +89,76 @@ def enqueue_finalisation(pending: PendingFinalisation) -> None:
 
 @shared_task(name="recorder.tasks.finalise_recording", **CALL_TASK)
 def finalise_recording(pending_id: int) -> int | None:
+    """The node's finalisation task: the recording, then its waveform as a task of its own
+    when finishing could not draw it."""
+    recording, node = finalise_pending(pending_id)
+    if recording is None:
+        return None
+    if recording.peaks is None and recording.audio_format != "rtp":
+        queue = queue_for(node)
+        transaction.on_commit(lambda: compute_peaks.apply_async((recording.pk,), queue=queue))
+    return recording.pk
+
+
+def finalise_pending(pending_id: int) -> tuple[Recording | None, str]:
     """Decode a finished call's spool into its Recording, once: the spool is locked while
-    it is decoded, and gone (with the pending row) once the recording is stored."""
+    it is decoded, and gone (with the pending row) once the recording is stored. The
+    recording (None when there is none to make) and the node that spooled it. Raises
+    TRANSIENT while the database is out of reach; the pending row stays for a new attempt.
+
+    Whoever calls it, a node's task or a capture command's finishing process
+    (recordings/finisher.py), the recording comes out the same."""
     pending = PendingFinalisation.objects.select_related("call").filter(pk=pending_id).first()
     if pending is None:
-        return None
+        return None, ""
     spool = Path(pending.spool)
     # The spool folder's lock: one finalisation at a time decodes it, however often it is sent.
     with locked(spool) as present:
         if not present:
             pending.delete()
-            return None
+            return None, pending.node
         try:
             with transaction.atomic():
                 recording = _finish(pending, spool)
         except TRANSIENT:
             raise
-        except Exception as error:  # the task's edge: a spool no retry would finish
+        except Exception as error:  # the finalisation's edge: a spool no retry would finish
             _finalisation_failed(pending, spool, error)
-            return None
+            return None, pending.node
     pending.delete()
-    if recording is None:
-        return None
-    if recording.peaks is None and recording.audio_format != "rtp":
-        queue = queue_for(pending.node)
-        transaction.on_commit(lambda: compute_peaks.apply_async((recording.pk,), queue=queue))
-    return recording.pk
+    return recording, pending.node
+
+
+# A database out of reach is tried again this often, waiting longer each time, before the
+# recording is left to its pending row (finished at the next start).
+ATTEMPTS = 6
+FIRST_WAIT_SECONDS = 0.5
+NOTHING_TO_STORE = "nothing to store"
+LEFT_PENDING = "left pending"
+
+
+def finish_one(pending_id: int) -> str:
+    """Finish one pending recording here and now: the recording's status, NOTHING_TO_STORE
+    (no RTP, a do-not-record number, a spool set aside), or LEFT_PENDING when the database
+    stayed out of reach (its row waits for the next start)."""
+    wait = FIRST_WAIT_SECONDS
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            recording, _ = finalise_pending(pending_id)
+            if recording is None:
+                return NOTHING_TO_STORE
+            if recording.peaks is None and recording.audio_format != "rtp":
+                # Too long to draw while it was written: drawn now, still off the capture.
+                recording.peaks = peaks_for_recording(recording)
+                if recording.peaks is not None:
+                    recording.save(update_fields=["peaks"])
+            return str(recording.status)
+        except TRANSIENT as error:
+            log.warning("finishing recording %d, attempt %d: %s", pending_id, attempt, error)
+            connection.close()  # a fresh connection for the next attempt
+            time.sleep(wait)
+            wait *= 2
+    return LEFT_PENDING
 
 
 def _finalisation_failed(pending: PendingFinalisation, spool: Path, error: Exception) -> None:

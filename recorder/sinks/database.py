@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import shutil
 import threading
 from collections import Counter
 from pathlib import Path
@@ -37,11 +36,12 @@ from integrations.observations import (
 from qms.lib.database import TRANSIENT
 from recorder.engine.calls import CallSnapshot, moment
 from recorder.engine.codec import media_json
-from recorder.models import Call, Recording
+from recorder.models import Call
 from recorder.nodes.alerts import park
-from recorder.nodes.models import ParkedEvent
-from recorder.recordings.attribution import attribute_call, must_not_record
-from recorder.recordings.finish import finish_recording
+from recorder.nodes.models import ParkedEvent, PendingFinalisation
+from recorder.recordings.attribution import attribute_call
+from recorder.recordings.finalise import schedule_finalisation
+from recorder.recordings.finisher import Finisher, InlineFinisher
 
 log = logging.getLogger(__name__)
 
@@ -110,51 +110,28 @@ class CallLog:
     snapshot updates only the columns it changes, and nothing when it changes none.
     """
 
-    def __init__(self, node: str = "") -> None:
+    def __init__(self, node: str = "", finisher: Finisher | None = None) -> None:
         self.node = node
+        # Who finishes a call's recording once its end is committed: a capture command's
+        # finisher (recordings/finisher.py), or None for the node's queue.
+        self.finisher = finisher
         self.live: dict[tuple[str, float], Call] = {}
         self.written = 0
-        self.do_not_record: set[str] | None = None
         self.starting: set[tuple[str, float]] = set()
-        self.finished: list[Recording] = []
 
     def begin_batch(self, starting: set[tuple[str, float]]) -> None:
         """A new batch: `starting` are the calls whose start it holds (under a later
-        snapshot, perhaps), new calls that are written without being looked for. The
-        do-not-record numbers are read again, once, when the batch first needs them."""
+        snapshot, perhaps), new calls that are written without being looked for."""
         self.starting = starting
-        self.do_not_record = None
-        self.finished = []
 
     def forget(self, snapshot: CallSnapshot | None = None) -> None:
         """Drop the cached row of a call whose write was rolled back: it is read again
-        from the database the next time. None: the whole batch was rolled back."""
+        from the database the next time. None: the whole batch was rolled back. (Its
+        recordings were never handed over: that happens only once a batch commits.)"""
         if snapshot is not None:
             self.live.pop((snapshot.call_id, snapshot.started_at), None)
-            self._discard_rolled_back_audio(snapshot.call_id)
             return
         self.live.clear()
-        self._discard_rolled_back_audio()
-
-    def _discard_rolled_back_audio(self, call_id: str | None = None) -> None:
-        """Delete the files of the batch's recordings (of one call, or all) whose rows
-        were rolled back: no row will point at them (a new attempt writes its own), and
-        retention would never find them. Unsure, with the database out of reach, they
-        are kept."""
-        finished = [r for r in self.finished if call_id is None or r.call_id == call_id]
-        self.finished = [r for r in self.finished if r not in finished]
-        try:
-            kept = set(
-                Recording.objects.filter(pk__in=[r.pk for r in finished]).values_list(
-                    "pk", flat=True
-                )
-            )
-        except DatabaseError as error:
-            log.warning("audio of %d recordings kept unchecked: %s", len(finished), error)
-            return
-        for recording in finished:
-            if recording.pk not in kept and recording.file.name:
-                recording.file.storage.delete(recording.file.name)
 
     def record(self, snapshot: CallSnapshot) -> Call:
         call = self._stored(snapshot)
@@ -183,20 +160,17 @@ class CallLog:
         return call
 
     def _finish_recording(self, call: Call, snapshot: CallSnapshot) -> None:
-        spool = Path(snapshot.spool)
-        if self._do_not_record(call):
-            # Belt and braces: the engine starts no log for a do-not-record number it
-            # knows, but a number may be learned only as the call goes on.
-            shutil.rmtree(spool, ignore_errors=True)
-            return
-        recording = finish_recording(call, spool, snapshot.media, snapshot.local_side)
-        if recording is not None:
-            self.finished.append(recording)
-
-    def _do_not_record(self, call: Call) -> bool:
-        if self.do_not_record is None:
-            self.do_not_record = do_not_record_numbers()
-        return must_not_record(call, self.do_not_record)
+        """The recording is finished off this thread, as its pending row says, once the
+        batch commits: a crash before then leaves the spool to recovery, one after it the
+        pending row (recordings/finalise.py)."""
+        reason = (
+            PendingFinalisation.Reason.CAPTURE_STOPPED
+            if snapshot.end_reason == "capture-ended"
+            else PendingFinalisation.Reason.ENDED
+        )
+        side = str(snapshot.local_side) if snapshot.local_side else ""
+        enqueue = self.finisher.submit if self.finisher is not None else None
+        schedule_finalisation(call, self.node, Path(snapshot.spool), side, reason, enqueue)
 
     def _stored(self, snapshot: CallSnapshot) -> Call | None:
         """The call's row as this log has it, else as stored; None for a call starting
@@ -296,9 +270,14 @@ def parked_kind_of(event: object) -> tuple[str, str]:
 class DatabaseSink:
     """Applies the capture loop's events to the database from a thread of its own."""
 
-    def __init__(self, node: str = "", capacity: int = 100_000) -> None:
+    def __init__(
+        self, node: str = "", capacity: int = 100_000, finisher: Finisher | None = None
+    ) -> None:
         self.events: queue.Queue = queue.Queue(maxsize=capacity)
-        self.calls = CallLog(node)
+        # Without a finisher of the caller's, each recording is finished in this sink's
+        # thread once its batch commits.
+        self.finisher = finisher if finisher is not None else InlineFinisher()
+        self.calls = CallLog(node, self.finisher)
         self.bindings_applied = 0
         self.outcomes: Counter = Counter()
         self.failures: Counter = Counter()

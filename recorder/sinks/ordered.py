@@ -24,7 +24,6 @@ from django.db import DatabaseError, transaction
 
 from extensions import services
 from qms.lib.database import TRANSIENT
-from recorder.engine.calls import CallSnapshot
 from recorder.engine.codec import (
     BindingJson,
     EncryptedJson,
@@ -138,7 +137,7 @@ def _bind(event: BindingJson, node: str) -> None:
 def _record(event: SnapshotJson, node: str) -> None:
     """A call as it stands after one event, as its Call row; its end schedules the
     recording's finalisation on the node that spooled it."""
-    NodeCallLog(node).record(snapshot_from_json(event))
+    CallLog(node).record(snapshot_from_json(event))
 
 
 def _note_encrypted(event: EncryptedJson, node: str) -> None:
@@ -164,19 +163,6 @@ def note_encrypted_signalling(run: str, seq: int, event: dict, node: str) -> str
 def recover_spool(run: str, seq: int, event: dict, node: str) -> str:
     """A spool a stopped sniffer left: its call is ended and finished as partial."""
     return apply_in_order(run, seq, RECOVER, event, node)
-
-
-class NodeCallLog(CallLog):
-    """Call rows as the sinks write them; the recording is finished by a task of its own."""
-
-    def _finish_recording(self, call: Call, snapshot: CallSnapshot) -> None:
-        reason = (
-            PendingFinalisation.Reason.CAPTURE_STOPPED
-            if snapshot.end_reason == "capture-ended"
-            else PendingFinalisation.Reason.ENDED
-        )
-        side = str(snapshot.local_side) if snapshot.local_side else ""
-        schedule_finalisation(call, self.node, Path(snapshot.spool), side, reason)
 
 
 def _recover(event: dict, node: str) -> None:

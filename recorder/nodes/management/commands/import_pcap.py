@@ -22,6 +22,7 @@ from recorder.capture.sources import (
 from recorder.engine.engine import Engine
 from recorder.nodes.caps import CapAlerts
 from recorder.nodes.summary import summary_lines
+from recorder.recordings.finisher import finish_left_over, finisher_for_commands
 from recorder.recordings.recovery import recover_spools
 from recorder.sinks.database import (
     DatabaseSink,
@@ -85,8 +86,11 @@ class Command(BaseCommand):
             if not path.is_file():
                 raise CommandError(f"{path} is not a readable file.")
         if not options["no_recording"]:
-            recover_spools(Path(settings.QMS_SPOOL_DIR))  # what a killed earlier run left
-        sink = DatabaseSink(node=options["node"])
+            # What a killed earlier run left: recordings handed over, then cut calls.
+            finish_left_over(options["node"], Path(settings.QMS_SPOOL_DIR))
+            recover_spools(Path(settings.QMS_SPOOL_DIR))
+        finisher = finisher_for_commands()
+        sink = DatabaseSink(node=options["node"], finisher=finisher)
         engine = Engine(sink, known_phone_ips(), **recording_options(options))
         started = time.perf_counter()
         notes = CaptureNotes()
@@ -98,6 +102,7 @@ class Command(BaseCommand):
             engine.finish()
             captured = time.perf_counter() - started
             sink.close()
+            finisher.close()  # every recording handed over, finished
             CapAlerts(options["node"]).note(engine.stats.caps)
         for line in summary_lines(engine, sink, captured, notes):
             self.stdout.write(line)

@@ -16,6 +16,7 @@ from recorder.engine.engine import Engine
 from recorder.nodes.caps import CapAlerts, caps_line
 from recorder.nodes.live import CaptureLoop, LiveSource
 from recorder.nodes.summary import summary_lines
+from recorder.recordings.finisher import finish_left_over, finisher_for_commands
 from recorder.recordings.recovery import recover_spools
 from recorder.sinks.database import (
     DatabaseSink,
@@ -55,8 +56,11 @@ class Command(BaseCommand):
         pid_file = Path(settings.VAR_DIR) / f"sniff-{'+'.join(options['interface'])}.pid"
         capture = TcpdumpCapture(options["interface"], options["bpf"], buffer_mib, pid_file)
         if not options["no_recording"]:
-            recover_spools(Path(settings.QMS_SPOOL_DIR))  # what a killed earlier run left
-        sink = DatabaseSink(node=options["node"])
+            # What a killed earlier run left: recordings handed over, then cut calls.
+            finish_left_over(options["node"], Path(settings.QMS_SPOOL_DIR))
+            recover_spools(Path(settings.QMS_SPOOL_DIR))
+        finisher = finisher_for_commands()
+        sink = DatabaseSink(node=options["node"], finisher=finisher)
         engine = Engine(sink, known_phone_ips(), **recording_options(options))
         self.alerts = CapAlerts(options["node"])
         started = time.monotonic()
@@ -75,6 +79,7 @@ class Command(BaseCommand):
         finally:
             capture.close()
             sink.close()
+            finisher.close()  # every recording handed over, finished
             self.alerts.note(engine.stats.caps)
         seconds = time.monotonic() - started
         for line in summary_lines(engine, sink, seconds, interfaces=capture.stats()):
