@@ -4,7 +4,7 @@
     .venv/bin/python bench/end_to_end.py --calls 1000 --seconds 180
 
 Generates (or reuses) the bench/traffic.py capture for N concurrent G.711 calls, then,
-each pinned to CPU 0 with `taskset -c 0`, times:
+each pinned to CPU 0 with `taskset -c 0` (or the --cores given), times:
 
 - the whole `manage.py import_pcap FILE` command on a fresh SQLite database and recordings
   folder (start-up, capture, bindings, calls, decoding, WAV files, SHA-256, rows), from
@@ -15,7 +15,9 @@ QMS runs as in production, with DEBUG off; before each timed command the file is
 the page cache, so that neither is timed reading the disk.
 
 Then it checks what came out: one complete recording per call, a WAV file of the call's
-length for each. Prints one Markdown table row per run for bench/RESULTS.md.
+length for each. Prints one Markdown table row per run for bench/RESULTS.md. With --cost it
+also imports the file without recording, and prints what recording costs a call in CPU
+time (the finishing processes included).
 """
 
 from __future__ import annotations
@@ -57,17 +59,27 @@ def warm(capture: Path) -> None:
             pass
 
 
+# The cores the timed commands may run on (taskset -c): "0" puts QMS's capture process and
+# its finishing process on one core, as tshark has; "0,1" gives finishing a core of its own.
+CORES = "0"
+# The CPU time (user and system, seconds) of the last timed command and its children.
+last_cpu = 0.0
+
+
 def timed(command: list[str], environment: dict[str, str]) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS in KiB of the child, and its output."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Wall seconds, peak RSS in KiB of the child, and its output; its CPU time (children
+    included: the finishing processes are waited for) goes to last_cpu."""
+    global last_cpu
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(
-        ["taskset", "-c", "0", *command], cwd=ROOT, env=environment,
+        ["taskset", "-c", CORES, *command], cwd=ROOT, env=environment,
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     elapsed = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return elapsed, max(peak, before), done.stdout + done.stderr
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    last_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return elapsed, max(after.ru_maxrss, before.ru_maxrss), done.stdout + done.stderr
 
 
 def qms_environment(var_dir: Path) -> dict[str, str]:
@@ -77,11 +89,27 @@ def qms_environment(var_dir: Path) -> dict[str, str]:
     return environment
 
 
-def run_qms(capture: Path, var_dir: Path) -> tuple[float, int, str]:
+def run_qms(capture: Path, var_dir: Path, *options: str) -> tuple[float, int, str]:
     environment = qms_environment(var_dir)
     subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=environment, check=True)
     warm(capture)
-    return timed([str(PYTHON), "manage.py", "import_pcap", str(capture)], environment)
+    return timed([str(PYTHON), "manage.py", "import_pcap", str(capture), *options], environment)
+
+
+def recording_cost(capture: Path, calls: int, recorded_cpu: float) -> str:
+    """What recording costs a call, in CPU time: the same import without recording (the
+    capture, signalling, bindings and call rows only) taken from the one with it, per call:
+    spooling, finishing (decoding, the audio file, its hash and waveform) and storing."""
+    var_dir = Path(tempfile.mkdtemp(prefix="qms-e2e-", dir=ROOT / "var"))
+    try:
+        run_qms(capture, var_dir, "--no-recording")
+    finally:
+        shutil.rmtree(var_dir, ignore_errors=True)
+    per_call = (recorded_cpu - last_cpu) / calls * 1000
+    return (
+        f"CPU: {recorded_cpu:.1f} s recording, {last_cpu:.1f} s without recording: "
+        f"recording costs {per_call:.2f} ms of CPU a call"
+    )
 
 
 def check_output(var_dir: Path, calls: int, seconds: float) -> str:
@@ -113,14 +141,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--cores", default=CORES, help="taskset -c for the timed commands")
+    parser.add_argument(
+        "--cost", action="store_true", help="also import without recording: CPU per call"
+    )
     arguments = parser.parse_args()
+    globals()["CORES"] = arguments.cores
     capture = capture_file(arguments.calls, arguments.seconds)
     var_dir = Path(tempfile.mkdtemp(prefix="qms-e2e-", dir=ROOT / "var"))
     try:
         qms_seconds, qms_peak, output = run_qms(capture, var_dir)
+        qms_cpu = last_cpu
         outcome = check_output(var_dir, arguments.calls, arguments.seconds)
     finally:
         shutil.rmtree(var_dir, ignore_errors=True)
+    if arguments.cost:
+        print(recording_cost(capture, arguments.calls, qms_cpu))
     rtp = int(re.search(r"RTP packets: (\d+) matched", output).group(1))
     warm(capture)
     tshark_seconds, _, _ = timed(["tshark", "-q", "-z", "rtp,streams", "-r", str(capture)],

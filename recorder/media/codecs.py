@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import sys
 import weakref
 from array import array
@@ -293,8 +294,14 @@ def payload_formats(rtpmap: Iterable[tuple[int, str]] = ()) -> dict[int, Payload
     """Every payload type 0-127: the static ones of RFC 3551 §6 overlaid by the SDP's map.
 
     A payload type neither static nor mapped is undecodable, named "PT n" so the recording
-    still says what arrived.
+    still says what arrived. (Made once per map: a finisher decodes thousands of calls
+    that carry the same few maps, and each would otherwise build 128 formats twice.)
     """
+    return dict(_formats_of(tuple(tuple(entry) for entry in rtpmap)))
+
+
+@functools.lru_cache(maxsize=256)
+def _formats_of(rtpmap: tuple[tuple[int, str], ...]) -> dict[int, PayloadFormat]:
     formats = {
         payload_type: payload_format(payload_type, f"{name}/{rate}")
         for payload_type, (name, rate) in STATIC_PAYLOAD_TYPES.items()

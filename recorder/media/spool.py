@@ -204,10 +204,11 @@ class CallSpool:
         destination_path: Path | str,
         format: str = "wav",
         observer: BlockObserver | None = None,
+        durable: bool = True,
     ) -> FinishedAudio:
         """Close the spool and turn it into the finished file (see finalize())."""
         self.close()
-        return finalize(self.directory, destination_path, format, observer)
+        return finalize(self.directory, destination_path, format, observer, durable)
 
     def __enter__(self) -> Self:
         return self
@@ -334,12 +335,13 @@ class MemorySpool:
         destination_path: Path | str,
         format: str = "wav",
         observer: BlockObserver | None = None,
+        durable: bool = True,
     ) -> FinishedAudio:
         """The finished file at `destination_path`, as finalize() writes it."""
         _check_format(format)
         if self.disk is None and format == "wav":
-            return self._write_wav(Path(destination_path), observer or _NO_OBSERVER)
-        return self._spill().finalize(destination_path, format, observer)
+            return self._write_wav(Path(destination_path), observer or _NO_OBSERVER, durable)
+        return self._spill().finalize(destination_path, format, observer, durable)
 
     def _grow(self, frames: int) -> None:
         """Room for `frames` frames at least: twice the room, so growing costs little."""
@@ -350,7 +352,9 @@ class MemorySpool:
     def _channel(self, side: int) -> bytes:
         return self.stereo[: self.written[side], side].astype("<i2").tobytes()
 
-    def _write_wav(self, destination: Path, observer: BlockObserver) -> FinishedAudio:
+    def _write_wav(
+        self, destination: Path, observer: BlockObserver, durable: bool
+    ) -> FinishedAudio:
         frames = max(self.written)
         stereo = self.stereo[:frames].astype("<i2", copy=False)
         # Already in memory: written, hashed and drawn as one block.
@@ -359,7 +363,7 @@ class MemorySpool:
         temporary = _temporary_name(destination)
         try:
             return _write_wav_blocks(
-                blocks, frames, temporary, destination, self.sample_rate, observer
+                blocks, frames, temporary, destination, self.sample_rate, observer, durable
             )
         except BaseException as error:
             temporary.unlink(missing_ok=True)
@@ -385,16 +389,19 @@ def finalize(
     destination_path: Path | str,
     format: str = "wav",
     observer: BlockObserver | None = None,
+    durable: bool = True,
 ) -> FinishedAudio:
     """Turn a spool into one stereo file at `destination_path` and remove the spool.
 
     The file is written under a temporary name beside the destination, hashed while written,
     fsynced, moved into place with os.replace() and its directory fsynced; only then is the
-    spool removed. A torn last write (an odd byte) is cut to whole samples; the shorter
-    channel is padded with silence. `format` is "wav" (PCM16) or "opus" (Ogg/Opus through
-    soundfile; hashed once written). Raises SpoolFullError (spool kept) on a full disk.
-    `observer`, if given, sees the stereo PCM as it is written (the waveform is drawn from
-    it without reading the finished file again).
+    spool removed. Not `durable`: neither is fsynced, and the caller makes a batch of
+    finished files durable at once (sync_finished()). A torn last write (an odd byte) is
+    cut to whole samples; the shorter channel is padded with silence. `format` is "wav"
+    (PCM16) or "opus" (Ogg/Opus through soundfile; hashed once written). Raises
+    SpoolFullError (spool kept) on a full disk. `observer`, if given, sees the stereo PCM
+    as it is written (the waveform is drawn from it without reading the finished file
+    again).
     """
     _check_format(format)
     spool_dir, destination = Path(spool_dir), Path(destination_path)
@@ -405,7 +412,7 @@ def finalize(
     temporary = _temporary_name(destination)
     try:
         write = _write_wav if format == "wav" else _write_opus
-        audio = write(spool_dir, temporary, destination, rate, observer or _NO_OBSERVER)
+        audio = write(spool_dir, temporary, destination, rate, observer or _NO_OBSERVER, durable)
     except BaseException as error:
         # Whatever stopped us, a half-written file must not stay beside the archive.
         temporary.unlink(missing_ok=True)
@@ -534,11 +541,16 @@ def _temporary_name(destination: Path) -> Path:
 
 
 def _write_wav(
-    spool_dir: Path, temporary: Path, destination: Path, rate: int, observer: BlockObserver
+    spool_dir: Path,
+    temporary: Path,
+    destination: Path,
+    rate: int,
+    observer: BlockObserver,
+    durable: bool = True,
 ) -> FinishedAudio:
     frames = _frames_in(spool_dir)
     blocks = _stereo_blocks(spool_dir, frames)
-    return _write_wav_blocks(blocks, frames, temporary, destination, rate, observer)
+    return _write_wav_blocks(blocks, frames, temporary, destination, rate, observer, durable)
 
 
 def _write_wav_blocks(
@@ -548,8 +560,10 @@ def _write_wav_blocks(
     destination: Path,
     rate: int,
     observer: BlockObserver,
+    durable: bool = True,
 ) -> FinishedAudio:
-    """Stereo PCM16 blocks as a WAV file: hashed while written, fsynced, moved into place."""
+    """Stereo PCM16 blocks as a WAV file: hashed while written, fsynced (if `durable`),
+    moved into place."""
     digest = hashlib.sha256()
     observer.begin(frames, rate)
     with open(temporary, "wb") as out:
@@ -558,15 +572,21 @@ def _write_wav_blocks(
             observer.block(block)
             _hashed_write(out, digest, block)
         out.flush()
-        os.fsync(out.fileno())
-        _drop_cached(out.fileno())
-    _move_into_place(temporary, destination)
+        if durable:
+            os.fsync(out.fileno())
+            _drop_cached(out.fileno())
+    _move_into_place(temporary, destination, durable)
     size = WAV_HEADER_BYTES + frames * FRAME_BYTES
     return FinishedAudio(destination, digest.hexdigest(), size, frames / rate, rate)
 
 
 def _write_opus(
-    spool_dir: Path, temporary: Path, destination: Path, rate: int, observer: BlockObserver
+    spool_dir: Path,
+    temporary: Path,
+    destination: Path,
+    rate: int,
+    observer: BlockObserver,
+    durable: bool = True,
 ) -> FinishedAudio:
     # Imported here: libsndfile loads only in a process that asks for Opus.
     import soundfile
@@ -587,10 +607,11 @@ def _write_opus(
             raise
         guarded.raise_kept_error()
         out.flush()
-        os.fsync(out.fileno())
+        if durable:
+            os.fsync(out.fileno())
     # libsndfile may seek while it writes, so the hash is taken from the finished bytes.
     sha256, size = _hash_file(temporary)
-    _move_into_place(temporary, destination)
+    _move_into_place(temporary, destination, durable)
     return FinishedAudio(destination, sha256, size, frames / rate, rate)
 
 
@@ -626,9 +647,27 @@ def _stereo_blocks(spool_dir: Path, frames: int) -> Iterator[bytes]:
             yield _interleave(left, right, min(FINALIZE_BLOCK_FRAMES, frames - start))
 
 
-def _move_into_place(temporary: Path, destination: Path) -> None:
+def _move_into_place(temporary: Path, destination: Path, durable: bool = True) -> None:
     os.replace(temporary, destination)
-    fsync_directory(destination.parent)
+    if durable:
+        fsync_directory(destination.parent)
+
+
+def sync_finished(paths: list[Path]) -> None:
+    """Make finished files written without `durable` durable together: each file's data,
+    then the names in each of their folders, once a folder (a day's folder holds a whole
+    batch), and let the kernel drop their pages. One fsync a file and one a folder, where
+    each file on its own costs two; done before their rows commit, so that a row never
+    points at a file a power cut could lose."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            _drop_cached(fd)
+        finally:
+            os.close(fd)
+    for folder in sorted({path.parent for path in paths}):
+        fsync_directory(folder)
 
 
 def _hash_file(path: Path) -> tuple[str, int]:

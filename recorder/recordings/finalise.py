@@ -15,6 +15,8 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 from celery import shared_task
@@ -25,12 +27,19 @@ from kombu.exceptions import KombuError
 from extensions.directory_view import do_not_record_numbers
 from integrations.observations import Side
 from qms.lib.database import TRANSIENT
+from recorder.engine.codec import media_from_json
 from recorder.lib.files import locked
 from recorder.models import Call, Recording
 from recorder.nodes.models import PendingFinalisation
 from recorder.nodes.queues import queue_for
 from recorder.recordings import recovery
 from recorder.recordings.attribution import must_not_record
+from recorder.recordings.finish import (
+    DecodedCall,
+    decode_call,
+    remove_after_commit,
+    store_recordings,
+)
 from recorder.recordings.waveform import peaks_for_recording
 
 log = logging.getLogger(__name__)
@@ -101,84 +110,181 @@ def finalise_recording(pending_id: int) -> int | None:
 
 
 def finalise_pending(pending_id: int) -> tuple[Recording | None, str]:
-    """Decode a finished call's spool into its Recording, once: the spool is locked while
-    it is decoded, and gone (with the pending row) once the recording is stored. The
-    recording (None when there is none to make) and the node that spooled it. Raises
-    TRANSIENT while the database is out of reach; the pending row stays for a new attempt.
-
-    Whoever calls it, a node's task or a capture command's finishing process
-    (recordings/finisher.py), the recording comes out the same."""
-    pending = PendingFinalisation.objects.select_related("call").filter(pk=pending_id).first()
-    if pending is None:
-        return None, ""
-    spool = Path(pending.spool)
-    # The spool folder's lock: one finalisation at a time decodes it, however often it is sent.
-    with locked(spool) as present:
-        if not present:
-            pending.delete()
-            return None, pending.node
-        try:
-            with transaction.atomic():
-                recording = _finish(pending, spool)
-        except TRANSIENT:
-            raise
-        except Exception as error:  # the finalisation's edge: a spool no retry would finish
-            _finalisation_failed(pending, spool, error)
-            return None, pending.node
-    pending.delete()
-    return recording, pending.node
+    """One finished call's spool decoded into its Recording (see finalise_batch): the
+    recording (None when there is none to make) and the node that spooled it."""
+    finished = finalise_batch([pending_id])[pending_id]
+    return finished.recording, finished.node
 
 
-# A database out of reach is tried again this often, waiting longer each time, before the
-# recording is left to its pending row (finished at the next start).
-ATTEMPTS = 6
-FIRST_WAIT_SECONDS = 0.5
+# What became of a pending recording that made none.
 NOTHING_TO_STORE = "nothing to store"
 LEFT_PENDING = "left pending"
 
 
+@dataclass
+class Finished:
+    """What became of one pending recording: its Recording, if one was made, as an outcome
+    (the recording's status, or NOTHING_TO_STORE), and the node that spooled it."""
+
+    recording: Recording | None = None
+    outcome: str = NOTHING_TO_STORE
+    node: str = ""
+
+
+class _BatchSpoilt(Exception):
+    """The writes of a batch of several recordings failed: each is tried again alone."""
+
+
+def finalise_batch(pending_ids: list[int]) -> dict[int, Finished]:
+    """Finished calls' spools decoded into their Recordings together, once each.
+
+    Each spool is locked while it is decoded, and gone (with its pending row) once its
+    recording is committed. The batch is one transaction: the rows in one statement, the
+    files made durable together, their columns in one more, the pending rows removed in
+    one (recordings/finish.py store_recordings). A spool that cannot be decoded is set
+    aside alone; should the batch's writes fail, each recording is finished again alone, so
+    that one bad call spoils nothing else. Raises TRANSIENT while the database is out of
+    reach; the pending rows stay for a new attempt.
+
+    Whoever calls it, a node's task or a capture command's finishing process
+    (recordings/finisher.py), the recordings come out the same."""
+    try:
+        return _finalise_together(pending_ids)
+    except _BatchSpoilt as spoilt:
+        log.info("%d recordings are finished again one by one: %s", len(pending_ids), spoilt)
+        finished: dict[int, Finished] = {}
+        for pending_id in pending_ids:
+            finished.update(_finalise_together([pending_id]))
+        return finished
+
+
+def _finalise_together(pending_ids: list[int]) -> dict[int, Finished]:
+    found = PendingFinalisation.objects.select_related("call").filter(pk__in=pending_ids)
+    pendings = list(found.order_by("pk"))
+    finished = {pending_id: Finished() for pending_id in pending_ids}
+    for pending in pendings:
+        finished[pending.pk].node = pending.node
+    # The spool folders' locks: one finalisation at a time decodes each, however often sent.
+    with ExitStack() as locks:
+        present = [p for p in pendings if locks.enter_context(locked(Path(p.spool)))]
+        decoded, failed, empty = _decode_all(present)
+        stored: list[Recording] = []
+        try:
+            with transaction.atomic():
+                stored = store_recordings([call for _, call in decoded]) if decoded else []
+                for spool in empty:
+                    remove_after_commit(spool)
+                done = [p.pk for p in pendings if p not in failed]
+                PendingFinalisation.objects.filter(pk__in=done).delete()
+        except TRANSIENT:
+            _remove_files(stored)
+            raise
+        except Exception as error:  # the finalisation's edge: a recording no retry would store
+            _remove_files(stored)
+            if len(pendings) > 1:
+                raise _BatchSpoilt(str(error)) from error
+            failed.update(dict.fromkeys(pendings, error))
+            stored = []
+        for pending, error in failed.items():
+            _finalisation_failed(pending, Path(pending.spool), error)
+    for (pending, _), recording in zip(decoded, stored, strict=False):
+        finished[pending.pk] = Finished(recording, str(recording.status), pending.node)
+    return finished
+
+
+def _decode_all(
+    pendings: list[PendingFinalisation],
+) -> tuple[list[tuple[PendingFinalisation, DecodedCall]], dict, list[Path]]:
+    """The pending calls decoded, without the database: (decoded, failed with the error,
+    spools with no RTP). A call whose number was learned to be do-not-record only as the
+    call went on, or whose recording is stored already (committed, then stopped before its
+    spool was removed), only loses its spool."""
+    do_not_record = do_not_record_numbers()
+    stored = _stored_calls([pending.call_id for pending in pendings])
+    decoded, failed, empty = [], {}, []
+    for pending in pendings:
+        spool = Path(pending.spool)
+        if pending.call_id in stored or must_not_record(pending.call, do_not_record):
+            shutil.rmtree(spool, ignore_errors=True)
+            continue
+        local_side = Side(pending.local_side) if pending.local_side else None
+        why_partial = pending.get_reason_display() if pending.partial else ""
+        call = pending.call
+        # The finalisation's edge: a damaged log is set aside, not the end of the batch.
+        try:
+            found = decode_call(call, spool, media_from_json(call.media), local_side, why_partial)
+        except Exception as error:
+            failed[pending] = error
+            continue
+        if found is None:
+            empty.append(spool)
+        else:
+            decoded.append((pending, found))
+    return decoded, failed, empty
+
+
+def _stored_calls(call_ids: list[int]) -> set[int]:
+    """Those of the calls whose recording is stored for good (Recording.is_stored)."""
+    found = Recording.objects.filter(signalling_id__in=call_ids)
+    return {recording.signalling_id for recording in found if recording.is_stored()}
+
+
+def _remove_files(recordings: list[Recording]) -> None:
+    """The files of recordings whose rows were rolled back: no row points at them."""
+    for recording in recordings:
+        if recording.file.name:
+            recording.file.storage.delete(recording.file.name)
+
+
+# A database out of reach is tried again this often, waiting longer each time, before the
+# recordings are left to their pending rows (finished at the next start).
+ATTEMPTS = 6
+FIRST_WAIT_SECONDS = 0.5
+
+
 def finish_one(pending_id: int) -> str:
-    """Finish one pending recording here and now: the recording's status, NOTHING_TO_STORE
-    (no RTP, a do-not-record number, a spool set aside), or LEFT_PENDING when the database
-    stayed out of reach (its row waits for the next start)."""
+    """Finish one pending recording here and now (see finish_batch): its outcome."""
+    return finish_batch([pending_id])[pending_id]
+
+
+def finish_batch(pending_ids: list[int]) -> dict[int, str]:
+    """Finish pending recordings here and now, their waveforms included: each one's
+    outcome, the recording's status, NOTHING_TO_STORE (no RTP, a do-not-record number, a
+    spool set aside) or LEFT_PENDING when the database stayed out of reach (their rows wait
+    for the next start)."""
     wait = FIRST_WAIT_SECONDS
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            recording, _ = finalise_pending(pending_id)
-            if recording is None:
-                return NOTHING_TO_STORE
-            if recording.peaks is None and recording.audio_format != "rtp":
-                # Too long to draw while it was written: drawn now, still off the capture.
-                recording.peaks = peaks_for_recording(recording)
-                if recording.peaks is not None:
-                    recording.save(update_fields=["peaks"])
-            return str(recording.status)
+            finished = finalise_batch(pending_ids)
+            for done in finished.values():
+                _draw_waveform(done.recording)
+            return {pending_id: done.outcome for pending_id, done in finished.items()}
         except TRANSIENT as error:
-            log.warning("finishing recording %d, attempt %d: %s", pending_id, attempt, error)
+            log.warning("finishing %d recordings, attempt %d: %s", len(pending_ids), attempt, error)
             connection.close()  # a fresh connection for the next attempt
             time.sleep(wait)
             wait *= 2
-    return LEFT_PENDING
+    return dict.fromkeys(pending_ids, LEFT_PENDING)
+
+
+def _draw_waveform(recording: Recording | None) -> None:
+    """A recording too long to draw while it was written is drawn now, still off the capture."""
+    if recording is None or recording.peaks is not None or recording.audio_format == "rtp":
+        return
+    recording.peaks = peaks_for_recording(recording)
+    if recording.peaks is not None:
+        recording.save(update_fields=["peaks"])
 
 
 def _finalisation_failed(pending: PendingFinalisation, spool: Path, error: Exception) -> None:
     """A spool that cannot be finished (damaged, or a value the database refuses) would
     fail every retry: it is set aside by the rule of recordings/recovery.py, instead of a
     recording that says "recording" for ever."""
-    log.exception("the recording of call %s could not be finished", pending.call.call_id)
+    log.error(
+        "the recording of call %s could not be finished", pending.call.call_id, exc_info=error
+    )
     recovery.set_aside_failed(spool, pending.call, error, pending.call.call_id, pending.node)
     pending.delete()
-
-
-def _finish(pending: PendingFinalisation, spool: Path) -> Recording | None:
-    call = pending.call
-    if must_not_record(call, do_not_record_numbers()):
-        # The number was learned to be do-not-record only as the call went on.
-        shutil.rmtree(spool, ignore_errors=True)
-        return None
-    local_side = Side(pending.local_side) if pending.local_side else None
-    why_partial = pending.get_reason_display() if pending.partial else ""
-    return recovery.finish_spool(call, spool, local_side, why_partial)
 
 
 @shared_task(name="recorder.tasks.compute_peaks", **CALL_TASK)

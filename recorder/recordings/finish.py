@@ -11,14 +11,14 @@ from __future__ import annotations
 import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
 
 from django.conf import settings
 from django.core.files.storage import Storage
-from django.db import DatabaseError, transaction
+from django.db import transaction
+from django.db.models.signals import post_save
 
 from integrations.bounds import clean_text
 from integrations.observations import MediaOffer, Side
@@ -26,7 +26,7 @@ from recorder.media.bulk import rtp_payload_types
 from recorder.media.codecs import PayloadKind
 from recorder.media.quality import mos_estimate
 from recorder.media.rtplog import LOG_NAME, LogBlock, read_batches
-from recorder.media.spool import Channel, MemorySpool
+from recorder.media.spool import Channel, MemorySpool, sync_finished
 from recorder.media.stream import StreamDecoder
 from recorder.models import Call, Recording, recordings_storage
 from recorder.recordings.waveform import PeaksBuilder
@@ -54,6 +54,10 @@ CALL_COLUMNS = [
 ]
 ANALYSIS_COLUMNS = ["quality", "dtmf", "codec", "mos_estimate"]
 AUDIO_COLUMNS = ["file", "size", "audio_format", "status"]
+STORED_COLUMNS = [
+    *ANALYSIS_COLUMNS, *AUDIO_COLUMNS, "sha256", "duration_seconds", "peaks", "status_detail",
+]  # fmt: skip
+STATUS_DETAIL_COLUMN = Recording._meta.get_field("status_detail").max_length
 
 
 @dataclass
@@ -76,25 +80,58 @@ def local_side_of(call: Call, given: Side | None) -> Side:
 
 
 def finish_recording(
-    call: Call, spool: Path, media: tuple[MediaOffer, ...], local_side: Side | None
+    call: Call,
+    spool: Path,
+    media: tuple[MediaOffer, ...],
+    local_side: Side | None,
+    partial: str = "",
 ) -> Recording | None:
     """Decode a finished call's log into a Recording; the spool is removed once stored.
+    `partial`, when given, is why the recording is partial.
 
     Runs again from the start after a rollback: the log is only read, and what an
     interrupted earlier attempt decoded is decoded again."""
+    decoded = decode_call(call, spool, media, local_side, partial)
+    if decoded is None:
+        remove_after_commit(spool)
+        return None
+    [recording] = store_recordings([decoded])
+    return recording
+
+
+@dataclass
+class DecodedCall:
+    """A call's audio decoded from its log, in memory, waiting for its row and its file."""
+
+    call: Call
+    spool: Path
+    local: Side
+    directions: dict[Side, Direction]
+    audio: MemorySpool
+    # Why the recording is partial, or "".
+    partial: str = ""
+
+
+def decode_call(
+    call: Call,
+    spool: Path,
+    media: tuple[MediaOffer, ...],
+    local_side: Side | None,
+    partial: str = "",
+) -> DecodedCall | None:
+    """A finished call's log decoded, without the database: None when it holds no RTP
+    (nothing to record)."""
     shutil.rmtree(spool / "pcm", ignore_errors=True)
     local = local_side_of(call, local_side)
     directions = _directions(media, local)
     batches = _batches(spool)
     _scan(batches, directions)
     if not any(direction.payload_types for direction in directions.values()):
-        _remove_after_commit(spool)
         return None
-    recording = write_recording_row(call, local)
     rate = _rate_for(directions)
     start = min(d.first_arrival for d in directions.values() if d.first_arrival is not None)
     # Put together in memory (a long call goes on in a PCM spool beside the log); either
-    # can always be decoded again from the RTP log, so neither is fsynced.
+    # can always be decoded again from the RTP log.
     audio_spool = MemorySpool(
         spool / "pcm", call.call_id, rate, {"timeline_start": start},
         expected_frames=_expected_frames(directions, start, rate),
@@ -105,8 +142,42 @@ def finish_recording(
         _write(audio_spool, direction, chunks)
     for direction in directions.values():
         _write(audio_spool, direction, direction.decoder.flush())
-    _store(recording, audio_spool, directions, spool)
-    return recording
+    return DecodedCall(call, spool, local, directions, audio_spool, partial)
+
+
+def store_recordings(decoded: list[DecodedCall]) -> list[Recording]:
+    """The recordings of decoded calls, in the caller's transaction, in bulk: their files,
+    named by their calls and made durable together, then their rows in one statement.
+
+    The fsync strategy: every file is written without an fsync, then each file and each
+    folder is fsynced once (media/spool.py sync_finished), before the rows commit; a spool
+    goes only after the commit. A crash before the commit leaves the spools to be finished
+    again (files without a row are overwritten then, being named by the row); after it,
+    every committed row's file is on disk. Should anything fail, the files written are
+    removed, for no row points at them."""
+    recordings = [_recording_of(found.call, found.local) for found in decoded]
+    storage = recordings_storage()
+    written: list[Path] = []
+    try:
+        for found, recording in zip(decoded, recordings, strict=True):
+            written.append(_store(recording, found, storage))
+        sync_finished(written)
+        columns = [*CALL_COLUMNS, *STORED_COLUMNS]
+        _upsert(recordings, columns)
+        # A bulk write sends no post_save of its own: sent here, so that what listens for
+        # finished recordings (the ShoreTel link, integrations/shoretel) hears each one.
+        for recording in recordings:
+            post_save.send(
+                Recording, instance=recording, created=False, raw=False,
+                using=recording._state.db, update_fields=frozenset(columns),
+            )  # fmt: skip
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    for found in decoded:
+        remove_after_commit(found.spool)
+    return recordings
 
 
 def _directions(media: tuple[MediaOffer, ...], local: Side) -> dict[Side, Direction]:
@@ -190,16 +261,30 @@ def _call_start(audio_spool: MemorySpool) -> float:
 
 
 def write_recording_row(call: Call, local: Side) -> Recording:
-    """The call's Recording row, written now because the file is named by its id.
+    """The call's Recording row with what it takes from the call, and nothing of its audio."""
+    recording = _recording_of(call, local)
+    _upsert([recording], CALL_COLUMNS)
+    return recording
 
-    One statement, INSERT ... ON CONFLICT DO UPDATE: a call finished again (recovered, a
-    file imported twice) keeps its one row, with these columns written afresh and the
-    others (a legal hold) as they were."""
+
+def _upsert(recordings: list[Recording], columns: list[str]) -> None:
+    """The rows in one statement, INSERT ... ON CONFLICT DO UPDATE: a call finished again
+    (recovered, a file imported twice) keeps its one row, with `columns` written afresh
+    and the others (a legal hold) as they were. Each row's id is set either way."""
+    Recording.objects.bulk_create(
+        recordings,
+        update_conflicts=True,
+        unique_fields=["signalling"],
+        update_fields=columns,
+    )
+
+
+def _recording_of(call: Call, local: Side) -> Recording:
     far_number = call.callee if local == Side.CALLER else call.caller
     far_name = call.callee_name if local == Side.CALLER else call.caller_name
     local_ip = call.caller_ip if local == Side.CALLER else call.callee_ip
     remote_ip = call.callee_ip if local == Side.CALLER else call.caller_ip
-    recording = Recording(
+    return Recording(
         signalling=call,
         call_id=call.call_id,
         conversation_id=call.conversation_id or call.call_id,
@@ -214,48 +299,36 @@ def write_recording_row(call: Call, local: Side) -> Recording:
         local_ip=local_ip,
         remote_ip=remote_ip,
     )
-    Recording.objects.bulk_create(
-        [recording],
-        update_conflicts=True,
-        unique_fields=["signalling"],
-        update_fields=CALL_COLUMNS,
-    )
-    return recording
 
 
-def _store(
-    recording: Recording, audio_spool: MemorySpool, directions: dict[Side, Direction], spool: Path
-) -> None:
-    decoded = [d for d in directions.values() if d.decoder.sample_rate is not None]
+def _store(recording: Recording, found: DecodedCall, storage: Storage) -> Path:
+    """The recording's file written (not yet durable) and its columns set: the path."""
+    directions = found.directions
     recording.quality = {_quality_key(d): _quality(d.decoder) for d in directions.values()}
     recording.dtmf = _dtmf(directions)
     recording.codec = _codecs(directions)
     recording.mos_estimate = _mos(directions)
-    if not decoded:
-        _keep_raw(recording, audio_spool, spool)
-        return
-    name = _audio_name(recording)
-    storage = recordings_storage()
-    destination = Path(storage.path(name))
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    # The waveform is drawn from the audio as it is written, not read back from the file.
-    waveform = PeaksBuilder()
-    audio = audio_spool.finalize(destination, settings.QMS_RECORDING_FORMAT, waveform)
-    recording.file.name = name
-    recording.size, recording.sha256 = audio.size, audio.sha256
-    recording.duration_seconds = audio.duration_seconds
-    recording.audio_format = settings.QMS_RECORDING_FORMAT
-    recording.peaks = waveform.peaks
-    recording.status = Recording.Status.COMPLETE
-    recording.status_detail = capture_loss(recording.signalling)
-    with _file_removed_on_failure(storage, name):
-        recording.save(
-            update_fields=[
-                *ANALYSIS_COLUMNS, *AUDIO_COLUMNS, "sha256", "duration_seconds", "peaks",
-                "status_detail",
-            ]
-        )  # fmt: skip
-    _remove_after_commit(spool)
+    if not any(d.decoder.sample_rate is not None for d in directions.values()):
+        destination = _keep_raw(recording, found, storage)
+    else:
+        name = _audio_name(recording)
+        destination = Path(storage.path(name))
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        # The waveform is drawn from the audio as it is written, not read back from the file.
+        waveform = PeaksBuilder()
+        audio_format = settings.QMS_RECORDING_FORMAT
+        audio = found.audio.finalize(destination, audio_format, waveform, durable=False)
+        recording.file.name = name
+        recording.size, recording.sha256 = audio.size, audio.sha256
+        recording.duration_seconds = audio.duration_seconds
+        recording.audio_format = audio_format
+        recording.peaks = waveform.peaks
+        recording.status = Recording.Status.COMPLETE
+        recording.status_detail = capture_loss(recording.signalling)
+    if found.partial:
+        recording.status = Recording.Status.PARTIAL
+        recording.status_detail = clean_text(found.partial, STATUS_DETAIL_COLUMN)
+    return destination
 
 
 def capture_loss(call: Call) -> str:
@@ -269,48 +342,36 @@ def capture_loss(call: Call) -> str:
     )
 
 
-@contextmanager
-def _file_removed_on_failure(storage: Storage, name: str) -> Iterator[None]:
-    """A file whose row could not be written is deleted: no row would ever point at it,
-    and retention would never find it. The spool stays for a new attempt."""
-    try:
-        yield
-    except DatabaseError:
-        storage.delete(name)
-        raise
-
-
-def _keep_raw(recording: Recording, audio_spool: MemorySpool, spool: Path) -> None:
+def _keep_raw(recording: Recording, found: DecodedCall, storage: Storage) -> Path:
     """No direction could be decoded: keep the RTP as it came, and say which codec.
 
     The log is copied, not moved: it stays for a new attempt should this transaction be
     rolled back, and goes with the spool once the row is committed."""
-    audio_spool.close()
+    found.audio.close()
     name = _audio_name(recording, suffix="rtplog")
-    storage = recordings_storage()
     destination = Path(storage.path(name))
     destination.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(spool / "rtp.log", destination)
+    shutil.copyfile(found.spool / "rtp.log", destination)
     recording.file.name = name
     recording.size = destination.stat().st_size
     recording.audio_format = "rtp"
     recording.status = Recording.Status.NOT_DECODABLE
     recording.status_detail = f"not decodable: {recording.codec or 'unknown codec'}"[:200]
-    with _file_removed_on_failure(storage, name):
-        recording.save(update_fields=[*ANALYSIS_COLUMNS, *AUDIO_COLUMNS, "status_detail"])
-    _remove_after_commit(spool)
+    return destination
 
 
-def _remove_after_commit(spool: Path) -> None:
+def remove_after_commit(spool: Path) -> None:
     """The call's log goes only once the row that points at its audio is committed: a
     crash before the commit leaves the log to be finished again (recordings/recovery.py)."""
     transaction.on_commit(lambda: shutil.rmtree(spool, ignore_errors=True))
 
 
 def _audio_name(recording: Recording, suffix: str | None = None) -> str:
+    """Named by the call (a call has one recording), so that the file can be written
+    before its row, and a second attempt overwrites what a first left."""
     day = recording.started_at.astimezone(UTC)
     extension = suffix or settings.QMS_RECORDING_FORMAT
-    return f"{day:%Y/%m/%d}/{recording.pk:08d}.{extension}"
+    return f"{day:%Y/%m/%d}/call-{recording.signalling_id:08d}.{extension}"
 
 
 def _quality_key(direction: Direction) -> str:

@@ -152,12 +152,7 @@ def finish_spool(
         # Stored and committed, then stopped before the spool was removed: nothing to redo.
         shutil.rmtree(spool, ignore_errors=True)
         return None
-    recording = finish_recording(call, spool, media_from_json(call.media), local_side)
-    if recording is not None and partial:
-        recording.status = Recording.Status.PARTIAL
-        recording.status_detail = partial
-        recording.save(update_fields=["status", "status_detail"])
-    return recording
+    return finish_recording(call, spool, media_from_json(call.media), local_side, partial)
 
 
 def set_aside_failed(

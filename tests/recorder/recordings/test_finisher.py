@@ -11,19 +11,21 @@ from pathlib import Path
 
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
-from recorder.models import Call, Recording
+from recorder.models import Call, Recording, recordings_storage
 from recorder.nodes.models import PendingFinalisation
 from recorder.recordings import finish
-from recorder.recordings.finalise import schedule_finalisation
+from recorder.recordings.finalise import NOTHING_TO_STORE, finish_batch, schedule_finalisation
 from recorder.recordings.finisher import (
     InlineFinisher,
     ProcessFinisher,
     finish_left_over,
     finisher_for_commands,
 )
-from recorder.recordings.recovery import recover_spools
+from recorder.recordings.recovery import FAILED, recover_spools
 from tests.recorder.recordings.test_recording_recovery import logged_call
+from tests.recorder.recordings.test_spool_failures import call_with_damaged_spool
 
 needs_shared_database = pytest.mark.skipif(
     connection.vendor == "sqlite", reason="a second process cannot open SQLite in memory"
@@ -36,8 +38,8 @@ def hand_over(call: Call, spool: Path, enqueue) -> None:
         schedule_finalisation(call, "here", spool, "", PendingFinalisation.Reason.ENDED, enqueue)
 
 
-def calls(tmp_path: Path, count: int) -> list[tuple[Call, Path]]:
-    return [logged_call(tmp_path, f"finished-{n}") for n in range(count)]
+def calls(tmp_path: Path, count: int, prefix: str = "finished") -> list[tuple[Call, Path]]:
+    return [logged_call(tmp_path, f"{prefix}-{n}") for n in range(count)]
 
 
 @needs_shared_database
@@ -140,3 +142,78 @@ def test_commands_finish_in_processes_unless_told_not_to(settings) -> None:
     if isinstance(chosen, ProcessFinisher):
         assert chosen.processes == 2 and not chosen.workers  # started only when needed
         chosen.close()
+
+
+# -- several recordings finished together (recordings/finalise.py finalise_batch) ----------
+
+
+def pending_calls(tmp_path: Path, count: int, prefix: str = "finished") -> list[int]:
+    """`count` ended calls with their pending rows, as a sink leaves them."""
+    pending_ids = []
+    for call, spool in calls(tmp_path, count, prefix):
+        hand_over(call, spool, lambda pending: pending_ids.append(pending.pk))
+    return pending_ids
+
+
+def files_in(archive: Path) -> set[str]:
+    return {str(path.relative_to(archive)) for path in archive.rglob("*") if path.is_file()}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_costs_the_same_few_statements_whatever_its_size(tmp_path: Path) -> None:
+    few, many = pending_calls(tmp_path, 2, "few"), pending_calls(tmp_path, 20, "many")
+    with CaptureQueriesContext(connection) as for_few:
+        assert set(finish_batch(few).values()) == {"complete"}
+    with CaptureQueriesContext(connection) as for_many:
+        assert set(finish_batch(many).values()) == {"complete"}
+    # The pending rows with their calls, the do-not-record numbers, stored recordings
+    # looked for, every row in one statement, the pending rows removed, the transaction.
+    assert len(for_many) == len(for_few) <= 8
+    assert Recording.objects.filter(status="complete").count() == 22
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_damaged_spool_in_a_batch_is_set_aside_alone(tmp_path: Path) -> None:
+    pending_ids = pending_calls(tmp_path, 3)
+    damaged, spool = call_with_damaged_spool(tmp_path, "damaged-in-a-batch")
+    hand_over(damaged, spool, lambda pending: pending_ids.insert(1, pending.pk))
+
+    outcomes = finish_batch(pending_ids)
+
+    assert sorted(outcomes.values()) == ["complete"] * 3 + [NOTHING_TO_STORE]
+    assert Recording.objects.get(signalling=damaged).status == Recording.Status.FAILED
+    assert (tmp_path / FAILED / spool.name).is_dir()
+    assert Recording.objects.filter(status="complete").count() == 3
+    assert not PendingFinalisation.objects.exists()
+
+
+@needs_shared_database  # PostgreSQL holds a column to its length; SQLite does not
+@pytest.mark.django_db(transaction=True)
+def test_a_row_the_database_refuses_spoils_nothing_else_of_its_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pending_ids = pending_calls(tmp_path, 4)
+    refused = PendingFinalisation.objects.get(pk=pending_ids[2]).call
+    real = finish._store
+
+    def too_long_for_its_column(recording: Recording, found: object, storage: object) -> Path:
+        written = real(recording, found, storage)
+        if recording.signalling_id == refused.pk:
+            recording.codec = "PCMU" * 20  # the column holds 64
+        return written
+
+    monkeypatch.setattr(finish, "_store", too_long_for_its_column)
+    archive = Path(recordings_storage().location)
+    before = files_in(archive)
+
+    outcomes = finish_batch(pending_ids)
+
+    assert [outcomes[pending_id] for pending_id in pending_ids] == [
+        "complete", "complete", NOTHING_TO_STORE, "complete"
+    ]  # fmt: skip
+    assert Recording.objects.get(signalling=refused).status == Recording.Status.FAILED
+    assert not PendingFinalisation.objects.exists()
+    # The batch's rolled-back files are gone: every new file is a stored recording's.
+    stored = set(Recording.objects.exclude(file="").values_list("file", flat=True))
+    assert files_in(archive) - before == stored - before
+    assert len(stored) == 3

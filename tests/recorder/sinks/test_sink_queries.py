@@ -112,13 +112,13 @@ def test_a_recorded_call_and_its_binding_cost_a_handful_of_queries(
         assert counted(sink._apply_batch, [end]) <= 4
     assert not Recording.objects.exists()
     [finish] = committed
-    # Finishing: the pending row with its call, the do-not-record numbers, the recording
-    # looked for, written and completed, the pending row removed, and their savepoints.
-    assert counted(finish) <= 10
+    # Finishing: the pending row with its call, the do-not-record numbers, a stored
+    # recording looked for, the recording written, the pending row removed, the savepoint.
+    assert counted(finish) <= 8
 
     recording = Recording.objects.get()
     assert (recording.agent, recording.extension, recording.status) == (john, "9001", "complete")
-    assert recording.file.name.endswith(f"{recording.pk:08d}.wav")
+    assert recording.file.name.endswith(f"call-{recording.signalling_id:08d}.wav")
     assert not PendingFinalisation.objects.exists()
     call = Call.objects.get()
     assert (call.state, call.agent, call.phone.device_name) == ("ended", john, "SEP-JOHN")
