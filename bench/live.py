@@ -3,6 +3,7 @@
     .venv/bin/python bench/live.py --calls 250 --seconds 20 --pps 25000
     .venv/bin/python bench/live.py --calls 1000 --seconds 20 --pps 100000 --sccp
     .venv/bin/python bench/live.py --calls 1000 --seconds 20 --pps 100000 --via dumpcap
+    .venv/bin/python bench/live.py --calls 1000 --seconds 20 --pps 100000 --veth
 
 Writes (or reuses) the bench/traffic.py capture of N concurrent G.711 calls, then, one
 after the other on the same file and the same rate:
@@ -19,6 +20,12 @@ after the other on the same file and the same rate:
   (the prototypes that chose sniff's live source, docs/capture.md);
 - `tshark -i lo -q -z rtp,streams` as the peer, on the same replay: its streams and the
   packets it counted lost.
+
+With --veth the replay goes through a veth pair instead of loopback: the bench makes a
+network namespace (qms-bench) holding one end (qms-bench1), where tcpreplay sends, and
+QMS and tshark capture on the other end (qms-bench0), as on a mirror port; on lo the kernel
+sees each packet twice (sent and received), on the veth pair once. The namespace is
+removed at the end.
 
 Run as root (tcpreplay writes to the interface). Prints one Markdown table row per tool
 for bench/RESULTS.md. A benchmark run by hand, never by CI.
@@ -49,10 +56,34 @@ QMS_TOOLS = {
 }
 # tshark's rtp,streams row: ... Payload  Packets  Lost (percent) ...
 STREAM_ROW = re.compile(r"\s(\d+)\s+(-?\d+) \((-?[\d.]+)%\)")
+NAMESPACE, CAPTURE_END, REPLAY_END = "qms-bench", "qms-bench0", "qms-bench1"
+# Where the capture listens, and how the replay is sent: loopback, or the veth pair.
+CAPTURE_INTERFACE = "lo"
+REPLAY = ["tcpreplay", "-i", "lo"]
+
+
+def make_veth_pair() -> None:
+    """The namespace and its veth pair: tcpreplay sends in the namespace, QMS listens out."""
+    remove_veth_pair()
+    for command in (
+        ["ip", "netns", "add", NAMESPACE],
+        ["ip", "link", "add", CAPTURE_END, "type", "veth", "peer", "name", REPLAY_END,
+         "netns", NAMESPACE],
+        ["ip", "link", "set", CAPTURE_END, "up"],
+        ["ip", "-n", NAMESPACE, "link", "set", REPLAY_END, "up"],
+    ):  # fmt: skip
+        subprocess.run(command, check=True)
+    globals()["CAPTURE_INTERFACE"] = CAPTURE_END
+    globals()["REPLAY"] = ["ip", "netns", "exec", NAMESPACE, "tcpreplay", "-i", REPLAY_END]
+
+
+def remove_veth_pair() -> None:
+    """The namespace gone, and with it both ends of the pair."""
+    subprocess.run(["ip", "netns", "del", NAMESPACE], capture_output=True, check=False)
 
 
 def replay(capture: Path, pps: int) -> str:
-    done = subprocess.run(["tcpreplay", "-K", f"--pps={pps}", "-i", "lo", str(capture)],
+    done = subprocess.run([*REPLAY, "-K", f"--pps={pps}", str(capture)],
                           capture_output=True, text=True, check=True)  # fmt: skip
     return done.stdout + done.stderr
 
@@ -75,13 +106,14 @@ def while_replaying(command: list[str], env: dict[str, str], capture: Path, pps:
 
 def qms_command(via: str, buffer_mib: int = 0) -> list[str]:
     if via == "dumpcap":
-        dumpcap = 'dumpcap -i lo -B 512 -f "udp or tcp" -P -w -'
+        dumpcap = f'dumpcap -i {CAPTURE_INTERFACE} -B 512 -f "udp or tcp" -P -w -'
         pipe = f"{dumpcap} | {PYTHON} bench/pipe_import.py"
         return ["sh", "-c", pipe]
     if via == "tcpdump":
-        tcpdump = "tcpdump -i lo -B 524288 -U -Z root -w - 'udp or tcp'"
+        tcpdump = f"tcpdump -i {CAPTURE_INTERFACE} -B 524288 -U -Z root -w - 'udp or tcp'"
         return ["sh", "-c", f"{tcpdump} | {PYTHON} bench/pipe_import.py"]
-    sniff = [str(PYTHON), "manage.py", "sniff", "--interface", "lo", "--bpf", "udp or tcp"]
+    sniff = [str(PYTHON), "manage.py", "sniff", "--interface", CAPTURE_INTERFACE]
+    sniff += ["--bpf", "udp or tcp"]
     return sniff + (["--buffer-mib", str(buffer_mib)] if buffer_mib else [])
 
 
@@ -124,7 +156,7 @@ def summarise(rows: list[dict], packets_each_way: int) -> dict:
 
 
 def run_tshark(capture: Path, pps: int) -> tuple[int, int, int]:
-    command = ["tshark", "-i", "lo", "-q", "-f", "udp or tcp", "-z", "rtp,streams"]
+    command = ["tshark", "-i", CAPTURE_INTERFACE, "-q", "-f", "udp or tcp", "-z", "rtp,streams"]
     output = while_replaying(command, dict(os.environ), capture, pps)
     streams = [(int(m.group(1)), int(m.group(2))) for m in STREAM_ROW.finditer(output)]
     lossless = sum(1 for _, lost in streams if lost <= 0)
@@ -139,7 +171,18 @@ def main() -> None:
     parser.add_argument("--sccp", action="store_true")
     parser.add_argument("--via", choices=list(QMS_TOOLS), default="sniff")
     parser.add_argument("--buffer-mib", type=int, default=0, help="sniff's kernel ring")
+    parser.add_argument("--veth", action="store_true", help="replay through a veth pair")
     arguments = parser.parse_args()
+    if arguments.veth:
+        make_veth_pair()
+    try:
+        measure(arguments)
+    finally:
+        if arguments.veth:
+            remove_veth_pair()
+
+
+def measure(arguments: argparse.Namespace) -> None:
     for tool in ("tcpreplay", "tshark"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is needed: apt-get install {tool}")
@@ -159,6 +202,7 @@ def main() -> None:
         print(output[-1500:])
     streams, lossless, counted = run_tshark(capture, arguments.pps)
     ring = f", --buffer-mib {arguments.buffer_mib}" if arguments.buffer_mib else ""
+    ring += f", on {CAPTURE_INTERFACE}" if arguments.veth else ""
     print(
         f"| {capture.name} @ {arguments.pps:,} pps | {QMS_TOOLS[arguments.via]}{ring} | "
         f"{qms['recordings']} recordings, {qms['loss_free']} complete with no RTP lost | "
@@ -166,7 +210,8 @@ def main() -> None:
         f"{', '.join(drops) or '?'} |"
     )
     print(
-        f"| {capture.name} @ {arguments.pps:,} pps | tshark -i lo | {streams} streams, "
+        f"| {capture.name} @ {arguments.pps:,} pps | tshark -i {CAPTURE_INTERFACE} | "
+        f"{streams} streams, "
         f"{lossless} with no RTP lost | {counted:,} RTP packets | |"
     )
 
