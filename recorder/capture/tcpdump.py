@@ -93,12 +93,20 @@ class InterfaceStats:
         return self.dropped + self.interface_dropped
 
 
+# An interface's two rings (recorder/nodes/rings.py merges them by capture time).
+MEDIA, SIGNALLING = "media", "signalling"
+RINGS = (MEDIA, SIGNALLING)
+
+
 @dataclass(frozen=True, slots=True)
 class Block:
-    """What one read of an interface's pipe returned: classic pcap, cut anywhere."""
+    """What one read of a ring's pipe returned: classic pcap, cut anywhere; empty once the
+    ring's stream has ended. `ring` is MEDIA or SIGNALLING; a source with one stream per
+    interface leaves it empty."""
 
     interface: str
     data: bytes
+    ring: str = ""
 
 
 @dataclass
