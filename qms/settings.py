@@ -154,6 +154,10 @@ QMS_FINISH_PROCESSES = env_int("QMS_FINISH_PROCESSES", 1, minimum=0, maximum=64)
 # has not caught up with can last before the kernel drops packets. At 100,000 packets/s of
 # G.711 a mirror port fills about 27 MiB a second (docs/capture.md).
 QMS_CAPTURE_BUFFER_MIB = env_int("QMS_CAPTURE_BUFFER_MIB", 512, minimum=2, maximum=65536)
+# Each capture interface's second ring, for everything but RTP and RTCP (signalling above
+# all), so that media filling its ring never costs a BYE or a REGISTER. 32 MiB holds some
+# 40,000 SIP messages the engine has not yet taken.
+QMS_SIGNALLING_BUFFER_MIB = env_int("QMS_SIGNALLING_BUFFER_MIB", 32, minimum=2, maximum=65536)
 # wav (PCM16, every browser plays it) or opus (Ogg/Opus, several times smaller).
 QMS_RECORDING_FORMAT = env_choice("QMS_RECORDING_FORMAT", "WAV", ["WAV", "OPUS"]).lower()
 

@@ -90,6 +90,22 @@ def fragments4(packet: dpkt.ip.IP, size: int) -> list[bytes]:
     return pieces
 
 
+def fragments6(packet: bytes, size: int, ident: int = 1) -> list[bytes]:
+    """Split an IPv6 packet (its header, then the upper layer: no extension headers) into
+    fragments whose payloads are `size` bytes (a multiple of 8), each with a Fragment
+    header (RFC 8200 section 4.5: next header 44)."""
+    header, payload = packet[:40], packet[40:]
+    next_header = header[6]
+    pieces = []
+    for offset in range(0, len(payload), size):
+        piece = payload[offset : offset + size]
+        more = 1 if offset + size < len(payload) else 0
+        fragment = struct.pack("!BBHI", next_header, 0, offset | more, ident)
+        fixed = header[:4] + struct.pack("!HBB", 8 + len(piece), 44, header[7]) + header[8:40]
+        pieces.append(fixed + fragment + piece)
+    return pieces
+
+
 def write_pcap(path: Path, frames: Iterable[tuple[float, bytes]], linktype: int = 1) -> Path:
     with open(path, "wb") as capture:
         writer = dpkt.pcap.Writer(capture, linktype=linktype)

@@ -1,12 +1,17 @@
-"""Live capture through tcpdump: one child process per interface writes classic pcap into a
-pipe, and QMS reads the pipe in blocks (docs/capture.md says why this and not libpcap in
+"""Live capture through tcpdump: two child processes per interface write classic pcap into
+pipes, and QMS reads the pipes in blocks (docs/capture.md says why this and not libpcap in
 the process or an mmap ring of QMS's own).
 
-The kernel's ring is tcpdump's (`-B`, sized by the caller), so a burst the engine has not
-caught up with waits in the kernel, not in Python. tcpdump writes each packet to the pipe
-as it takes it (`-U`); each read hands the engine whatever has gathered, so the busier the
-wire, the larger the blocks. A block is cut anywhere, even inside a record: the engine's
-PcapStream carries the cut record over (recorder/engine/pcapfile.py).
+The kernel's rings are tcpdump's (`-B`), so a burst the engine has not caught up with
+waits in the kernel, not in Python. Each interface has two: a large one for media (RTP and
+RTCP) and a small one for everything else, signalling above all, so that RTP filling its
+ring never costs a BYE or a REGISTER (ring_filter says how the two filters split the
+traffic, each packet to exactly one). tcpdump writes each packet to its pipe as it takes it
+(`-U`); each read hands the engine whatever has gathered, so the busier the wire, the
+larger the blocks. A block is cut anywhere, even inside a record: the engine's PcapStream
+carries the cut record over (recorder/engine/pcapfile.py). The two rings of an interface
+hand over their blocks at different times; recorder/nodes/rings.py puts them back in
+capture-time order.
 
 A tcpdump outlives QMS only briefly. Its pipe's reader gone, its next write ends it
 (SIGPIPE). One that saw no packet since, still holding its ring, is ended when its
@@ -15,13 +20,14 @@ interface's capture starts again: each capture keeps its tcpdumps' process ids i
 not do: tcpdump drops its privileges after opening the interface, which clears it.)
 
 Drops are tcpdump's own figures for its socket (libpcap's pcap_stats): asked for with
-SIGUSR1 (request_stats), read from its standard error, and given once
-more, exact, when it stops. A stop is SIGINT: tcpdump writes what it holds and closes the
-pipe, and the caller reads up to the end, so nothing captured before a stop is lost.
+SIGUSR1 (request_stats), read from its standard error, and given once more, exact, when it
+stops; each interface's figures are its two rings' together, the signalling ring's drops
+also apart. A stop is SIGINT: tcpdump writes what it holds and closes the pipe, and the
+caller reads up to the end, so nothing captured before a stop is lost.
 
-    source = TcpdumpCapture(["eth1"], "udp or tcp", buffer_mib=512)
+    source = TcpdumpCapture(["eth1"], "udp or tcp", buffer_mib=512, signalling_buffer_mib=32)
     source.start()                 # returns once every tcpdump is listening
-    for block in source.blocks():  # Block(interface, bytes), None after 100 ms of silence
+    for block in source.blocks():  # Block(interface, bytes, ring), None after 100 ms of silence
         ...
     source.stop()
     for block in source.rest():    # what was captured before the stop
@@ -68,8 +74,11 @@ STDERR_KEPT = 4096
 
 # What tcpdump writes to standard error: "listening on IF, link-type ..." once open, and
 # its counters, on one line after SIGUSR1 and one per line when it ends. Only those of
-# InterfaceStats are kept ("captured" is what it wrote, which QMS counts itself).
-LISTENING = re.compile(rb"listening on ")
+# RingStats are kept ("captured" is what it wrote, which QMS counts itself). The listening
+# line comes in several writes, and is waited for whole: a capture that ended while
+# tcpdump still wrote it would end the tcpdump too (tcpdump exits on SIGPIPE).
+LISTENING = re.compile(rb"listening on .*\n")
+REJECTS_ALL = re.compile(rb"expression rejects all packets")
 COUNTERS = {
     "captured": re.compile(rb"(\d+) packets? captured"),
     "received": re.compile(rb"(\d+) packets? received by filter"),
@@ -77,37 +86,105 @@ COUNTERS = {
     "interface_dropped": re.compile(rb"(\d+) packets? dropped by interface"),
 }
 
+# An interface's two rings. MEDIA selects RTP and RTCP (RFC 3550 section 5.1: version 2,
+# the first byte's top bits 10) in whole UDP datagrams, over IPv4 and IPv6; the signalling
+# ring takes what MEDIA does not. SIP's first byte is a letter (top bits 01), SCCP and SIP
+# over TCP are not UDP, STUN starts 00: all signalling.
+#
+# - A fragment is never media: IPv4's "more fragments" flag or a fragment offset
+#   (ip[6:2] & 0x3fff), and IPv6 whose next header is not UDP (a fragment header, or any
+#   extension header). Every fragment of a datagram is then in the same ring, where the
+#   engine reassembles it, whatever its first payload byte.
+# - libpcap's udp[8] is IPv4 only (pcap-filter(7): "tcp, udp and other upper-layer protocol
+#   types only apply to IPv4"), so IPv6 is read at a fixed offset: ip6[48] is the first
+#   payload byte after the 40-byte header and the 8-byte UDP header.
+# - The lengths are checked before the payload byte is read (ip[2:2], ip6[4:2]): a filter
+#   reading past a packet's end rejects it, and would reject it in both rings. An empty
+#   datagram is signalling. A frame shorter than its own IP header says is malformed; it
+#   is in neither ring, as the engine would refuse it anyway.
+# - A VLAN tag: the Linux kernel moves one tag out of the frame before any filter runs
+#   (libpcap puts it back in what it writes), so a tagged packet is judged as an untagged
+#   one. Under a second tag (802.1ad with 802.1Q inside), or in a tunnel (ERSPAN and
+#   transparent GRE are not UDP; VXLAN's first byte is 0x08), a packet is signalling: an
+#   encapsulated mirror takes the signalling ring whole (docs/capture.md).
+#
+# Each ring's filter is the user's and this one or its negation, so a packet the user's
+# filter takes is judged the same way by both, with the same offsets (even after the user's
+# own "vlan"), and goes to exactly one ring.
+MEDIA, SIGNALLING = "media", "signalling"
+RINGS = (MEDIA, SIGNALLING)
+MEDIA_FILTER = (
+    "(ip and udp and ip[6:2] & 0x3fff = 0 and ip[2:2] > 8 + 4 * (ip[0] & 0xf)"
+    " and udp[8] & 0xc0 = 0x80)"
+    " or (ip6 and ip6[6] = 17 and ip6[4:2] > 8 and ip6[48] & 0xc0 = 0x80)"
+)
+
+
+def ring_filter(bpf: str, ring: str) -> str:
+    """The filter of one of an interface's rings: the user's (`bpf`, all packets if empty)
+    narrowed to the ring's share."""
+    share = f"({MEDIA_FILTER})" if ring == MEDIA else f"not ({MEDIA_FILTER})"
+    return f"({bpf}) and {share}" if bpf.strip() else share
+
+
+@dataclass
+class RingStats:
+    """One ring's counters, as libpcap keeps them for its socket: packets its filter
+    passed, dropped by the kernel (the ring was full), dropped by the interface."""
+
+    received: int = 0
+    dropped: int = 0
+    interface_dropped: int = 0
+
 
 @dataclass
 class InterfaceStats:
-    """One interface's counters, as libpcap keeps them for its socket: packets the filter
-    passed, dropped by the kernel (the ring was full), dropped by the interface."""
+    """One interface's counters, its two rings' together: packets the filters passed,
+    dropped by the kernel (a ring was full; `signalling_dropped` of them in the signalling
+    ring, the ones that cost calls and bindings), dropped by the interface."""
 
     interface: str
     received: int = 0
     dropped: int = 0
     interface_dropped: int = 0
+    signalling_dropped: int = 0
 
     @property
     def lost(self) -> int:
         return self.dropped + self.interface_dropped
 
+    @classmethod
+    def of_rings(cls, interface: str, media: RingStats, signalling: RingStats) -> InterfaceStats:
+        return cls(
+            interface,
+            received=media.received + signalling.received,
+            dropped=media.dropped + signalling.dropped,
+            # The interface's own drop counter (libpcap reads it from /proc/net/dev in
+            # promiscuous mode), which both rings report: counted once.
+            interface_dropped=max(media.interface_dropped, signalling.interface_dropped),
+            signalling_dropped=signalling.dropped,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Block:
-    """What one read of an interface's pipe returned: classic pcap, cut anywhere."""
+    """What one read of a ring's pipe returned: classic pcap, cut anywhere; empty once the
+    ring's stream has ended. `ring` is MEDIA or SIGNALLING; a source with one stream per
+    interface leaves it empty."""
 
     interface: str
     data: bytes
+    ring: str = ""
 
 
 @dataclass
 class Child:
-    """One interface's tcpdump, its pipes and what it has said."""
+    """One ring's tcpdump, its pipes and what it has said."""
 
     interface: str
+    ring: str
     process: subprocess.Popen
-    stats: InterfaceStats
+    stats: RingStats
     said: bytearray = field(default_factory=bytearray)
     listening: bool = False
     open_pipes: int = 2
@@ -157,8 +234,9 @@ def end_leftovers(pid_file: Path) -> None:
 
 
 class TcpdumpCapture:
-    """Live interfaces in promiscuous mode, each through its own tcpdump, with one BPF
-    filter for all; `buffer_mib` is each interface's kernel ring."""
+    """Live interfaces in promiscuous mode, each through two tcpdumps (its media ring and
+    its signalling ring), with one BPF filter for all; `buffer_mib` is each interface's
+    media ring, `signalling_buffer_mib` its signalling ring."""
 
     def __init__(
         self,
@@ -166,48 +244,37 @@ class TcpdumpCapture:
         bpf: str = "",
         buffer_mib: int = 512,
         pid_file: Path | None = None,
+        signalling_buffer_mib: int = 32,
     ) -> None:
         if not interfaces:
             raise CaptureFileError("Live capture needs at least one interface.")
         self.interfaces = list(interfaces)
         self.bpf = bpf
-        self.buffer_mib = buffer_mib
+        self.ring_mib = {MEDIA: buffer_mib, SIGNALLING: signalling_buffer_mib}
         self.pid_file = pid_file
         self.running: list[Child] = []
         self.by_pipe: dict[int, Child] = {}  # by the file descriptor of either pipe
-        # Each interface's counters, kept after its tcpdump ended.
-        self.counters = [InterfaceStats(interface) for interface in self.interfaces]
+        # Each ring's counters, kept after its tcpdump ended.
+        self.counters = {
+            (interface, ring): RingStats() for interface in self.interfaces for ring in RINGS
+        }
         self.selector = selectors.DefaultSelector()
         self.stopping = False
         self.early: list[Block] = []  # what came while start() waited for the others
 
-    def command(self, interface: str) -> list[str]:
+    def command(self, interface: str, ring: str) -> list[str]:
         command = [tcpdump_path(), "-i", interface, "-U", "-w", "-", "-n"]
-        command += ["-s", str(SNAPLEN), "-B", str(self.buffer_mib * 1024)]
-        return command + ([self.bpf] if self.bpf else [])
+        command += ["-s", str(SNAPLEN), "-B", str(self.ring_mib[ring] * 1024)]
+        return [*command, ring_filter(self.bpf, ring)]
 
     def start(self) -> None:
-        """Start every interface's tcpdump and return once each says it is listening;
-        CaptureFileError with tcpdump's own sentence if one cannot (no such interface, no
-        permission, a filter it cannot compile)."""
+        """Start every ring's tcpdump (two per interface) and return once each says it is
+        listening; CaptureFileError with tcpdump's own sentence if one cannot (no such
+        interface, no permission, a filter it cannot compile)."""
         if self.pid_file is not None:
             end_leftovers(self.pid_file)
-        for interface, counters in zip(self.interfaces, self.counters, strict=True):
-            process = subprocess.Popen(  # noqa: S603 (an argument list, no shell)
-                self.command(interface),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,  # only QMS stops it, and a terminal's ^C reaches QMS
-            )
-            child = Child(interface, process, counters)
-            self.running.append(child)
-            for pipe in (process.stdout, process.stderr):
-                os.set_blocking(pipe.fileno(), False)
-                self.by_pipe[pipe.fileno()] = child
-                self.selector.register(pipe.fileno(), selectors.EVENT_READ)
-            with contextlib.suppress(OSError):
-                fcntl.fcntl(process.stdout.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        for (interface, ring), counters in self.counters.items():
+            self._start_child(interface, ring, counters)
         if self.pid_file is not None:
             pids = "".join(f"{child.process.pid} {os.getpid()}\n" for child in self.running)
             self.pid_file.parent.mkdir(parents=True, exist_ok=True)
@@ -221,6 +288,23 @@ class TcpdumpCapture:
         except CaptureFileError:
             self.close()
             raise
+
+    def _start_child(self, interface: str, ring: str, counters: RingStats) -> None:
+        process = subprocess.Popen(  # noqa: S603 (an argument list, no shell)
+            self.command(interface, ring),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # only QMS stops it, and a terminal's ^C reaches QMS
+        )
+        child = Child(interface, ring, process, counters)
+        self.running.append(child)
+        for pipe in (process.stdout, process.stderr):
+            os.set_blocking(pipe.fileno(), False)
+            self.by_pipe[pipe.fileno()] = child
+            self.selector.register(pipe.fileno(), selectors.EVENT_READ)
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(process.stdout.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
     def blocks(self) -> Iterator[Block | None]:
         """Blocks as they come; None after each SILENCE_SECONDS without any, so the
@@ -254,7 +338,11 @@ class TcpdumpCapture:
             try:
                 child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                log.warning("%s: tcpdump did not end after its stop; killed", child.interface)
+                log.warning(
+                    "%s: the %s ring's tcpdump did not end after its stop; killed",
+                    child.interface,
+                    child.ring,
+                )
                 child.process.kill()
 
     def close(self) -> None:
@@ -281,8 +369,15 @@ class TcpdumpCapture:
                     child.process.send_signal(signal.SIGUSR1)
 
     def stats(self) -> list[InterfaceStats]:
-        """Each interface's counters as tcpdump last said them."""
-        return self.counters
+        """Each interface's counters as its tcpdumps last said them."""
+        return [
+            InterfaceStats.of_rings(
+                interface,
+                self.counters[interface, MEDIA],
+                self.counters[interface, SIGNALLING],
+            )
+            for interface in self.interfaces
+        ]
 
     def _early(self) -> Iterator[Block]:
         """What came while start() waited, each block handed over once."""
@@ -299,23 +394,49 @@ class TcpdumpCapture:
                 continue
             if fd == child.process.stdout.fileno():
                 if data:
-                    yield Block(child.interface, data)
+                    yield Block(child.interface, data, child.ring)
                     continue
             elif data:
                 self._heard(child, data)
                 continue
             self.selector.unregister(fd)
             child.open_pipes -= 1
+            if fd == child.process.stdout.fileno():
+                yield Block(child.interface, b"", child.ring)  # the ring's stream has ended
             if not child.open_pipes and not self.stopping:
                 child.process.wait(timeout=STOP_SECONDS)
+                if self._leaves_nothing(child):
+                    continue
                 if not child.listening:
                     raise CaptureFileError(
                         f"Cannot capture on {child.interface}: {child.last_words()}."
                     )
                 raise CaptureFileError(
                     f"Capture on {child.interface} stopped: tcpdump ended by itself "
-                    f"({child.last_words()})."
+                    f"({child.ring} ring: {child.last_words()})."
                 )
+
+    def _leaves_nothing(self, child: Child) -> bool:
+        """Whether the tcpdump that ended is a ring the user's filter leaves nothing for
+        ("proto gre" has no media): libpcap refuses a filter it can prove matches nothing.
+        Its interface is then captured by the other ring alone. (Both refused means the
+        user's filter takes nothing at all, which is said as tcpdump says it.)"""
+        if child.listening or not REJECTS_ALL.search(child.said):
+            return False
+        if not any(
+            other.interface == child.interface for other in self.running if other is not child
+        ):
+            return False
+        log.info(
+            "%s: the filter leaves nothing for the %s ring; the other ring takes it all",
+            child.interface,
+            child.ring,
+        )
+        self.running.remove(child)
+        for pipe in (child.process.stdout, child.process.stderr):
+            self.by_pipe.pop(pipe.fileno(), None)
+            pipe.close()
+        return True
 
     def _heard(self, child: Child, data: bytes) -> None:
         """tcpdump's standard error: whether it listens yet, and its counters."""

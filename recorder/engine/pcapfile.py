@@ -28,7 +28,9 @@ run is classified again.
 from __future__ import annotations
 
 import logging
+import math
 import struct
+from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
@@ -109,63 +111,137 @@ class PcapStream:
     for live capture alike.
 
     Without a format, the stream begins with its 24-byte file header (a pipe's first
-    bytes). A record that runs past a block's end is carried over and completed from the
-    start of the next (only that record is copied), so the bytes are walked once and a
-    block is never copied whole.
+    bytes). A record that runs past a block's end is completed from the start of the next
+    (only that record is copied), so the bytes are walked once and a block is never copied
+    whole.
+
+    A live capture's two rings of one interface are two streams, fed in capture-time order
+    (recorder/nodes/rings.py): `advance(until)` feeds only the records captured before
+    `until` and holds the rest, blocks and all, until it is called again with a later time.
     """
 
     def __init__(self, engine: PacketTaker, found: PcapFormat | None = None) -> None:
         self.engine = engine
         self.records = PcapRecords(engine, found) if found is not None else None
-        self.carry = b""
+        # The block being fed, where its first record not yet fed starts, and the blocks
+        # after it (only a stream fed with an `until` keeps more than one).
+        self.block, self.offset = b"", 0
+        self.waiting: deque[bytes] = deque()
+        self.waiting_bytes = 0
+        # When the first record held back by `until` was captured; None once all whole
+        # records are fed.
+        self.held_at: float | None = None
         self.damaged = False
 
     def feed(self, block: bytes) -> bool:
         """The block's whole records to the engine; False once the stream is damaged (a
         record longer than any snapshot length, or not a classic pcap stream), after which
         nothing more is read."""
-        if self.damaged:
-            return False
-        offset = 0
-        if self.records is None:
-            block = self.carry + block
-            self.carry = b""
-            if len(block) < PCAP_HEADER:
-                self.carry = block
-                return True
-            if block[:4] not in PCAP_MAGIC:
-                return self._damage("not-pcap-stream", "the stream is not classic pcap")
-            self.records = PcapRecords(self.engine, pcap_header_format(block))
-            offset = PCAP_HEADER
-        records, carry = self.records, self.carry
-        if carry:
-            head = carry + block[:MAX_PCAP_RECORD]
-            used = records.feed(head, 0, len(carry))
-            if not used:
-                self.carry = carry + block
-                return not self._too_long()
-            offset = used - len(carry)
-        offset = records.feed(block, offset, len(block))
-        self.carry = block[offset:]
-        return not self._too_long()
+        self.add(block)
+        self.advance()
+        return not self.damaged
+
+    def add(self, block: bytes) -> None:
+        """A block read, fed by the next advance()."""
+        if block and not self.damaged:
+            self.waiting.append(block)
+            self.waiting_bytes += len(block)
+
+    @property
+    def reached_at(self) -> float:
+        """When the latest record looked at was captured (0 before the first): every record
+        of the stream before it has been fed, or is held."""
+        return self.records.reached_at if self.records is not None else 0.0
+
+    @property
+    def held_bytes(self) -> int:
+        """What was added and not yet fed."""
+        return self.waiting_bytes + len(self.block) - self.offset
+
+    def advance(self, until: float = math.inf) -> float | None:
+        """Every whole record captured before `until` to the engine, in order. Returns when
+        the first record held back was captured (at `until` or later), or None when every
+        whole record is fed."""
+        if self.held_at is not None and self.held_at >= until:
+            return self.held_at  # nothing more is due: no record is looked at
+        self.held_at = None
+        while not self.damaged and self._has_header():
+            records = self.records
+            self.offset = records.feed(self.block, self.offset, len(self.block), until)
+            if records.held_at is not None:
+                self.held_at = records.held_at
+                return self.held_at
+            if self._too_long() or not self.waiting:
+                return None
+            self._next_block(until)
+            if self.held_at is not None:
+                return self.held_at
+        return None
 
     def end(self) -> None:
-        """No more blocks: a record left incomplete is said, and skipped."""
-        if self.carry and not self.damaged:
+        """No more blocks: what is whole is fed, a record left incomplete is said, and
+        skipped."""
+        self.advance()
+        if self.held_bytes and not self.damaged:
             log.warning("the capture ends inside a packet; the partial packet is skipped")
-        self.carry = b""
+        self.block, self.offset = b"", 0
+        self.waiting.clear()
+        self.waiting_bytes = 0
+
+    def _take_waiting(self) -> bytes:
+        block = self.waiting.popleft()
+        self.waiting_bytes -= len(block)
+        return block
+
+    def _has_header(self) -> bool:
+        """Whether the stream's file header has been read (its first 24 bytes, when it came
+        without a format); False while they have not all come."""
+        if self.records is not None:
+            return True
+        while len(self.block) - self.offset < PCAP_HEADER and self.waiting:
+            self.block, self.offset = self.block[self.offset :] + self._take_waiting(), 0
+        if len(self.block) - self.offset < PCAP_HEADER:
+            return False
+        header = self.block[self.offset : self.offset + PCAP_HEADER]
+        if header[:4] not in PCAP_MAGIC:
+            self._damage("not-pcap-stream", "the stream is not classic pcap")
+            return False
+        self.records = PcapRecords(self.engine, pcap_header_format(header))
+        self.offset += PCAP_HEADER
+        return True
+
+    def _next_block(self, until: float) -> None:
+        """On to the next waiting block; the record the last one's end cut is completed
+        from its start and fed, if it is due."""
+        tail = self.block[self.offset :]
+        block = self._take_waiting()
+        if not tail:
+            self.block, self.offset = block, 0
+            return
+        records = self.records
+        used = records.feed(tail + block[:MAX_PCAP_RECORD], 0, len(tail), until)
+        if used:
+            self.block, self.offset = block, used - len(tail)
+            return
+        # Still incomplete, or whole but not due: it waits whole, in front of the block.
+        self.block, self.offset = tail + block, 0
+        self.held_at = records.held_at
 
     def _too_long(self) -> bool:
         """A record longer than any capture's snapshot length: the stream is damaged here."""
-        if len(self.carry) <= MAX_PCAP_RECORD:
+        if len(self.block) - self.offset <= MAX_PCAP_RECORD:
             return False
-        self._damage("bad-pcap-record", f"a pcap record claims {len(self.carry)} bytes")
+        self._damage(
+            "bad-pcap-record", f"a pcap record claims {len(self.block) - self.offset} bytes"
+        )
         return True
 
     def _damage(self, kind: str, why: str) -> bool:
         self.engine.count(kind)
         log.error("%s: the capture is damaged here, the rest is not read", why)
-        self.damaged, self.carry = True, b""
+        self.damaged, self.block, self.offset = True, b"", 0
+        self.waiting.clear()
+        self.waiting_bytes = 0
         return False
 
 
@@ -180,10 +256,15 @@ class PcapRecords:
         self.unpack = struct.Struct(found.byte_order + "IIII").unpack_from
         self.unit, self.linktype = found.unit, found.linktype
         self.runs = RunFeeder(engine, found) if found.linktype == LINKTYPE_ETHERNET else None
+        # When the latest record looked at was captured (every one before it is fed or
+        # held), and the first one `until` held back.
+        self.reached_at = 0.0
+        self.held_at: float | None = None
 
-    def feed(self, buffer: bytes, offset: int, limit: int) -> int:
+    def feed(self, buffer: bytes, offset: int, limit: int, until: float = math.inf) -> int:
         """Every whole record of `buffer` that starts at `offset` or after and before
-        `limit`; returns where the first record not fed starts."""
+        `limit`, up to the first one captured at `until` or later (its time is then
+        `held_at`); returns where the first record not fed starts."""
         engine, unpack, unit, linktype = self.engine, self.unpack, self.unit, self.linktype
         # A run may go on to the buffer's end: only where the caller wants all of it.
         runs = self.runs if limit >= len(buffer) else None
@@ -191,8 +272,10 @@ class PcapRecords:
         ethernet = linktype == LINKTYPE_ETHERNET
         first, end, packets, rtp_packets = offset, len(buffer), 0, 0
         last_header = min(end - 16, limit - 1)
-        next_tick = engine.next_tick
+        # One comparison per record serves both the next tick and the stop.
+        next_tick = min(engine.next_tick, until)
         run_length, streak = -1, 0
+        at, self.held_at = self.reached_at, None
         while offset <= last_header:
             seconds, fraction, captured, _ = unpack(buffer, offset)
             start = offset + 16
@@ -204,19 +287,26 @@ class PcapRecords:
                 streak += 1
             elif runs is not None and captured >= SMALLEST_RECORD - 16:
                 # Records of one length in a row: the rest of the run at once.
-                records, recorded = runs.feed(buffer, offset, captured, end)
+                records, recorded = runs.feed(buffer, offset, captured, end, until)
                 packets += records
                 rtp_packets += recorded
                 offset += records * (16 + captured)
                 streak = RUN_STREAK if records >= RUN_STREAK else 0
-                next_tick = engine.next_tick
+                next_tick = min(engine.next_tick, until)
+                at = runs.reached_at
+                if runs.held_at is not None:
+                    self.held_at = runs.held_at
+                    break
                 continue
-            offset = start + captured
             at = seconds + fraction * unit
-            packets += 1
             if at >= next_tick:
+                if at >= until:
+                    self.held_at = at
+                    break
                 engine.tick(at)
-                next_tick = engine.next_tick
+                next_tick = min(engine.next_tick, until)
+            offset = start + captured
+            packets += 1
             # Ethernet II, IPv4 without options, UDP, not a fragment (flags/offset 0 or DF).
             if (
                 ethernet
@@ -247,6 +337,7 @@ class PcapRecords:
                         stream.log.append_coded(at, stream.log_code, buffer[start + 42 : offset])
                     continue
             engine.slow_path(at, linktype, buffer[start:offset])
+        self.reached_at = at
         stats.packets += packets
         stats.rtp_packets += rtp_packets
         stats.octets += offset - first - 16 * packets
@@ -260,15 +351,23 @@ class RunFeeder:
         self.engine = engine
         self.unit = found.unit
         self.word = np.dtype(found.byte_order + "u4")
+        # As PcapRecords has them, for the last run.
+        self.reached_at = 0.0
+        self.held_at: float | None = None
 
-    def feed(self, buffer: bytes, offset: int, captured: int, end: int) -> tuple[int, int]:
+    def feed(
+        self, buffer: bytes, offset: int, captured: int, end: int, until: float = math.inf
+    ) -> tuple[int, int]:
         """The run of records of `captured` bytes starting at `offset`: every record is
-        handled, in order; returns the records and the RTP packets the run took itself."""
+        handled, in order, up to the first captured at `until` or later; returns the
+        records handled and the RTP packets the run took itself."""
         stride = RECORD_HEADER + captured
         count = self._length(buffer, offset, captured, min((end - offset) // stride, RUN_MAX))
         run = Run(buffer, offset, stride, count, self)
-        run.feed()
-        return count, run.recorded
+        handled = run.feed(until)
+        self.held_at = float(run.arrivals[handled]) if handled < count else None
+        self.reached_at = float(run.arrivals[min(handled, count - 1)])
+        return handled, run.recorded
 
     def _length(self, buffer: bytes, offset: int, captured: int, limit: int) -> int:
         lengths = np.ndarray((limit,), self.word, buffer, offset + 8, (RECORD_HEADER + captured,))
@@ -308,18 +407,22 @@ class Run:
         keys = address.astype(np.uint64) << np.uint64(16) | port
         return np.where(plain, keys, NO_STREAM)
 
-    def feed(self) -> None:
+    def feed(self, until: float) -> int:
+        """The run's packets in order, up to the first captured at `until` or later;
+        returns how many were handled."""
         engine, media = self.engine, self.engine.media
         position = 0
         self._classify(position)
         while position < self.count:
-            # The next packet the run cannot take, or before it the next second's tick.
+            # The next packet the run cannot take, or before it the next second's tick or
+            # the stop.
             special = self._next_special(position)
-            stop = _first(np.greater_equal, self.arrivals, engine.next_tick, position, special)
+            due = min(engine.next_tick, until)
+            stop = _first(np.greater_equal, self.arrivals, due, position, special)
             if stop > position:
                 self._deliver(position, stop)
-            if stop == self.count:
-                return
+            if stop == self.count or self.arrivals[stop] >= until:
+                return stop
             version = media.version
             if self.arrivals[stop] >= engine.next_tick:
                 engine.tick(float(self.arrivals[stop]))
@@ -329,6 +432,7 @@ class Run:
                 position = stop + 1
             if media.version != version:
                 self._classify(position)
+        return self.count
 
     def _classify(self, start: int) -> None:
         """Which stream each packet from `start` goes to, as the media index is now; and

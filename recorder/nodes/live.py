@@ -1,15 +1,16 @@
 """The one live capture loop, shared by `manage.py sniff` and a capture node's sniffer.
 
-A live source (recorder/capture/tcpdump.py) hands over blocks of classic pcap, one stream
-per interface, and None after 100 ms of silence. The loop feeds each interface's blocks
-to the engine through its own PcapStream, the path a pcap file's chunks take
-(recorder/engine/pcapfile.py), ticks the engine on the silences so calls still end while
+A live source (recorder/capture/tcpdump.py) hands over blocks of classic pcap, two streams
+per interface (its media ring and its signalling ring), and None after 100 ms of silence.
+The loop feeds each stream's blocks to the engine through its own PcapStream, the path a
+pcap file's chunks take (recorder/engine/pcapfile.py), an interface's two in capture-time
+order (recorder/nodes/rings.py); ticks the engine on the silences so calls still end while
 nothing arrives, hands its figures to the caller every `stats_every` seconds and stops on
 a flag: set by SIGINT/SIGTERM (`on_signal`, as healthchecks' sendalerts), by `stop()` from
 another thread, after `duration` seconds, or once the process that started it
 (`parent_pid`) is gone. Once stopped, it still feeds what was captured before the stop
-(`catch_up`), stops the source's tcpdumps, feeds what they wrote last, then ends the
-engine's calls.
+(`catch_up`), stops the source's tcpdumps, feeds what they wrote last and everything the
+merge still holds, then ends the engine's calls.
 
 What differs between its users is said in their arguments, not in copies of the loop:
 the foreground `sniff` logs a statistics line every --stats-every seconds and may run for
@@ -29,9 +30,10 @@ from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
 from typing import Protocol
 
-from recorder.capture.tcpdump import HANDOVER_SECONDS, Block, InterfaceStats
+from recorder.capture.tcpdump import Block, InterfaceStats
 from recorder.engine.engine import Engine
 from recorder.engine.pcapfile import PcapStream
+from recorder.nodes.rings import QUIET_SECONDS, InterfaceRings
 
 log = logging.getLogger("qms.capture")
 
@@ -61,7 +63,7 @@ DROPS_EVERY = 1.0
 # nothing captured before it is left: longer than the second after which tcpdump's ring
 # hands over a block it has not filled.
 CATCH_UP_SECONDS = 10.0
-CATCH_UP_QUIET = HANDOVER_SECONDS + 0.5
+CATCH_UP_QUIET = QUIET_SECONDS
 
 
 class CaptureLoop:
@@ -83,7 +85,9 @@ class CaptureLoop:
         self.stopping = threading.Event()
         # Where the statistics stand: when they are next due, and the count at the last ones.
         self.next_stats, self.counted, self.counted_at = 0.0, 0, 0.0
+        # A source's single stream per interface, or each interface's two rings.
         self.streams: dict[str, PcapStream] = {}
+        self.rings: dict[str, InterfaceRings] = {}
         # The source's losses as last read, and when they are next read.
         self.dropped, self.next_drops = 0, 0.0
 
@@ -103,7 +107,7 @@ class CaptureLoop:
     def run(self, capture: LiveSource, engine: Engine) -> None:
         """Capture (already started) into the engine until stopped; the source is closed and
         the engine's calls ended however the loop ends."""
-        self.streams = {}
+        self.streams, self.rings = {}, {}
         try:
             self.follow(capture, engine)
             self.catch_up(capture, engine, time.time())
@@ -113,8 +117,7 @@ class CaptureLoop:
             self.note_drops(capture, engine)  # the tools' last and exact counters
         finally:
             capture.close()
-            for stream in self.streams.values():
-                stream.end()
+            self.end_streams()
             engine.finish()
 
     def follow(self, capture: LiveSource, engine: Engine) -> None:
@@ -124,8 +127,10 @@ class CaptureLoop:
         self.next_drops = started + DROPS_EVERY
         for block in capture.blocks():
             if block is None:
-                # A silence of the source: the engine's clock still moves on.
-                engine.tick(max(engine.clock, time.time()))
+                # A silence of the source: the engine's clock still moves on, but not past
+                # a packet the merge of two rings still holds.
+                self.release()
+                engine.tick(max(engine.clock, min(time.time(), self.held_from())))
             else:
                 self.feed(engine, block)
             now = time.monotonic()
@@ -149,6 +154,7 @@ class CaptureLoop:
         for block in capture.blocks():
             now = time.monotonic()
             if block is None:
+                self.release()
                 if now >= quiet_until:
                     return
                 continue
@@ -158,11 +164,38 @@ class CaptureLoop:
                 return
 
     def feed(self, engine: Engine, block: Block) -> None:
-        """One block of an interface's pcap stream to the engine's batch path."""
-        stream = self.streams.get(block.interface)
-        if stream is None:
-            stream = self.streams[block.interface] = PcapStream(engine)
-        stream.feed(block.data)
+        """One block of a stream to the engine's batch path: at once if it is its interface's
+        only stream, else as far as the merge of its interface's rings allows."""
+        if not block.ring:
+            stream = self.streams.get(block.interface)
+            if stream is None:
+                stream = self.streams[block.interface] = PcapStream(engine)
+            stream.feed(block.data)
+            return
+        now = time.monotonic()
+        rings = self.rings.get(block.interface)
+        if rings is None:
+            rings = self.rings[block.interface] = InterfaceRings(engine, block.interface, now)
+        rings.add(block.ring, block.data, now)
+        self.release()
+
+    def release(self) -> None:
+        """What every interface's rings may now feed: a ring's quiet is measured in time,
+        so this is asked at every block and every silence."""
+        now, wall = time.monotonic(), time.time()
+        for rings in self.rings.values():
+            rings.release(now, wall)
+
+    def held_from(self) -> float:
+        return min((rings.held_from() for rings in self.rings.values()), default=math.inf)
+
+    def end_streams(self) -> None:
+        """The source has ended: what the rings still hold goes to the engine, in order,
+        and a packet cut by the end is said."""
+        for rings in self.rings.values():
+            rings.end()
+        for stream in self.streams.values():
+            stream.end()
 
     def note_drops(self, capture: LiveSource, engine: Engine) -> None:
         """Packets the source lost since the last reading go to the engine, which marks

@@ -115,6 +115,7 @@ class Sniffer:
             self.bpf,
             settings.QMS_CAPTURE_BUFFER_MIB,
             pid_file=self.paths.outbox / TCPDUMP_PIDS,
+            signalling_buffer_mib=settings.QMS_SIGNALLING_BUFFER_MIB,
         )
         self.paths.spool.mkdir(parents=True, exist_ok=True)
         sink = OutboxSink(OutboxWriter(self.paths.outbox, self.node, self.interface))

@@ -70,11 +70,12 @@ def finished_line(finisher: Finisher) -> str:
 
 
 def interface_line(found: InterfaceStats) -> str:
-    """One live interface's counters as libpcap keeps them (tcpdump's figures)."""
+    """One live interface's counters as libpcap keeps them (tcpdump's figures), its two
+    rings' together; the signalling ring's drops said apart, as they cost calls."""
     return (
         f"{found.interface}: {found.received} received by the kernel, "
-        f"{found.dropped} dropped by the kernel, "
-        f"{found.interface_dropped} dropped by the interface"
+        f"{found.dropped} dropped by the kernel ({found.signalling_dropped} of them "
+        f"signalling), {found.interface_dropped} dropped by the interface"
     )
 
 

@@ -56,6 +56,7 @@ SETTINGS_VARIABLES = {
     "QMS_OUTBOX_DIR",
     "QMS_RETENTION_DAYS",
     "QMS_TAPI_POLL_SECONDS",
+    "QMS_SIGNALLING_BUFFER_MIB",
 }
 
 
@@ -340,6 +341,7 @@ def test_parse_database_url_raises_value_error_for_the_reader_to_name() -> None:
         ("QMS_AGENTS_HEAR_OWN", "sometimes"),
         ("QMS_AUDIO_ACCEL_REDIRECT", "protected"),
         ("QMS_LOGIN_FAILURE_LIMIT", "0"),
+        ("QMS_SIGNALLING_BUFFER_MIB", "1"),
     ],
 )
 def test_start_up_stops_on_a_malformed_value_naming_the_variable(

@@ -1,5 +1,5 @@
-"""The live source on the real loopback interface, through the real tcpdump: what it hands
-over, what it says when it cannot capture, what it counts when the kernel drops."""
+"""The live source on the real loopback interface, through the real tcpdumps: what its two
+rings hand over, what it says when it cannot capture, what it counts when the kernel drops."""
 
 from __future__ import annotations
 
@@ -15,7 +15,14 @@ import pytest
 
 from recorder.capture.sources import CaptureFileError
 from recorder.capture.synthesis import sip
-from recorder.capture.tcpdump import TcpdumpCapture
+from recorder.capture.tcpdump import (
+    HANDOVER_SECONDS,
+    MEDIA,
+    RINGS,
+    SIGNALLING,
+    Block,
+    TcpdumpCapture,
+)
 from recorder.engine.engine import Engine
 from recorder.engine.pcapfile import PcapStream
 from recorder.nodes.live import CaptureLoop
@@ -47,8 +54,13 @@ class Frames:
         self.media = MediaIndex()
         self.next_tick = float("inf")
         self.stats = EngineStats()
-        self.payloads: list[bytes] = []
+        self.frames: list[bytes] = []
         self.counted: list[str] = []
+
+    @property
+    def payloads(self) -> list[bytes]:
+        """Each frame's UDP payload (IPv4 without options in Ethernet)."""
+        return [frame[42:] for frame in self.frames]
 
     def tick(self, now: float) -> None:
         pass
@@ -57,10 +69,51 @@ class Frames:
         self.slow_path(at, linktype, frame)
 
     def slow_path(self, at: float, linktype: int, frame: bytes) -> None:
-        self.payloads.append(frame[42:])
+        self.frames.append(frame)
 
     def count(self, kind: str) -> None:
         self.counted.append(kind)
+
+
+class Rings:
+    """What each ring of one interface handed over, through a PcapStream of its own."""
+
+    def __init__(self) -> None:
+        self.frames = {ring: Frames() for ring in RINGS}
+        self.streams = {ring: PcapStream(self.frames[ring]) for ring in RINGS}
+        self.ended: list[str] = []  # the rings whose stream ended, in turn
+
+    def feed(self, block: Block) -> None:
+        if not block.data:
+            self.ended.append(block.ring)
+        self.streams[block.ring].feed(block.data)
+
+    def end(self) -> None:
+        for stream in self.streams.values():
+            stream.end()
+
+    def __getitem__(self, ring: str) -> Frames:
+        return self.frames[ring]
+
+
+def everything(capture: TcpdumpCapture, seconds: float = 0.0) -> Rings:
+    """What the capture hands over for `seconds` while it runs, then up to its pipes' end
+    after a stop."""
+    rings = Rings()
+    try:
+        deadline = time.monotonic() + seconds
+        for block in capture.blocks() if seconds else ():
+            if block is not None:
+                rings.feed(block)
+            if time.monotonic() > deadline:
+                break
+        capture.stop()
+        for block in capture.rest():
+            rings.feed(block)
+    finally:
+        capture.close()
+    rings.end()
+    return rings
 
 
 def send(port: int, payloads: list[bytes]) -> None:
@@ -69,33 +122,26 @@ def send(port: int, payloads: list[bytes]) -> None:
             sender.sendto(payload, ("127.0.0.1", port))
 
 
-def test_every_datagram_sent_while_capturing_is_handed_over_by_the_stop() -> None:
+def rtp_like(index: int, size: int) -> bytes:
+    """A datagram that starts as RTP version 2 does (RFC 3550 section 5.1), numbered."""
+    return b"\x80\x00" + index.to_bytes(4, "big") + b"r" * (size - 6)
+
+
+def test_every_datagram_sent_while_capturing_is_handed_over_by_the_stop_in_its_ring() -> None:
     port = free_port()
-    capture = TcpdumpCapture(["lo"], f"udp port {port}", buffer_mib=4)
+    capture = TcpdumpCapture(["lo"], f"udp port {port}", buffer_mib=4, signalling_buffer_mib=2)
     capture.start()
-    sent = [f"datagram {index} ".encode() * (1 + index % 50) for index in range(500)]
-    taker = Frames()
-    stream = PcapStream(taker)
-    try:
-        send(port, sent)
-        # Some now, while it runs; the rest after the stop, up to the pipe's end.
-        deadline = time.monotonic() + 2
-        for block in capture.blocks():
-            if block is not None:
-                stream.feed(block.data)
-            if time.monotonic() > deadline:
-                break
-        capture.stop()
-        for block in capture.rest():
-            stream.feed(block.data)
-    finally:
-        capture.close()
-    stream.end()
-    assert taker.payloads == sent
+    text = [f"datagram {index} ".encode() * (1 + index % 50) for index in range(500)]
+    media = [rtp_like(index, 20 + index % 300) for index in range(500)]
+    send(port, [datagram for pair in zip(text, media, strict=True) for datagram in pair])
+    # Some now, while it runs; the rest after the stop, up to the pipes' end.
+    rings = everything(capture, seconds=2)
+    assert rings[SIGNALLING].payloads == text
+    assert rings[MEDIA].payloads == media
     (stats,) = capture.stats()
     assert (stats.interface, stats.dropped, stats.interface_dropped) == ("lo", 0, 0)
-    assert stats.received >= len(sent)
-    assert taker.counted == []
+    assert stats.received >= len(text) + len(media)
+    assert rings[SIGNALLING].counted == rings[MEDIA].counted == []
 
 
 def test_a_loop_stopped_right_after_a_registration_still_feeds_it() -> None:
@@ -145,39 +191,51 @@ def test_a_filter_tcpdump_cannot_compile_is_refused_with_its_reason() -> None:
         capture.start()
 
 
-def test_a_tcpdump_that_ends_by_itself_stops_the_capture_loudly() -> None:
+@pytest.mark.parametrize("ring", RINGS)
+def test_a_tcpdump_that_ends_by_itself_stops_the_capture_loudly(ring: str) -> None:
     capture = TcpdumpCapture(["lo"], f"udp port {free_port()}", buffer_mib=2)
     capture.start()
     try:
-        (child,) = capture.running
+        assert sorted(child.ring for child in capture.running) == sorted(RINGS)
+        (child,) = [child for child in capture.running if child.ring == ring]
         child.process.kill()
-        with pytest.raises(CaptureFileError, match=r"Capture on lo stopped: tcpdump ended"):
+        with pytest.raises(
+            CaptureFileError, match=rf"Capture on lo stopped: tcpdump ended by itself \({ring}"
+        ):
             for _ in capture.blocks():
                 pass
     finally:
         capture.close()
 
 
-def test_a_full_ring_is_counted_as_kernel_drops() -> None:
-    # A ring of 1 MiB and a pipe nobody reads: tcpdump waits on the pipe, its ring fills,
-    # and the kernel drops the rest, as on a mirror port the engine cannot keep up with.
+def test_signalling_is_all_there_while_rtp_overflows_its_ring() -> None:
+    # A media ring of 1 MiB and pipes nobody reads: the media tcpdump waits on its pipe,
+    # its ring fills, and the kernel drops the RTP, as on a mirror port the engine cannot
+    # keep up with. SIP sent among that RTP is in a ring of its own, and all of it is kept;
+    # the RTP sent just before each SIP message shows the pressure it was sent under.
     port = free_port()
-    capture = TcpdumpCapture(["lo"], f"udp port {port}", buffer_mib=1)
+    capture = TcpdumpCapture(["lo"], f"udp port {port}", buffer_mib=1, signalling_buffer_mib=4)
     capture.start()
-    taker = Frames()
-    stream = PcapStream(taker)
-    try:
-        payload = b"x" * 1200
-        send(port, [payload] * 30000)
-        capture.stop()
-        for block in capture.rest():
-            stream.feed(block.data)
-    finally:
-        capture.close()
+    messages = [sip(f"OPTIONS sip:{index}@qms SIP/2.0", [f"CSeq: {index} OPTIONS"])
+                for index in range(200)]  # fmt: skip
+    before_message = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        for index in range(40_000):
+            sender.sendto(rtp_like(index, 1200), ("127.0.0.1", port))
+            if index % 200 == 199:
+                before_message.append(rtp_like(index, 1200))
+                sender.sendto(messages[index // 200], ("127.0.0.1", port))
+    # A stop loses what a ring has not yet handed over (the loop catches up before it
+    # stops): the signalling ring's last block is handed over within a second.
+    time.sleep(HANDOVER_SECONDS + 1)
+    rings = everything(capture)
+    assert rings[SIGNALLING].payloads == messages
     (stats,) = capture.stats()
-    assert stats.dropped > 0
-    assert len(taker.payloads) + stats.dropped <= stats.received
-    assert 0 < len(taker.payloads) < 30000
+    assert stats.dropped > 20_000 and stats.signalling_dropped == 0
+    kept = rings[MEDIA].payloads
+    assert len(kept) + stats.dropped <= stats.received
+    # Had the SIP shared the media ring, most of it would have gone the way of its neighbours.
+    assert len(set(before_message) - set(kept)) > 0.8 * len(before_message)
 
 
 ORPHAN_SCRIPT = """
@@ -191,49 +249,52 @@ time.sleep(60)
 """
 
 
-def orphaned_tcpdump(bpf: str, pid_file: Path) -> int:
-    """A tcpdump whose capture process was killed outright (SIGKILL: no finally, no
-    atexit), as the OOM killer would: its pid."""
+def orphaned_tcpdumps(bpf: str, pid_file: Path) -> list[int]:
+    """The tcpdumps (both rings') whose capture process was killed outright (SIGKILL: no
+    finally, no atexit), as the OOM killer would: their pids."""
     parent = subprocess.Popen(
         [sys.executable, "-c", ORPHAN_SCRIPT, bpf, str(pid_file)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
     )
-    tcpdump = int(parent.stdout.readline())
-    assert _alive(tcpdump)
+    tcpdumps = [int(pid) for pid in parent.stdout.readline().split()]
+    assert len(tcpdumps) == 2 and all(_alive(pid) for pid in tcpdumps)
     parent.send_signal(signal.SIGKILL)
     parent.wait()
-    return tcpdump
+    return tcpdumps
 
 
-def test_an_orphaned_tcpdump_ends_at_its_next_packet(tmp_path: Path) -> None:
+def test_orphaned_tcpdumps_end_at_their_next_packet(tmp_path: Path) -> None:
     port = free_port()
-    tcpdump = orphaned_tcpdump(f"udp port {port}", tmp_path / "tcpdump.pid")
+    tcpdumps = orphaned_tcpdumps(f"udp port {port}", tmp_path / "tcpdump.pid")
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _alive(tcpdump):
-        send(port, [b"anyone?"])  # its write into a pipe nobody reads ends it (SIGPIPE)
+    while time.monotonic() < deadline and any(_alive(pid) for pid in tcpdumps):
+        # A write into a pipe nobody reads ends each (SIGPIPE): a packet for each ring.
+        send(port, [b"anyone?", rtp_like(0, 40)])
         time.sleep(0.05)
-    assert not _alive(tcpdump)
+    assert not any(_alive(pid) for pid in tcpdumps)
 
 
-def test_an_orphaned_tcpdump_that_sees_nothing_is_ended_by_the_next_capture(
+def test_orphaned_tcpdumps_that_see_nothing_are_ended_by_the_next_capture(
     tmp_path: Path,
 ) -> None:
     pid_file = tmp_path / "tcpdump.pid"
     quiet = f"udp port {free_port()}"
-    tcpdump = orphaned_tcpdump(quiet, pid_file)
+    tcpdumps = orphaned_tcpdumps(quiet, pid_file)
     time.sleep(0.5)
-    assert _alive(tcpdump)  # nothing for it to write: it would hold its ring for ever
+    # Nothing for them to write: they would hold their rings for ever.
+    assert all(_alive(pid) for pid in tcpdumps)
     again = TcpdumpCapture(["lo"], quiet, buffer_mib=2, pid_file=pid_file)
     again.start()
     try:
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and _alive(tcpdump):
+        while time.monotonic() < deadline and any(_alive(pid) for pid in tcpdumps):
             time.sleep(0.05)
-        assert not _alive(tcpdump)
-        (child,) = again.running
-        assert pid_file.read_text().split() == [str(child.process.pid), str(os.getpid())]
+        assert not any(_alive(pid) for pid in tcpdumps)
+        lines = [line.split() for line in pid_file.read_text().splitlines()]
+        assert lines == [[str(child.process.pid), str(os.getpid())] for child in again.running]
+        assert len(lines) == 2
     finally:
         again.close()
     assert not pid_file.exists()

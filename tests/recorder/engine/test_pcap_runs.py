@@ -84,8 +84,8 @@ def usage(monkeypatch: pytest.MonkeyPatch) -> RunUsage:
     counted = RunUsage()
     feed, one_by_one, classify = RunFeeder.feed, Run._one_by_one, Run._classify
 
-    def counted_feed(self: RunFeeder, buffer: bytes, offset: int, captured: int, end: int):
-        records, recorded = feed(self, buffer, offset, captured, end)
+    def counted_feed(self: RunFeeder, *run: object):
+        records, recorded = feed(self, *run)
         counted.records += records
         counted.recorded += recorded
         counted.longest = max(counted.longest, records)

@@ -12,10 +12,11 @@ import pytest
 from integrations.observations import CallEvent
 from recorder.capture.link import LINKTYPE_ETHERNET
 from recorder.capture.synthesis import rtp, udp
-from recorder.capture.tcpdump import Block, InterfaceStats
+from recorder.capture.tcpdump import Block, InterfaceStats, RingStats
 from recorder.engine.engine import Engine
 from recorder.nodes import live
 from recorder.nodes.live import CaptureLoop
+from recorder.nodes.summary import interface_line
 from tests.recorder.collected import Collected
 from tests.recorder.nodes.blocks import PacketBlocks
 from tests.recorder.nodes.test_capture_loop import CALL_ID, GATEWAY, PHONE, a_moment_ago, dialog
@@ -138,3 +139,16 @@ def test_a_call_recorded_with_no_capture_loss_says_nothing_of_one(
     recording = Recording.objects.get()
     assert (recording.status, recording.status_detail) == (Recording.Status.COMPLETE, "")
     assert recording.signalling.capture_dropped == 0
+
+
+def test_an_interfaces_losses_are_its_two_rings_with_the_signalling_ones_said_apart() -> None:
+    # Both tcpdumps report the interface's own drop counter (libpcap reads it from
+    # /proc/net/dev): it is counted once.
+    media, signalling = RingStats(9000, 40, 3), RingStats(600, 2, 3)
+    found = InterfaceStats.of_rings("eth1", media, signalling)
+    assert (found.received, found.dropped, found.signalling_dropped) == (9600, 42, 2)
+    assert (found.interface_dropped, found.lost) == (3, 45)
+    assert interface_line(found) == (
+        "eth1: 9600 received by the kernel, 42 dropped by the kernel (2 of them signalling), "
+        "3 dropped by the interface"
+    )

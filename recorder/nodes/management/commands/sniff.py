@@ -40,7 +40,13 @@ class Command(BaseCommand):
             "--buffer-mib",
             type=int,
             default=None,
-            help="Each interface's kernel ring in MiB (default: QMS_CAPTURE_BUFFER_MIB).",
+            help="Each interface's media ring in MiB (default: QMS_CAPTURE_BUFFER_MIB).",
+        )
+        parser.add_argument(
+            "--signalling-buffer-mib",
+            type=int,
+            default=None,
+            help="Each interface's signalling ring in MiB (default: QMS_SIGNALLING_BUFFER_MIB).",
         )
         parser.add_argument(
             "--stats-every", type=float, default=10, help="Seconds between statistics lines."
@@ -52,9 +58,12 @@ class Command(BaseCommand):
         loop = CaptureLoop(options["stats_every"], self.log_stats, duration=options["duration"])
         loop.handle_signals()
         buffer_mib = options["buffer_mib"] or settings.QMS_CAPTURE_BUFFER_MIB
+        signalling_mib = options["signalling_buffer_mib"] or settings.QMS_SIGNALLING_BUFFER_MIB
         # Named by the interfaces: a sniff killed outright leaves its tcpdumps to the next.
         pid_file = Path(settings.VAR_DIR) / f"sniff-{'+'.join(options['interface'])}.pid"
-        capture = TcpdumpCapture(options["interface"], options["bpf"], buffer_mib, pid_file)
+        capture = TcpdumpCapture(
+            options["interface"], options["bpf"], buffer_mib, pid_file, signalling_mib
+        )
         if not options["no_recording"]:
             # What a killed earlier run left: recordings handed over, then cut calls.
             finish_left_over(options["node"], Path(settings.QMS_SPOOL_DIR))
@@ -86,7 +95,10 @@ class Command(BaseCommand):
             self.stdout.write(line)
 
     def log_stats(self, capture: LiveSource, engine: Engine, rate: float) -> None:
-        drops = ", ".join(f"{found.interface} {found.lost}" for found in capture.stats())
+        drops = ", ".join(
+            f"{found.interface} {found.lost} (signalling {found.signalling_dropped})"
+            for found in capture.stats()
+        )
         log.info(
             "%.0f packets/s, capture drops %s, live calls %d", rate, drops, len(engine.calls.calls)
         )
