@@ -363,11 +363,30 @@ class RunFeeder:
         records handled and the RTP packets the run took itself."""
         stride = RECORD_HEADER + captured
         count = self._length(buffer, offset, captured, min((end - offset) // stride, RUN_MAX))
-        run = Run(buffer, offset, stride, count, self)
+        due = count
+        if until != math.inf:
+            # Only the records before `until` make the run: a stream held back (a live
+            # ring waiting for the other) is asked again and again for the same records,
+            # and would otherwise classify all of them at every ask.
+            arrivals = self._arrivals(buffer, offset, stride, count)
+            due = _first(np.greater_equal, arrivals, until, 0, count)
+            if due == 0:
+                self.held_at = self.reached_at = float(arrivals[0])
+                return 0, 0
+        run = Run(buffer, offset, stride, due, self)
         handled = run.feed(until)
-        self.held_at = float(run.arrivals[handled]) if handled < count else None
-        self.reached_at = float(run.arrivals[min(handled, count - 1)])
+        if handled < due:
+            self.held_at = self.reached_at = float(run.arrivals[handled])
+        elif due < count:
+            self.held_at = self.reached_at = float(arrivals[due])  # looked at, held
+        else:
+            self.held_at, self.reached_at = None, float(run.arrivals[due - 1])
         return handled, run.recorded
+
+    def _arrivals(self, buffer: bytes, offset: int, stride: int, count: int) -> np.ndarray:
+        seconds = np.ndarray((count,), self.word, buffer, offset, (stride,))
+        fraction = np.ndarray((count,), self.word, buffer, offset + 4, (stride,))
+        return seconds + fraction * self.unit
 
     def _length(self, buffer: bytes, offset: int, captured: int, limit: int) -> int:
         lengths = np.ndarray((limit,), self.word, buffer, offset + 8, (RECORD_HEADER + captured,))
