@@ -363,17 +363,17 @@ class RunFeeder:
         records handled and the RTP packets the run took itself."""
         stride = RECORD_HEADER + captured
         count = self._length(buffer, offset, captured, min((end - offset) // stride, RUN_MAX))
-        due = count
+        due, arrivals = count, None
         if until != math.inf:
             # Only the records before `until` make the run: a stream held back (a live
             # ring waiting for the other) is asked again and again for the same records,
             # and would otherwise classify all of them at every ask.
-            arrivals = self._arrivals(buffer, offset, stride, count)
+            arrivals = self.arrivals_of(buffer, offset, stride, count)
             due = _first(np.greater_equal, arrivals, until, 0, count)
             if due == 0:
                 self.held_at = self.reached_at = float(arrivals[0])
                 return 0, 0
-        run = Run(buffer, offset, stride, due, self)
+        run = Run(buffer, offset, stride, due, self, None if arrivals is None else arrivals[:due])
         handled = run.feed(until)
         if handled < due:
             self.held_at = self.reached_at = float(run.arrivals[handled])
@@ -383,7 +383,8 @@ class RunFeeder:
             self.held_at, self.reached_at = None, float(run.arrivals[due - 1])
         return handled, run.recorded
 
-    def _arrivals(self, buffer: bytes, offset: int, stride: int, count: int) -> np.ndarray:
+    def arrivals_of(self, buffer: bytes, offset: int, stride: int, count: int) -> np.ndarray:
+        """The capture times of `count` records of `stride` bytes from `offset`."""
         seconds = np.ndarray((count,), self.word, buffer, offset, (stride,))
         fraction = np.ndarray((count,), self.word, buffer, offset + 4, (stride,))
         return seconds + fraction * self.unit
@@ -396,13 +397,22 @@ class RunFeeder:
 class Run:
     """One run: its columns, its streams, and where it has got to."""
 
-    def __init__(self, buffer: bytes, offset: int, stride: int, count: int, feeder: RunFeeder):
+    def __init__(
+        self,
+        buffer: bytes,
+        offset: int,
+        stride: int,
+        count: int,
+        feeder: RunFeeder,
+        arrivals: np.ndarray | None = None,
+    ):
         self.engine = feeder.engine
         self.buffer, self.offset, self.stride, self.count = buffer, offset, stride, count
         self.rows = np.ndarray((count, stride), np.uint8, buffer, offset, (stride, 1))
-        seconds = np.ndarray((count,), feeder.word, buffer, offset, (stride,))
-        fraction = np.ndarray((count,), feeder.word, buffer, offset + 4, (stride,))
-        self.arrivals = seconds + fraction * feeder.unit
+        # Given when the feeder has read them already (to find where `until` cuts the run).
+        if arrivals is None:
+            arrivals = feeder.arrivals_of(buffer, offset, stride, count)
+        self.arrivals = arrivals
         self.keys = self._keys()
         self.length_bytes = struct.pack("<H", stride - UDP_PAYLOAD)
         self.recorded = 0

@@ -43,7 +43,7 @@ from django.db import connection
 
 from recorder.nodes.models import PendingFinalisation
 from recorder.recordings import finishing_process
-from recorder.recordings.finalise import finish_one
+from recorder.recordings.finalise import finish_batch, finish_one
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,10 @@ def finish_left_over(node: str, spool_root: Path) -> int:
     (their pending rows, under this spool root): before the command captures again, and
     before recover_spools() would take their spools for cut calls."""
     left = PendingFinalisation.objects.filter(node=node, spool__startswith=str(spool_root))
-    finished = 0
-    for pending_id in left.order_by("pk").values_list("pk", flat=True):
-        finish_one(pending_id)
-        finished += 1
+    pending_ids = list(left.order_by("pk").values_list("pk", flat=True))
+    for first in range(0, len(pending_ids), finishing_process.BATCH):
+        finish_batch(pending_ids[first : first + finishing_process.BATCH])
+    finished = len(pending_ids)
     if finished:
         log.warning("finished %d recordings an earlier run left pending", finished)
     return finished
@@ -132,8 +132,7 @@ class ProcessFinisher:
                 len(self.outstanding),
                 ", ".join(str(worker.exitcode) for worker in self.workers),
             )
-            for pending_id in list(self.outstanding):
-                self.outcomes[finish_one(pending_id)] += 1
+            self.outcomes.update(finish_batch(list(self.outstanding)).values())
             self.outstanding.clear()
         self.jobs.close()
         self.results.close()

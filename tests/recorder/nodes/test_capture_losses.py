@@ -58,15 +58,16 @@ class DroppingReplay:
         return [self.counters]
 
 
-def call_with_media(start: float, packets: int) -> list:
-    """The loop test's SIP call from PHONE, answered, with `packets` of RTP each way."""
+def call_with_media(start: float, packets: int, bye_after: float = 0.12) -> list:
+    """The loop test's SIP call from PHONE, answered, with `packets` of RTP each way, and
+    its BYE `bye_after` seconds after the last of them."""
     frames = [dialog("invite", start), dialog("ok", start + 0.1)]
     for index in range(packets):
         at = start + 0.2 + index * 0.02
         payload = rtp(index, index * 160, 7, VOICE)
         frames.append((at, LINKTYPE_ETHERNET, udp(PHONE, 20000, GATEWAY, 30000, payload)))
         frames.append((at, LINKTYPE_ETHERNET, udp(GATEWAY, 30000, PHONE, 20000, payload)))
-    frames.append(dialog("bye", start + 0.3 + packets * 0.02))
+    frames.append(dialog("bye", start + 0.2 + (packets - 1) * 0.02 + bye_after))
     return frames
 
 

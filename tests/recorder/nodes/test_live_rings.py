@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from integrations.observations import CallEvent
-from recorder.capture.link import LINKTYPE_ETHERNET
-from recorder.capture.synthesis import PCAP_HEADER, pcap_record, rtp, udp
+from recorder.capture.synthesis import PCAP_HEADER, pcap_record
 from recorder.capture.tcpdump import MEDIA, SIGNALLING, Block
 from recorder.engine.engine import Engine
 from recorder.nodes import rings
@@ -27,7 +26,8 @@ from tests.recorder.engine.test_pcap_runs import (
     watched,
 )
 from tests.recorder.nodes.blocks import BlockReplay, is_media, two_rings
-from tests.recorder.nodes.test_capture_loop import GATEWAY, PHONE, a_moment_ago, dialog
+from tests.recorder.nodes.test_capture_loop import a_moment_ago
+from tests.recorder.nodes.test_capture_losses import call_with_media
 from tests.recorder.nodes.test_live_blocks import mixed_capture, random_sizes
 
 VOICE = bytes(160)
@@ -41,15 +41,9 @@ def never_quiet(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def call_frames(start: float, packets: int) -> list[tuple[float, bytes]]:
-    """A SIP call from PHONE, answered, `packets` of RTP each way, then its BYE."""
-    frames = [dialog("invite", start), dialog("ok", start + 0.1)]
-    for index in range(packets):
-        at = start + 0.2 + index * 0.02
-        payload = rtp(index, index * 160, 7, VOICE)
-        frames.append((at, LINKTYPE_ETHERNET, udp(PHONE, 20000, GATEWAY, 30000, payload)))
-        frames.append((at, LINKTYPE_ETHERNET, udp(GATEWAY, 30000, PHONE, 20000, payload)))
-    frames.append(dialog("bye", start + 0.21 + (packets - 1) * 0.02))  # just after the last
-    return [(at, frame) for at, _, frame in frames]
+    """A SIP call from PHONE, answered, `packets` of RTP each way, then its BYE just after
+    the last."""
+    return [(at, frame) for at, _, frame in call_with_media(start, packets, bye_after=0.01)]
 
 
 def ring_blocks(frames: list[tuple[float, bytes]], ring: str) -> list[Block]:

@@ -27,8 +27,13 @@ from recorder.recordings.recovery import FAILED, recover_spools
 from tests.recorder.recordings.test_recording_recovery import logged_call
 from tests.recorder.recordings.test_spool_failures import call_with_damaged_spool
 
+# The tests' SQLite database is in memory, which a second process cannot open; CI runs these
+# on PostgreSQL (DATABASE_URL), as production does.
 needs_shared_database = pytest.mark.skipif(
     connection.vendor == "sqlite", reason="a second process cannot open SQLite in memory"
+)
+holds_column_lengths = pytest.mark.skipif(
+    connection.vendor == "sqlite", reason="SQLite does not hold a value to its column's length"
 )
 
 
@@ -187,7 +192,7 @@ def test_a_damaged_spool_in_a_batch_is_set_aside_alone(tmp_path: Path) -> None:
     assert not PendingFinalisation.objects.exists()
 
 
-@needs_shared_database  # PostgreSQL holds a column to its length; SQLite does not
+@holds_column_lengths
 @pytest.mark.django_db(transaction=True)
 def test_a_row_the_database_refuses_spoils_nothing_else_of_its_batch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
