@@ -32,6 +32,7 @@ from extensions.models import (
     line_one_first,
 )
 from integrations.observations import BindingSeen, BindingSource, EncryptedSignallingSeen
+from qms.lib.prepared import prepared, prepared_update
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +151,21 @@ def configured_form(seen: BindingSeen) -> BindingSeen:
     P-Asserted-Identity). The decoder passes those forms as aliases, exactly as written;
     the first one configured in QMS is used. None configured: the primary form stays.
     """
-    if not seen.aliases or Extension.objects.filter(number=seen.extension).exists():
+    if not seen.aliases or _configured(seen.extension):
         return seen
     for alias in seen.aliases:
-        if Extension.objects.filter(number=alias).exists():
+        if _configured(alias):
             return replace(seen, extension=alias, aliases=())
     return seen
+
+
+@prepared
+def _configured_extension(number: str) -> QuerySet[Extension]:
+    return Extension.objects.filter(number=number).values_list("pk")[:1]
+
+
+def _configured(number: str) -> bool:
+    return bool(_configured_extension(number))
 
 
 def learns_from_call(seen: BindingSeen) -> bool:
@@ -169,19 +179,23 @@ def learns_from_call(seen: BindingSeen) -> bool:
     """
     if seen.source != BindingSource.SIP_CALL:
         return True
-    configured = Extension.objects.filter(number=configured_form(seen).extension)
-    phone = Phone.objects.filter(reduce(or_, _at_address(seen.ip)))
-    announced = Binding.objects.filter(ip=seen.ip, ended_at__isnull=True).exclude(
+    return bool(_speaks_for_a_phone(configured_form(seen).extension, seen.ip))
+
+
+@prepared
+def _speaks_for_a_phone(number: str, ip: str) -> QuerySet:
+    configured = Extension.objects.filter(number=number)
+    phone = Phone.objects.filter(reduce(or_, _at_address(ip)))
+    announced = Binding.objects.filter(ip=ip, ended_at__isnull=True).exclude(
         source=BindingSource.SIP_CALL
     )
     # Three questions in one round trip: a row from any of them is a yes. A trunk's
     # INVITEs, the common case here, are answered no with this one query.
     return (
-        configured.values("pk")
+        configured.values_list("pk")
         .order_by()
-        .union(phone.values("pk").order_by(), announced.values("pk").order_by(), all=True)
-        .exists()
-    )
+        .union(phone.values_list("pk").order_by(), announced.values_list("pk").order_by(), all=True)
+    )[:1]
 
 
 NOT_A_PHONE = "not a phone's (trunk or gateway)"
@@ -238,23 +252,21 @@ def _is_late(seen: BindingSeen) -> bool:
     # The usual case, a newer observation of a known extension, is one statement: the
     # UPDATE takes the row lock that serialises the extension's observations, and
     # PostgreSQL checks its condition again on the row a concurrent writer committed.
-    advanced = SeenExtension.objects.filter(
-        number=seen.extension, last_seen__lte=seen.seen_at
-    ).update(last_seen=seen.seen_at, last_ip=seen.ip, last_source=seen.source)
-    if advanced:
+    if _advance_seen(seen.extension, seen.seen_at, seen.ip, seen.source):
         return False
-    wire, created = SeenExtension.objects.get_or_create(
+    # A number new to the directory, the other common case: INSERT ... ON CONFLICT DO
+    # NOTHING, then the row as stored, locked (another node may have written it first).
+    first = SeenExtension(
         number=seen.extension,
-        defaults={
-            "first_seen": seen.seen_at,
-            "last_seen": seen.seen_at,
-            "last_ip": seen.ip,
-            "last_source": seen.source,
-        },
+        first_seen=seen.seen_at,
+        last_seen=seen.seen_at,
+        last_ip=seen.ip,
+        last_source=seen.source,
     )
-    if created:
-        return False
-    wire = SeenExtension.objects.select_for_update().get(pk=wire.pk)
+    SeenExtension.objects.bulk_create([first], ignore_conflicts=True)
+    wire = _seen_locked(seen.extension)[0]
+    if (wire.first_seen, wire.last_seen, wire.last_ip) == (seen.seen_at, seen.seen_at, seen.ip):
+        return False  # this observation's own row
     if seen.seen_at < wire.last_seen:
         if seen.seen_at < wire.first_seen:
             wire.first_seen = seen.seen_at
@@ -265,14 +277,33 @@ def _is_late(seen: BindingSeen) -> bool:
     return False
 
 
-def _bind(seen: BindingSeen) -> BindingOutcome:
-    extension = Extension.objects.filter(number=seen.extension).select_related("agent").first()
-    phone, line_number = _locate(seen, extension)
-    open_rows = list(
-        Binding.objects.select_for_update().filter(
-            extension_number=seen.extension, ended_at__isnull=True
-        )
+@prepared_update
+def _advance_seen(number: str, seen_at: datetime, ip: str, source: str) -> tuple[QuerySet, dict]:
+    advancing = SeenExtension.objects.filter(number=number, last_seen__lte=seen_at)
+    return advancing, {"last_seen": seen_at, "last_ip": ip, "last_source": source}
+
+
+@prepared
+def _seen_locked(number: str) -> QuerySet[SeenExtension]:
+    return SeenExtension.objects.select_for_update().filter(number=number)
+
+
+@prepared
+def _extension_numbered(number: str) -> QuerySet[Extension]:
+    return Extension.objects.filter(number=number).select_related("agent")[:1]
+
+
+@prepared
+def _open_bindings_locked(number: str) -> QuerySet[Binding]:
+    return Binding.objects.select_for_update().filter(
+        extension_number=number, ended_at__isnull=True
     )
+
+
+def _bind(seen: BindingSeen) -> BindingOutcome:
+    extension = next(iter(_extension_numbered(seen.extension)), None)
+    phone, line_number = _locate(seen, extension)
+    open_rows = _open_bindings_locked(seen.extension)
     here = next((row for row in open_rows if row.ip == seen.ip), None)
     refused = None if here is not None else _refused_claim(open_rows, seen, line_number)
     if refused is not None:
@@ -285,7 +316,7 @@ def _bind(seen: BindingSeen) -> BindingOutcome:
         rivals = [row for row in open_rows if row.is_primary]
         action = _settle_rivals(here, rivals, seen) if here.is_primary else BindingAction.OPENED
     if here.is_primary and extension is not None and extension.agent_id is not None:
-        _place_agent(extension.agent_id, seen)
+        _place_agent(extension.agent_id, seen.seen_at, seen.ip)
     if phone is not None:
         _note_phone(phone, seen)
     return BindingOutcome(action, here)
@@ -329,20 +360,36 @@ def _locate(seen: BindingSeen, extension: Extension | None) -> tuple[Phone | Non
     configured extension, as the phone that holds it as line 1 (it got a new address).
     One query asks all of these, in that order of preference, with the line.
     """
-    choices = _at_address(seen.ip)
-    if seen.device:
-        choices.insert(0, Q(device_name=seen.device))
-    if extension is not None:
-        line_one = extension.appearances.filter(line_number=1).values("phone")
-        choices.append(Q(static_ip=False, pk__in=line_one))
-    phones = _preferred_phones(choices)
-    if extension is not None and seen.line_number is None:
-        lines = LineAppearance.objects.filter(phone=OuterRef("pk"), extension=extension)
-        phones = phones.annotate(line_here=Subquery(lines.values("line_number")[:1]))
-    phone = phones.first()
+    found = _phones_for(
+        seen.ip,
+        seen.device,
+        extension.pk if extension is not None else 0,
+        by_device=bool(seen.device),
+        by_extension=extension is not None,
+        with_line=extension is not None and seen.line_number is None,
+    )
+    phone = found[0] if found else None
     if phone is None or seen.line_number is not None:
         return phone, seen.line_number
     return phone, getattr(phone, "line_here", None)
+
+
+@prepared
+def _phones_for(
+    ip: str, device: str, extension_id: int, *, by_device: bool, by_extension: bool, with_line: bool
+) -> QuerySet[Phone]:
+    """_locate's question, the preferred phone first: its shape depends on what is known."""
+    choices = _at_address(ip)
+    if by_device:
+        choices.insert(0, Q(device_name=device))
+    if by_extension:
+        line_one = LineAppearance.objects.filter(extension_id=extension_id, line_number=1)
+        choices.append(Q(static_ip=False, pk__in=line_one.values("phone")))
+    phones = _preferred_phones(choices)
+    if with_line:
+        lines = LineAppearance.objects.filter(phone=OuterRef("pk"), extension_id=extension_id)
+        phones = phones.annotate(line_here=Subquery(lines.values("line_number")[:1]))
+    return phones[:1]
 
 
 def phone_at(ip: str) -> Phone | None:
@@ -399,7 +446,34 @@ def _refresh(binding: Binding, seen: BindingSeen, phone: Phone | None, line: int
         binding.phone = phone
     binding.line_number = binding.line_number if line is None else line
     binding.device = binding.device or seen.device
-    binding.save(update_fields=["last_seen", "expires_at", "phone", "line_number", "device"])
+    _refreshed(
+        binding.pk,
+        binding.last_seen,
+        binding.expires_at,
+        binding.phone_id,
+        binding.line_number,
+        binding.device,
+    )
+
+
+@prepared_update
+def _refreshed(
+    binding_id: int,
+    last_seen: datetime,
+    expires_at: datetime | None,
+    phone_id: int | None,
+    line_number: int | None,
+    device: str,
+) -> tuple[QuerySet, dict]:
+    """_refresh's write, the row locked already: what Binding.save(update_fields) does."""
+    changes = {
+        "last_seen": last_seen,
+        "expires_at": expires_at,
+        "phone_id": phone_id,
+        "line_number": line_number,
+        "device": device,
+    }
+    return Binding.objects.filter(pk=binding_id), changes
 
 
 def _settle_rivals(here: Binding, rivals: list[Binding], seen: BindingSeen) -> BindingAction:
@@ -497,21 +571,28 @@ def _replace_agent_ip(closed: Binding) -> None:
     agent.save(update_fields=["current_ip", "ip_updated_at"])
 
 
-def _place_agent(agent_id: int, seen: BindingSeen) -> None:
+@prepared_update
+def _place_agent(agent_id: int, seen_at: datetime, ip: str) -> tuple[QuerySet, dict]:
     # Rule R7: the agent's account follows the ext/IP the call system announces.
-    Agent.objects.filter(pk=agent_id).filter(
-        Q(ip_updated_at__isnull=True) | Q(ip_updated_at__lte=seen.seen_at)
-    ).update(current_ip=seen.ip, ip_updated_at=seen.seen_at)
+    newer = Agent.objects.filter(pk=agent_id).filter(
+        Q(ip_updated_at__isnull=True) | Q(ip_updated_at__lte=seen_at)
+    )
+    return newer, {"current_ip": ip, "ip_updated_at": seen_at}
 
 
 def _note_phone(phone: Phone, seen: BindingSeen) -> None:
-    heard = Phone.objects.filter(pk=phone.pk).filter(
-        Q(last_heard_at__isnull=True) | Q(last_heard_at__lte=seen.seen_at)
+    _heard_from(phone.pk, seen.seen_at, seen.ip, moves=not phone.static_ip)
+
+
+@prepared_update
+def _heard_from(phone_id: int, seen_at: datetime, ip: str, *, moves: bool) -> tuple[QuerySet, dict]:
+    heard = Phone.objects.filter(pk=phone_id).filter(
+        Q(last_heard_at__isnull=True) | Q(last_heard_at__lte=seen_at)
     )
-    changes = {"last_heard_at": seen.seen_at}
-    if not phone.static_ip:
-        changes["current_ip"] = seen.ip
-    heard.update(**changes)
+    changes = {"last_heard_at": seen_at}
+    if moves:
+        changes["current_ip"] = ip
+    return heard, changes
 
 
 def _unregister(seen: BindingSeen) -> BindingOutcome:
@@ -567,17 +648,10 @@ def who_was_at(ip: str, at: datetime) -> Attribution | None:
     extension's owner for a line-1 binding, and the person at the phone (its line-1 owner)
     for a line 2+ binding, each falling back to the other.
     """
-    static = Phone.objects.filter(static_ip=True, configured_ip=ip)
-    valid = (
-        Binding.objects.valid_at(at)
-        .filter(ip=ip)
-        .annotate(static_phone_here=Exists(static))
-        .select_related("extension__agent", "phone")
-    )
-    bindings = list(valid[:20])
+    bindings = _valid_bindings(ip, at)
     # The bindings say whether a static phone is there too: usually one query, not two.
     if not bindings or bindings[0].static_phone_here:
-        static_phone = static.first()
+        static_phone = next(iter(_static_phone(ip)), None)
         if static_phone is not None:
             return _static_attribution(static_phone)
     candidates = line_one_first(bindings)
@@ -595,6 +669,22 @@ def who_was_at(ip: str, at: datetime) -> Attribution | None:
     )
 
 
+@prepared
+def _static_phone(ip: str) -> QuerySet[Phone]:
+    return Phone.objects.filter(static_ip=True, configured_ip=ip).order_by("device_name")[:1]
+
+
+@prepared
+def _valid_bindings(ip: str, at: datetime) -> QuerySet[Binding]:
+    static = Phone.objects.filter(static_ip=True, configured_ip=ip)
+    return (
+        Binding.objects.valid_at(at)
+        .filter(ip=ip)
+        .annotate(static_phone_here=Exists(static))
+        .select_related("extension__agent", "phone")
+    )[:20]
+
+
 def where_was(extension: str, at: datetime) -> str | None:
     """The address `extension` was bound at, at `at`, by the same rule as who_was_at: line
     1 before line 2+, newest first. For a call system that names the line but not the
@@ -605,7 +695,17 @@ def where_was(extension: str, at: datetime) -> str | None:
 
 
 def _holder(phone: Phone | None) -> Agent | None:
-    return phone.holder if phone is not None else None
+    """The person at the phone, as Phone.holder has it."""
+    if phone is None:
+        return None
+    line = next(iter(_line_one_of(phone.pk)), None)
+    return line.extension.agent if line else None
+
+
+@prepared
+def _line_one_of(phone_id: int) -> QuerySet[LineAppearance]:
+    lines = LineAppearance.objects.filter(phone_id=phone_id, line_number=1)
+    return lines.select_related("extension__agent")[:1]
 
 
 def _static_attribution(phone: Phone) -> Attribution:
