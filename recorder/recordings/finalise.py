@@ -55,6 +55,16 @@ CALL_TASK = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Finishing:
+    """An ended call whose recording is to be finished: its spool, and how it ended."""
+
+    call: Call
+    spool: Path
+    local_side: str
+    reason: str
+
+
 def schedule_finalisation(
     call: Call,
     node: str,
@@ -65,26 +75,48 @@ def schedule_finalisation(
 ) -> PendingFinalisation:
     """Remember the call's spool in this transaction; hand its finalisation on commit to
     `enqueue`: a capture command's finisher, or (None) the node's queue."""
-    pending = PendingFinalisation(
-        call=call,
-        node=node,
-        spool=str(spool),
-        local_side=local_side,
-        reason=reason,
-        enqueued_at=timezone.now(),
-    )
-    # One statement (INSERT ... ON CONFLICT DO UPDATE), not a savepoint and three: a call
-    # ended again (an event delivered twice) keeps its one row. Its id is set either way.
+    return schedule_finalisations([Finishing(call, spool, local_side, reason)], node, enqueue)[0]
+
+
+def schedule_finalisations(
+    ended: list[Finishing],
+    node: str,
+    enqueue: Callable[[PendingFinalisation], None] | None = None,
+) -> list[PendingFinalisation]:
+    """schedule_finalisation for several calls, in one statement."""
+    now = timezone.now()
+    pending = [
+        PendingFinalisation(
+            call=finishing.call,
+            node=node,
+            spool=str(finishing.spool),
+            local_side=finishing.local_side,
+            reason=finishing.reason,
+            enqueued_at=now,
+        )
+        for finishing in ended
+    ]
+    # One statement (INSERT ... ON CONFLICT DO UPDATE), not a savepoint and three a call:
+    # a call ended again (an event delivered twice) keeps its one row. Ids are set either way.
     PendingFinalisation.objects.bulk_create(
-        [pending],
+        pending,
         update_conflicts=True,
         unique_fields=["call"],
         update_fields=["node", "spool", "local_side", "reason", "enqueued_at"],
     )
     # Robust: a finisher that fails must not undo the batch that has just committed; the
     # pending row stays, and is finished again (recordings/finisher.py, nodes/node.py).
-    transaction.on_commit(lambda: (enqueue or enqueue_finalisation)(pending), robust=True)
+    hand = enqueue or enqueue_finalisation
+    for row in pending:
+        transaction.on_commit(_handing(hand, row), robust=True)
     return pending
+
+
+def _handing(hand: Callable[[PendingFinalisation], None], row: PendingFinalisation):
+    def hand_over() -> None:
+        hand(row)
+
+    return hand_over
 
 
 def enqueue_finalisation(pending: PendingFinalisation) -> None:

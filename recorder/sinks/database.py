@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
@@ -34,13 +35,14 @@ from integrations.observations import (
     EncryptedSignallingSeen,
 )
 from qms.lib.database import TRANSIENT
+from qms.lib.prepared import prepared
 from recorder.engine.calls import CallSnapshot, moment
 from recorder.engine.codec import media_json
 from recorder.models import Call
 from recorder.nodes.alerts import park
 from recorder.nodes.models import ParkedEvent, PendingFinalisation
 from recorder.recordings.attribution import attribute_call
-from recorder.recordings.finalise import schedule_finalisation
+from recorder.recordings.finalise import Finishing, schedule_finalisations
 from recorder.recordings.finisher import Finisher, InlineFinisher
 
 log = logging.getLogger(__name__)
@@ -134,6 +136,29 @@ class CallLog:
         self.live.clear()
 
     def record(self, snapshot: CallSnapshot) -> Call:
+        call, changed = self._updated(snapshot)
+        if call.pk is None:
+            _insert_or_update([call])
+        else:
+            _save_changes(call, changed)
+        self._written(call, snapshot)
+        self._finish_recordings([(call, snapshot)])
+        return call
+
+    def record_all(self, snapshots: list[CallSnapshot]) -> None:
+        """A batch's snapshots, one per call: the calls new to this log and those that
+        changed in one INSERT ... ON CONFLICT DO UPDATE, their pending recordings in one
+        more statement. Should it fail, the caller applies them again one by one."""
+        updated = [(*self._updated(snapshot), snapshot) for snapshot in snapshots]
+        # A stored call is written again whole, by its key: ON CONFLICT updates its row.
+        _insert_or_update([call for call, changed, _ in updated if call.pk is None or changed])
+        for call, _, snapshot in updated:
+            self._written(call, snapshot)
+        self._finish_recordings([(call, snapshot) for call, _, snapshot in updated])
+
+    def _updated(self, snapshot: CallSnapshot) -> tuple[Call, list[str]]:
+        """The call's row with the snapshot copied in and its person looked up, and the
+        columns that changed (for a call not yet stored, pk None, all of them)."""
         call = self._stored(snapshot)
         new = call is None
         if new:
@@ -146,31 +171,35 @@ class CallLog:
         if new or not call.extension or (ended and call.agent_id is None):
             attribute_call(call, snapshot.local_number, snapshot.local_ip)
         if new:
-            _insert_or_update(call)
-        else:
-            _save_changes(call, before)
+            return call, list(SNAPSHOT_COLUMNS + ATTRIBUTION)
+        return call, [name for name, value in _columns(call).items() if value != before[name]]
+
+    def _written(self, call: Call, snapshot: CallSnapshot) -> None:
         self.written += 1
         key = (snapshot.call_id, snapshot.started_at)
-        if ended:
+        if snapshot.event == CallEvent.END:
             self.live.pop(key, None)
-            if snapshot.spool:
-                self._finish_recording(call, snapshot)
         else:
             self.live[key] = call
-        return call
 
-    def _finish_recording(self, call: Call, snapshot: CallSnapshot) -> None:
-        """The recording is finished off this thread, as its pending row says, once the
-        batch commits: a crash before then leaves the spool to recovery, one after it the
-        pending row (recordings/finalise.py)."""
-        reason = (
-            PendingFinalisation.Reason.CAPTURE_STOPPED
-            if snapshot.end_reason == "capture-ended"
-            else PendingFinalisation.Reason.ENDED
-        )
-        side = str(snapshot.local_side) if snapshot.local_side else ""
-        enqueue = self.finisher.submit if self.finisher is not None else None
-        schedule_finalisation(call, self.node, Path(snapshot.spool), side, reason, enqueue)
+    def _finish_recordings(self, written: list[tuple[Call, CallSnapshot]]) -> None:
+        """Each ended call's recording is finished off this thread, as its pending row
+        says, once the batch commits: a crash before then leaves the spool to recovery,
+        one after it the pending row (recordings/finalise.py)."""
+        ended = []
+        for call, snapshot in written:
+            if snapshot.event != CallEvent.END or not snapshot.spool:
+                continue
+            reason = (
+                PendingFinalisation.Reason.CAPTURE_STOPPED
+                if snapshot.end_reason == "capture-ended"
+                else PendingFinalisation.Reason.ENDED
+            )
+            side = str(snapshot.local_side) if snapshot.local_side else ""
+            ended.append(Finishing(call, Path(snapshot.spool), side, reason))
+        if ended:
+            enqueue = self.finisher.submit if self.finisher is not None else None
+            schedule_finalisations(ended, self.node, enqueue)
 
     def _stored(self, snapshot: CallSnapshot) -> Call | None:
         """The call's row as this log has it, else as stored; None for a call starting
@@ -179,7 +208,13 @@ class CallLog:
         found = self.live.get(key)
         if found is not None or snapshot.event == CallEvent.START or key in self.starting:
             return found
-        return Call.objects.filter(**_key_of(snapshot)).first()
+        stored = _stored_call(**_key_of(snapshot))
+        return stored[0] if stored else None
+
+
+@prepared
+def _stored_call(protocol: str, call_id: str, started_at: datetime):
+    return Call.objects.filter(protocol=protocol, call_id=call_id, started_at=started_at)[:1]
 
 
 def _key_of(snapshot: CallSnapshot) -> dict:
@@ -211,17 +246,20 @@ def _columns(call: Call) -> dict[str, object]:
     return {name: getattr(call, attribute) for name, attribute in TRACKED}
 
 
-def _save_changes(call: Call, before: dict[str, object]) -> None:
-    changed = [name for name, value in _columns(call).items() if value != before[name]]
+def _save_changes(call: Call, changed: list[str]) -> None:
     if changed:
         call.save(update_fields=changed)
 
 
-def _insert_or_update(call: Call) -> None:
+def _insert_or_update(calls: list[Call]) -> None:
     """INSERT ... ON CONFLICT DO UPDATE: one statement and no savepoint, where a lookup
-    before the INSERT would cost three more. The row's id is set either way."""
+    before the INSERT would cost three more. Each row's id is set either way."""
+    if not calls:
+        return
+    for call in calls:
+        call.pk = None  # a stored call too: its row is found by its key, and its id returned
     Call.objects.bulk_create(
-        [call],
+        calls,
         update_conflicts=True,
         unique_fields=CALL_KEY,
         update_fields=[*SNAPSHOT_COLUMNS, *ATTRIBUTION],
@@ -335,10 +373,13 @@ class DatabaseSink:
 
     def _apply_at_once(self, events: list) -> bool:
         counts = (self.outcomes.copy(), self.bindings_applied, self.calls.written)
+        snapshots = [event for event in events if isinstance(event, CallSnapshot)]
         try:
             with transaction.atomic():
                 for event in events:
-                    self._apply_event(event)
+                    if not isinstance(event, CallSnapshot):
+                        self._apply_event(event)
+                self.calls.record_all(snapshots)
         except Exception as error:  # any failure: the event-by-event pass counts and logs it
             log.info("a batch of %d events is applied again one by one: %s", len(events), error)
             self.outcomes, self.bindings_applied, self.calls.written = counts

@@ -159,14 +159,14 @@ def test_one_bad_event_in_a_batch_spoils_nothing_else(
     _, kept_start, _, kept_end = one_call("kept", tmp_path)
     _, spoilt_start, _, spoilt_end = one_call("spoilt", tmp_path)
     sink._apply_batch([kept_start, spoilt_start])
-    real_schedule = sinks.schedule_finalisation
+    real_schedule = sinks.schedule_finalisations
 
-    def failing_on_spoilt(call: Call, *args: object) -> PendingFinalisation:
-        if call.call_id == "spoilt":
+    def failing_on_spoilt(ended: list, *args: object) -> list[PendingFinalisation]:
+        if any(finishing.call.call_id == "spoilt" for finishing in ended):
             raise ValueError("a value this version cannot store")
-        return real_schedule(call, *args)
+        return real_schedule(ended, *args)
 
-    monkeypatch.setattr(sinks, "schedule_finalisation", failing_on_spoilt)
+    monkeypatch.setattr(sinks, "schedule_finalisations", failing_on_spoilt)
     later = register("9001", REGISTERED + timedelta(minutes=30))
     elsewhere = BindingSeen("9002", "10.50.0.32", BindingSource.SIP_REGISTER, REGISTERED)
     archive = Path(recordings_storage().location)
@@ -179,7 +179,7 @@ def test_one_bad_event_in_a_batch_spoils_nothing_else(
     assert Binding.objects.get(extension_number="9001").last_seen == later.seen_at
     assert Binding.objects.filter(extension_number="9002", ip="10.50.0.32").exists()
     # The rolled-back first pass handed nothing over: one recording is finished, once.
-    handed = [done for done in committed if "schedule_finalisation" in done.__qualname__]
+    handed = [done for done in committed if "hand_over" in done.__qualname__]
     assert len(handed) == 1
     kept = Recording.objects.get()
     assert (kept.call_id, kept.status, kept.agent) == ("kept", "complete", john)
