@@ -32,7 +32,7 @@ from extensions.models import (
     line_one_first,
 )
 from integrations.observations import BindingSeen, BindingSource, EncryptedSignallingSeen
-from qms.lib.prepared import prepared, prepared_update
+from qms.lib.prepared import prepared, prepared_create, prepared_update
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def learns_from_call(seen: BindingSeen) -> bool:
     return bool(_speaks_for_a_phone(configured_form(seen).extension, seen.ip))
 
 
-@prepared
+@prepared(addresses=("ip",))
 def _speaks_for_a_phone(number: str, ip: str) -> QuerySet:
     configured = Extension.objects.filter(number=number)
     phone = Phone.objects.filter(reduce(or_, _at_address(ip)))
@@ -256,14 +256,7 @@ def _is_late(seen: BindingSeen) -> bool:
         return False
     # A number new to the directory, the other common case: INSERT ... ON CONFLICT DO
     # NOTHING, then the row as stored, locked (another node may have written it first).
-    first = SeenExtension(
-        number=seen.extension,
-        first_seen=seen.seen_at,
-        last_seen=seen.seen_at,
-        last_ip=seen.ip,
-        last_source=seen.source,
-    )
-    SeenExtension.objects.bulk_create([first], ignore_conflicts=True)
+    _first_seen(seen.extension, seen.seen_at, seen.ip, seen.source)
     wire = _seen_locked(seen.extension)[0]
     if (wire.first_seen, wire.last_seen, wire.last_ip) == (seen.seen_at, seen.seen_at, seen.ip):
         return False  # this observation's own row
@@ -277,10 +270,17 @@ def _is_late(seen: BindingSeen) -> bool:
     return False
 
 
-@prepared_update
+@prepared_update(addresses=("ip",))
 def _advance_seen(number: str, seen_at: datetime, ip: str, source: str) -> tuple[QuerySet, dict]:
     advancing = SeenExtension.objects.filter(number=number, last_seen__lte=seen_at)
     return advancing, {"last_seen": seen_at, "last_ip": ip, "last_source": source}
+
+
+@prepared_create(addresses=("ip",), ignore_conflicts=True)
+def _first_seen(number: str, seen_at: datetime, ip: str, source: str) -> SeenExtension:
+    return SeenExtension(
+        number=number, first_seen=seen_at, last_seen=seen_at, last_ip=ip, last_source=source
+    )
 
 
 @prepared
@@ -374,7 +374,7 @@ def _locate(seen: BindingSeen, extension: Extension | None) -> tuple[Phone | Non
     return phone, getattr(phone, "line_here", None)
 
 
-@prepared
+@prepared(addresses=("ip",))
 def _phones_for(
     ip: str, device: str, extension_id: int, *, by_device: bool, by_extension: bool, with_line: bool
 ) -> QuerySet[Phone]:
@@ -425,17 +425,45 @@ def _expiry(seen: BindingSeen) -> datetime | None:
 def _open(
     seen: BindingSeen, extension: Extension | None, phone: Phone | None, line: int | None
 ) -> Binding:
-    return Binding.objects.create(
-        extension_number=seen.extension,
-        extension=extension,
-        ip=seen.ip,
-        source=seen.source,
-        phone=phone,
-        device=seen.device,
-        line_number=line,
-        first_seen=seen.seen_at,
-        last_seen=seen.seen_at,
-        expires_at=_expiry(seen),
+    binding = _new_binding(
+        seen.extension,
+        extension.pk if extension is not None else None,
+        seen.ip,
+        seen.source,
+        phone.pk if phone is not None else None,
+        seen.device,
+        line,
+        seen.seen_at,
+        _expiry(seen),
+    )
+    # As create() would have them: the rows read already, not read again.
+    binding.extension, binding.phone = extension, phone
+    return binding
+
+
+@prepared_create(addresses=("ip",))
+def _new_binding(
+    number: str,
+    extension_id: int | None,
+    ip: str,
+    source: str,
+    phone_id: int | None,
+    device: str,
+    line_number: int | None,
+    seen_at: datetime,
+    expires_at: datetime | None,
+) -> Binding:
+    return Binding(
+        extension_number=number,
+        extension_id=extension_id,
+        ip=ip,
+        source=source,
+        phone_id=phone_id,
+        device=device,
+        line_number=line_number,
+        first_seen=seen_at,
+        last_seen=seen_at,
+        expires_at=expires_at,
     )
 
 
@@ -571,7 +599,7 @@ def _replace_agent_ip(closed: Binding) -> None:
     agent.save(update_fields=["current_ip", "ip_updated_at"])
 
 
-@prepared_update
+@prepared_update(addresses=("ip",))
 def _place_agent(agent_id: int, seen_at: datetime, ip: str) -> tuple[QuerySet, dict]:
     # Rule R7: the agent's account follows the ext/IP the call system announces.
     newer = Agent.objects.filter(pk=agent_id).filter(
@@ -584,7 +612,7 @@ def _note_phone(phone: Phone, seen: BindingSeen) -> None:
     _heard_from(phone.pk, seen.seen_at, seen.ip, moves=not phone.static_ip)
 
 
-@prepared_update
+@prepared_update(addresses=("ip",))
 def _heard_from(phone_id: int, seen_at: datetime, ip: str, *, moves: bool) -> tuple[QuerySet, dict]:
     heard = Phone.objects.filter(pk=phone_id).filter(
         Q(last_heard_at__isnull=True) | Q(last_heard_at__lte=seen_at)
@@ -669,12 +697,12 @@ def who_was_at(ip: str, at: datetime) -> Attribution | None:
     )
 
 
-@prepared
+@prepared(addresses=("ip",))
 def _static_phone(ip: str) -> QuerySet[Phone]:
     return Phone.objects.filter(static_ip=True, configured_ip=ip).order_by("device_name")[:1]
 
 
-@prepared
+@prepared(addresses=("ip",))
 def _valid_bindings(ip: str, at: datetime) -> QuerySet[Binding]:
     static = Phone.objects.filter(static_ip=True, configured_ip=ip)
     return (

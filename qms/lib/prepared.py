@@ -43,15 +43,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import transaction
+from django.core.exceptions import ValidationError
+from django.db import router, transaction
 from django.db.models import QuerySet
+from django.db.models.constants import OnConflict
 from django.db.models.query import (
     FlatValuesListIterable,
     ModelIterable,
     ValuesListIterable,
     get_related_populators,
 )
-from django.db.models.sql import UpdateQuery
+from django.db.models.sql import InsertQuery, UpdateQuery
+from django.utils.ipv6 import clean_ipv6_address
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +89,6 @@ class _Compiled:
     slots: tuple[_Slot, ...]
     compiler: Any  # the compiler of the marker query: its select, converters and models
     load: _Loader | None = None
-
-    @property
-    def selects(self) -> bool:
-        return not isinstance(self.compiler.query, UpdateQuery)
 
 
 def _slots(
@@ -130,6 +129,22 @@ def _trace(database_form: object) -> str:
 NONE = type(None)
 
 
+def _address(value: str) -> str:
+    """An IPv6 address as GenericIPAddressField.get_prep_value writes it."""
+    try:
+        return clean_ipv6_address(value)
+    except ValidationError:
+        return value
+
+
+def _all_rows(cursor) -> list:
+    return cursor.fetchall()
+
+
+def _row_count(cursor) -> int:
+    return cursor.rowcount
+
+
 def _kind(value: object) -> type | None:
     """Which marker stands for a value: a choice (a StrEnum) is a str; a bool, which
     Django may write as SQL text, has none. None is a shape of its own (Django writes it
@@ -154,8 +169,11 @@ def _database_value(value: object, connection) -> object:
 class _Prepared:
     """The shared part: markers, compilation once per database and argument types."""
 
-    def __init__(self, build: Callable[..., Any]) -> None:
+    def __init__(self, build: Callable[..., Any], addresses: tuple[str, ...] = ()) -> None:
         self.build = build
+        # Arguments that go to an address column (GenericIPAddressField), whose IPv6 form
+        # Django normalises before it compares or stores.
+        self.addresses = frozenset(addresses)
         parameters = inspect.signature(build).parameters.values()
         self.names = tuple(p.name for p in parameters if p.kind != p.KEYWORD_ONLY)
         self.shapes = tuple(p.name for p in parameters if p.kind == p.KEYWORD_ONLY)
@@ -188,8 +206,12 @@ class _Prepared:
         }
         nones = {name: None for name, kind in zip(self.names, kinds, strict=True) if kind is NONE}
         compiler = self._compiler({**markers, **nones, **shape})
-        sql, params = compiler.as_sql()
+        sql, params = self._sql(compiler)
         slots = _slots(sql, list(params), markers, compiler.connection)
+        undeclared = {slot.name for slot in slots or () if slot.wrap} - self.addresses
+        if undeclared:
+            raise TypeError(f"{self.__name__}: {', '.join(undeclared)} go to an address column: "
+                            "name them in addresses=")  # fmt: skip
         if slots is None:
             log.warning("%s cannot be prepared: it runs unprepared", self.__name__)
             compiled[key] = None
@@ -200,20 +222,24 @@ class _Prepared:
     def _compiler(self, markers: dict[str, object]):
         raise NotImplementedError
 
-    def _execute(self, compiled: _Compiled, values: dict[str, object]):
-        """Runs the SQL with `values` in the markers' places; returns the cursor's rows
-        (a select) or its row count (an update)."""
+    def _sql(self, compiler) -> tuple[str, tuple]:
+        return compiler.as_sql()
+
+    def _execute(self, compiled: _Compiled, values: dict[str, object], fetch: Callable):
+        """Runs the SQL with `values` in the markers' places; returns what `fetch` reads
+        of the cursor."""
         compiler = compiled.compiler
         params = list(compiled.params)
         for slot in compiled.slots:
-            value = _database_value(values[slot.name], compiler.connection)
+            value = values[slot.name]
+            if slot.name in self.addresses and ":" in value:
+                value = _address(value)
+            value = _database_value(value, compiler.connection)
             params[slot.position] = slot.wrap(value) if slot.wrap else value
         rolling_back = transaction.mark_for_rollback_on_error(compiler.using)
         with rolling_back, compiler.connection.cursor() as cursor:
             cursor.execute(compiled.sql, params)
-            if compiled.selects:
-                return cursor.fetchall()
-            return cursor.rowcount
+            return fetch(cursor)
 
     def prepared_sql(self, *args: object, **kwargs: object) -> str | None:
         """The SQL that a call with these values runs prepared; None when it would run
@@ -230,7 +256,7 @@ class _PreparedSelect(_Prepared):
             return list(self.build(**values))
         if compiled.load is None:
             compiled.load = _Loader(compiled.compiler)
-        return compiled.load(self._execute(compiled, values))
+        return compiled.load(self._execute(compiled, values, _all_rows))
 
     def _compiler(self, markers: dict[str, object]):
         queryset = self.build(**markers)
@@ -253,7 +279,7 @@ class _PreparedUpdate(_Prepared):
         if compiled is None:
             queryset, changes = self.build(**values)
             return queryset.update(**changes)
-        return self._execute(compiled, values)
+        return self._execute(compiled, values, _row_count)
 
     def _compiler(self, markers: dict[str, object]):
         # As QuerySet.update builds its query.
@@ -308,12 +334,86 @@ class _Loader:
         return loaded
 
 
-def prepared(build: Callable[..., QuerySet]) -> _PreparedSelect:
-    """A select whose SQL is compiled once: the call returns a list of its rows."""
-    return _PreparedSelect(build)
+class _PreparedCreate(_Prepared):
+    """An INSERT of one row: the model instance `build` returns, every field's value
+    from the arguments or a constant (a callable default would be frozen: refused)."""
+
+    def __init__(self, build, addresses=(), ignore_conflicts: bool = False) -> None:
+        super().__init__(build, addresses)
+        self.ignore_conflicts = ignore_conflicts
+
+    def __call__(self, *args: object, **kwargs: object):
+        values = self._values(args, kwargs)
+        instance = self.build(**values)
+        compiled = self._ready(values)
+        if compiled is None:
+            manager = type(instance)._base_manager
+            manager.bulk_create([instance], ignore_conflicts=self.ignore_conflicts)
+            return instance
+        returned = self._execute(compiled, values, _one_row)
+        for field, value in zip(
+            compiled.compiler.returning_fields or (), returned or (), strict=False
+        ):
+            setattr(instance, field.attname, value)
+        instance._state.adding = False
+        instance._state.db = compiled.compiler.using
+        return instance
+
+    def _compiler(self, markers: dict[str, object]):
+        instance = self.build(**markers)
+        meta = instance._meta
+        fields = [
+            f for f in meta.local_concrete_fields if not f.generated and f is not meta.auto_field
+        ]
+        for field in fields:
+            frozen = field.has_default() and callable(field.default)
+            frozen = (
+                frozen or getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False)
+            )
+            value = getattr(instance, field.attname)
+            if frozen and not any(value is given for given in markers.values()):
+                raise TypeError(f"{self.__name__}: give {field.name} as an argument")
+        on_conflict = OnConflict.IGNORE if self.ignore_conflicts else None
+        query = InsertQuery(type(instance), on_conflict=on_conflict)
+        query.insert_values(fields, [instance])
+        compiler = query.get_compiler(using=router.db_for_write(type(instance)))
+        returns = compiler.connection.features.can_return_columns_from_insert
+        compiler.returning_fields = (
+            meta.db_returning_fields if returns and not on_conflict else None
+        )
+        return compiler
+
+    def _sql(self, compiler) -> tuple[str, tuple]:
+        (statement,) = compiler.as_sql()
+        return statement
 
 
-def prepared_update(build: Callable[..., tuple[QuerySet, dict]]) -> _PreparedUpdate:
+def _one_row(cursor) -> tuple | None:
+    return cursor.fetchone() if cursor.description else None
+
+
+def prepared(build: Callable[..., QuerySet] | None = None, *, addresses: tuple[str, ...] = ()):
+    """A select whose SQL is compiled once: the call returns a list of its rows.
+    `addresses` names the arguments that are compared to an address column."""
+    if build is None:
+        return functools.partial(_PreparedSelect, addresses=addresses)
+    return _PreparedSelect(build, addresses)
+
+
+def prepared_update(build=None, *, addresses: tuple[str, ...] = ()):
     """An UPDATE compiled once: `build` returns (queryset, values to set); the call
     returns the number of rows changed."""
-    return _PreparedUpdate(build)
+    if build is None:
+        return functools.partial(_PreparedUpdate, addresses=addresses)
+    return _PreparedUpdate(build, addresses)
+
+
+def prepared_create(build=None, *, addresses: tuple[str, ...] = (), ignore_conflicts=False):
+    """An INSERT of the one instance `build` returns, compiled once; the call returns the
+    instance, saved, with its id (none with ignore_conflicts: a conflicting row is left
+    as it is, as bulk_create(ignore_conflicts=True) leaves it)."""
+    if build is None:
+        return functools.partial(
+            _PreparedCreate, addresses=addresses, ignore_conflicts=ignore_conflicts
+        )
+    return _PreparedCreate(build, addresses, ignore_conflicts)

@@ -11,7 +11,7 @@ from django.db.models import Exists, OuterRef, Q
 from extensions import services
 from extensions.models import Agent, Binding, Extension, LineAppearance, Phone, SeenExtension
 from integrations.observations import BindingSource
-from qms.lib.prepared import prepared, prepared_update
+from qms.lib.prepared import prepared, prepared_create, prepared_update
 
 pytestmark = pytest.mark.django_db
 
@@ -43,7 +43,7 @@ def directory() -> None:
     )  # fmt: skip
 
 
-@prepared
+@prepared(addresses=("ip",))
 def valid_at_address(ip: str, at: datetime):
     static = Phone.objects.filter(static_ip=True, configured_ip=ip)
     return (
@@ -87,7 +87,7 @@ def test_a_prepared_select_gives_the_rows_of_the_queryset() -> None:
     assert valid_at_address.prepared_sql("10.0.0.1", T0) is not None
 
 
-@prepared
+@prepared(addresses=("ip",))
 def phones_at(ip):
     return Phone.objects.filter(current_ip=ip).values_list("device_name")
 
@@ -134,7 +134,7 @@ def test_a_value_written_into_the_sql_is_never_reused() -> None:
     assert written_in("2002") == [("2002",)]
 
 
-@prepared_update
+@prepared_update(addresses=("ip", "moved_to"))
 def heard(ip: str, at: datetime, moved_to: str):
     return Phone.objects.filter(Q(current_ip=ip) | Q(configured_ip=ip)), {
         "last_heard_at": at,
@@ -213,6 +213,13 @@ def test_the_directorys_hot_queries_are_prepared() -> None:
         (services._heard_from, (desk.pk, T0, "10.0.0.1"), {"moves": True}),
         (services._heard_from, (desk.pk, T0, "10.0.0.1"), {"moves": False}),
         (services._refreshed, (1, T0, T0, desk.pk, 1, "SEP0001"), {}),
+        (services._first_seen, ("2001", T0, "10.0.0.1", BindingSource.SIP_REGISTER), {}),
+        (services._new_binding, ("2001", 1, "10.0.0.1", "sip-register", 1, "", 1, T0, T0), {}),
+        (
+            services._new_binding,
+            ("2001", None, "10.0.0.1", "sip-call", None, "", None, T0, None),
+            {},
+        ),
         (services._refreshed, (1, T0, None, None, None, ""), {}),
     ]
     for by_device in (False, True):
@@ -268,3 +275,71 @@ def test_an_outer_reference_keeps_its_place() -> None:
     directory()
     assert sorted(line_counts("2002")) == [("SEP0001", True), ("SEP0002", False)]
     assert sorted(line_counts("2999")) == [("SEP0001", False), ("SEP0002", False)]
+
+
+@prepared_create(addresses=("ip",))
+def seen_first(number: str, at: datetime, ip: str):
+    return SeenExtension(
+        number=number, first_seen=at, last_seen=at, last_ip=ip, last_source="sip-register"
+    )
+
+
+@prepared_create(addresses=("ip",), ignore_conflicts=True)
+def seen_unless_known(number: str, at: datetime, ip: str):
+    return SeenExtension(
+        number=number, first_seen=at, last_seen=at, last_ip=ip, last_source="sip-register"
+    )
+
+
+def test_a_prepared_create_saves_the_row_and_gives_its_id() -> None:
+    first = seen_first("2001", T0, "10.0.0.1")
+    second = seen_first("2002", T0 + timedelta(seconds=1), "2001:DB8::0001")
+    assert seen_first.prepared_sql("2003", T0, "10.0.0.3") is not None
+    stored = {row.pk: row for row in SeenExtension.objects.all()}
+    assert set(stored) == {first.pk, second.pk}
+    assert (stored[first.pk].number, stored[first.pk].last_seen) == ("2001", T0)
+    # The address as Django's field writes it (an IPv6 address compressed).
+    assert stored[second.pk].last_ip == "2001:db8::1"
+    assert not first._state.adding
+
+
+def test_a_conflicting_create_leaves_the_stored_row() -> None:
+    seen_unless_known("2001", T0, "10.0.0.1")
+    seen_unless_known("2001", T0 + timedelta(hours=1), "10.0.0.9")
+    row = SeenExtension.objects.get()
+    assert (row.last_ip, row.last_seen) == ("10.0.0.1", T0)
+
+
+def test_a_callable_default_is_not_frozen_into_a_create() -> None:
+    """A default computed at each save (timezone.now) would be compiled in once."""
+    from recorder.nodes.models import PendingFinalisation
+
+    @prepared_create
+    def pending_for(call_id: int, spool: str):
+        return PendingFinalisation(call_id=call_id, node="here", spool=spool)
+
+    with pytest.raises(TypeError, match="give created_at as an argument"):
+        pending_for.prepared_sql(1, "/spool/1")
+
+
+def test_an_ipv6_address_is_compared_as_the_column_holds_it() -> None:
+    """SQLite compares addresses as text: the argument is written as the field writes it."""
+    Binding.objects.create(
+        extension_number="2001", ip="2001:db8::1", source=BindingSource.SIP_REGISTER,
+        first_seen=T0, last_seen=T0,
+    )  # fmt: skip
+    assert len(services._valid_bindings("2001:DB8:0::0001", T0)) == 1
+    assert len(services._valid_bindings("2001:db8::1", T0)) == 1
+
+
+def test_an_undeclared_address_argument_is_refused(postgresql) -> None:
+    """PostgreSQL is where Django wraps an address as inet: a query that compares one
+    without naming it in addresses= (so its IPv6 form would not be normalised) is refused
+    when it is compiled. SQLite keeps addresses as text, and cannot tell."""
+
+    @prepared
+    def at_address(ip: str):
+        return Phone.objects.filter(current_ip=ip)
+
+    with pytest.raises(TypeError, match="ip go to an address column"):
+        at_address("10.0.0.1")
