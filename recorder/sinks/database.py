@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -319,6 +320,8 @@ class DatabaseSink:
         self.bindings_applied = 0
         self.outcomes: Counter = Counter()
         self.failures: Counter = Counter()
+        # The CPU time this sink's thread used, once it has stopped.
+        self.cpu_seconds = 0.0
         self.thread = threading.Thread(target=self._work, name="qms-db-sink", daemon=True)
         self.thread.start()
 
@@ -345,6 +348,7 @@ class DatabaseSink:
                 self._apply_batch([event for event in batch if event is not STOP])
         finally:
             connection.close()
+            self.cpu_seconds = time.thread_time()
 
     def _next_batch(self) -> list:
         """What is queued now, in order, up to BATCH events (waiting for the first)."""

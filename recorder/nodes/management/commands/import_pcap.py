@@ -106,7 +106,10 @@ class Command(BaseCommand):
             CapAlerts(options["node"]).note(engine.stats.caps)
         for line in summary_lines(engine, sink, captured, notes):
             self.stdout.write(line)
-        self.stdout.write(f"stored in {time.perf_counter() - started - captured:.1f} s more")
+        more = time.perf_counter() - started - captured
+        self.stdout.write(
+            f"stored in {more:.1f} s more (database writes: {sink.cpu_seconds:.1f} s of CPU)"
+        )
 
     @staticmethod
     def process(engine: Engine, paths: list[Path], progress: Progress, notes: CaptureNotes) -> None:
