@@ -298,6 +298,11 @@ class MemorySpool:
         self.disk: CallSpool | None = None
 
     @property
+    def held_bytes(self) -> int:
+        """The memory its samples take (none once they went to a disk spool)."""
+        return self.stereo.nbytes
+
+    @property
     def metadata(self) -> dict[str, Any]:
         return dict(self._metadata)
 

@@ -180,17 +180,25 @@ def finalise_batch(pending_ids: list[int]) -> dict[int, Finished]:
 
     Whoever calls it, a node's task or a capture command's finishing process
     (recordings/finisher.py), the recordings come out the same."""
-    try:
-        return _finalise_together(pending_ids)
-    except _BatchSpoilt as spoilt:
-        log.info("%d recordings are finished again one by one: %s", len(pending_ids), spoilt)
-        finished: dict[int, Finished] = {}
-        for pending_id in pending_ids:
-            finished.update(_finalise_together([pending_id]))
-        return finished
+    finished: dict[int, Finished] = {}
+    waiting = list(pending_ids)
+    # Rounds of at most BATCH_AUDIO_BYTES decoded: the calls past it wait for the next.
+    while waiting:
+        try:
+            done, waiting = _finalise_together(waiting)
+        except _BatchSpoilt as spoilt:
+            log.info("%d recordings are finished again one by one: %s", len(waiting), spoilt)
+            done = {}
+            for pending_id in waiting:
+                done.update(_finalise_together([pending_id])[0])
+            waiting = []
+        finished.update(done)
+    return finished
 
 
-def _finalise_together(pending_ids: list[int]) -> dict[int, Finished]:
+def _finalise_together(pending_ids: list[int]) -> tuple[dict[int, Finished], list[int]]:
+    """One round of finalise_batch: what became of each pending recording it finished,
+    and the ids of those it left for another round (decoded audio past the budget)."""
     found = PendingFinalisation.objects.select_related("call").filter(pk__in=pending_ids)
     pendings = list(found.order_by("pk"))
     finished = {pending_id: Finished() for pending_id in pending_ids}
@@ -199,14 +207,16 @@ def _finalise_together(pending_ids: list[int]) -> dict[int, Finished]:
     # The spool folders' locks: one finalisation at a time decodes each, however often sent.
     with ExitStack() as locks:
         present = [p for p in pendings if locks.enter_context(locked(Path(p.spool)))]
-        decoded, failed, empty = _decode_all(present)
+        decoded, failed, empty, later = _decode_all(present)
+        for pending in later:
+            del finished[pending.pk]
         stored: list[Recording] = []
         try:
             with transaction.atomic():
                 stored = store_recordings([call for _, call in decoded]) if decoded else []
                 for spool in empty:
                     remove_after_commit(spool)
-                done = [p.pk for p in pendings if p not in failed]
+                done = [p.pk for p in pendings if p not in failed and p not in later]
                 PendingFinalisation.objects.filter(pk__in=done).delete()
         except TRANSIENT:
             _remove_files(stored)
@@ -221,20 +231,29 @@ def _finalise_together(pending_ids: list[int]) -> dict[int, Finished]:
             _finalisation_failed(pending, Path(pending.spool), error)
     for (pending, _), recording in zip(decoded, stored, strict=False):
         finished[pending.pk] = Finished(recording, str(recording.status), pending.node)
-    return finished
+    return finished, [pending.pk for pending in later]
+
+
+# The decoded audio one round of a batch holds in memory at most (one long call may hold
+# up to MEMORY_SPOOL_BYTES on its own): the calls after it wait for the next round, so a
+# batch of long calls is never all in memory at once. Rounds cost a transaction each.
+BATCH_AUDIO_BYTES = 64 * 1024 * 1024
 
 
 def _decode_all(
     pendings: list[PendingFinalisation],
-) -> tuple[list[tuple[PendingFinalisation, DecodedCall]], dict, list[Path]]:
+) -> tuple[list[tuple[PendingFinalisation, DecodedCall]], dict, list[Path], list]:
     """The pending calls decoded, without the database: (decoded, failed with the error,
-    spools with no RTP). A call whose number was learned to be do-not-record only as the
-    call went on, or whose recording is stored already (committed, then stopped before its
-    spool was removed), only loses its spool."""
+    spools with no RTP, calls left for another round). A call whose number was learned to
+    be do-not-record only as the call went on, or whose recording is stored already
+    (committed, then stopped before its spool was removed), only loses its spool."""
     do_not_record = do_not_record_numbers()
     stored = _stored_calls([pending.call_id for pending in pendings])
     decoded, failed, empty = [], {}, []
-    for pending in pendings:
+    held = 0
+    for index, pending in enumerate(pendings):
+        if decoded and held >= BATCH_AUDIO_BYTES:
+            return decoded, failed, empty, pendings[index:]
         spool = Path(pending.spool)
         if pending.call_id in stored or must_not_record(pending.call, do_not_record):
             shutil.rmtree(spool, ignore_errors=True)
@@ -252,7 +271,8 @@ def _decode_all(
             empty.append(spool)
         else:
             decoded.append((pending, found))
-    return decoded, failed, empty
+            held += found.audio.held_bytes
+    return decoded, failed, empty, []
 
 
 def _stored_calls(call_ids: list[int]) -> set[int]:

@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 
 from recorder.models import Call, Recording, recordings_storage
 from recorder.nodes.models import PendingFinalisation
-from recorder.recordings import finish
+from recorder.recordings import finalise, finish
 from recorder.recordings.finalise import NOTHING_TO_STORE, finish_batch, schedule_finalisation
 from recorder.recordings.finisher import (
     InlineFinisher,
@@ -175,6 +175,37 @@ def test_a_batch_costs_the_same_few_statements_whatever_its_size(tmp_path: Path)
     # looked for, every row in one statement, the pending rows removed, the transaction.
     assert len(for_many) == len(for_few) <= 8
     assert Recording.objects.filter(status="complete").count() == 22
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_holds_so_much_decoded_audio_at_once_and_finishes_the_rest_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of long calls is not all in memory: past the budget, the calls decoded so
+    far are stored, and the rest are decoded in a round of their own."""
+    pending_ids = pending_calls(tmp_path, 5)
+    rounds: list[tuple[int, int]] = []  # (recordings stored, audio bytes held) per round
+    real = finish.store_recordings
+
+    def counted(decoded: list) -> list:
+        rounds.append((len(decoded), sum(call.audio.held_bytes for call in decoded)))
+        return real(decoded)
+
+    monkeypatch.setattr(finalise, "store_recordings", counted)
+    monkeypatch.setattr(finalise, "BATCH_AUDIO_BYTES", 1)  # one call's audio is past it
+
+    outcomes = finish_batch(pending_ids)
+
+    assert [outcomes[pending_id] for pending_id in pending_ids] == ["complete"] * 5
+    assert [stored for stored, _ in rounds] == [1, 1, 1, 1, 1]
+    one_call = rounds[0][1]
+    assert one_call > 0
+    monkeypatch.setattr(finalise, "BATCH_AUDIO_BYTES", one_call + 1)  # two calls reach it
+    rounds.clear()
+    assert set(finish_batch(pending_calls(tmp_path, 5, "again")).values()) == {"complete"}
+    assert [stored for stored, _ in rounds] == [2, 2, 1]
+    assert Recording.objects.filter(status="complete").count() == 10
+    assert not PendingFinalisation.objects.exists()
 
 
 @pytest.mark.django_db(transaction=True)
