@@ -175,6 +175,9 @@ class Block:
     interface: str
     data: bytes
     ring: str = ""
+    # More blocks of the same read of the pipes follow (the loop merges the rings once it
+    # has them all: recorder/nodes/rings.py).
+    more: bool = False
 
 
 @dataclass
@@ -385,6 +388,20 @@ class TcpdumpCapture:
             yield self.early.pop(0)
 
     def _read(self, timeout: float) -> Iterator[Block]:
+        """One read of every pipe that has something to say: its blocks, each but the last
+        saying more follow (the loop merges an interface's rings once it has them all)."""
+        found: list[Block] = []
+        ended = None
+        try:
+            found.extend(self._reads(timeout))
+        except CaptureFileError as error:  # what was read before it still goes to the engine
+            ended = error
+        for index, block in enumerate(found):
+            yield Block(block.interface, block.data, block.ring, more=index < len(found) - 1)
+        if ended is not None:
+            raise ended
+
+    def _reads(self, timeout: float) -> Iterator[Block]:
         for key, _ in self.selector.select(timeout):
             fd = key.fd
             child = self.by_pipe[fd]

@@ -177,7 +177,8 @@ class CaptureLoop:
         if rings is None:
             rings = self.rings[block.interface] = InterfaceRings(engine, block.interface, now)
         rings.add(block.ring, block.data, now)
-        self.release()
+        if not block.more:
+            self.release()
 
     def release(self) -> None:
         """What every interface's rings may now feed: a ring's quiet is measured in time,

@@ -16,8 +16,13 @@ other ring is known to have handed over everything captured before it. A ring is
 have come as far as the latest record looked at in it (records come in capture order);
 and once it has said nothing for QUIET_SECONDS, which is longer than the hand-over, as far
 as the wall clock less QUIET_SECONDS: anything captured before that would have been handed
-over by now. (A ring that keeps handing over is not taken as quiet, as it may be working
-through a backlog.) At equal times signalling goes first.
+over by now. A quiet ring that still holds a record has come only as far as that record
+(the engine far behind, an answer waits for media to reach it, then the signalling ring
+falls quiet until the BYE: the RTP after the answer must still wait for it). (A ring that
+keeps handing over is not taken as quiet, as it may be working through a backlog.) The
+loop merges only once it has read every pipe that had something to say (Block.more): a
+ring whose pipe it has not read for a while, because the engine kept it busy, is not
+quiet. At equal times signalling goes first.
 
 The order is exact across blocks and inside them: a media block is fed up to the next
 signalling record's time, through its run path (PcapStream.advance), the signalling record
@@ -67,6 +72,12 @@ class Ring:
             first = self.stream.advance(-math.inf)
             return first if first is not None else math.inf
         if now - self.heard_at >= QUIET_SECONDS:
+            # Quiet: it has handed over everything captured before the wall clock less the
+            # quiet time, but a record it still holds (waiting for the other ring) is still
+            # where it has come to: the other ring is fed up to it, never past it.
+            held = self.stream.advance(-math.inf)
+            if held is not None:
+                return held
             return max(self.stream.reached_at, wall - QUIET_SECONDS)
         return self.stream.reached_at
 

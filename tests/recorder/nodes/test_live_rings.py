@@ -184,3 +184,53 @@ def test_a_ring_held_past_its_bound_is_fed_out_of_order_and_said(
         "eth1: the media ring holds more than 0 MiB waiting for the other; its oldest packets "
         "go to the engine out of order"
     ) == 1
+
+
+def test_a_quiet_ring_still_holds_back_the_other_at_what_it_holds() -> None:
+    """The engine far behind: the answer waits in the signalling ring for media to come as
+    far; then the signalling ring falls quiet (nothing more to say until the BYE). Its
+    quiet says nothing was captured since that it has not handed over, but the answer it
+    holds is still before the RTP that follows it: media is fed up to the answer, not up
+    to the wall clock less the quiet time."""
+    start = a_moment_ago()
+    frames = call_frames(start, 50)
+    engine = Engine(Collected())
+    merged = rings.InterfaceRings(engine, "eth1", now=0.0)
+    setup = [block for block in ring_blocks(frames, SIGNALLING) if b"BYE" not in block.data]
+    for block in setup:
+        merged.add(SIGNALLING, block.data, now=0.0)
+    merged.add(MEDIA, PCAP_HEADER, now=0.0)
+    merged.release(now=0.0, wall=start + 60)  # media has come nowhere yet: all held
+    assert engine.stats.sip_messages == 0
+    later = rings.QUIET_SECONDS + 1.0  # the signalling ring has been quiet since
+    for block in ring_blocks(frames, MEDIA)[1:]:
+        merged.add(MEDIA, block.data, now=later)
+        merged.release(now=later, wall=start + 60)
+    merged.end()
+    stats = engine.stats
+    assert (stats.rtp_packets, stats.rtp_unmatched) == (100, 0)
+
+
+def test_what_one_read_of_every_pipe_brings_is_merged_together() -> None:
+    """One read of the source may bring a block of each ring: the loop merges them only
+    once it has both. The engine kept the loop busy for longer than the quiet time since
+    it last read either pipe: that is the process's silence, not the rings'."""
+    start = a_moment_ago()
+    frames = call_frames(start, 50)
+    media, signalling = ring_blocks(frames, MEDIA), ring_blocks(frames, SIGNALLING)
+    engine = Engine(Collected())
+    loop = CaptureLoop(3600, lambda *_: None)
+    loop.feed(engine, signalling[0])  # the pipes' pcap headers, read long ago
+    loop.feed(engine, media[0])
+    for ring in loop.rings["eth1"].rings.values():
+        ring.heard_at -= rings.QUIET_SECONDS + 1.0
+
+    def joined(blocks: list[Block], more: bool) -> Block:
+        return Block("eth1", b"".join(block.data for block in blocks), blocks[0].ring, more)
+
+    # The round of reads that ends the busy spell: the media pipe's block first.
+    loop.feed(engine, joined(media[1:], more=True))
+    loop.feed(engine, joined(signalling[1:], more=False))
+    loop.end_streams()
+    stats = engine.stats
+    assert (stats.rtp_packets, stats.rtp_unmatched) == (100, 0)
