@@ -28,7 +28,8 @@ sees each packet twice (sent and received), on the veth pair once. The namespace
 removed at the end.
 
 Run as root (tcpreplay writes to the interface). Prints one Markdown table row per tool
-for bench/RESULTS.md. A benchmark run by hand, never by CI.
+for bench/RESULTS.md, and the sniff process's peak RSS (its own, not its tcpdumps' or its
+finishing process's). A benchmark run by hand, never by CI.
 """
 
 from __future__ import annotations
@@ -88,6 +89,20 @@ def replay(capture: Path, pps: int) -> str:
     return done.stdout + done.stderr
 
 
+# The capture process's peak resident memory in the last run (VmHWM, KiB), read just before
+# it is stopped: the sniff command's own process, not its tcpdumps or finishing process.
+last_peak_kib = 0
+
+
+def peak_rss_kib(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    found = re.search(r"VmHWM:\s+(\d+) kB", status)
+    return int(found.group(1)) if found else 0
+
+
 def while_replaying(command: list[str], env: dict[str, str], capture: Path, pps: int) -> str:
     """Start `command`, replay the capture, stop it (its process group) with SIGINT; its
     whole output."""
@@ -98,6 +113,8 @@ def while_replaying(command: list[str], env: dict[str, str], capture: Path, pps:
         time.sleep(3)  # the capture is open before the first packet
         replay(capture, pps)
         time.sleep(SETTLE_SECONDS)
+        global last_peak_kib
+        last_peak_kib = peak_rss_kib(child.pid)
         os.killpg(child.pid, signal.SIGINT)
         child.wait(timeout=600)
         output.seek(0)
@@ -200,6 +217,7 @@ def measure(arguments: argparse.Namespace) -> None:
     drops += re.findall(r"(\d+) packets dropped by kernel", output)
     if not drops:
         print(output[-1500:])
+    qms_peak = last_peak_kib
     streams, lossless, counted = run_tshark(capture, arguments.pps)
     ring = f", --buffer-mib {arguments.buffer_mib}" if arguments.buffer_mib else ""
     ring += f", on {CAPTURE_INTERFACE}" if arguments.veth else ""
@@ -209,6 +227,8 @@ def measure(arguments: argparse.Namespace) -> None:
         f"{qms['received']:,} of {qms['expected']:,} RTP packets | kernel drops "
         f"{', '.join(drops) or '?'} |"
     )
+    if arguments.via == "sniff":
+        print(f"capture process peak RSS (VmHWM before the stop): {qms_peak / 1024:.0f} MiB")
     print(
         f"| {capture.name} @ {arguments.pps:,} pps | tshark -i {CAPTURE_INTERFACE} | "
         f"{streams} streams, "
