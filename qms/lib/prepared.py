@@ -97,14 +97,7 @@ def _slots(
     """Each parameter that is a marker, as the backend adapted it; None when Django wrote
     a marker into the SQL text instead of passing it. (An argument this shape of the query
     does not use is in neither.)"""
-    adapted = {}
-    for name, marker in markers.items():
-        database_form = (
-            connection.ops.adapt_datetimefield_value(marker)
-            if isinstance(marker, datetime)
-            else marker
-        )
-        adapted[name] = database_form
+    adapted = {name: _database_value(marker, connection) for name, marker in markers.items()}
     slots = []
     for position, param in enumerate(params):
         for name, database_form in adapted.items():

@@ -43,17 +43,6 @@ def directory() -> None:
     )  # fmt: skip
 
 
-@prepared(addresses=("ip",))
-def valid_at_address(ip: str, at: datetime):
-    static = Phone.objects.filter(static_ip=True, configured_ip=ip)
-    return (
-        Binding.objects.valid_at(at)
-        .filter(ip=ip)
-        .annotate(static_here=Exists(static))
-        .select_related("extension__agent", "phone")
-    )
-
-
 def described(binding: Binding) -> tuple:
     """What a caller reads of a binding, its related rows and its annotation."""
     extension = binding.extension
@@ -64,7 +53,7 @@ def described(binding: Binding) -> tuple:
         binding.first_seen,
         binding.ended_at,
         binding.line_number,
-        binding.static_here,
+        binding.static_phone_here,
         extension.number if extension else None,
         extension.agent.name if extension and extension.agent else None,
         binding.phone.device_name if binding.phone else None,
@@ -81,10 +70,10 @@ def test_a_prepared_select_gives_the_rows_of_the_queryset() -> None:
         ("10.9.9.9", T0),
     ]
     for ip, at in asked:
-        expected = [described(row) for row in valid_at_address.build(ip, at)]
-        assert [described(row) for row in valid_at_address(ip, at)] == expected, (ip, at)
-    assert [len(valid_at_address(ip, at)) for ip, at in asked] == [2, 1, 1, 0, 0]
-    assert valid_at_address.prepared_sql("10.0.0.1", T0) is not None
+        expected = [described(row) for row in services._valid_bindings.build(ip, at)]
+        assert [described(row) for row in services._valid_bindings(ip, at)] == expected, (ip, at)
+    assert [len(services._valid_bindings(ip, at)) for ip, at in asked] == [2, 1, 1, 0, 0]
+    assert services._valid_bindings.prepared_sql("10.0.0.1", T0) is not None
 
 
 @prepared(addresses=("ip",))
