@@ -53,7 +53,7 @@ from recorder.engine.pcapfile import (
 )
 from recorder.engine.sink import EngineStats, Sink
 from recorder.media.rtp import looks_like_rtp
-from recorder.media.rtplog import RtpLog
+from recorder.media.rtplog import SPOOL_SUFFIX, RtpLog
 
 log = logging.getLogger(__name__)
 
@@ -318,19 +318,19 @@ class Engine:
             self.stats.caps[SPOOL_RESERVE] += 1
             return None
         name = hashlib.sha1(call.call_id.encode(), usedforsecurity=False).hexdigest()[:20]
-        directory = self.spool_root / f"{int(call.started_at)}-{name}"
+        path = self.spool_root / f"{int(call.started_at)}-{name}{SPOOL_SUFFIX}"
         manifest = {
             "call_id": call.call_id,
             "protocol": call.protocol,
             "started_at": call.started_at,
         }
         try:
-            rtp_log = RtpLog(directory, manifest)
+            rtp_log = _new_log(path, manifest)
         except OSError as error:
             self.count("spool-unavailable")
             log.error("cannot spool call %s: %s", call.call_id, error)
             return None
-        call.spool = str(directory)
+        call.spool = str(path)
         return rtp_log
 
     def _must_not_record(self, call: LiveCall) -> bool:
@@ -514,3 +514,13 @@ class SccpSession:
 
     def close(self, at: float) -> None:
         self.engine._observe_all(self.engine.sccp.close(self.phone, self.cm, self.engine._when(at)))
+
+
+def _new_log(path: Path, manifest: dict) -> RtpLog:
+    """A call's log in the spool folder, made again should it be gone (not there yet,
+    or removed under a running capture)."""
+    try:
+        return RtpLog(path, manifest)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return RtpLog(path, manifest)

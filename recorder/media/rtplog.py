@@ -22,6 +22,16 @@ whatever the packet rate. A flush writes one block per direction in one system c
 `dir` is the Side that receives the packets: 0 caller, 1 callee. Arrivals and lengths as
 arrays make a block cheap to write and to read back whole (recorder/media/bulk.py decodes
 the regular stretches of a block without a Python step per packet).
+
+A call's log is one file, `<start>-<hash>.rtp`, in its capture's spool folder, and it
+describes itself: its first record is the manifest (the call's protocol, id and start,
+which name its Call row), a header of the same shape with magic 0xB2, a count of 0 and
+the length of the JSON that follows. Readers of blocks skip it. One file and no folder a
+call: on the benchmark machine's ext4 a new folder and the first name in it cost 0.4 ms of
+CPU, a name in an existing folder 0.02 ms (bench/RESULTS.md, session 9). The manifest is
+the file's first write, so a log that holds any block has it. Spools of the earlier
+layout (a folder holding call.json and rtp.log) are still read, recovered and removed,
+so that an upgrade mid-call loses nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ import errno
 import json
 import logging
 import os
+import shutil
 import struct
 import sys
 from array import array
@@ -40,18 +51,25 @@ from pathlib import Path
 from typing import NamedTuple
 
 from integrations.observations import Side
-from recorder.lib.files import read_json, write_atomically
+from recorder.lib.files import read_json
 
 log = logging.getLogger(__name__)
 
 BLOCK_HEADER = struct.Struct("<BBHI")
 BLOCK_MAGIC = 0xB1
+# The manifest record that opens a log file: the same header, count 0, then the JSON.
+MANIFEST_MAGIC = 0xB2
+MANIFEST_CODE = 0xFF
 # Packets a direction holds before it writes a block of its own: about 5 s of 20 ms audio.
 BLOCK_PACKETS = 256
 # A block's packet count is 16 bits.
 MAX_BLOCK_PACKETS = 0xFFFF
+# A call's log file in a spool folder; the earlier layout's folder held the two below.
+SPOOL_SUFFIX = ".rtp"
 LOG_NAME = "rtp.log"
 MANIFEST_NAME = "call.json"
+# A manifest is a few hundred bytes: a longer one is no manifest of ours.
+MANIFEST_LIMIT = 1 << 16
 DIRECTION_CODE = {Side.CALLER: 0, Side.CALLEE: 1}
 CODE_DIRECTION = {code: side for side, code in DIRECTION_CODE.items()}
 ARRIVAL_BYTES = 8
@@ -93,20 +111,33 @@ class LogBlock:
             offset += length
 
 
+# What _read_block gives for the manifest record: no packets, skipped by the readers.
+_MANIFEST = LogBlock(Side.CALLER, array("d"), array("H"), b"")
+
+
 class RtpLog:
-    """One call's append-only RTP log in its own spool directory.
+    """One call's append-only RTP log: the file `path`, its manifest first.
 
     A write the disk refuses (full, gone) is undone to the last whole block and its
     packets are dropped and counted, so the log never holds a torn block in its middle
-    and recording resumes, after a gap, as soon as space returns.
+    and recording resumes, after a gap, as soon as space returns. A log that is there
+    already (the same call logged again) is appended to; its manifest stays.
+    OSError when the file cannot be made or its manifest written.
     """
 
-    def __init__(self, directory: Path, manifest: dict, block_packets: int = BLOCK_PACKETS) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.directory = directory
-        write_manifest(directory, manifest)
-        self.fd = os.open(directory / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-        self.size = os.fstat(self.fd).st_size
+    def __init__(self, path: Path, manifest: dict, block_packets: int = BLOCK_PACKETS) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        try:
+            self.size = os.fstat(self.fd).st_size
+            if self.size == 0:
+                self.size = _write_all(self.fd, manifest_record(manifest))
+        except OSError:
+            os.close(self.fd)
+            with contextlib.suppress(OSError):
+                if os.stat(path).st_size == 0:
+                    os.unlink(path)
+            raise
         self.block_packets = max(1, min(block_packets, MAX_BLOCK_PACKETS))
         # Per direction code: the arrival times and packets since the last flush, one by
         # one (the packet path's lists), and before them any runs appended whole.
@@ -190,7 +221,7 @@ class RtpLog:
             os.ftruncate(self.fd, self.size)
         if self.failed_writes == 1:
             log.error("spool %s: cannot write (disk full?); dropping audio until it can",
-                      self.directory)  # fmt: skip
+                      self.path)  # fmt: skip
 
     def close(self) -> None:
         self.flush()
@@ -217,41 +248,90 @@ def _little_endian(values: array) -> bytes:
     return values.tobytes()
 
 
-def write_manifest(directory: Path, manifest: dict) -> None:
-    """Write the call's description next to its log, atomically. Not fsynced, like the log
-    itself: a spool outlives a killed process, not a power cut."""
-    write_atomically(directory / MANIFEST_NAME, json.dumps(manifest, sort_keys=True).encode(),
-                     durable=False)  # fmt: skip
+def _write_all(fd: int, data: bytes) -> int:
+    written = os.write(fd, data)
+    if written < len(data):
+        raise OSError(errno.ENOSPC, "short write to the spool")
+    return written
 
 
-def read_manifest(directory: Path) -> dict:
+def manifest_record(manifest: dict) -> bytes:
+    """The record that opens a log: the call's description as JSON, after its header."""
+    text = json.dumps(manifest, sort_keys=True).encode()
+    return BLOCK_HEADER.pack(MANIFEST_CODE, MANIFEST_MAGIC, 0, len(text)) + text
+
+
+def is_spool(path: Path) -> bool:
+    """Whether `path` is a call's log by its name: a log file, or a folder of the earlier
+    layout with its manifest."""
+    if path.name.endswith(SPOOL_SUFFIX):
+        return path.is_file()
+    return (path / MANIFEST_NAME).is_file()
+
+
+def log_file(spool: Path) -> Path:
+    """The file holding a spool's blocks: the spool itself, or the earlier layout's log."""
+    return spool / LOG_NAME if spool.is_dir() else spool
+
+
+def pcm_folder(spool: Path) -> Path:
+    """Where a long call's decoded audio goes on beside its log while it is finished."""
+    return spool / "pcm" if spool.is_dir() else spool.with_name(spool.name + ".pcm")
+
+
+def remove_spool(spool: Path) -> None:
+    """A spool gone, with whatever its finishing put beside it; nothing there is no error."""
+    if spool.is_dir():
+        shutil.rmtree(spool, ignore_errors=True)
+        return
+    with contextlib.suppress(FileNotFoundError):
+        spool.unlink()
+    shutil.rmtree(pcm_folder(spool), ignore_errors=True)
+
+
+def read_manifest(spool: Path) -> dict:
     """The call's description; OSError or ValueError when it cannot be read. It is a JSON
     object when this module wrote it: the caller checks a manifest it does not trust."""
-    return read_json(directory / MANIFEST_NAME)
+    if spool.is_dir():
+        return read_json(spool / MANIFEST_NAME)
+    with open(spool, "rb") as opened:
+        header = opened.read(BLOCK_HEADER.size)
+        if len(header) < BLOCK_HEADER.size:
+            raise ValueError(f"{spool} holds no manifest")
+        code, magic, _count, size = BLOCK_HEADER.unpack(header)
+        if (code, magic) != (MANIFEST_CODE, MANIFEST_MAGIC) or size > MANIFEST_LIMIT:
+            raise ValueError(f"{spool} does not start with a manifest")
+        text = opened.read(size)
+    if len(text) < size:
+        raise ValueError(f"{spool}: its manifest is cut short")
+    return json.loads(text)
 
 
-def read_blocks(directory: Path) -> Iterator[LogBlock]:
+def read_blocks(spool: Path) -> Iterator[LogBlock]:
     """Every complete block of a call's log, in the order written. A block cut short by a
     crash or a full disk, or one that does not parse, ends the log there."""
-    path = directory / LOG_NAME
+    path = log_file(spool)
     if not path.exists():
         return
     # Blocks are small (a second of one call): read the file in large pieces.
-    with open(path, "rb", buffering=READ_BUFFER) as log_file:
-        while header := log_file.read(BLOCK_HEADER.size):
-            block = _read_block(log_file, header)
+    with open(path, "rb", buffering=READ_BUFFER) as opened:
+        while header := opened.read(BLOCK_HEADER.size):
+            block = _read_block(opened, header)
             if block is None:
                 return
-            yield block
+            if block is not _MANIFEST:
+                yield block
 
 
-def _read_block(log_file, header: bytes) -> LogBlock | None:
+def _read_block(opened, header: bytes) -> LogBlock | None:
     if len(header) < BLOCK_HEADER.size:
         return None
     code, magic, count, total = BLOCK_HEADER.unpack(header)
+    if (code, magic, count) == (MANIFEST_CODE, MANIFEST_MAGIC, 0) and total <= MANIFEST_LIMIT:
+        return _MANIFEST if len(opened.read(total)) == total else None
     if magic != BLOCK_MAGIC or code not in CODE_DIRECTION:
         return None
-    body = log_file.read(count * (ARRIVAL_BYTES + LENGTH_BYTES) + total)
+    body = opened.read(count * (ARRIVAL_BYTES + LENGTH_BYTES) + total)
     if len(body) < count * (ARRIVAL_BYTES + LENGTH_BYTES) + total:
         return None
     arrivals = _native(array("d"), body[: count * ARRIVAL_BYTES])
@@ -269,13 +349,13 @@ def _native(values: array, data: bytes) -> array:
     return values
 
 
-def read_batches(directory: Path, batch_packets: int = 2048) -> Iterator[LogBlock]:
+def read_batches(spool: Path, batch_packets: int = 2048) -> Iterator[LogBlock]:
     """The log's blocks merged, per direction, into batches of about `batch_packets`:
     fewer, longer steps for the decoder. Each direction's packets keep their order; the
     two directions' batches interleave in no particular order."""
     groups: dict[Side, list[LogBlock]] = {side: [] for side in CODE_DIRECTION.values()}
     counts = dict.fromkeys(CODE_DIRECTION.values(), 0)
-    for block in read_blocks(directory):
+    for block in read_blocks(spool):
         group = groups[block.receiver]
         group.append(block)
         counts[block.receiver] += len(block.lengths)
@@ -299,7 +379,7 @@ def _merged(group: list[LogBlock]) -> LogBlock:
     return LogBlock(group[0].receiver, arrivals, lengths, data)
 
 
-def read_log(directory: Path) -> Iterator[LoggedPacket]:
+def read_log(spool: Path) -> Iterator[LoggedPacket]:
     """Every packet of every complete block, a direction's packets in arrival order."""
-    for block in read_blocks(directory):
+    for block in read_blocks(spool):
         yield from block.packets()

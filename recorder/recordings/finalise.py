@@ -12,7 +12,6 @@ unreachable. The task names are the ones they had in recorder/tasks.py.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -29,6 +28,7 @@ from integrations.observations import Side
 from qms.lib.database import TRANSIENT
 from recorder.engine.codec import media_from_json
 from recorder.lib.files import locked
+from recorder.media.rtplog import remove_spool
 from recorder.models import Call, Recording
 from recorder.nodes.models import PendingFinalisation
 from recorder.nodes.queues import queue_for
@@ -256,7 +256,7 @@ def _decode_all(
             return decoded, failed, empty, pendings[index:]
         spool = Path(pending.spool)
         if pending.call_id in stored or must_not_record(pending.call, do_not_record):
-            shutil.rmtree(spool, ignore_errors=True)
+            remove_spool(spool)
             continue
         local_side = Side(pending.local_side) if pending.local_side else None
         why_partial = pending.get_reason_display() if pending.partial else ""

@@ -25,7 +25,7 @@ from integrations.observations import MediaOffer, Side
 from recorder.media.bulk import rtp_payload_types
 from recorder.media.codecs import PayloadKind
 from recorder.media.quality import mos_estimate
-from recorder.media.rtplog import LOG_NAME, LogBlock, read_batches
+from recorder.media.rtplog import LogBlock, log_file, pcm_folder, read_batches, remove_spool
 from recorder.media.spool import Channel, MemorySpool, sync_finished
 from recorder.media.stream import StreamDecoder
 from recorder.models import Call, Recording, recordings_storage
@@ -121,7 +121,7 @@ def decode_call(
 ) -> DecodedCall | None:
     """A finished call's log decoded, without the database: None when it holds no RTP
     (nothing to record)."""
-    shutil.rmtree(spool / "pcm", ignore_errors=True)
+    shutil.rmtree(pcm_folder(spool), ignore_errors=True)
     local = local_side_of(call, local_side)
     directions = _directions(media, local)
     batches = _batches(spool)
@@ -133,7 +133,7 @@ def decode_call(
     # Put together in memory (a long call goes on in a PCM spool beside the log); either
     # can always be decoded again from the RTP log.
     audio_spool = MemorySpool(
-        spool / "pcm", call.call_id, rate, {"timeline_start": start},
+        pcm_folder(spool), call.call_id, rate, {"timeline_start": start},
         expected_frames=_expected_frames(directions, start, rate),
     )  # fmt: skip
     for batch in batches:
@@ -199,8 +199,8 @@ def _payload_types(offers: dict[Side, MediaOffer], side: Side) -> tuple[tuple[in
 def _batches(spool: Path) -> Iterable[LogBlock]:
     """The log's batches, for two passes: read once and kept when the log is small
     enough, read twice from the file otherwise."""
-    log_file = spool / LOG_NAME
-    if log_file.exists() and log_file.stat().st_size <= LOG_KEPT_BYTES:
+    path = log_file(spool)
+    if path.exists() and path.stat().st_size <= LOG_KEPT_BYTES:
         return list(read_batches(spool))
     return _BatchReader(spool)
 
@@ -351,7 +351,7 @@ def _keep_raw(recording: Recording, found: DecodedCall, storage: Storage) -> Pat
     name = _audio_name(recording, suffix="rtplog")
     destination = Path(storage.path(name))
     destination.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(found.spool / "rtp.log", destination)
+    shutil.copyfile(log_file(found.spool), destination)
     recording.file.name = name
     recording.size = destination.stat().st_size
     recording.audio_format = "rtp"
@@ -363,7 +363,7 @@ def _keep_raw(recording: Recording, found: DecodedCall, storage: Storage) -> Pat
 def remove_after_commit(spool: Path) -> None:
     """The call's log goes only once the row that points at its audio is committed: a
     crash before the commit leaves the log to be finished again (recordings/recovery.py)."""
-    transaction.on_commit(lambda: shutil.rmtree(spool, ignore_errors=True))
+    transaction.on_commit(lambda: remove_spool(spool))
 
 
 def _audio_name(recording: Recording, suffix: str | None = None) -> str:

@@ -38,7 +38,7 @@ from integrations.observations import Side
 from qms.lib.database import TRANSIENT
 from recorder.engine.calls import moment
 from recorder.engine.codec import media_from_json
-from recorder.media.rtplog import MANIFEST_NAME, read_manifest
+from recorder.media.rtplog import is_spool, pcm_folder, read_manifest, remove_spool
 from recorder.models import Call, Recording
 from recorder.nodes.alerts import park
 from recorder.nodes.models import ParkedEvent, PendingFinalisation
@@ -60,14 +60,13 @@ Finish = Callable[[Call, Path, PendingFinalisation.Reason], Recording | None]
 
 
 def leftover_spools(root: Path) -> list[Path]:
-    """The spools under `root`, oldest first: folders with a manifest. Names that start with
+    """The spools under `root`, oldest first (their names start with the call's start):
+    log files, and folders of the earlier layout with a manifest. Names that start with
     "_" (ORPHANED, FAILED) or "." are never spools."""
     if not root.is_dir():
         return []
     return sorted(
-        path
-        for path in root.iterdir()
-        if not path.name.startswith(("_", ".")) and (path / MANIFEST_NAME).exists()
+        path for path in root.iterdir() if not path.name.startswith(("_", ".")) and is_spool(path)
     )
 
 
@@ -112,7 +111,7 @@ def spool_call(spool: Path) -> Call | None:
     QMS has no row for: that one is set aside in ORPHANED (a node's events arrive in order,
     so a call unknown when its spool is recovered was never stored). ValueError (and
     OSError) for a manifest that cannot be read."""
-    if not spool.is_dir():
+    if not spool.exists():
         return None
     manifest = read_manifest(spool)
     if not isinstance(manifest, dict):
@@ -150,7 +149,7 @@ def finish_spool(
     stored = Recording.objects.filter(signalling=call).first()
     if stored is not None and stored.is_stored():
         # Stored and committed, then stopped before the spool was removed: nothing to redo.
-        shutil.rmtree(spool, ignore_errors=True)
+        remove_spool(spool)
         return None
     return finish_recording(call, spool, media_from_json(call.media), local_side, partial)
 
@@ -189,8 +188,11 @@ def set_aside(spool: Path, folder: str) -> Path:
     """Move a spool into `folder` (ORPHANED or FAILED) beside it, for a person to look at."""
     kept = spool.parent / folder / spool.name
     kept.parent.mkdir(exist_ok=True)
-    shutil.rmtree(kept, ignore_errors=True)
+    remove_spool(kept)
     spool.rename(kept)
+    pcm = pcm_folder(spool)
+    if pcm.exists():
+        shutil.rmtree(pcm, ignore_errors=True)
     return kept
 
 

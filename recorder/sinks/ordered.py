@@ -204,5 +204,6 @@ EFFECTS: dict[str, Callable[[dict, str], None]] = {
 def last_written(spool: Path) -> datetime:
     """When the sniffer last wrote the spool: the call's last sign of life, give or take
     the log's one-second flush."""
-    latest = max(path.stat().st_mtime for path in [spool, *spool.iterdir()])
+    files = [spool, *spool.iterdir()] if spool.is_dir() else [spool]
+    latest = max(path.stat().st_mtime for path in files)
     return datetime.fromtimestamp(latest, UTC)

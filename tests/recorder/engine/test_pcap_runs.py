@@ -168,7 +168,7 @@ def packet_by_packet(path: Path, root: Path, **options) -> Outcome:
 
 
 def logs(root: Path) -> dict[str, dict[Side, list[tuple[float, bytes]]]]:
-    """Each call's RTP log as (arrival, packet) per direction, by spool directory name."""
+    """Each call's RTP log as (arrival, packet) per direction, by its file name."""
     found = {}
     for directory in sorted(root.iterdir()) if root.exists() else []:
         directions: dict[Side, list[tuple[float, bytes]]] = {Side.CALLER: [], Side.CALLEE: []}
@@ -499,8 +499,8 @@ PHONE = ("10.50.0.11", 16384)
 FAR_SDP = ("192.168.1.20", 4000)
 FAR_NAT = ("203.0.113.7", 31000)
 SSRC_PHONE, SSRC_FAR, SSRC_OTHER = 0x1111, 0x2222, 0x3333
-# The spool directory is named "<start>-<sha1 of the Call-ID, 20 hex>" (Engine._open_log).
-NAT_SPOOL = "-" + hashlib.sha1(b"nat-1", usedforsecurity=False).hexdigest()[:20]
+# A call's log is named "<start>-<sha1 of the Call-ID, 20 hex>.rtp" (Engine._open_log).
+NAT_SPOOL = "-" + hashlib.sha1(b"nat-1", usedforsecurity=False).hexdigest()[:20] + ".rtp"
 
 
 def ssrc_of(packet: bytes) -> int:

@@ -40,6 +40,43 @@ def test_packets_read_back_in_order_with_their_direction(tmp_path: Path) -> None
     assert read_manifest(tmp_path / "call") == {"call_id": "c1"}
 
 
+def test_a_log_is_one_file_that_opens_with_its_manifest_and_keeps_it_when_reopened(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "1700000000-abc.rtp"
+    first = RtpLog(path, {"call_id": "c1", "protocol": "sip"})
+    first.append(1.0, Side.CALLER, b"\x80\x00one")
+    first.close()
+    # The same call logged again (a capture restarted on the same file): appended to.
+    again = RtpLog(path, {"call_id": "someone else"})
+    again.append(2.0, Side.CALLEE, b"\x80\x00two")
+    again.close()
+    assert list(tmp_path.iterdir()) == [path]
+    assert path.read_bytes()[:2] == b"\xff\xb2"
+    assert read_manifest(path) == {"call_id": "c1", "protocol": "sip"}
+    assert [p.packet for p in read_log(path)] == [b"\x80\x00one", b"\x80\x00two"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"\xff\xb2\x00",
+        b"\x00\xb1\x01\x00\x03\x00\x00\x00",
+        b"\xff\xb2\x00\x00\x10\x00\x00\x00{}",
+    ],
+    ids=["empty", "torn-header", "a-block-first", "cut-short"],
+)
+def test_a_log_without_a_whole_manifest_first_is_refused_with_a_reason(
+    tmp_path: Path, content: bytes
+) -> None:
+    path = tmp_path / "x.rtp"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="manifest"):
+        read_manifest(path)
+    assert list(read_log(path)) == []
+
+
 def test_a_whole_run_after_single_packets_keeps_every_block_within_16_bits(
     tmp_path: Path,
 ) -> None:
@@ -66,7 +103,7 @@ def test_a_torn_last_block_ends_the_log_there(tmp_path: Path) -> None:
         log.append(float(index), Side.CALLER, bytes([index]) * 172)
         log.flush()
     log.close()
-    path = tmp_path / "call" / "rtp.log"
+    path = tmp_path / "call"
     path.write_bytes(path.read_bytes()[:-40])
     assert [packet.arrival for packet in read_log(tmp_path / "call")] == [0.0, 1.0]
 

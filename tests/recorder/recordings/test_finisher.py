@@ -218,7 +218,7 @@ def test_a_damaged_spool_in_a_batch_is_set_aside_alone(tmp_path: Path) -> None:
 
     assert sorted(outcomes.values()) == ["complete"] * 3 + [NOTHING_TO_STORE]
     assert Recording.objects.get(signalling=damaged).status == Recording.Status.FAILED
-    assert (tmp_path / FAILED / spool.name).is_dir()
+    assert (tmp_path / FAILED / spool.name).is_file()
     assert Recording.objects.filter(status="complete").count() == 3
     assert not PendingFinalisation.objects.exists()
 

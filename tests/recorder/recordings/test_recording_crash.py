@@ -50,9 +50,10 @@ LOG_BUFFER_SECONDS = 1.0
 # One packet the child may have fed after its last report and before the kill.
 UNREPORTED_SECONDS = PACKET_SECONDS
 
-# The rtp.log block header (recorder/media/rtplog.py): receiver uint8, magic 0xB1, packet
+# The log's record header (recorder/media/rtplog.py): receiver uint8, magic 0xB1, packet
 # count uint16, packet bytes uint32, little-endian; then count float64 arrival times,
-# count uint16 lengths, and the packets.
+# count uint16 lengths, and the packets. The first record is the manifest: receiver 0xFF,
+# magic 0xB2, count 0, then that many bytes of JSON.
 LOG_BLOCK = struct.Struct("<BBHI")
 
 CHILD = """
@@ -83,19 +84,21 @@ print("finished", flush=True)
 
 @dataclass(frozen=True)
 class LoggedCall:
-    """What a spool directory held at the kill, read without QMS code."""
+    """What a call's log held at the kill, read without QMS code."""
 
     call_id: str
     packets: int
     audio_seconds: float
 
 
-def read_spool(directory: Path) -> LoggedCall:
+def read_spool(path: Path) -> LoggedCall:
     """The whole records of a call's RTP log; the audio they span by RTP timestamps, each
     direction from its first packet's arrival (20 ms G.711 packets)."""
-    manifest = json.loads((directory / "call.json").read_text())
-    data = (directory / "rtp.log").read_bytes()
-    offset, directions = 0, {}
+    data = path.read_bytes()
+    code, magic, count, size = LOG_BLOCK.unpack_from(data, 0)
+    assert (code, magic, count) == (0xFF, 0xB2, 0)
+    manifest = json.loads(data[LOG_BLOCK.size : LOG_BLOCK.size + size])
+    offset, directions = LOG_BLOCK.size + size, {}
     while offset + LOG_BLOCK.size <= len(data):
         receiver, magic, count, total = LOG_BLOCK.unpack_from(data, offset)
         end = offset + LOG_BLOCK.size + 10 * count + total
@@ -194,7 +197,7 @@ def test_calls_cut_by_kill_9_become_partial_recordings_at_the_next_start(
         capture, spool_root, tmp_path / "child.log", media_start + KILL_AFTER_MEDIA_SECONDS
     )
 
-    spools = sorted(path for path in spool_root.iterdir() if path.is_dir())
+    spools = sorted(path for path in spool_root.iterdir() if path.suffix == ".rtp")
     logged = {found.call_id: found for found in map(read_spool, spools)}
     assert len(logged) == CALLS
     assert all(found.packets > 0 for found in logged.values())

@@ -3,6 +3,7 @@ outlives its recording until the recording's row is committed, and no longer."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from django.db import transaction
 from integrations.observations import Side
 from recorder.engine.calls import moment
 from recorder.engine.codec import media_from_json
-from recorder.media.rtplog import RtpLog
+from recorder.media.rtplog import BLOCK_HEADER, LOG_NAME, MANIFEST_NAME, RtpLog, read_manifest
 from recorder.models import Call, Recording
 from recorder.nodes.models import PendingFinalisation
 from recorder.recordings.finish import finish_recording
@@ -23,14 +24,14 @@ from tests.recorder.media.rtp_build import rtp
 
 @pytest.mark.django_db
 def test_an_unknown_calls_spool_is_set_aside_once(tmp_path: Path) -> None:
-    log = RtpLog(tmp_path / "1700000000-abc", {"call_id": "nobody", "protocol": "sip",
+    log = RtpLog(tmp_path / "1700000000-abc.rtp", {"call_id": "nobody", "protocol": "sip",
                                                 "started_at": 1_700_000_000.0})  # fmt: skip
     log.append(1_700_000_000.5, Side.CALLER, b"\x80\x00" + b"\x00" * 10 + b"\xff" * 160)
     log.close()
     assert recover_spools(tmp_path) == []
     assert recover_spools(tmp_path) == []
     assert sorted(path.name for path in tmp_path.iterdir()) == [ORPHANED]
-    assert [path.name for path in (tmp_path / ORPHANED).iterdir()] == ["1700000000-abc"]
+    assert [path.name for path in (tmp_path / ORPHANED).iterdir()] == ["1700000000-abc.rtp"]
 
 
 def logged_call(spool_root: Path, call_id: str) -> tuple[Call, Path]:
@@ -44,7 +45,7 @@ def logged_call(spool_root: Path, call_id: str) -> tuple[Call, Path]:
                {"side": "callee", "ip": "10.0.0.2", "port": 5000,
                 "payload_types": [[8, "PCMA/8000"]], "mode": "sendrecv", "encrypted": False}],
     )  # fmt: skip
-    spool = spool_root / f"{int(started)}-{call_id}"
+    spool = spool_root / f"{int(started)}-{call_id}.rtp"
     log = RtpLog(spool, {"call_id": call_id, "protocol": "sip", "started_at": started})
     for n in range(50):
         for side in (Side.CALLER, Side.CALLEE):
@@ -59,7 +60,7 @@ def test_a_recording_rolled_back_keeps_its_log_for_recovery(tmp_path: Path) -> N
     with pytest.raises(RuntimeError), transaction.atomic():
         finish_recording(call, spool, media_from_json(call.media), None)
         raise RuntimeError("the batch's commit never happens")
-    assert (spool / "rtp.log").exists()
+    assert spool.exists()
     assert not Recording.objects.exists()
     [recovered] = recover_spools(tmp_path)
     assert recovered.status == Recording.Status.PARTIAL
@@ -83,7 +84,7 @@ def test_a_committed_recording_whose_log_outlived_it_is_not_redone(tmp_path: Pat
 def logged_call_log_only(spool_root: Path, call_id: str) -> tuple[None, Path]:
     """The same call's log written again, as if the process died before removing it."""
     started = 1_700_000_100.0
-    spool = spool_root / f"{int(started)}-{call_id}"
+    spool = spool_root / f"{int(started)}-{call_id}.rtp"
     log = RtpLog(spool, {"call_id": call_id, "protocol": "sip", "started_at": started})
     log.append(started, Side.CALLER, rtp(0, 0))
     log.close()
@@ -106,3 +107,25 @@ def test_a_node_recover_event_queued_in_the_older_form_is_applied_the_same(
     assert (call.state, call.end_reason) == (Call.State.ENDED, "capture-crashed")
     pending = PendingFinalisation.objects.get(call=call)
     assert (pending.reason, pending.spool, pending.node) == ("capture-crashed", str(spool), "a")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_spool_folder_of_the_earlier_layout_is_still_recovered(tmp_path: Path) -> None:
+    # Spools written before a call's log became one file: a folder with call.json and an
+    # rtp.log of blocks alone. An upgrade with calls in progress must not lose them.
+    call, spool = logged_call(tmp_path, "before-the-upgrade")
+    data = spool.read_bytes()
+    manifest_end = BLOCK_HEADER.size + BLOCK_HEADER.unpack_from(data)[3]
+    manifest = read_manifest(spool)
+    spool.unlink()
+    folder = tmp_path / spool.stem
+    folder.mkdir()
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
+    (folder / LOG_NAME).write_bytes(data[manifest_end:])
+
+    [recovered] = recover_spools(tmp_path)
+
+    assert recovered.signalling_id == call.pk
+    assert recovered.status == Recording.Status.PARTIAL
+    assert recovered.duration_seconds == pytest.approx(1.0, abs=0.05)
+    assert list(tmp_path.iterdir()) == []

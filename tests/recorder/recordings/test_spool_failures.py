@@ -18,7 +18,7 @@ from django.core.management import call_command
 from integrations.observations import Side
 from recorder.capture import traffic
 from recorder.engine.calls import moment
-from recorder.media.rtplog import MANIFEST_NAME, RtpLog
+from recorder.media.rtplog import BLOCK_HEADER, MANIFEST_NAME, RtpLog
 from recorder.models import Call, Recording
 from recorder.nodes.models import ParkedEvent, PendingFinalisation
 from recorder.recordings.finalise import finalise_recording
@@ -43,7 +43,7 @@ def call_with_damaged_spool(spool_root: Path, call_id: str) -> tuple[Call, Path]
                {"side": "callee", "ip": "10.0.0.2", "port": 5000, "payload_types": PCMA,
                 "mode": "sendrecv", "encrypted": False}],
     )  # fmt: skip
-    spool = spool_root / f"{int(STARTED)}-{call_id}"
+    spool = spool_root / f"{int(STARTED)}-{call_id}.rtp"
     log = RtpLog(spool, {"call_id": call_id, "protocol": "sip", "started_at": STARTED})
     log.append(STARTED, Side.CALLER, rtp(0, 0))
     log.append(STARTED + DECADES, Side.CALLER, rtp(1, 160))
@@ -51,10 +51,16 @@ def call_with_damaged_spool(spool_root: Path, call_id: str) -> tuple[Call, Path]
     return call, spool
 
 
-def spool_with_manifest(spool_root: Path, name: str, manifest: str) -> Path:
-    spool = spool_root / name
-    spool.mkdir(parents=True)
-    (spool / MANIFEST_NAME).write_text(manifest)
+def spool_with_manifest(spool_root: Path, name: str, manifest: str, layout: str) -> Path:
+    """A spool whose manifest is `manifest`: a log file, or a folder of the earlier layout."""
+    if layout == "folder":
+        spool = spool_root / name
+        spool.mkdir(parents=True)
+        (spool / MANIFEST_NAME).write_text(manifest)
+        return spool
+    spool = spool_root / f"{name}.rtp"
+    text = manifest.encode()
+    spool.write_bytes(BLOCK_HEADER.pack(0xFF, 0xB2, 0, len(text)) + text)
     return spool
 
 
@@ -80,7 +86,7 @@ def test_a_spool_that_cannot_be_finished_is_set_aside_and_its_recording_says_fai
     assert recover_spools(spool_root) == []
 
     assert not spool.exists()
-    assert (spool_root / FAILED / spool.name / MANIFEST_NAME).exists()
+    assert (spool_root / FAILED / spool.name).is_file()
     recording = Recording.objects.get(signalling=call)
     assert recording.status == Recording.Status.FAILED
     assert recording.status_detail.startswith("could not be finished: ValueError")
@@ -105,6 +111,7 @@ def test_import_pcap_still_starts_and_records_after_a_spool_that_cannot_be_finis
     assert [path.name for path in (spool_root / FAILED).iterdir()] == [spool.name]
 
 
+@pytest.mark.parametrize("layout", ["file", "folder"])
 @pytest.mark.parametrize(
     "manifest",
     ["{not json", "[1, 2, 3]"],
@@ -112,14 +119,14 @@ def test_import_pcap_still_starts_and_records_after_a_spool_that_cannot_be_finis
 )
 @pytest.mark.django_db(transaction=True)
 def test_a_spool_whose_manifest_is_no_json_object_is_set_aside_and_parked(
-    spool_root: Path, tmp_path: Path, manifest: str
+    spool_root: Path, tmp_path: Path, manifest: str, layout: str
 ) -> None:
-    spool = spool_with_manifest(spool_root, "1700000000-bad-manifest", manifest)
+    spool = spool_with_manifest(spool_root, "1700000000-bad-manifest", manifest, layout)
 
     call_command("import_pcap", str(ordinary_capture(tmp_path)), stdout=io.StringIO())
 
     assert not spool.exists()
-    assert (spool_root / FAILED / spool.name).is_dir()
+    assert (spool_root / FAILED / spool.name).exists()
     (parked,) = ParkedEvent.objects.all()
     assert (parked.kind, parked.subject) == ("spool", spool.name)
     assert Recording.objects.get().status == Recording.Status.COMPLETE
@@ -140,21 +147,22 @@ def test_a_node_finalisation_that_cannot_succeed_marks_the_recording_failed_and_
     (parked,) = ParkedEvent.objects.all()
     assert (parked.kind, parked.subject, parked.node) == ("spool", "node-damaged", "node-a")
     assert parked.reason.startswith("ValueError")
-    assert not spool.exists() and (spool_root / FAILED / spool.name).is_dir()
+    assert not spool.exists() and (spool_root / FAILED / spool.name).is_file()
 
 
+@pytest.mark.parametrize("layout", ["file", "folder"])
 @pytest.mark.django_db(transaction=True)
 def test_a_node_recovery_of_a_spool_whose_manifest_is_damaged_sets_it_aside_and_parks_it(
-    spool_root: Path,
+    spool_root: Path, layout: str
 ) -> None:
     # The sniffer no longer reads manifests at start (it stopped there on a damaged one):
     # the node's task reads it, by the same rules as import_pcap.
-    spool = spool_with_manifest(spool_root, "1700000000-bad-manifest", "{not json")
+    spool = spool_with_manifest(spool_root, "1700000000-bad-manifest", "{not json", layout)
 
     outcome = apply_in_order("node-a:eth1:run", 1, RECOVER, {"spool": str(spool)}, "node-a")
 
     assert outcome == "applied"
-    assert not spool.exists() and (spool_root / FAILED / spool.name).is_dir()
+    assert not spool.exists() and (spool_root / FAILED / spool.name).exists()
     (parked,) = ParkedEvent.objects.all()
     assert (parked.kind, parked.subject, parked.node) == ("spool", spool.name, "node-a")
     assert parked.reason.startswith("JSONDecodeError")
