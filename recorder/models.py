@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from extensions.models import Agent, Phone
 from integrations.observations import CallDirection, CallProtocol, CallState
+from qms.lib.jsontext import TextKeepingEncoder
 
 
 def recordings_storage():
@@ -178,6 +179,7 @@ class Recording(models.Model):
     peaks = models.JSONField(
         null=True,
         blank=True,
+        encoder=TextKeepingEncoder,
         help_text="Waveform of both channels for the player, computed once when the "
         "recording is finalised.",
     )

@@ -364,8 +364,7 @@ class MemorySpool:
         stereo = self.stereo[:frames].astype("<i2", copy=False)
         # Already in memory: written, hashed and drawn as one block.
         blocks = iter([memoryview(stereo).cast("B")] if frames else [])
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        temporary = _temporary_name(destination)
+        temporary = _temporary_name(destination, durable)
         try:
             return _write_wav_blocks(
                 blocks, frames, temporary, destination, self.sample_rate, observer, durable
@@ -400,8 +399,9 @@ def finalize(
 
     The file is written under a temporary name beside the destination, hashed while written,
     fsynced, moved into place with os.replace() and its directory fsynced; only then is the
-    spool removed. Not `durable`: neither is fsynced, and the caller makes a batch of
-    finished files durable at once (sync_finished()). A torn last write (an odd byte) is
+    spool removed. Not `durable`: it is written in place and nothing is fsynced, and the
+    caller makes a batch of finished files durable at once (sync_finished()) before any row
+    names them. A torn last write (an odd byte) is
     cut to whole samples; the shorter channel is padded with silence. `format` is "wav"
     (PCM16) or "opus" (Ogg/Opus through soundfile; hashed once written). Raises
     SpoolFullError (spool kept) on a full disk. `observer`, if given, sees the stereo PCM
@@ -414,7 +414,7 @@ def finalize(
     if format == "opus" and rate not in OPUS_RATES:
         raise ValueError(f"Opus cannot encode {rate} Hz audio; use format='wav'")
     destination.parent.mkdir(parents=True, exist_ok=True)
-    temporary = _temporary_name(destination)
+    temporary = _temporary_name(destination, durable)
     try:
         write = _write_wav if format == "wav" else _write_opus
         audio = write(spool_dir, temporary, destination, rate, observer or _NO_OBSERVER, durable)
@@ -539,9 +539,14 @@ def _read_manifest(spool_dir: Path) -> dict[str, Any]:
     return manifest
 
 
-def _temporary_name(destination: Path) -> Path:
-    # A fixed name, not a random one: a finalize() killed half-way leaves a file that the
-    # next attempt overwrites, instead of an orphan.
+def _temporary_name(destination: Path, durable: bool = True) -> Path:
+    """Where the file is written before it is in place. A fixed name, not a random one: a
+    finalize() killed half-way leaves a file that the next attempt overwrites, instead of
+    an orphan. Not `durable`, the destination itself: such files belong to a batch whose
+    rows commit only after sync_finished(), so no row names the file while it is written
+    (and a rename a file cost as much again as creating it)."""
+    if not durable:
+        return destination
     return destination.with_name(f".{destination.name}.tmp")
 
 
@@ -571,7 +576,7 @@ def _write_wav_blocks(
     moved into place."""
     digest = hashlib.sha256()
     observer.begin(frames, rate)
-    with open(temporary, "wb") as out:
+    with _created(temporary) as out:
         _hashed_write(out, digest, _wav_header(frames, rate))
         for block in blocks:
             observer.block(block)
@@ -652,8 +657,19 @@ def _stereo_blocks(spool_dir: Path, frames: int) -> Iterator[bytes]:
             yield _interleave(left, right, min(FINALIZE_BLOCK_FRAMES, frames - start))
 
 
+def _created(path: Path) -> BinaryIO:
+    """`path` opened for writing, its folder made if it is missing: the folder of a day's
+    recordings is made by the first of them, not looked for by every one."""
+    try:
+        return open(path, "wb")
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "wb")
+
+
 def _move_into_place(temporary: Path, destination: Path, durable: bool = True) -> None:
-    os.replace(temporary, destination)
+    if temporary != destination:
+        os.replace(temporary, destination)
     if durable:
         fsync_directory(destination.parent)
 

@@ -313,7 +313,6 @@ def _store(recording: Recording, found: DecodedCall, storage: Storage) -> Path:
     else:
         name = _audio_name(recording)
         destination = Path(storage.path(name))
-        destination.parent.mkdir(parents=True, exist_ok=True)
         # The waveform is drawn from the audio as it is written, not read back from the file.
         waveform = PeaksBuilder()
         audio_format = settings.QMS_RECORDING_FORMAT

@@ -306,3 +306,46 @@ def test_an_empty_write_past_the_end_adds_no_silence_as_on_disk(tmp_path: Path) 
     disk = from_disk(tmp_path / "disk", writes, 8000, tmp_path / "disk.wav")
     assert disk.audio.duration_seconds == 2 / 8000
     assert_same_file(memory, disk)
+
+
+# -- where the file is written -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("limit", [None, 400])
+def test_a_batchs_file_is_written_in_place_and_a_durable_one_by_a_temporary_name(
+    tmp_path: Path, limit: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not durable (a finishing batch, whose rows commit after sync_finished): no rename,
+    the same bytes. Durable: a temporary name, then os.replace into place."""
+    import os
+
+    renames: list[tuple[str, str]] = []
+    replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (renames.append((a, b)), replace(a, b)))
+    writes = random_writes(3, 8000)
+    batch, durable = tmp_path / "batch.wav", tmp_path / "durable.wav"
+    for destination, is_durable in ((batch, False), (durable, True)):
+        spool = MemorySpool(
+            tmp_path / destination.stem, "c", 8000, {}, **({"limit": limit} if limit else {})
+        )
+        written(spool, writes)
+        spool.finalize(destination, durable=is_durable)
+    assert batch.read_bytes() == durable.read_bytes()
+    # (A spilled spool renames its own manifest into place too.)
+    assert [Path(b).name for _, b in renames if str(b).endswith(".wav")] == ["durable.wav"]
+    assert sorted(entry.name for entry in tmp_path.iterdir() if entry.is_file()) == [
+        "batch.wav",
+        "durable.wav",
+    ]
+
+
+def test_a_batchs_file_that_fails_half_way_is_removed(tmp_path: Path) -> None:
+    class Refusing(PeaksBuilder):
+        def block(self, stereo: bytes) -> None:
+            raise OSError("the disk went away")
+
+    spool = MemorySpool(tmp_path / "spool", "c", 8000, {})
+    written(spool, random_writes(4, 8000))
+    with pytest.raises(OSError, match="went away"):
+        spool.finalize(tmp_path / "call.wav", "wav", Refusing(), durable=False)
+    assert not (tmp_path / "call.wav").exists()

@@ -4,6 +4,7 @@ finalised, per channel, from the finished file, and backfilled by a command."""
 from __future__ import annotations
 
 import io
+import json
 import wave
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 import soundfile
 from django.core.management import call_command
 
+from qms.lib.jsontext import TextKeepingEncoder, WithJSON, int8_list_text
 from recorder.capture.synthesis import write_pcap
 from recorder.models import Recording
 from recorder.recordings import waveform
@@ -60,6 +62,24 @@ def test_frames_that_do_not_divide_evenly_all_count() -> None:
     peaks = peaks_of(samples, 8000, buckets=10)
     assert peaks["buckets"] == 10
     assert peaks["channels"][0]["max"] == [0] * 9 + [100]
+
+
+@pytest.mark.parametrize("frames, channels", [(1, 1), (999, 2), (32_000, 2), (160_001, 1)])
+def test_the_text_written_to_the_row_reads_back_as_the_peaks(frames: int, channels: int) -> None:
+    samples = np.random.default_rng(frames).integers(-32768, 32768, (frames, channels))
+    samples[0] = (-32768, 32767)[:channels]  # the extremes of both ends
+    peaks = peaks_of(samples.astype(np.int16), 8000)
+    assert isinstance(peaks, WithJSON)
+    assert json.loads(peaks.text) == json.loads(json.dumps(dict(peaks)))
+    assert json.dumps(peaks, cls=TextKeepingEncoder) == peaks.text
+    assert json.dumps({"other": [1, 2]}, cls=TextKeepingEncoder) == '{"other": [1, 2]}'
+
+
+def test_int8_text_takes_only_an_int8_array() -> None:
+    assert int8_list_text(np.array([], dtype=np.int8)) == "[]"
+    assert int8_list_text(np.array([-128, 0, 127], dtype=np.int8)) == "[-128,0,127]"
+    with pytest.raises(TypeError, match="int8 array, not int16"):
+        int8_list_text(np.array([128], dtype=np.int16))
 
 
 def test_a_file_shorter_than_the_buckets_gets_one_bucket_per_frame() -> None:

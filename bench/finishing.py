@@ -1,0 +1,154 @@
+"""What finishing a short call costs, on its own: issue 13 §3's "at most 2 ms of one core".
+
+    .venv/bin/python bench/finishing.py --calls 1000 --seconds 4
+    .venv/bin/python bench/finishing.py --calls 1000 --seconds 4 --profile
+
+Imports bench/traffic.py's capture of N concurrent calls once, in a var folder of its own,
+with the finishing process held back: every call ends as in production (its spool closed,
+its PendingFinalisation row committed) and nothing is finished. A pristine copy of the
+folder is kept. Each of --runs runs restores the folder from it (the pending rows name
+their spools by absolute path), syncs the disk, and finishes every pending recording by
+the same finish_batch a command's finishing process runs, in batches of its size, reading
+this process's CPU time around it: Django's set-up is apart, the imports the first batch
+makes are in, as they are in a finishing process's own count. Prints the CPU time a call
+and how the recordings came out (all "complete" when nothing went wrong).
+
+--profile runs the first run under cProfile and prints the 45 costliest functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = ROOT / ".venv" / "bin" / "python"
+sys.path.insert(0, str(ROOT))
+
+from bench.end_to_end import BENCH_KEY, capture_file  # noqa: E402
+
+
+def environment(var: Path) -> dict:
+    return {**os.environ, "QMS_VAR_DIR": str(var), "DEBUG": "0", "SECRET_KEY": BENCH_KEY}
+
+
+def prepare(capture: Path, var: Path) -> None:
+    """The capture imported into `var` with every recording left pending."""
+    subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=environment(var),
+                   check=True)  # fmt: skip
+    subprocess.run([PYTHON, __file__, "--import-only", str(capture)], cwd=ROOT,
+                   env=environment(var), check=True)  # fmt: skip
+
+
+def import_held_back(capture: Path) -> None:
+    """(In the child) import_pcap with a finisher that only keeps what it is handed."""
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "qms.settings")
+    django.setup()
+    from collections import Counter
+
+    from django.core.management import call_command
+
+    import recorder.nodes.management.commands.import_pcap as command
+
+    class HeldBack:
+        processes = 1
+
+        def __init__(self) -> None:
+            self.outcomes: Counter = Counter()
+
+        def submit(self, pending) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    command.finisher_for_commands = HeldBack
+    call_command("import_pcap", str(capture))
+
+
+def finish_all(profile: bool) -> tuple[float, int, dict]:
+    """(In the child) every pending recording finished as a finishing process would: the
+    CPU seconds it took, how many, and their outcomes."""
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "qms.settings")
+    django.setup()
+    from collections import Counter
+
+    from recorder.nodes.models import PendingFinalisation
+    from recorder.recordings.finalise import finish_batch
+    from recorder.recordings.finishing_process import BATCH
+
+    pending = list(PendingFinalisation.objects.order_by("pk").values_list("pk", flat=True))
+    outcomes: Counter = Counter()
+    profiler = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    started = time.process_time()
+    for first in range(0, len(pending), BATCH):
+        outcomes.update(finish_batch(pending[first : first + BATCH]).values())
+    spent = time.process_time() - started
+    if profiler is not None:
+        import pstats
+
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(45)
+    return spent, len(pending), dict(outcomes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=4)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--import-only", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--finish-only", action="store_true", help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.import_only:
+        import_held_back(options.import_only)
+        return
+    if options.finish_only:
+        spent, calls, outcomes = finish_all(options.profile)
+        print(f"RESULT {spent:.3f} {calls} {outcomes}")
+        return
+    capture = capture_file(options.calls, options.seconds)
+    with tempfile.TemporaryDirectory(prefix="qms-finishing-", dir=ROOT / "var") as scratch:
+        # The pending rows name their spools by absolute path: each run finishes the
+        # folder the import made, restored from a pristine copy.
+        var, pristine = Path(scratch) / "var", Path(scratch) / "pristine"
+        prepare(capture, var)
+        shutil.copytree(var, pristine, symlinks=True)
+        for run in range(options.runs):
+            if run:
+                shutil.rmtree(var)
+                shutil.copytree(pristine, var, symlinks=True)
+            # The copy's writeback would slow every file the run creates (ext4's journal).
+            os.sync()
+            command = [PYTHON, __file__, "--finish-only"]
+            if options.profile and run == 0:
+                command.append("--profile")
+            done = subprocess.run(command, cwd=ROOT, env=environment(var), check=True,
+                                  capture_output=True, text=True)  # fmt: skip
+            result = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
+            if options.profile and run == 0:
+                print(done.stdout)
+            spent, calls, outcomes = result[0].split(" ", 3)[1:]
+            per_call = float(spent) / int(calls) * 1000
+            print(f"run {run}: {calls} calls finished in {float(spent):.2f} s of CPU, "
+                  f"{per_call:.2f} ms a call; outcomes {outcomes}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
