@@ -96,14 +96,28 @@ class BlockHeaders:
         """Whole plain headers with a G.711 payload type, at least one sample, and an
         arrival time StreamDecoder takes as it is. No marker bit: a marked packet is left
         to the general path (with a dynamic payload type, marker and type can read as RTCP)."""
-        g711 = [pt for pt, found in formats.items() if _is_g711(found)]
+        # A table of the second octet's 256 values, not np.isin (a sort, 30 us a block):
+        # a marked packet's octet is its type plus 128, never in the table.
+        g711 = np.zeros(256, dtype=bool)
+        g711[[pt for pt, found in formats.items() if _is_g711(found) and 0 <= pt < 128]] = True
         return (
             (self.lengths > HEADER_BYTES)
             & (self.first == PLAIN_FIRST_OCTET)
-            & np.isin(self.second, g711)
+            & g711[self.second]
             & (self.arrivals >= 0.0)
             & (self.arrivals < 1e11)
         )
+
+    def payload_types(self) -> tuple[int | None, Counter]:
+        """The index of the first packet that looks like RTP (version 2, a whole fixed
+        header, not RTCP: recorder.media.rtp.looks_like_rtp), and how many carry each
+        payload type."""
+        rtp = (self.first >> 6 == 2) & ((self.second < 200) | (self.second > 204))
+        rtp &= self.lengths >= HEADER_BYTES
+        found = np.flatnonzero(rtp)
+        counts = np.bincount(self.second[rtp] & 0x7F, minlength=128)
+        types = Counter({int(pt): int(counts[pt]) for pt in np.flatnonzero(counts)})
+        return (int(found[0]) if len(found) else None), types
 
     def pcm(self, start: int, end: int, codec_name: str) -> bytes:
         """PCM16 of packets start..end-1, all of one length, G.711-expanded."""
@@ -123,24 +137,6 @@ def expand_g711(codec_name: str, payloads: np.ndarray) -> bytes:
         return G711_TABLES[codec_name][payloads].tobytes()
     pcm = expand(payloads.tobytes(), 2)
     return pcm if sys.byteorder == "little" else audioop.byteswap(pcm, 2)
-
-
-def rtp_payload_types(lengths: array, data: bytes) -> tuple[int | None, Counter]:
-    """Of a block's packets: the index of the first that looks like RTP (version 2, a
-    whole fixed header, not RTCP: recorder.media.rtp.looks_like_rtp), and how many carry
-    each payload type."""
-    sizes = np.frombuffer(lengths, dtype=np.uint16).astype(np.int64)
-    offsets = np.zeros(len(sizes), dtype=np.int64)
-    np.cumsum(sizes[:-1], out=offsets[1:])
-    raw = _padded(data)
-    whole = sizes >= HEADER_BYTES
-    first = np.where(whole, raw[np.where(whole, offsets, 0)], 0)
-    second = np.where(whole, raw[np.where(whole, offsets + 1, 0)], 0)
-    rtp = whole & (first >> 6 == 2) & ((second < 200) | (second > 204))
-    found = np.flatnonzero(rtp)
-    counts = np.bincount(second[rtp] & 0x7F, minlength=128)
-    types = Counter({int(pt): int(counts[pt]) for pt in np.flatnonzero(counts)})
-    return (int(found[0]) if len(found) else None), types
 
 
 def _padded(data: bytes) -> np.ndarray:

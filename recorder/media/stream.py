@@ -43,7 +43,7 @@ from recorder.media.codecs import (
     UndecodableCodec,
     payload_formats,
 )
-from recorder.media.rtp import RtpDecodeError, RtpPacket, parse_rtp
+from recorder.media.rtp import RTCP_PACKET_TYPES, RtpDecodeError, RtpPacket, parse_rtp
 
 # RFC 3550 Appendix A.1: a forward jump beyond MAX_DROPOUT or a step back beyond
 # MAX_MISORDER is a restarted sender, not loss or reordering.
@@ -228,18 +228,26 @@ class StreamDecoder:
         return chunks + self._release(at)
 
     def feed_block(self, arrivals: array, lengths: array, data: bytes) -> list[PcmChunk]:
-        """A log block of this direction (recorder/media/rtplog.py), in arrival order.
+        """A log block of this direction (recorder/media/rtplog.py), in arrival order."""
+        return self.feed_headers(BlockHeaders(arrivals, lengths, data))
+
+    def feed_headers(self, headers: BlockHeaders) -> list[PcmChunk]:
+        """A log block of this direction, its headers read (bulk.BlockHeaders).
 
         The result is exactly that of feed() on each packet: a packet that continues the
         stream just as the decoder expects (see _takes_stretch) starts a stretch that is
         decoded in one step, as far as bulk.BlockHeaders.links says its successors follow
         it; every other packet goes through feed().
         """
-        headers = BlockHeaders(arrivals, lengths, data)
         limits = (-self.stall_limit * 8000, self.jump_limit * 8000)
         breaks = [*np.flatnonzero(~headers.links(self.formats, limits)).tolist(), len(headers)]
         chunks: list[PcmChunk] = []
         index = 0
+        if self.source is None and self._starts_in_order(headers):
+            # The first packet is played now, not after the reorder window: nothing that
+            # arrives in the window comes before it, so waiting would play the same.
+            chunks += self.feed(*headers.packet(0)) + self._drain()
+            index = 1
         while index < len(headers):
             if self._takes_stretch(headers, index):
                 end = breaks[bisect_right(breaks, index)]
@@ -249,6 +257,30 @@ class StreamDecoder:
                 chunks += self.feed(*headers.packet(index))
                 index += 1
         return chunks
+
+    def _starts_in_order(self, headers: BlockHeaders) -> bool:
+        """Whether the block opens the stream in order: every packet up to the first that
+        arrives a reorder window after the first (which feed() would release them at)
+        plain RTP of one SSRC, each the next sequence number, arriving in turn."""
+        arrivals = headers.arrivals
+        if not len(arrivals) or not 0.0 <= arrivals[0] < LATEST_ARRIVAL:
+            return False
+        # The same float steps as _due(): now - oldest >= reorder_window.
+        after = np.flatnonzero(arrivals - arrivals[0] >= self.reorder_window)
+        if not len(after):
+            return False  # the window goes on past the block: the next may reorder it
+        end = int(after[0]) + 1
+        sequence = headers.sequence[:end]
+        second = headers.second[:end]
+        return bool(
+            np.all(headers.lengths[:end] > HEADER_BYTES)
+            and np.all(headers.first[:end] == PLAIN_FIRST_OCTET)
+            and np.all((second < RTCP_PACKET_TYPES.start) | (second >= RTCP_PACKET_TYPES.stop))
+            and np.all(headers.ssrc[:end] == headers.ssrc[0])
+            and np.all(np.diff(sequence) % SEQUENCE_MODULO == 1)
+            and np.all(np.diff(arrivals[:end]) >= 0.0)
+            and arrivals[end - 1] < LATEST_ARRIVAL
+        )
 
     def tick(self, now: float) -> list[PcmChunk]:
         """Time passed without a packet: release what waited longer than the window."""

@@ -22,7 +22,7 @@ from django.db.models.signals import post_save
 
 from integrations.bounds import clean_text
 from integrations.observations import MediaOffer, Side
-from recorder.media.bulk import rtp_payload_types
+from recorder.media.bulk import BlockHeaders
 from recorder.media.codecs import PayloadKind
 from recorder.media.quality import mos_estimate
 from recorder.media.rtplog import LogBlock, log_file, pcm_folder, read_batches, remove_spool
@@ -36,6 +36,9 @@ NARROWBAND_RATE = 8000
 # A finished call's log up to this size is read once for both passes over it (about an
 # hour of G.711 both ways); a longer one is read twice rather than held.
 LOG_KEPT_BYTES = 64 * 1024 * 1024
+# Up to this size (about a minute of G.711 both ways) the headers read from the log are
+# kept for the second pass too: they take about as much memory as the log itself.
+HEADERS_KEPT_BYTES = 2 * 1024 * 1024
 CODEC_COLUMN = Recording._meta.get_field("codec").max_length
 # What a Recording takes from its call, and what finishing it writes.
 CALL_COLUMNS = [
@@ -136,10 +139,9 @@ def decode_call(
         pcm_folder(spool), call.call_id, rate, {"timeline_start": start},
         expected_frames=_expected_frames(directions, start, rate),
     )  # fmt: skip
-    for batch in batches:
+    for batch, headers in batches:
         direction = directions[batch.receiver]
-        chunks = direction.decoder.feed_block(batch.arrivals, batch.lengths, batch.data)
-        _write(audio_spool, direction, chunks)
+        _write(audio_spool, direction, direction.decoder.feed_headers(headers))
     for direction in directions.values():
         _write(audio_spool, direction, direction.decoder.flush())
     return DecodedCall(call, spool, local, directions, audio_spool, partial)
@@ -196,16 +198,32 @@ def _payload_types(offers: dict[Side, MediaOffer], side: Side) -> tuple[tuple[in
     return offer.payload_types if offer is not None else ()
 
 
-def _batches(spool: Path) -> Iterable[LogBlock]:
-    """The log's batches, for two passes: read once and kept when the log is small
-    enough, read twice from the file otherwise."""
+def _batches(spool: Path) -> Iterable[tuple[LogBlock, BlockHeaders]]:
+    """The log's batches with their headers read, for two passes. A short call's are read
+    once and kept with their headers (reading the headers is most of a short call's
+    decoding); a longer log's batches are kept and their headers read in each pass; a
+    log past LOG_KEPT_BYTES is read twice from the file rather than held."""
     path = log_file(spool)
-    if path.exists() and path.stat().st_size <= LOG_KEPT_BYTES:
-        return list(read_batches(spool))
-    return _BatchReader(spool)
+    size = path.stat().st_size if path.exists() else 0
+    if size <= HEADERS_KEPT_BYTES:
+        return list(_WithHeaders(read_batches(spool)))
+    if size <= LOG_KEPT_BYTES:
+        return _WithHeaders(list(read_batches(spool)))
+    return _WithHeaders(_Rereading(spool))
 
 
-class _BatchReader:
+class _WithHeaders:
+    """Batches, each with its headers read afresh in every pass."""
+
+    def __init__(self, batches: Iterable[LogBlock]) -> None:
+        self.batches = batches
+
+    def __iter__(self) -> Iterator[tuple[LogBlock, BlockHeaders]]:
+        for batch in self.batches:
+            yield batch, BlockHeaders(batch.arrivals, batch.lengths, batch.data)
+
+
+class _Rereading:
     def __init__(self, spool: Path) -> None:
         self.spool = spool
 
@@ -213,15 +231,17 @@ class _BatchReader:
         return read_batches(self.spool)
 
 
-def _scan(batches: Iterable[LogBlock], directions: dict[Side, Direction]) -> None:
+def _scan(
+    batches: Iterable[tuple[LogBlock, BlockHeaders]], directions: dict[Side, Direction]
+) -> None:
     """First pass: when each direction started, and which payload types it carried.
 
     Only RTP counts: a keepalive or probe datagram sent to the media port (SIPp sends a
     4-byte one, rtppcap-sip-rtp-g722.pcap) is neither a payload type nor the start of
     the direction's audio."""
-    for batch in batches:
+    for batch, headers in batches:
         direction = directions[batch.receiver]
-        first_rtp, payload_types = rtp_payload_types(batch.lengths, batch.data)
+        first_rtp, payload_types = headers.payload_types()
         if direction.first_arrival is None and first_rtp is not None:
             direction.first_arrival = batch.arrivals[first_rtp]
         if first_rtp is not None:

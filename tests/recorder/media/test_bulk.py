@@ -160,6 +160,95 @@ def test_the_bulk_path_takes_all_but_the_first_packets_of_a_regular_stream(
     assert 0 < len(fed) < 20
 
 
+def in_one_block(packets: list[tuple[float, bytes]]) -> StreamDecoder:
+    decoder = StreamDecoder(PAYLOAD_TYPES)
+    arrivals = array("d", [at for at, _ in packets])
+    lengths = array("H", [len(packet) for _, packet in packets])
+    decoder.chunks = decoder.feed_block(arrivals, lengths, b"".join(p for _, p in packets))
+    decoder.chunks += decoder.flush()
+    return decoder
+
+
+def test_a_stream_that_opens_in_order_is_played_from_its_first_packet_in_bulk(
+    fed: list[float],
+) -> None:
+    """No waiting out the reorder window packet by packet: the first packet through
+    feed(), every other in one stretch, and the same audio and figures as one by one."""
+    packets = regular(200)
+    expected = one_by_one(packets)
+    fed.clear()
+    assert_same(expected, in_one_block(packets))
+    assert fed == [packets[0][0]]
+
+
+def swapped(packets: list, index: int) -> None:
+    packets[index], packets[index + 1] = (packets[index][0], packets[index + 1][1]), (
+        packets[index + 1][0], packets[index][1],
+    )  # fmt: skip
+
+
+# What may happen to a stream's first packets, each of which must be waited out as feed()
+# waits it out: the bulk start must not take them for a stream in order.
+OPENINGS = {
+    "reordered": lambda packets: swapped(packets, 2),
+    "reordered at the window's edge": lambda packets: swapped(packets, 5),
+    "duplicated": lambda packets: packets.insert(3, (packets[3][0], packets[3][1])),
+    "lost": lambda packets: packets.pop(2),
+    "another sender": lambda packets: packets.__setitem__(
+        1, (packets[1][0], rtp(1001, 160, ssrc=8))
+    ),
+    "junk": lambda packets: packets.insert(2, (packets[2][0], b"\x00\x01junk")),
+    "RTCP-like": lambda packets: packets.insert(
+        2, (packets[2][0], rtp(1002, 320, payload_type=72, marker=True, ssrc=7))
+    ),
+    "an arrival out of range": lambda packets: packets.__setitem__(0, (-1.0, packets[0][1])),
+    "arrivals out of turn": lambda packets: packets.__setitem__(
+        2, (packets[1][0] - 0.001, packets[2][1])
+    ),
+    "a late first packet": lambda packets: packets.insert(4, packets.pop(0)),
+}
+
+
+@pytest.mark.parametrize("opening", list(OPENINGS))
+def test_a_stream_that_opens_out_of_order_decodes_in_a_block_as_packet_by_packet(
+    opening: str,
+) -> None:
+    packets = regular(60)
+    OPENINGS[opening](packets)
+    assert_same(one_by_one(packets), in_one_block(packets))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_openings_decode_in_a_block_as_packet_by_packet(seed: int) -> None:
+    rng = random.Random(seed)
+    packets = regular(40, sequence=rng.choice([1000, 65533]))
+    for _ in range(rng.randint(1, 3)):
+        index = rng.randrange(8)
+        at, packet = packets[index]
+        change = rng.choice(["swap", "drop", "repeat", "late", "ssrc"])
+        if change == "swap":
+            packets[index], packets[index + 1] = packets[index + 1], (at, packet)
+        elif change == "drop":
+            packets.pop(index)
+        elif change == "repeat":
+            packets.insert(index, (at + 0.001, packet))
+        elif change == "late":
+            packets.insert(index + rng.randint(2, 6), (at + 0.15, packet))
+        else:
+            packets[index] = (at, rtp(1000 + index, 160 * index, ssrc=99))
+    assert_same(one_by_one(packets), in_one_block(packets))
+
+
+def test_a_stream_shorter_than_the_reorder_window_waits_as_packet_by_packet(
+    fed: list[float],
+) -> None:
+    packets = regular(4)  # 60 ms: the window never closes inside the block
+    expected = one_by_one(packets)
+    fed.clear()
+    assert_same(expected, in_one_block(packets))
+    assert len(fed) == 4
+
+
 def test_links_break_at_each_irregularity() -> None:
     packets = regular(6)
     packets[3] = (packets[3][0], rtp(1003, 160 * 3 + 8000 * 9, ssrc=7))  # timestamp jump
