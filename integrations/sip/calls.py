@@ -23,6 +23,15 @@ from integrations.sip.sdp import SessionDescription
 MAX_REMEMBERED_STEPS = 64
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A final response that refused the INVITE of a call not answered, and asked the caller
+    to try again (a challenge, a redirect, 422, 488, 491, ...): the call waits for the retry."""
+
+    status: int
+    at: datetime
+
+
 @dataclass(slots=True)
 class Call:
     call_id: str
@@ -39,6 +48,7 @@ class Call:
     answered: bool = False
     ended: bool = False
     on_hold: bool = False
+    refusal: Refusal | None = None
     receive_at: dict[Side, tuple[Endpoint, ...]] = field(default_factory=dict)
     steps: dict[tuple[object, ...], None] = field(default_factory=dict)
 

@@ -8,10 +8,14 @@ class ("2xx"). `expire` forgets unanswered REGISTERs and idle calls so memory st
 
 Call rules (RFC 3261 §13-§15, RFC 3311, RFC 3515):
 - INVITE: START (caller from P-Asserted-Identity, else From; callee from To, else the
-  request-URI; the caller's SDP as MediaOffer side CALLER). A new CSeq on an unanswered call
-  without a To tag is the caller retrying with credentials: MEDIA only if its SDP moved.
+  request-URI; the caller's SDP as MediaOffer side CALLER). An INVITE without a To tag, with
+  the caller's From tag and a higher CSeq, on a call not answered, is the caller trying again
+  (§8.1.3.5): the same call goes on, MEDIA only if its SDP moved.
 - 180/183: RINGING (early media in the SDP, side CALLEE). 2xx: ANSWER with the callee's SDP.
-  3xx-6xx to the current INVITE: END with the status code as reason, except 401/407.
+  3xx-6xx to the current INVITE: END with the status code as reason. A refusal that asks the
+  caller to try again (RETRY_ASKED, any 3xx) ends the call only when no retry follows within
+  `retry_wait`; the END then carries the refusal's time. A call answered is never ended or
+  moved by a refusal: a final response to an established call's INVITE changes nothing.
 - ACK, PRACK or UPDATE with SDP, and re-INVITE: HOLD (sendonly/inactive/c=0.0.0.0), RESUME
   (back from a hold), or MEDIA (address or port moved). REFER: TRANSFER, reason = Refer-To URI.
   BYE: END "bye". CANCEL before the answer: END "cancel".
@@ -39,7 +43,7 @@ from integrations.observations import (
     Observation,
     Side,
 )
-from integrations.sip.calls import Call, holds, media_offers
+from integrations.sip.calls import Call, Refusal, holds, media_offers
 from integrations.sip.errors import SipDecodeError
 from integrations.sip.lync import binding_source, extension_aliases, identity_aliases, protocol_of
 from integrations.sip.message import SipMessage, parse_message
@@ -55,7 +59,11 @@ from integrations.sip.uri import normalize_ip, parse_name_addr
 logger = logging.getLogger(__name__)
 
 OFFER_METHODS = frozenset({"ACK", "PRACK", "UPDATE"})
-AUTH_CHALLENGES = frozenset({401, 407})
+# Refusals after which the caller sends the INVITE again on the same Call-ID with a higher
+# CSeq: a challenge (401, 407) or a request the caller can fix (413, 415, 416, 420, RFC 3261
+# §8.1.3.5; 421, §21.4.16), Session Interval Too Small (422, RFC 4028 §6), another offer
+# (488, §21.4.26), Request Pending (491, §14.1); and every redirect (3xx, §8.1.3.4).
+RETRY_ASKED = frozenset({401, 407, 413, 415, 416, 420, 421, 422, 488, 491})
 MAX_REGISTRARS = 1024
 
 
@@ -79,6 +87,7 @@ class SipTracker:
         ringing_timeout: timedelta = timedelta(minutes=5),
         call_idle_timeout: timedelta = timedelta(hours=4),
         ended_linger: timedelta = timedelta(seconds=32),
+        retry_wait: timedelta = timedelta(seconds=32),
         max_calls: int = 100_000,
         max_registers: int = 100_000,
     ) -> None:
@@ -87,6 +96,9 @@ class SipTracker:
         self.ringing_timeout = ringing_timeout
         self.call_idle_timeout = call_idle_timeout
         self.ended_linger = ended_linger  # late retransmissions after BYE stay quiet
+        # 64*T1 (Timer B, §17.1.1.2): a caller asked to try again has done so by then; a 491
+        # is retried within 4 s (§14.1), the others at once.
+        self.retry_wait = retry_wait
         self.max_calls = max_calls
         self.max_registers = max_registers
         self.errors: Counter[str] = Counter()
@@ -124,6 +136,9 @@ class SipTracker:
         self._expire_registers(now)
         ended: list[Observation] = []
         for call_id, call in list(self._calls.items()):
+            refusal = call.refusal
+            if refusal is not None and now - refusal.at > self.retry_wait:
+                ended.append(self._end_refused(call))
             if self._is_stale(call, now):
                 del self._calls[call_id]
                 self._unanswered.pop(call_id, None)
@@ -131,6 +146,15 @@ class SipTracker:
                 if not call.ended:
                     ended.append(call.signal(CallEvent.END, now, reason="timeout"))
         return ended
+
+    def end_refused(self) -> list[Observation]:
+        """The capture is over and no retry will come: each call still waiting for one ends,
+        with its refusal's status and time."""
+        return [self._end_refused(call) for call in self._calls.values() if call.refusal]
+
+    def _end_refused(self, call: Call) -> Observation:
+        refusal, call.refusal, call.ended = call.refusal, None, True
+        return call.signal(CallEvent.END, refusal.at, reason=str(refusal.status))
 
     @property
     def live_calls(self) -> int:
@@ -223,12 +247,27 @@ class SipTracker:
         if call is None:
             return self._start_call(request, packet)
         self._touch(call, packet.at)
-        if call.ended or not call.first_time(("request", request.cseq.number, "INVITE")):
+        if call.ended:
             return []
         if not call.answered and not request.to.tag:
-            call.invite_cseq = request.cseq.number  # the caller retries with credentials
-            return self._media_update(call, request, packet.at)
+            return self._retry(call, request, packet.at)
+        if not call.first_time(("request", request.cseq.number, "INVITE")):
+            return []
         return self._offer_in_dialog(call, request, packet.at)
+
+    def _retry(self, call: Call, request: SipMessage, at: datetime) -> list[Observation]:
+        """An INVITE outside the dialog before the answer: a retransmission, or the caller
+        trying again after a refusal (or one the capture missed): a new transaction with the
+        same Call-ID and From tag and a higher CSeq (§8.1.3.5). Anything else is not this
+        caller's retry, and takes nothing from the call, not even its next CSeq."""
+        if request.cseq.number == call.invite_cseq and request.from_.tag == call.caller_tag:
+            return []
+        if request.from_.tag != call.caller_tag or request.cseq.number < call.invite_cseq:
+            self.ignored["not-a-retry"] += 1
+            return []
+        call.invite_cseq = request.cseq.number
+        call.refusal = None
+        return self._media_update(call, request, at)
 
     def _start_call(self, request: SipMessage, packet: Packet) -> list[Observation]:
         caller = caller_of(request)
@@ -280,13 +319,17 @@ class SipTracker:
             return [call.signal(CallEvent.RINGING, packet.at, self._offers(response, Side.CALLEE))]
         if 200 <= status < 300:
             return self._answer(call, response, packet)
-        if status < 300 or status in AUTH_CHALLENGES:
+        if status < 300:
+            return []
+        if status in RETRY_ASKED or status < 400:
+            call.refusal = Refusal(status, packet.at)  # ends unless the caller tries again
             return []
         call.ended = True
         return [call.signal(CallEvent.END, packet.at, reason=str(status))]
 
     def _answer(self, call: Call, response: SipMessage, packet: Packet) -> list[Observation]:
         call.answered = True
+        call.refusal = None  # answered after all (a stray or forged refusal before it)
         self._unanswered.pop(call.call_id, None)
         sender_ip = ua_source(response, packet)
         call.callee_ip = sender_ip or call.callee_ip
@@ -391,7 +434,7 @@ class SipTracker:
         if call is None or call.ended or (before_answer and call.answered):
             return []
         self._touch(call, packet.at)
-        call.ended = True
+        call.ended, call.refusal = True, None
         return [call.signal(CallEvent.END, packet.at, reason=reason)]
 
     def _on_refer(self, request: SipMessage, packet: Packet) -> list[Observation]:

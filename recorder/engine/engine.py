@@ -456,6 +456,8 @@ class Engine:
         TCP sessions are not closed: QMS stopping says nothing about the phones, whose
         bindings stay until they unregister or expire.
         """
+        # A call refused moments before the end waited for a retry that will not come.
+        self._observe_all(self.sip.end_refused())
         for ended in self.calls.finish_all("capture-ended"):
             self.sink.call(ended.snapshot(CallEvent.END))
 

@@ -284,3 +284,48 @@ def test_garbage_is_counted_not_raised() -> None:
     ):
         assert tracker.feed(payload, PHONE_A, PBX, T0, "udp") == []
     assert tracker.errors == {"not-sip": 2, "bad-content-length": 1, "bad-cseq": 1}
+
+
+def stranger_invite(cseq: int, from_tag: str) -> bytes:
+    return message(
+        "INVITE sip:9002@pbx SIP/2.0",
+        "Via: SIP/2.0/UDP 10.0.0.66:5060;branch=z9hG4bKs" + str(cseq),
+        f"From: <sip:9001@pbx>;tag={from_tag}",
+        "To: <sip:9002@pbx>",
+        "Call-ID: call-7",
+        f"CSeq: {cseq} INVITE",
+        "Contact: <sip:9001@10.0.0.66:5060>",
+        sdp=offer("10.0.0.66", 7000),
+    )
+
+
+def test_a_refused_call_goes_on_with_the_callers_retry_only() -> None:
+    """After a 422 (RFC 4028 §6) the caller's INVITE with a higher CSeq continues the call;
+    another From tag, or a CSeq not higher, is nobody's retry."""
+    tracker = SipTracker()
+    seen = feed(tracker, invite(2, offer("10.0.0.11", 4000)), PHONE_A, PBX)
+    seen += feed(tracker, response("422 Session Interval Too Small", "2 INVITE"), PBX, PHONE_A)
+    seen += feed(tracker, stranger_invite(3, "other"), Endpoint("10.0.0.66", 5060), PBX, 1)
+    seen += feed(tracker, stranger_invite(1, "a"), Endpoint("10.0.0.66", 5060), PBX, 1)
+    assert events(tracker.expire(T0 + timedelta(seconds=10))) == []
+    seen += feed(tracker, invite(3, offer("10.0.0.11", 4002)), PHONE_A, PBX, 11)
+    seen += feed(
+        tracker, response("200 OK", "3 INVITE", offer("10.0.0.12", 5000)), PHONE_B, PHONE_A, 12
+    )
+    assert events(tracker.expire(T0 + timedelta(seconds=60))) == []
+    assert events(seen) == [
+        ("start", "10.0.0.11:4000"),
+        ("media", "10.0.0.11:4002"),
+        ("answer", "10.0.0.12:5000"),
+    ]
+    assert tracker.ignored["not-a-retry"] == 2
+
+
+def test_a_refusal_nobody_retries_ends_the_call_at_the_refusal() -> None:
+    tracker = SipTracker()
+    seen = feed(tracker, invite(), PHONE_A, PBX)
+    seen += feed(tracker, response("302 Moved Temporarily", "1 INVITE"), PBX, PHONE_A, 1)
+    assert events(tracker.expire(T0 + timedelta(seconds=20))) == []
+    (end,) = tracker.expire(T0 + timedelta(seconds=40))
+    assert (end.event.value, end.reason, end.at) == ("end", "302", T0 + timedelta(seconds=1))
+    assert tracker.end_refused() == [] and tracker.live_calls == 0
