@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Final
 
+from integrations.bounds import is_extension_syntax
 from integrations.observations import (
     BindingSeen,
     BindingSource,
@@ -288,6 +289,12 @@ class SccpTracker:
     def _on_line_stat(
         self, session: _Session, message: m.LineStat, at: datetime
     ) -> list[Observation]:
+        if not is_extension_syntax(message.directory_number):
+            # Rule R4 holds for the wire: an empty lineDirNumber (a line with no number) or
+            # one no call system writes is counted and refused. It says nothing QMS can keep
+            # about the line, so the line keeps the number it had.
+            self.errors["bad-dn"] += 1
+            return []
         if message.line_number not in session.lines and len(session.lines) >= MAX_LINES:
             self.errors["too-many-lines"] += 1
             return []

@@ -261,3 +261,12 @@ def test_any_order_of_valid_messages_never_raises(sequence):
     tracker.close(PHONE, CM, T0)
     assert tracker.errors["internal"] == 0
     assert tracker.session_count == 0
+
+
+def test_a_line_number_that_is_no_extension_is_counted_and_refused():
+    tracker = registered(lines={1: "9001"})
+    assert from_cm(tracker, line_stat(2, "")) == []
+    assert from_cm(tracker, line_stat(1, "617-555-1212")) == []
+    refreshed = from_phone(tracker, keepalive(), T0 + timedelta(minutes=3))
+    assert bindings(refreshed) == [("9001", 1, False)]
+    assert tracker.errors["bad-dn"] == 2
