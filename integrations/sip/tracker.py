@@ -156,6 +156,11 @@ class SipTracker:
         refusal, call.refusal, call.ended = call.refusal, None, True
         return call.signal(CallEvent.END, refusal.at, reason=str(refusal.status))
 
+    def holds_call(self, call_id: str) -> bool:
+        """True while the call is followed and no BYE, CANCEL or failure has ended it."""
+        call = self._calls.get(call_id)
+        return call is not None and not call.ended
+
     @property
     def live_calls(self) -> int:
         return sum(1 for call in self._calls.values() if not call.ended)

@@ -45,6 +45,11 @@ CONVERSATIONS_REMEMBERED = 10_000
 LATCH_PROBATION = 1.0
 # Packets held while an address is on probation, at most: a second of 5 ms packets.
 LATCH_HELD_PACKETS = 200
+# How long an answered call whose signalling is still open (no BYE yet) may be silent before
+# the media timeout ends it: a call is silent for minutes with silence suppression, a hold
+# without music or media off the mirror, and its BYE is what ends it. The limit is for a BYE
+# the mirror lost (docs/sip.md, "A call silent for minutes").
+OPEN_SIGNALLING_SILENCE = 3600.0
 
 
 def transfer_number(target: str) -> str:
@@ -332,7 +337,9 @@ class CallTable:
     """Live calls by id, and the media index {packed receive address: stream}.
 
     `is_phone(ip)` tells whether an address is a phone QMS knows, which decides a SIP
-    call's direction. `on_timeout` receives the END signal of a call that went silent.
+    call's direction. `signalling_open(call_id)` tells whether a call's signalling has not
+    ended it yet, which lets it be silent for `open_signalling_silence`, not
+    `silence_timeout`.
     """
 
     def __init__(
@@ -342,8 +349,12 @@ class CallTable:
         setup_timeout: float = 300.0,
         max_length: float = 0.0,
         open_log: Callable[[LiveCall], RtpLog | None] = lambda call: None,
+        signalling_open: Callable[[str], bool] = lambda call_id: False,
+        open_signalling_silence: float = OPEN_SIGNALLING_SILENCE,
     ) -> None:
         self.is_phone = is_phone
+        self.signalling_open = signalling_open
+        self.open_signalling_silence = open_signalling_silence
         self.max_length = max_length
         self.open_log = open_log
         self.silence_timeout = silence_timeout
@@ -687,15 +698,23 @@ class CallTable:
         self.ended_media = {key: until for key, until in self.ended_media.items() if until >= now}
         for call in list(self.calls.values()):
             last = call.last_sign_of_life()
-            limit = call.silence_limit or (
-                self.silence_timeout if call.answered_at else self.setup_timeout
-            )
-            if now - last > limit:
+            if now - last > self._silence_limit(call):
                 ended.append(self.finish(call, last, "media-timeout"))
             elif self.max_length and now - call.started_at > self.max_length:
                 ended.append(self.finish(call, now, "max-length"))
                 begun.append(self._continue(call, now))
         return ended, begun
+
+    def _silence_limit(self, call: LiveCall) -> float:
+        """How long the call may go without RTP or signalling before the sweep ends it."""
+        if call.silence_limit:
+            return call.silence_limit
+        if not call.answered_at:
+            return self.setup_timeout
+        # Asked only of a call already silent that long: most calls never get here.
+        if self.signalling_open(call.call_id):
+            return self.open_signalling_silence
+        return self.silence_timeout
 
     def _continue(self, ended: LiveCall, at: float) -> LiveCall:
         """A new segment of an endless call: same parties and media, its own recording,

@@ -105,7 +105,10 @@ class Engine:
         self.do_not_record_ips = set(do_not_record_ips or ())
         self.record_unsignalled = record_unsignalled
         self.calls = CallTable(
-            self.phone_ips.__contains__, max_length=max_call_seconds, open_log=self._open_log
+            self.phone_ips.__contains__,
+            max_length=max_call_seconds,
+            open_log=self._open_log,
+            signalling_open=self._signalling_open,
         )
         self.calls.caps = self.stats.caps
         self.media = self.calls.media  # the fast path's view of the media index
@@ -332,6 +335,10 @@ class Engine:
             return None
         call.spool = str(path)
         return rtp_log
+
+    def _signalling_open(self, call_id: str) -> bool:
+        """A SIP dialog the tracker still holds and no BYE or CANCEL has ended."""
+        return self.sip.holds_call(call_id)
 
     def _must_not_record(self, call: LiveCall) -> bool:
         """Do-not-record is decided by the number called and by the trusted bindings of

@@ -13,6 +13,7 @@ from integrations.observations import CallEvent
 from recorder.capture import traffic
 from recorder.capture.sources import pcap_chunks
 from recorder.capture.synthesis import PCAP_HEADER, RECORD, rtp
+from recorder.engine.calls import OPEN_SIGNALLING_SILENCE
 from recorder.engine.engine import Engine
 from tests.packets import ethernet, fragments4, tcp4, udp4, vlan
 from tests.recorder.collected import Collected
@@ -118,7 +119,8 @@ def test_a_call_whose_media_goes_silent_is_ended_by_the_sweep() -> None:
     frames = [
         (1.0, ethernet(udp4(CALL.phone_ip, 5060, CALL.gateway_ip, 5060, invite))),
         (1.1, ethernet(udp4(CALL.gateway_ip, 5060, CALL.phone_ip, 5060, ok))),
-        (500.0, ethernet(udp4("10.9.9.9", 1, "10.9.9.8", 2, b"later traffic"))),
+        # Its dialog is open (no BYE): the silence that ends it is the longer one.
+        (1.1 + OPEN_SIGNALLING_SILENCE + 1.0, ethernet(udp4("10.9.9.9", 1, "10.9.9.8", 2, b"x"))),
     ]
     _engine, sink = run(frames)
     assert sink.calls[-1].event == CallEvent.END
