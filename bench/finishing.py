@@ -13,7 +13,9 @@ this process's CPU time around it: Django's set-up is apart, the imports the fir
 makes are in, as they are in a finishing process's own count. Prints the CPU time a call
 and how the recordings came out (all "complete" when nothing went wrong).
 
---profile runs the first run under cProfile and prints the 45 costliest functions.
+--against DIR finishes the same folder with another checkout's code in turns with this
+one's (runs alternate, so both see the same machine). --profile runs the first run under
+cProfile and prints the 45 costliest functions.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = ROOT / ".venv" / "bin" / "python"
-sys.path.insert(0, str(ROOT))
+# The code that finishes: this checkout, or (--against) another one.
+CODE = Path(os.environ.get("QMS_BENCH_CODE", ROOT))
+sys.path.insert(0, str(CODE))
 
 from bench.end_to_end import BENCH_KEY, capture_file  # noqa: E402
 
@@ -117,6 +121,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--against", type=Path,
+                        help="another checkout (an earlier commit's worktree) whose code "
+                        "finishes the same folder in turns with this one's")  # fmt: skip
     parser.add_argument("--import-only", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--finish-only", action="store_true", help=argparse.SUPPRESS)
     options = parser.parse_args()
@@ -134,7 +141,9 @@ def main() -> None:
         var, pristine = Path(scratch) / "var", Path(scratch) / "pristine"
         prepare(capture, var)
         shutil.copytree(var, pristine, symlinks=True)
-        for run in range(options.runs):
+        codes = [ROOT, options.against] if options.against else [ROOT]
+        for run in range(options.runs * len(codes)):
+            code = codes[run % len(codes)].resolve()
             if run:
                 shutil.rmtree(var)
                 shutil.copytree(pristine, var, symlinks=True)
@@ -143,14 +152,15 @@ def main() -> None:
             command = [PYTHON, __file__, "--finish-only"]
             if options.profile and run == 0:
                 command.append("--profile")
-            done = subprocess.run(command, cwd=ROOT, env=environment(var), check=True,
+            child = {**environment(var), "QMS_BENCH_CODE": str(code)}
+            done = subprocess.run(command, cwd=code, env=child, check=True,
                                   capture_output=True, text=True)  # fmt: skip
             result = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
             if options.profile and run == 0:
                 print(done.stdout)
             spent, calls, outcomes = result[0].split(" ", 3)[1:]
             per_call = float(spent) / int(calls) * 1000
-            print(f"run {run}: {calls} calls finished in {float(spent):.2f} s of CPU, "
+            print(f"run {run} ({code}): {calls} calls finished in {float(spent):.2f} s of CPU, "
                   f"{per_call:.2f} ms a call; outcomes {outcomes}")  # fmt: skip
 
 

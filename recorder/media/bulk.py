@@ -47,15 +47,27 @@ class BlockHeaders:
         self.lengths = np.frombuffer(lengths, dtype=np.uint16).astype(np.int64)
         self.offsets = np.zeros(len(self.lengths), dtype=np.int64)
         np.cumsum(self.lengths[:-1], out=self.offsets[1:])
-        whole = self.lengths >= HEADER_BYTES
-        raw = _padded(data)
-        starts = np.where(whole, self.offsets, 0)
-        header = raw[starts[:, None] + np.arange(HEADER_BYTES)].astype(np.int64)
-        header[~whole] = 0
+        header = self._headers(data)
         self.first, self.second = header[:, 0], header[:, 1]
         self.sequence = header[:, 2] << 8 | header[:, 3]
         self.timestamp = _word(header[:, 4:8])
         self.ssrc = _word(header[:, 8:12])
+
+    def _headers(self, data: bytes) -> np.ndarray:
+        """The first HEADER_BYTES octets of each packet, as int64 columns; zeros for a
+        packet shorter than that (a keepalive)."""
+        count = len(self.lengths)
+        length = int(self.lengths[0]) if count else 0
+        alike = len(data) == count * length and np.all(self.lengths == length)
+        if length >= HEADER_BYTES and alike:
+            # Packets all of one length (most blocks): the headers are a view of the data.
+            rows = np.frombuffer(data, dtype=np.uint8).reshape(count, length)
+            return rows[:, :HEADER_BYTES].astype(np.int64)
+        whole = self.lengths >= HEADER_BYTES
+        starts = np.where(whole, self.offsets, 0)
+        header = _padded(data)[starts[:, None] + np.arange(HEADER_BYTES)].astype(np.int64)
+        header[~whole] = 0
+        return header
 
     def __len__(self) -> int:
         return len(self.lengths)

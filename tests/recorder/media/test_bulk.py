@@ -249,6 +249,33 @@ def test_a_stream_shorter_than_the_reorder_window_waits_as_packet_by_packet(
     assert len(fed) == 4
 
 
+@pytest.mark.parametrize("lengths", ["alike", "mixed", "with a keepalive"])
+def test_block_headers_read_each_packets_fixed_header(lengths: str) -> None:
+    rng = random.Random(lengths)
+    packets = [
+        rtp(rng.randrange(65536), rng.randrange(1 << 32), bytes(160 if lengths == "alike"
+            else rng.choice([80, 160, 240])), ssrc=rng.randrange(1 << 32),
+            payload_type=rng.choice([PCMU, PCMA, CN]), marker=rng.random() < 0.3)
+        for _ in range(40)
+    ]  # fmt: skip
+    if lengths == "with a keepalive":
+        packets.insert(7, b"\x00\x00\x00\x00")
+    arrivals = array("d", [0.02 * n for n in range(len(packets))])
+    sizes = array("H", [len(packet) for packet in packets])
+    headers = BlockHeaders(arrivals, sizes, b"".join(packets))
+    for index, packet in enumerate(packets):
+        fields = (0, 0, 0, 0, 0)
+        if len(packet) >= 12:
+            words = [
+                int.from_bytes(packet[start:end], "big") for start, end in ((2, 4), (4, 8), (8, 12))
+            ]
+            fields = (packet[0], packet[1], *words)
+        found = (headers.first[index], headers.second[index], headers.sequence[index],
+                 headers.timestamp[index], headers.ssrc[index])  # fmt: skip
+        assert tuple(int(value) for value in found) == fields
+        assert headers.packet(index) == (arrivals[index], packet)
+
+
 def test_links_break_at_each_irregularity() -> None:
     packets = regular(6)
     packets[3] = (packets[3][0], rtp(1003, 160 * 3 + 8000 * 9, ssrc=7))  # timestamp jump
