@@ -72,6 +72,8 @@ class Finisher(Protocol):
     # How the recordings it finished came out: status, NOTHING_TO_STORE or LEFT_PENDING.
     outcomes: Counter
 
+    def start(self) -> None: ...
+
     def submit(self, pending: PendingFinalisation) -> None: ...
 
     def close(self) -> None: ...
@@ -85,6 +87,9 @@ class InlineFinisher:
     def __init__(self) -> None:
         self.outcomes: Counter = Counter()
 
+    def start(self) -> None:
+        pass
+
     def submit(self, pending: PendingFinalisation) -> None:
         self.outcomes[finish_one(pending.pk)] += 1
 
@@ -93,8 +98,8 @@ class InlineFinisher:
 
 
 class ProcessFinisher:
-    """Finishes recordings in `processes` worker processes of its own, started when the
-    first recording is handed over."""
+    """Finishes recordings in `processes` worker processes of its own, started by start()
+    or, at the latest, when the first recording is handed over."""
 
     def __init__(self, processes: int) -> None:
         self.processes = processes
@@ -105,6 +110,14 @@ class ProcessFinisher:
         # Handed over and not yet reported finished, oldest first.
         self.outstanding: dict[int, None] = {}
         self.outcomes: Counter = Counter()
+
+    def start(self) -> None:
+        """Start every worker now, not when the first call ends: a worker's start-up
+        (Django's set-up, about a second of CPU) then overlaps the capture, instead of
+        delaying the first recordings; with calls that all end together (an import of
+        short calls), it came after the last packet."""
+        while len(self.workers) < self.processes:
+            self.workers.append(self._start_worker())
 
     def submit(self, pending: PendingFinalisation) -> None:
         """Called from the sink's thread once the batch that ended the call has committed."""

@@ -72,6 +72,34 @@ def test_recordings_are_finished_by_another_process(
 
 @needs_shared_database
 @pytest.mark.django_db(transaction=True)
+def test_started_workers_are_up_before_the_first_call_ends_and_share_its_recordings(
+    tmp_path: Path,
+) -> None:
+    finisher = ProcessFinisher(2)
+    finisher.start()
+    started = [worker.pid for worker in finisher.workers]
+    assert len(started) == 2 and all(worker.is_alive() for worker in finisher.workers)
+    for call, spool in calls(tmp_path, 4):
+        hand_over(call, spool, finisher.submit)
+    finisher.close()
+
+    assert [worker.pid for worker in finisher.workers] == started  # no others were started
+    assert finisher.outcomes == {"complete": 4}
+    assert all(not worker.is_alive() for worker in finisher.workers)
+
+
+@needs_shared_database
+@pytest.mark.django_db(transaction=True)
+def test_started_workers_with_nothing_to_finish_end_with_their_command() -> None:
+    finisher = ProcessFinisher(1)
+    finisher.start()
+    finisher.close()
+    assert finisher.outcomes == {}
+    assert [worker.exitcode for worker in finisher.workers] == [0]
+
+
+@needs_shared_database
+@pytest.mark.django_db(transaction=True)
 def test_a_worker_killed_midway_is_replaced_and_nothing_is_lost_or_doubled(
     tmp_path: Path,
 ) -> None:

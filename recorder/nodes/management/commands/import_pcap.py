@@ -90,6 +90,8 @@ class Command(BaseCommand):
             finish_left_over(options["node"], Path(settings.QMS_SPOOL_DIR))
             recover_spools(Path(settings.QMS_SPOOL_DIR))
         finisher = finisher_for_commands()
+        if not options["no_recording"]:
+            finisher.start()  # its set-up overlaps the capture
         sink = DatabaseSink(node=options["node"], finisher=finisher)
         engine = Engine(sink, known_phone_ips(), **recording_options(options))
         started = time.perf_counter()
