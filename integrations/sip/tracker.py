@@ -14,8 +14,9 @@ Call rules (RFC 3261 §13-§15, RFC 3311, RFC 3515):
 - 180/183: RINGING (early media in the SDP, side CALLEE). 2xx: ANSWER with the callee's SDP.
   3xx-6xx to the current INVITE: END with the status code as reason. A refusal that asks the
   caller to try again (RETRY_ASKED, any 3xx) ends the call only when no retry follows within
-  `retry_wait`; the END then carries the refusal's time. A call answered is never ended or
-  moved by a refusal: a final response to an established call's INVITE changes nothing.
+  `retry_wait` (a challenge: `ringing_timeout`); the END then carries the refusal's time.
+  A call answered is never ended or moved by a refusal: a final response to an established
+  call's INVITE changes nothing.
 - ACK, PRACK or UPDATE with SDP, and re-INVITE: HOLD (sendonly/inactive/c=0.0.0.0), RESUME
   (back from a hold), or MEDIA (address or port moved). REFER: TRANSFER, reason = Refer-To URI.
   BYE: END "bye". CANCEL before the answer: END "cancel".
@@ -64,6 +65,7 @@ OFFER_METHODS = frozenset({"ACK", "PRACK", "UPDATE"})
 # §8.1.3.5; 421, §21.4.16), Session Interval Too Small (422, RFC 4028 §6), another offer
 # (488, §21.4.26), Request Pending (491, §14.1); and every redirect (3xx, §8.1.3.4).
 RETRY_ASKED = frozenset({401, 407, 413, 415, 416, 420, 421, 422, 488, 491})
+AUTH_CHALLENGES = frozenset({401, 407})
 MAX_REGISTRARS = 1024
 
 
@@ -137,7 +139,7 @@ class SipTracker:
         ended: list[Observation] = []
         for call_id, call in list(self._calls.items()):
             refusal = call.refusal
-            if refusal is not None and now - refusal.at > self.retry_wait:
+            if refusal is not None and now - refusal.at > self._retry_wait(refusal):
                 ended.append(self._end_refused(call))
             if self._is_stale(call, now):
                 del self._calls[call_id]
@@ -146,6 +148,12 @@ class SipTracker:
                 if not call.ended:
                     ended.append(call.signal(CallEvent.END, now, reason="timeout"))
         return ended
+
+    def _retry_wait(self, refusal: Refusal) -> timedelta:
+        """How long a refused call waits for the caller's retry. A challenge is answered by
+        a person as often as by a phone (a softphone that asks for the password: 33 s in
+        rtppcap-aaa.pcap), so it waits as long as a call may ring."""
+        return self.ringing_timeout if refusal.status in AUTH_CHALLENGES else self.retry_wait
 
     def end_refused(self) -> list[Observation]:
         """The capture is over and no retry will come: each call still waiting for one ends,

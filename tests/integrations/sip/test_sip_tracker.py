@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from integrations.observations import BindingSeen, BindingSource, CallSignal, Endpoint, Observation
+from integrations.observations import (
+    BindingSeen,
+    BindingSource,
+    CallEvent,
+    CallSignal,
+    Endpoint,
+    Observation,
+)
 from integrations.sip.tracker import SipTracker
 
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
@@ -319,6 +326,19 @@ def test_a_refused_call_goes_on_with_the_callers_retry_only() -> None:
         ("answer", "10.0.0.12:5000"),
     ]
     assert tracker.ignored["not-a-retry"] == 2
+
+
+def test_a_challenge_waits_for_a_person_typing_the_password() -> None:
+    """A softphone may ask its user for the password (33 s in rtppcap-aaa.pcap): the retry
+    after a 407 continues the call for as long as a call may ring, not only 32 s."""
+    tracker = SipTracker()
+    seen = feed(tracker, invite(1, offer("10.0.0.11", 4000)), PHONE_A, PBX)
+    seen += feed(tracker, response("407 Proxy Authentication Required", "1 INVITE"), PBX, PHONE_A)
+    assert events(tracker.expire(T0 + timedelta(seconds=60))) == []
+    seen += feed(tracker, invite(2, offer("10.0.0.11", 4000)), PHONE_A, PBX, 61)
+    seen += feed(tracker, response("486 Busy Here", "2 INVITE"), PBX, PHONE_A, 62)
+    ends = [(o.reason, o.at) for o in seen if getattr(o, "event", None) is CallEvent.END]
+    assert ends == [("486", T0 + timedelta(seconds=62))]  # one call, ended by the retry's answer
 
 
 def test_a_refusal_nobody_retries_ends_the_call_at_the_refusal() -> None:
