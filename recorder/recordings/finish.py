@@ -23,7 +23,7 @@ from django.db.models.signals import post_save
 from integrations.bounds import clean_text
 from integrations.observations import MediaOffer, Side
 from recorder.media.bulk import BlockHeaders
-from recorder.media.codecs import PayloadKind
+from recorder.media.codecs import SAMPLE_BYTES, PayloadKind
 from recorder.media.quality import mos_estimate
 from recorder.media.rtplog import LogBlock, log_file, pcm_folder, read_batches, remove_spool
 from recorder.media.spool import Channel, MemorySpool, sync_finished
@@ -36,6 +36,11 @@ NARROWBAND_RATE = 8000
 # A finished call's log up to this size is read once for both passes over it (about an
 # hour of G.711 both ways); a longer one is read twice rather than held.
 LOG_KEPT_BYTES = 64 * 1024 * 1024
+# What a recording of a call whose RTP was all telephone-events says of itself.
+EVENTS_ONLY = (
+    "no audio on the wire: only DTMF digits (RFC 4733 telephone-events), kept over silence"
+)
+SILENT_KINDS = frozenset({PayloadKind.TELEPHONE_EVENT, PayloadKind.COMFORT_NOISE})
 # Up to this size (about a minute of G.711 both ways) the headers read from the log are
 # kept for the second pass too: they take about as much memory as the log itself.
 HEADERS_KEPT_BYTES = 2 * 1024 * 1024
@@ -113,6 +118,8 @@ class DecodedCall:
     audio: MemorySpool
     # Why the recording is partial, or "".
     partial: str = ""
+    # The call's RTP was RFC 4733 telephone-events alone: its audio is silence, with DTMF.
+    events_only: bool = False
 
 
 def decode_call(
@@ -144,7 +151,32 @@ def decode_call(
         _write(audio_spool, direction, direction.decoder.feed_headers(headers))
     for direction in directions.values():
         _write(audio_spool, direction, direction.decoder.flush())
-    return DecodedCall(call, spool, local, directions, audio_spool, partial)
+    events_only = _events_only(directions)
+    if events_only:
+        _write_silence(audio_spool, directions, start, rate)
+    return DecodedCall(call, spool, local, directions, audio_spool, partial, events_only)
+
+
+def _events_only(directions: dict[Side, Direction]) -> bool:
+    """Whether every RTP packet of the call was a telephone-event (RFC 4733) or comfort
+    noise: DTMF sent over silence (an IVR's far side, or a gateway that sends its digits
+    apart from the audio), a recording of silence with digits, not an unknown codec."""
+    kinds = {
+        direction.decoder.formats[payload_type].kind
+        for direction in directions.values()
+        for payload_type in direction.payload_types
+    }
+    return PayloadKind.TELEPHONE_EVENT in kinds and kinds <= SILENT_KINDS
+
+
+def _write_silence(
+    audio_spool: MemorySpool, directions: dict[Side, Direction], start: float, rate: int
+) -> None:
+    """The call's span as silence, from its first packet to its last: the digits' times
+    are on it."""
+    last = max(d.last_arrival for d in directions.values() if d.last_arrival is not None)
+    frames = max(1, round((last - start) * rate))
+    audio_spool.write(Channel.AGENT, 0, bytes(SAMPLE_BYTES * frames))
 
 
 def store_recordings(decoded: list[DecodedCall]) -> list[Recording]:
@@ -328,25 +360,37 @@ def _store(recording: Recording, found: DecodedCall, storage: Storage) -> Path:
     recording.dtmf = _dtmf(directions)
     recording.codec = _codecs(directions)
     recording.mos_estimate = _mos(directions)
-    if not any(d.decoder.sample_rate is not None for d in directions.values()):
-        destination = _keep_raw(recording, found, storage)
+    if found.events_only or any(d.decoder.sample_rate is not None for d in directions.values()):
+        destination = _store_audio(recording, found, storage)
     else:
-        name = _audio_name(recording)
-        destination = Path(storage.path(name))
-        # The waveform is drawn from the audio as it is written, not read back from the file.
-        waveform = PeaksBuilder()
-        audio_format = settings.QMS_RECORDING_FORMAT
-        audio = found.audio.finalize(destination, audio_format, waveform, durable=False)
-        recording.file.name = name
-        recording.size, recording.sha256 = audio.size, audio.sha256
-        recording.duration_seconds = audio.duration_seconds
-        recording.audio_format = audio_format
-        recording.peaks = waveform.peaks
-        recording.status = Recording.Status.COMPLETE
-        recording.status_detail = capture_loss(recording.signalling)
+        destination = _keep_raw(recording, found, storage)
+    if found.events_only:
+        recording.codec = "telephone-event"
+        recording.mos_estimate = None  # no voice to rate
+        recording.status_detail = clean_text(
+            "; ".join(filter(None, [EVENTS_ONLY, recording.status_detail])), STATUS_DETAIL_COLUMN
+        )
     if found.partial:
         recording.status = Recording.Status.PARTIAL
         recording.status_detail = clean_text(found.partial, STATUS_DETAIL_COLUMN)
+    return destination
+
+
+def _store_audio(recording: Recording, found: DecodedCall, storage: Storage) -> Path:
+    """The decoded audio written as the recording's file, its columns set: the path."""
+    name = _audio_name(recording)
+    destination = Path(storage.path(name))
+    # The waveform is drawn from the audio as it is written, not read back from the file.
+    waveform = PeaksBuilder()
+    audio_format = settings.QMS_RECORDING_FORMAT
+    audio = found.audio.finalize(destination, audio_format, waveform, durable=False)
+    recording.file.name = name
+    recording.size, recording.sha256 = audio.size, audio.sha256
+    recording.duration_seconds = audio.duration_seconds
+    recording.audio_format = audio_format
+    recording.peaks = waveform.peaks
+    recording.status = Recording.Status.COMPLETE
+    recording.status_detail = capture_loss(recording.signalling)
     return destination
 
 
