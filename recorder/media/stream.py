@@ -153,6 +153,12 @@ class _OpenEvent:
     volume: int
 
 
+def _repeated(pcm: bytes, factor: int) -> bytes:
+    """PCM16 with each sample repeated `factor` times: a lower rate in a higher one."""
+    samples = np.frombuffer(pcm, dtype="<i2")
+    return np.repeat(samples, factor).astype("<i2").tobytes()
+
+
 def signed32(value: int) -> int:
     """A timestamp difference modulo 2**32 as the nearest signed value."""
     value %= TIMESTAMP_MODULO
@@ -201,11 +207,18 @@ class StreamDecoder:
         self.open_event: _OpenEvent | None = None
         self.ended_events: deque[tuple[int, int]] = deque(maxlen=8)
         self.dtmf: list[DtmfEvent] = []
+        # The PCM rate of the output, when the caller knows it before the stream (a finished
+        # call's log, scanned first): a codec at a lower rate that divides it is upsampled
+        # to it, so a call that changes codec (PCMU, then G.722) keeps all its audio.
+        self.output_rate: int | None = None
 
     @property
     def sample_rate(self) -> int | None:
-        """The PCM rate of the output, fixed by the first audio packet."""
-        return self.codec.sample_rate if self.codec else None
+        """The PCM rate of the output: `output_rate`, else fixed by the first audio packet;
+        None until a packet was decoded."""
+        if self.codec is None:
+            return None
+        return self.output_rate or self.codec.sample_rate
 
     def take_dtmf(self) -> list[DtmfEvent]:
         """DTMF events completed since the last call, each exactly once."""
@@ -410,6 +423,8 @@ class StreamDecoder:
             return False
         if not 0.0 <= arrival < LATEST_ARRIVAL or self.clock_rate != 8000:
             return False
+        if self.sample_rate != 8000:
+            return False  # G.711 upsampled into a wideband call: packet by packet
         by_timestamp = signed32(int(headers.timestamp[index]) - anchor.timestamp)
         if anchor.tick + by_timestamp != self.end_sample:
             return False
@@ -551,20 +566,26 @@ class StreamDecoder:
     def _audio(self, at: float, packet: RtpPacket, packet_format: PayloadFormat) -> list[PcmChunk]:
         codec = packet_format.codec
         assert codec is not None
-        if self.codec is not None and codec.sample_rate != self.codec.sample_rate:
-            self.quality.undecodable[f"{codec.name} after {self.codec.name}"] += 1
+        rate = self.output_rate or (self.codec or codec).sample_rate
+        if codec.sample_rate != rate and (rate % codec.sample_rate or not self.output_rate):
+            # Another rate than the stream's, with no output rate that takes both.
+            before = self.codec.name if self.codec else f"{rate} Hz"
+            self.quality.undecodable[f"{codec.name} after {before}"] += 1
             return []
         pcm = self._decode(packet, codec)
         if pcm is None:
             return []
+        if codec.sample_rate != rate:
+            pcm = _repeated(pcm, rate // codec.sample_rate)
         self.codec = codec
-        start = self._advance(at, packet.timestamp) * codec.samples_per_tick
+        per_tick = rate // packet_format.clock_rate
+        start = self._advance(at, packet.timestamp) * per_tick
         if start < self.end_sample:
             # Timestamps stepped back into audio already played: append, and let the
             # next packets follow this one rather than the stepped-back clock.
             start = self.end_sample
             assert self.anchor is not None
-            self.anchor.tick = -(-start // codec.samples_per_tick)
+            self.anchor.tick = -(-start // per_tick)
         return self._emit(start, pcm)
 
     def _decode(self, packet: RtpPacket, codec: Codec) -> bytes | None:
@@ -585,7 +606,7 @@ class StreamDecoder:
         self.quality.silence_samples += gap
         self.end_sample = start + len(pcm) // SAMPLE_BYTES
         assert self.codec is not None
-        if 0 < gap <= self.max_fill * self.codec.sample_rate:
+        if 0 < gap <= self.max_fill * self.sample_rate:
             return [PcmChunk(start - gap, self.codec.silence(gap) + pcm)]
         return [PcmChunk(start, pcm)] if pcm else []
 

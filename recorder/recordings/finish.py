@@ -139,6 +139,9 @@ def decode_call(
     if not any(direction.payload_types for direction in directions.values()):
         return None
     rate = _rate_for(directions)
+    for direction in directions.values():
+        # Both channels at the call's rate: a codec change (PCMU, then G.722) keeps its audio.
+        direction.decoder.output_rate = rate
     start = min(d.first_arrival for d in directions.values() if d.first_arrival is not None)
     # Put together in memory (a long call goes on in a PCM spool beside the log); either
     # can always be decoded again from the RTP log.

@@ -276,6 +276,33 @@ def test_block_headers_read_each_packets_fixed_header(lengths: str) -> None:
         assert headers.packet(index) == (arrivals[index], packet)
 
 
+def test_a_codec_change_into_a_wideband_output_decodes_in_blocks_as_one_by_one() -> None:
+    """With the output at 16 kHz (a finished call that also carries G.722), G.711 is
+    upsampled packet by packet, never through an 8 kHz stretch."""
+    packets = regular(60, payload_type=PCMU)
+    packets += [
+        (100.0 + 0.02 * n, rtp(1000 + n, 160 * n, bytes(160), payload_type=9, ssrc=7))
+        for n in range(60, 120)
+    ]
+
+    def decoder() -> StreamDecoder:
+        made = StreamDecoder(((0, "PCMU/8000"), (9, "G722/8000")))
+        made.output_rate = 16000
+        return made
+
+    expected, actual = decoder(), decoder()
+    expected.chunks = [chunk for at, packet in packets for chunk in expected.feed(at, packet)]
+    expected.chunks += expected.flush()
+    arrivals = array("d", [at for at, _ in packets])
+    lengths = array("H", [len(packet) for _, packet in packets])
+    actual.chunks = actual.feed_block(arrivals, lengths, b"".join(p for _, p in packets))
+    actual.chunks += actual.flush()
+    assert_same(expected, actual)
+    assert actual.sample_rate == 16000
+    assert actual.end_sample == 120 * 320  # every packet, the G.711 ones at twice the samples
+    assert not actual.quality.undecodable
+
+
 def test_links_break_at_each_irregularity() -> None:
     packets = regular(6)
     packets[3] = (packets[3][0], rtp(1003, 160 * 3 + 8000 * 9, ssrc=7))  # timestamp jump
