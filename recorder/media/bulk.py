@@ -23,6 +23,10 @@ HEADER_BYTES = 12
 PLAIN_FIRST_OCTET = 0x80
 SEQUENCE_MODULO = 1 << 16
 TIMESTAMP_MODULO = 1 << 32
+# A ZRTP packet (RFC 6189 §5) on the media port: "0001" and twelve zero bits, a sequence
+# number, then the magic cookie "ZRTP" where an RTP header has its timestamp.
+ZRTP_FIRST_OCTET = 0x10
+ZRTP_MAGIC_COOKIE = 0x5A525450
 # audioop left the standard library in Python 3.13 (PEP 594); the audioop-lts package
 # brings it back there. Without it, the numpy table below does the same, slower.
 try:
@@ -46,6 +50,8 @@ class BlockHeaders:
         self.arrivals = np.frombuffer(arrivals, dtype=np.float64)
         self.lengths = np.frombuffer(lengths, dtype=np.uint16).astype(np.int64)
         self.offsets = np.zeros(len(self.lengths), dtype=np.int64)
+        # The packets as rows of octets, when they are all of one length.
+        self.rows: np.ndarray | None = None
         np.cumsum(self.lengths[:-1], out=self.offsets[1:])
         header = self._headers(data)
         self.first, self.second = header[:, 0], header[:, 1]
@@ -61,8 +67,8 @@ class BlockHeaders:
         alike = len(data) == count * length and np.all(self.lengths == length)
         if length >= HEADER_BYTES and alike:
             # Packets all of one length (most blocks): the headers are a view of the data.
-            rows = np.frombuffer(data, dtype=np.uint8).reshape(count, length)
-            return rows[:, :HEADER_BYTES].astype(np.int64)
+            self.rows = np.frombuffer(data, dtype=np.uint8).reshape(count, length)
+            return self.rows[:, :HEADER_BYTES].astype(np.int64)
         whole = self.lengths >= HEADER_BYTES
         starts = np.where(whole, self.offsets, 0)
         header = _padded(data)[starts[:, None] + np.arange(HEADER_BYTES)].astype(np.int64)
@@ -131,6 +137,28 @@ class BlockHeaders:
         types = Counter({int(pt): int(counts[pt]) for pt in np.flatnonzero(counts)})
         return (int(found[0]) if len(found) else None), types
 
+    def zrtp_packets(self) -> int:
+        """How many of the block's packets are ZRTP's (RFC 6189 §5): media keyed on the
+        media path, which the SRTP that follows hides from the recorder."""
+        zrtp = (self.first == ZRTP_FIRST_OCTET) & (self.second == 0)
+        return int(np.count_nonzero(zrtp & (self.timestamp == ZRTP_MAGIC_COOKIE)))
+
+    def g711_payloads(self, formats: dict[int, PayloadFormat], limit: int) -> np.ndarray:
+        """Up to `limit` payload octets of the block's plain G.711 packets, in order."""
+        plain = np.flatnonzero(self._plain_g711(formats))
+        if self.rows is not None:  # packets all of one length: a view of the data
+            needed = -(-limit // max(1, self.rows.shape[1] - HEADER_BYTES))
+            return self.rows[plain[:needed], HEADER_BYTES:].ravel()[:limit]
+        taken, total = [], 0
+        for index in plain.tolist():
+            if total >= limit:
+                break
+            start = int(self.offsets[index]) + HEADER_BYTES
+            payload = self.data[start : start + int(self.lengths[index]) - HEADER_BYTES]
+            taken.append(payload)
+            total += len(payload)
+        return np.frombuffer(b"".join(taken)[:limit], dtype=np.uint8)
+
     def pcm(self, start: int, end: int, codec_name: str) -> bytes:
         """PCM16 of packets start..end-1, all of one length, G.711-expanded."""
         length = int(self.lengths[start])
@@ -149,6 +177,25 @@ def expand_g711(codec_name: str, payloads: np.ndarray) -> bytes:
         return G711_TABLES[codec_name][payloads].tobytes()
     pcm = expand(payloads.tobytes(), 2)
     return pcm if sys.byteorder == "little" else audioop.byteswap(pcm, 2)
+
+
+def looks_random(octets: np.ndarray) -> bool:
+    """Whether G.711 payload octets are spread evenly over all 256 values, as encrypted
+    bytes are (SRTP's AES counter mode) and as no audio is: speech, silence and noise in
+    G.711 all crowd the code words of low and middle amplitude. A chi-square test against
+    the uniform distribution: for random octets the statistic is about 255 (sd 23); G.711
+    audio gives thousands."""
+    if len(octets) < RANDOMNESS_SAMPLE // 2:
+        return False
+    counts = np.bincount(octets, minlength=256)
+    expected = len(octets) / 256
+    return float(((counts - expected) ** 2 / expected).sum()) < UNIFORM_CHI_SQUARE
+
+
+# Octets the randomness test takes from each direction, and the chi-square under which
+# they are taken for random (255 degrees of freedom: 6 standard deviations over the mean).
+RANDOMNESS_SAMPLE = 8192
+UNIFORM_CHI_SQUARE = 400.0
 
 
 def _padded(data: bytes) -> np.ndarray:

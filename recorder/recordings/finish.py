@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
 
+import numpy as np
 from django.conf import settings
 from django.core.files.storage import Storage
 from django.db import transaction
@@ -22,7 +23,7 @@ from django.db.models.signals import post_save
 
 from integrations.bounds import clean_text
 from integrations.observations import MediaOffer, Side
-from recorder.media.bulk import BlockHeaders
+from recorder.media.bulk import RANDOMNESS_SAMPLE, BlockHeaders, looks_random
 from recorder.media.codecs import SAMPLE_BYTES, PayloadKind
 from recorder.media.quality import mos_estimate
 from recorder.media.rtplog import LogBlock, log_file, pcm_folder, read_batches, remove_spool
@@ -41,6 +42,9 @@ EVENTS_ONLY = (
     "no audio on the wire: only DTMF digits (RFC 4733 telephone-events), kept over silence"
 )
 SILENT_KINDS = frozenset({PayloadKind.TELEPHONE_EVENT, PayloadKind.COMFORT_NOISE})
+# What a recording of media encrypted on the media path says of itself: not audio, kept raw.
+ENCRYPTED_ZRTP = "encrypted media: ZRTP (RFC 6189) keyed the SRTP on the media path"
+ENCRYPTED_SRTP = "encrypted media: the G.711 payloads are random octets (SRTP keyed elsewhere)"
 # Up to this size (about a minute of G.711 both ways) the headers read from the log are
 # kept for the second pass too: they take about as much memory as the log itself.
 HEADERS_KEPT_BYTES = 2 * 1024 * 1024
@@ -78,6 +82,9 @@ class Direction:
     first_arrival: float | None = None
     last_arrival: float | None = None
     payload_types: Counter = field(default_factory=Counter)
+    zrtp_packets: int = 0
+    # G.711 payload octets, up to bulk.RANDOMNESS_SAMPLE, for the test of encrypted media.
+    g711_octets: list = field(default_factory=list)
 
 
 def local_side_of(call: Call, given: Side | None) -> Side:
@@ -120,6 +127,8 @@ class DecodedCall:
     partial: str = ""
     # The call's RTP was RFC 4733 telephone-events alone: its audio is silence, with DTMF.
     events_only: bool = False
+    # Why its media is taken for encrypted (keyed on the media path: ZRTP, SRTP), or "".
+    encrypted: str = ""
 
 
 def decode_call(
@@ -143,12 +152,16 @@ def decode_call(
         # Both channels at the call's rate: a codec change (PCMU, then G.722) keeps its audio.
         direction.decoder.output_rate = rate
     start = min(d.first_arrival for d in directions.values() if d.first_arrival is not None)
+    encrypted = _encrypted_media(directions)
     # Put together in memory (a long call goes on in a PCM spool beside the log); either
     # can always be decoded again from the RTP log.
     audio_spool = MemorySpool(
         pcm_folder(spool), call.call_id, rate, {"timeline_start": start},
         expected_frames=_expected_frames(directions, start, rate),
     )  # fmt: skip
+    if encrypted:
+        # Decoded, it would be white noise called "complete": kept as it came instead.
+        return DecodedCall(call, spool, local, directions, audio_spool, partial, False, encrypted)
     for batch, headers in batches:
         direction = directions[batch.receiver]
         _write(audio_spool, direction, direction.decoder.feed_headers(headers))
@@ -158,6 +171,19 @@ def decode_call(
     if events_only:
         _write_silence(audio_spool, directions, start, rate)
     return DecodedCall(call, spool, local, directions, audio_spool, partial, events_only)
+
+
+def _encrypted_media(directions: dict[Side, Direction]) -> str:
+    """Why the call's media is encrypted with keys the signalling never showed, or "":
+    ZRTP's own packets on the media ports (RFC 6189 §5), or G.711 payloads that are
+    random octets (SRTP keyed elsewhere: DTLS, MIKEY, a PBX's own keys)."""
+    if any(direction.zrtp_packets for direction in directions.values()):
+        return ENCRYPTED_ZRTP
+    for direction in directions.values():
+        octets = np.concatenate(direction.g711_octets) if direction.g711_octets else None
+        if octets is not None and looks_random(octets):
+            return ENCRYPTED_SRTP
+    return ""
 
 
 def _events_only(directions: dict[Side, Direction]) -> bool:
@@ -282,6 +308,13 @@ def _scan(
         if first_rtp is not None:
             direction.last_arrival = batch.arrivals[-1]
         direction.payload_types.update(payload_types)
+        direction.zrtp_packets += headers.zrtp_packets()
+        sampled = sum(len(octets) for octets in direction.g711_octets)
+        if sampled < RANDOMNESS_SAMPLE:
+            formats = direction.decoder.formats
+            direction.g711_octets.append(
+                headers.g711_payloads(formats, RANDOMNESS_SAMPLE - sampled)
+            )
 
 
 def _expected_frames(directions: dict[Side, Direction], start: float, rate: int) -> int:
@@ -363,10 +396,14 @@ def _store(recording: Recording, found: DecodedCall, storage: Storage) -> Path:
     recording.dtmf = _dtmf(directions)
     recording.codec = _codecs(directions)
     recording.mos_estimate = _mos(directions)
-    if found.events_only or any(d.decoder.sample_rate is not None for d in directions.values()):
+    decoded = any(d.decoder.sample_rate is not None for d in directions.values())
+    if found.events_only or (decoded and not found.encrypted):
         destination = _store_audio(recording, found, storage)
     else:
         destination = _keep_raw(recording, found, storage)
+    if found.encrypted:
+        recording.status_detail = found.encrypted
+        recording.mos_estimate = None
     if found.events_only:
         recording.codec = "telephone-event"
         recording.mos_estimate = None  # no voice to rate
