@@ -143,6 +143,13 @@ class BlockHeaders:
         zrtp = (self.first == ZRTP_FIRST_OCTET) & (self.second == 0)
         return int(np.count_nonzero(zrtp & (self.timestamp == ZRTP_MAGIC_COOKIE)))
 
+    def g711_odd_lengths(self, formats: dict[int, PayloadFormat]) -> int:
+        """How many plain G.711 packets carry a payload that is no whole number of
+        milliseconds (8 octets): ciphertext and an SRTP authentication tag (RFC 3711 §4.2:
+        4 or 10 octets of HMAC-SHA1) after it, where audio has 160 or 80."""
+        odd = self._plain_g711(formats) & ((self.lengths - HEADER_BYTES) % 8 != 0)
+        return int(np.count_nonzero(odd))
+
     def g711_payloads(self, formats: dict[int, PayloadFormat], limit: int) -> np.ndarray:
         """Up to `limit` payload octets of the block's plain G.711 packets, in order."""
         plain = np.flatnonzero(self._plain_g711(formats))

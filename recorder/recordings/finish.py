@@ -44,7 +44,7 @@ EVENTS_ONLY = (
 SILENT_KINDS = frozenset({PayloadKind.TELEPHONE_EVENT, PayloadKind.COMFORT_NOISE})
 # What a recording of media encrypted on the media path says of itself: not audio, kept raw.
 ENCRYPTED_ZRTP = "encrypted media: ZRTP (RFC 6189) keyed the SRTP on the media path"
-ENCRYPTED_SRTP = "encrypted media: the G.711 payloads are random octets (SRTP keyed elsewhere)"
+ENCRYPTED_SRTP = "encrypted media: SRTP keyed elsewhere (random G.711 payloads with a tag)"
 # Up to this size (about a minute of G.711 both ways) the headers read from the log are
 # kept for the second pass too: they take about as much memory as the log itself.
 HEADERS_KEPT_BYTES = 2 * 1024 * 1024
@@ -83,6 +83,7 @@ class Direction:
     last_arrival: float | None = None
     payload_types: Counter = field(default_factory=Counter)
     zrtp_packets: int = 0
+    odd_g711_packets: int = 0
     # G.711 payload octets, up to bulk.RANDOMNESS_SAMPLE, for the test of encrypted media.
     g711_octets: list = field(default_factory=list)
 
@@ -175,13 +176,14 @@ def decode_call(
 
 def _encrypted_media(directions: dict[Side, Direction]) -> str:
     """Why the call's media is encrypted with keys the signalling never showed, or "":
-    ZRTP's own packets on the media ports (RFC 6189 §5), or G.711 payloads that are
-    random octets (SRTP keyed elsewhere: DTLS, MIKEY, a PBX's own keys)."""
+    ZRTP's own packets on the media ports (RFC 6189 §5), or SRTP keyed elsewhere (DTLS,
+    MIKEY, a PBX's own keys): G.711 payloads that are random octets, most of them an
+    authentication tag longer than a whole number of milliseconds of audio."""
     if any(direction.zrtp_packets for direction in directions.values()):
         return ENCRYPTED_ZRTP
     for direction in directions.values():
-        octets = np.concatenate(direction.g711_octets) if direction.g711_octets else None
-        if octets is not None and looks_random(octets):
+        tagged = direction.odd_g711_packets * 2 > sum(direction.payload_types.values())
+        if tagged and looks_random(np.concatenate(direction.g711_octets)):
             return ENCRYPTED_SRTP
     return ""
 
@@ -309,6 +311,7 @@ def _scan(
             direction.last_arrival = batch.arrivals[-1]
         direction.payload_types.update(payload_types)
         direction.zrtp_packets += headers.zrtp_packets()
+        direction.odd_g711_packets += headers.g711_odd_lengths(direction.decoder.formats)
         sampled = sum(len(octets) for octets in direction.g711_octets)
         if sampled < RANDOMNESS_SAMPLE:
             formats = direction.decoder.formats
