@@ -354,6 +354,8 @@ class CallTable:
     ) -> None:
         self.is_phone = is_phone
         self.signalling_open = signalling_open
+        # Told how many packets held on probation were recorded when it was decided late.
+        self.on_settled: Callable[[int], None] = lambda packets: None
         self.open_signalling_silence = open_signalling_silence
         self.max_length = max_length
         self.open_log = open_log
@@ -569,6 +571,7 @@ class CallTable:
         call.end_reason = reason
         call.state = CallState.ENDED
         for stream in list(call.streams.values()):
+            self._settle(stream.latch)
             self._forget(stream, grace_until=at + ENDED_MEDIA_GRACE)
             stream.set_log(None)
         if call.log is not None:
@@ -634,6 +637,7 @@ class CallTable:
         if current is not None:
             if at - current.last_heard() < LATCH_PROBATION:
                 return None
+            self._settle(current)
             self.unlatch(toward)  # the party moved on from an address gone quiet
         latch = Latch(destination, toward, at, toward.packets, at)
         self.latches[destination] = toward.latch = latch
@@ -657,6 +661,23 @@ class CallTable:
         latch.held, latch.learned = [], learned
         self.media[latch.destination] = learned
         return learned.packets
+
+    def _settle(self, latch: Latch | None) -> None:
+        """A probation that never came to its end (a segment shorter than LATCH_PROBATION:
+        its call ended, or the party moved on from the address) is decided now, by its
+        rule: if nothing reached the announced address since the first packet, the packets
+        held are the direction's, recorded with their own arrival times; if anything did,
+        they stay counted as relayed."""
+        if latch is None or latch.learned is not None or not latch.held:
+            return
+        toward = latch.toward
+        if latch.announced_in_use() or toward.log is None:
+            return
+        for at, packet in latch.held:
+            toward.log.append_coded(at, toward.log_code, packet)
+        latch.recorded = len(latch.held)
+        latch.held = []
+        self.on_settled(latch.recorded)
 
     def unlatch(self, toward: MediaStream, grace_until: float = 0.0) -> None:
         """Let go of the address standing in for `toward`: out of the media index (held

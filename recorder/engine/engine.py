@@ -111,6 +111,7 @@ class Engine:
             signalling_open=self._signalling_open,
         )
         self.calls.caps = self.stats.caps
+        self.calls.on_settled = self._settled
         self.media = self.calls.media  # the fast path's view of the media index
         self.new_numbers = NewNumbers()
         self.probation = StreamProbation()
@@ -255,6 +256,11 @@ class Engine:
         recorded = self.calls.follow(sender, destination, payload, at)
         self.stats.rtp_relayed += 1 - recorded
         self.stats.rtp_packets += recorded
+
+    def _settled(self, packets: int) -> None:
+        """Packets held on a probation decided at its call's end: recorded, not relayed."""
+        self.stats.rtp_relayed -= packets
+        self.stats.rtp_packets += packets
 
     def _unsignalled(
         self, datagram: Datagram, source_port: int, destination_port: int, payload: bytes,

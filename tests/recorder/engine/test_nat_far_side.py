@@ -277,13 +277,45 @@ def test_a_learned_address_is_let_go_when_its_call_ends(tmp_path: Path) -> None:
     assert engine.media[key] is engine.calls.calls["later"].streams[Side.CALLEE]
 
 
-def test_nothing_is_learned_within_the_probation(tmp_path: Path) -> None:
+def test_a_segment_shorter_than_the_probation_is_decided_when_its_call_ends(
+    tmp_path: Path,
+) -> None:
+    """A call whose media from the NAT'd address lasts less than the probation: when the
+    call ends the probation is decided by its rule, and its packets are the direction's,
+    with their own arrival times (they were held, not lost)."""
     packets = round(LATCH_PROBATION / PACKET)  # the last one arrives just short of it
     media = stream(PHONE, FAR_NAT, SSRC_PHONE, voice(14, packets), START + 0.1)
-    engine, _sink = run(call_frames(media), tmp_path)
-    assert engine.calls.latched_packets == 0
-    assert engine.stats.rtp_relayed == packets
+    engine, sink = run(call_frames(media), tmp_path)
+    assert engine.calls.latched_packets == packets
+    assert (engine.stats.rtp_relayed, engine.stats.rtp_packets) == (0, packets)
+    assert logged_ssrcs(sink, Side.CALLEE) == [SSRC_PHONE] * packets
     assert not engine.media and not engine.calls.latches
+
+
+def test_a_short_segment_is_not_the_directions_if_the_announced_address_received(
+    tmp_path: Path,
+) -> None:
+    # Half a second to the NAT'd address, while a relay's other leg reached the announced
+    # one: the probation's rule refuses it at the call's end as it would have after a second.
+    media = stream(PHONE, FAR_NAT, SSRC_PHONE, voice(15, 25), START + 0.1)
+    media += stream(Endpoint("10.50.0.9", 4376), FAR_SDP, SSRC_FAR, voice(16, 10), START + 0.3)
+    engine, sink = run(call_frames(media), tmp_path)
+    assert engine.calls.latched_packets == 0
+    assert engine.stats.rtp_relayed == 25
+    assert set(logged_ssrcs(sink, Side.CALLEE)) == {SSRC_FAR}
+
+
+def test_a_short_segment_the_party_moved_on_from_is_kept(tmp_path: Path) -> None:
+    """Half a second to one address, then (after a second of quiet) to another one for
+    longer: the first is decided when the party moves on, the second learned as usual."""
+    first = Endpoint("203.0.113.7", 31000)
+    second = Endpoint("203.0.113.8", 32000)
+    media = stream(PHONE, first, SSRC_PHONE, voice(17, 25), START + 0.1)
+    media += stream(PHONE, second, SSRC_PHONE, voice(18, 100), START + 2.0)
+    engine, sink = run(call_frames(media), tmp_path)
+    assert engine.calls.latched_packets == 125
+    assert engine.stats.rtp_relayed == 0
+    assert logged_ssrcs(sink, Side.CALLEE) == [SSRC_PHONE] * 125
 
 
 def learn(table: CallTable, call_id: str, destination: bytes, at: float) -> None:
