@@ -60,6 +60,8 @@ MAX_SESSIONS: Final = 50_000
 MAX_LINES: Final = 64
 MAX_CALLS: Final = 32
 MAX_CHANNELS: Final = 64
+# Recorders seen as the destination of a recording fork, remembered at most.
+MAX_FORK_DESTINATIONS: Final = 4096
 LEGACY: Final = "legacy"  # key of the single call of a CallManager 2.x session
 
 # CallStateMessage states (Wireshark DCallState).
@@ -167,6 +169,10 @@ class SccpTracker:
         self._device_sessions: dict[str, tuple[Endpoint, Endpoint]] = {}
         self.errors: Counter[str] = Counter()
         self.messages: Counter[str] = Counter()
+        # Messages understood and deliberately not followed (not errors): recording forks.
+        self.ignored: Counter[str] = Counter()
+        # Where recording forks were sent (a recorder), the latest MAX_FORK_DESTINATIONS.
+        self.fork_destinations: dict[Endpoint, None] = {}
 
     @property
     def session_count(self) -> int:
@@ -589,17 +595,29 @@ class SccpTracker:
     def _on_start_media_transmission(
         self, session: _Session, message: m.StartMediaTransmission, at: datetime
     ) -> list[Observation]:
+        receive_at = Endpoint(message.remote_ip, message.remote_port)
         if message.legacy:
             call = self._legacy_call(session, at)
         else:
             channel = session.channels.get(message.pass_thru_party_id or 0)
+            reference = message.call_reference or (channel.call_reference if channel else None)
+            if reference is not None and _is_fork(session, reference):
+                return self._fork(receive_at)
             call = self._media_call(session, message.call_reference, channel)
         if call is None:
             return []
-        receive_at = Endpoint(message.remote_ip, message.remote_port)
         payload_types = m.rtp_payload_types(message.compression_type, message.dynamic_payload)
         far_side = _local_side(call).other
         return self._media(session, call, far_side, receive_at, payload_types, at)
+
+    def _fork(self, recorder: Endpoint) -> list[Observation]:
+        """A recording fork's StartMediaTransmission: counted, and its destination kept, so
+        that the copies the phone sends there are not taken for a call of their own."""
+        self.ignored["media-fork"] += 1
+        self.fork_destinations[recorder] = None
+        while len(self.fork_destinations) > MAX_FORK_DESTINATIONS:
+            del self.fork_destinations[next(iter(self.fork_destinations))]
+        return []
 
     def _on_stop_media(
         self, session: _Session, message: m.StopMedia, at: datetime
@@ -615,9 +633,12 @@ class SccpTracker:
         """The call a media message belongs to: its own callReference, the one its
         OpenReceiveChannel carried, or the session's single active call."""
         reference = call_reference or (channel.call_reference if channel else None)
-        if reference is not None:
-            return self._call(session, reference, None)
-        return self._single_call(session)
+        if reference is None:
+            return self._single_call(session)
+        if _is_fork(session, reference):
+            self.ignored["media-fork"] += 1
+            return None
+        return self._call(session, reference, None)
 
     def _single_call(self, session: _Session) -> _Call | None:
         started = [call for call in session.calls.values() if call.started]
@@ -833,6 +854,22 @@ def _held_call_of(session: _Session, call: _Call) -> _Call | None:
         return None
     held = session.calls.get(call.consult_of)
     return held if held is not None and held.held else None
+
+
+def _is_fork(session: _Session, reference: int | str) -> bool:
+    """Whether media under `reference` is a fork of a call the phone is in, not a call:
+    CallManager's built-in-bridge recording and silent monitoring have the phone send a
+    copy of its streams to the recorder under a call reference of their own, for which no
+    CallState ever comes. So in a session whose calls are followed by CallState, media for
+    a reference no CallState named, while another call of the phone is answered, is a fork:
+    the call's own streams are recorded already, and the copy would be a second, one-way
+    recording of the same voices."""
+    if not session.uses_call_state:
+        return False
+    known = session.calls.get(reference)
+    if known is not None and known.started:
+        return False
+    return any(call.started and call.answered for call in session.calls.values())
 
 
 def _same_line(one: _Call, other: _Call) -> bool:

@@ -278,6 +278,9 @@ class Engine:
             pair, to_phone = (destination, source), True
         elif datagram.src_ip in self.phone_ips:
             pair, to_phone = (source, destination), False
+            if endpoint_of_key(destination) in self.sccp.fork_destinations:
+                self.stats.rtp_forked += 1  # a copy of a call's voice, to a recorder
+                return True
         else:
             return False
         held = self.probation.offer(pair, to_phone, payload, destination, at)

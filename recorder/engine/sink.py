@@ -45,6 +45,8 @@ class EngineStats:
     not_recorded: int = 0
     unsignalled_calls: int = 0
     rtp_relayed: int = 0
+    # Copies a phone sends to a recorder for an SCCP recording fork (not a call's RTP).
+    rtp_forked: int = 0
     rtp_after_end: int = 0
     # Packets a live capture's kernel ring dropped, as its tool counted them.
     capture_dropped: int = 0

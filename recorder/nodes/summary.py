@@ -47,6 +47,9 @@ def summary_lines(
         lines.append(
             f"not signalling or media (counted, not errors): {format_counts(stats.ignored)}"
         )
+    ignored = signalling_ignored(engine)
+    if ignored:
+        lines.append(f"signalling understood and not followed (counted): {format_counts(ignored)}")
     if stats.caps:
         lines.append(caps_line(stats.caps))
     errors = decode_errors(engine)
@@ -85,9 +88,21 @@ def rtp_details(stats, latched: int) -> list[str]:
         details.append(f"RTP to an address no SDP named, learned (NAT) and recorded: {latched}")
     if stats.rtp_relayed:
         details.append(f"RTP copies on their way to a media relay (counted): {stats.rtp_relayed}")
+    if stats.rtp_forked:
+        details.append(
+            f"RTP copies to a recorder, SCCP recording forks (counted): {stats.rtp_forked}"
+        )
     if stats.rtp_after_end:
         details.append(f"RTP arriving after its call ended (counted): {stats.rtp_after_end}")
     return details
+
+
+def signalling_ignored(engine: Engine) -> Counter:
+    """What the trackers understood and let be: a retry that is not the caller's, a
+    recording fork of an SCCP call."""
+    ignored = Counter({f"sip {kind}": n for kind, n in engine.sip.ignored.items()})
+    ignored.update({f"sccp {kind}": n for kind, n in engine.sccp.ignored.items()})
+    return ignored
 
 
 def decode_errors(engine: Engine) -> Counter:
