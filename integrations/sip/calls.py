@@ -18,6 +18,7 @@ from integrations.observations import (
     MediaOffer,
     Side,
 )
+from integrations.sip.message import SipMessage
 from integrations.sip.sdp import SessionDescription
 
 MAX_REMEMBERED_STEPS = 64
@@ -30,6 +31,20 @@ class Refusal:
 
     status: int
     at: datetime
+
+
+@dataclass(slots=True)
+class LateOffer:
+    """A re-INVITE sent without SDP: the 2xx to it carries the offer and the ACK the answer
+    (RFC 3261 §14.1, §13.2.1). Kept by the sender's From tag and the CSeq number, which the
+    2xx and the ACK copy; `offer_holds` is None until the 2xx has made its offer."""
+
+    tag: str
+    cseq: int
+    offer_holds: bool | None = None
+
+    def of(self, message: SipMessage) -> bool:
+        return (message.from_.tag, message.cseq.number) == (self.tag, self.cseq)
 
 
 @dataclass(slots=True)
@@ -49,12 +64,13 @@ class Call:
     ended: bool = False
     on_hold: bool = False
     refusal: Refusal | None = None
+    late_offer: LateOffer | None = None
     receive_at: dict[Side, tuple[Endpoint, ...]] = field(default_factory=dict)
     steps: dict[tuple[object, ...], None] = field(default_factory=dict)
 
     def first_time(self, step: tuple[object, ...]) -> bool:
-        """False for a retransmission: a request (CSeq, method) or a response (CSeq, method,
-        status) this call has already shown (§17.1.1.2, §17.2.1)."""
+        """False for a retransmission: a step (`step_of`) this call has already shown
+        (§17.1.1.2, §17.2.1)."""
         if step in self.steps:
             return False
         if len(self.steps) >= MAX_REMEMBERED_STEPS:
@@ -96,6 +112,17 @@ class Call:
             media=media,
             reason=reason,
         )
+
+
+def step_of(message: SipMessage) -> tuple[object, ...]:
+    """What tells a message from its retransmissions: for a request its CSeq and method,
+    for a response also its status. Each party of a dialog numbers its own requests (RFC 3261
+    §12.2.1.1) and two may use the same number (Cisco phones and CallManager both begin at
+    101), so the step names whose CSeq it is by the From tag, which a response copies."""
+    cseq = message.cseq
+    if message.is_request:
+        return ("request", message.from_.tag, cseq.number, message.method)
+    return ("response", message.from_.tag, cseq.number, cseq.method, message.status)
 
 
 def media_offers(sdp: SessionDescription | None, side: Side) -> tuple[MediaOffer, ...]:

@@ -18,9 +18,12 @@ Call rules (RFC 3261 §13-§15, RFC 3311, RFC 3515):
   A call answered is never ended or moved by a refusal: a final response to an established
   call's INVITE changes nothing.
 - ACK, PRACK or UPDATE with SDP, and re-INVITE: HOLD (sendonly/inactive/c=0.0.0.0), RESUME
-  (back from a hold), or MEDIA (address or port moved). REFER: TRANSFER, reason = Refer-To URI.
-  BYE: END "bye". CANCEL before the answer: END "cancel".
-- Retransmissions (same CSeq and method, or the same response again) give nothing new.
+  (back from a hold), or MEDIA (address or port moved). A re-INVITE without SDP gets the offer
+  in its 2xx and the answer in the ACK (§14.1): at the ACK the call is held when either holds.
+  REFER: TRANSFER, reason = Refer-To URI. BYE: END "bye". CANCEL before the answer: END
+  "cancel".
+- Retransmissions (same From tag, CSeq and method, or the same response again) give nothing
+  new. The From tag is part of it: each side numbers its own requests (§12.2.1.1).
 - A 2xx to an INVITE of an unknown Call-ID (capture started mid-call) gives START + ANSWER.
 - A call gives BindingSeen when a phone sent the message itself: the Contact host equals the
   packet's source IP and, for a request, there is one Via (proxies add theirs, §16.6 step 8).
@@ -44,7 +47,7 @@ from integrations.observations import (
     Observation,
     Side,
 )
-from integrations.sip.calls import Call, Refusal, holds, media_offers
+from integrations.sip.calls import Call, LateOffer, Refusal, holds, media_offers, step_of
 from integrations.sip.errors import SipDecodeError
 from integrations.sip.lync import binding_source, extension_aliases, identity_aliases, protocol_of
 from integrations.sip.message import SipMessage, parse_message
@@ -264,7 +267,7 @@ class SipTracker:
             return []
         if not call.answered and not request.to.tag:
             return self._retry(call, request, packet.at)
-        if not call.first_time(("request", request.cseq.number, "INVITE")):
+        if not call.first_time(step_of(request)):
             return []
         return self._offer_in_dialog(call, request, packet.at)
 
@@ -297,7 +300,7 @@ class SipTracker:
             invite_cseq=request.cseq.number,
             last_seen=packet.at,
         )
-        call.first_time(("request", call.invite_cseq, "INVITE"))
+        call.first_time(step_of(request))
         offers = self._offers(request, Side.CALLER)
         call.media_changed(Side.CALLER, offers)
         seen: list[Observation] = self._call_binding(
@@ -318,8 +321,7 @@ class SipTracker:
         if call is None:
             return self._pick_up(response, packet) if 200 <= response.status < 300 else []
         self._touch(call, packet.at)
-        step = ("response", response.cseq.number, "INVITE", response.status)
-        if call.ended or response.status < 180 or not call.first_time(step):
+        if call.ended or response.status < 180 or not call.first_time(step_of(response)):
             return []
         if response.cseq.number != call.invite_cseq or call.answered:
             return self._answer_in_dialog(call, response, packet.at)
@@ -367,7 +369,7 @@ class SipTracker:
             invite_cseq=response.cseq.number,
             last_seen=packet.at,
         )
-        call.first_time(("response", response.cseq.number, "INVITE", response.status))
+        call.first_time(step_of(response))
         started = self._add_call(call)
         return [
             *started,
@@ -381,33 +383,55 @@ class SipTracker:
         if call is None or call.ended:
             return []
         self._touch(call, packet.at)
-        if not call.first_time(("request", request.cseq.number, request.method)):
+        if not call.first_time(step_of(request)):
             return []
         if request.method == "UPDATE":
             return self._offer_in_dialog(call, request, packet.at)
+        late = call.late_offer
+        if request.method == "ACK" and late is not None and late.of(request):
+            return self._late_answer(call, request, packet.at)
         return self._media_update(call, request, packet.at)
 
     def _on_update_response(self, response: SipMessage, packet: Packet) -> list[Observation]:
         call = self._calls.get(response.call_id)
         if call is None or call.ended or not 200 <= response.status < 300:
             return []
-        step = ("response", response.cseq.number, "UPDATE", response.status)
-        return self._answer_in_dialog(call, response, packet.at) if call.first_time(step) else []
+        if not call.first_time(step_of(response)):
+            return []
+        return self._answer_in_dialog(call, response, packet.at)
 
     def _offer_in_dialog(self, call: Call, request: SipMessage, at: datetime) -> list[Observation]:
-        """A re-INVITE or UPDATE offer: hold, resume or a media move (RFC 3264 §8)."""
+        """A re-INVITE or UPDATE offer: hold, resume or a media move (RFC 3264 §8). A
+        re-INVITE without SDP asks for the offer: it comes in the 2xx (§14.1)."""
         sdp = self._sdp(request)
         if sdp is None:
+            if request.method == "INVITE" and not request.body.strip():
+                call.late_offer = LateOffer(request.from_.tag, request.cseq.number)
             return []
         side = call.side_of(request.from_.tag, response=False)
         offers = media_offers(sdp, side)
-        moved = call.media_changed(side, offers)
-        if holds(sdp) and not call.on_hold:
-            call.on_hold = True
-            return [call.signal(CallEvent.HOLD, at, offers)]
-        if not holds(sdp) and call.on_hold:
-            call.on_hold = False
-            return [call.signal(CallEvent.RESUME, at, offers)]
+        return self._agreed(call, holds(sdp), offers, call.media_changed(side, offers), at)
+
+    def _late_answer(self, call: Call, request: SipMessage, at: datetime) -> list[Observation]:
+        """The ACK answering the offer a 2xx made (§13.2.1): the session is now what the two
+        agreed, held when either the offer or this answer holds (RFC 3264 §8.4)."""
+        late, sdp = call.late_offer, self._sdp(request)
+        if late.offer_holds is None or sdp is None:
+            return self._media_update(call, request, at)
+        call.late_offer = None
+        side = call.side_of(request.from_.tag, response=False)
+        offers = media_offers(sdp, side)
+        known = side in call.receive_at
+        moved = call.media_changed(side, offers) or not known
+        return self._agreed(call, late.offer_holds or holds(sdp), offers, moved, at)
+
+    def _agreed(
+        self, call: Call, held: bool, offers: tuple[MediaOffer, ...], moved: bool, at: datetime
+    ) -> list[Observation]:
+        """HOLD or RESUME when the session goes on or off hold, else MEDIA when it moved."""
+        if held != call.on_hold:
+            call.on_hold = held
+            return [call.signal(CallEvent.HOLD if held else CallEvent.RESUME, at, offers)]
         return [call.signal(CallEvent.MEDIA, at, offers)] if moved else []
 
     def _media_update(self, call: Call, request: SipMessage, at: datetime) -> list[Observation]:
@@ -423,7 +447,11 @@ class SipTracker:
         if not 200 <= response.status < 300:
             return []
         side = call.side_of(response.from_.tag, response=True)
-        return self._media_signal(call, side, self._offers(response, side), at)
+        sdp = self._sdp(response)
+        late = call.late_offer
+        if late is not None and late.of(response) and sdp is not None:
+            late.offer_holds = holds(sdp)  # the offer: its answer comes in the ACK
+        return self._media_signal(call, side, media_offers(sdp, side), at)
 
     def _media_signal(
         self, call: Call, side: Side, offers: tuple[MediaOffer, ...], at: datetime
@@ -457,7 +485,7 @@ class SipTracker:
         if call is None or call.ended or refer_to is None:
             return []
         self._touch(call, packet.at)
-        if not call.first_time(("request", request.cseq.number, "REFER")):
+        if not call.first_time(step_of(request)):
             return []
         target = parse_name_addr(refer_to).uri_text.partition("?")[0]
         return [call.signal(CallEvent.TRANSFER, packet.at, reason=target)]

@@ -349,3 +349,55 @@ def test_a_refusal_nobody_retries_ends_the_call_at_the_refusal() -> None:
     (end,) = tracker.expire(T0 + timedelta(seconds=40))
     assert (end.event.value, end.reason, end.at) == ("end", "302", T0 + timedelta(seconds=1))
     assert tracker.end_refused() == [] and tracker.live_calls == 0
+
+
+def far_request(method: str, cseq: int, sdp: str = "") -> bytes:
+    """A request of the called party's in the dialog: its From is the dialog's To."""
+    return message(
+        f"{method} sip:9001@10.0.0.11 SIP/2.0",
+        f"Via: SIP/2.0/UDP 10.0.0.12:5060;branch=z9hG4bKf{method}{cseq}",
+        "From: <sip:9002@pbx>;tag=b",
+        "To: <sip:9001@pbx>;tag=a",
+        "Call-ID: call-7",
+        f"CSeq: {cseq} {method}",
+        sdp=sdp,
+    )
+
+
+def far_request_answered(cseq: int, sdp: str) -> bytes:
+    """The caller's 200 to a request of the called party's (it copies From, To, CSeq)."""
+    return message(
+        "SIP/2.0 200 OK",
+        "Via: SIP/2.0/UDP 10.0.0.12:5060;branch=z9hG4bKf",
+        "From: <sip:9002@pbx>;tag=b",
+        "To: <sip:9001@pbx>;tag=a",
+        "Call-ID: call-7",
+        f"CSeq: {cseq} INVITE",
+        "Contact: <sip:9001@10.0.0.11:5060>",
+        sdp=sdp,
+    )
+
+
+def test_hold_and_resume_by_late_offer_follow_the_answer_in_the_ack() -> None:
+    """RFC 3261 §14.1: a re-INVITE without SDP, the offer in the 200, the answer in the ACK.
+    The called party numbers its requests from 1 too: its 1 INVITE is no retransmission of
+    the caller's (§12.2.1.1)."""
+    tracker = SipTracker()
+    seen = feed(tracker, invite(sdp=offer("10.0.0.11", 4000)), PHONE_A, PHONE_B)
+    seen += feed(
+        tracker, response("200 OK", "1 INVITE", offer("10.0.0.12", 5000)), PHONE_B, PHONE_A, 1
+    )
+    for cseq, answer, second in ((1, "inactive", 10), (2, "sendrecv", 20)):
+        seen += feed(tracker, far_request("INVITE", cseq), PHONE_B, PHONE_A, second)
+        ok = far_request_answered(cseq, offer("10.0.0.11", 4000))
+        seen += feed(tracker, ok, PHONE_A, PHONE_B, second)
+        seen += feed(tracker, ok, PHONE_A, PHONE_B, second)  # retransmitted
+        ack = far_request("ACK", cseq, offer("10.0.0.12", 5000, answer))
+        seen += feed(tracker, ack, PHONE_B, PHONE_A, second)
+        seen += feed(tracker, ack, PHONE_B, PHONE_A, second)  # retransmitted
+    assert events(seen) == [
+        ("start", "10.0.0.11:4000"),
+        ("answer", "10.0.0.12:5000"),
+        ("hold", "10.0.0.12:5000"),
+        ("resume", "10.0.0.12:5000"),
+    ]
