@@ -3,11 +3,17 @@
 A REGISTER is held until its final response (matched by Call-ID and CSeq number). Only a 2xx
 makes bindings; a challenge (401/407) or a refusal (403, ...) makes none. The registrar's 2xx
 lists every current binding of the address-of-record with the lifetime it granted (§10.3
-step 8), so each Contact in the 2xx becomes one BindingSeen; when the 2xx lists none, the
-request's Contacts are used. The extension is the user part of the To URI exactly as sent (R4,
-with the `;ext=` rule of parties.py). The lifetime is the Contact's `expires` parameter, else
-the Expires header (of the response, then of the request), else 3600 seconds (§10.2.1.1).
-A lifetime of 0, or `Contact: *`, is an unregistration (§10.2.2).
+step 8), so each Contact in the 2xx becomes one BindingSeen. The extension is the user part of
+the To URI exactly as sent (R4, with the `;ext=` rule of parties.py). The lifetime is the
+Contact's `expires` parameter, else the Expires header (of the response, then of the
+request), else 3600 seconds (§10.2.1.1). A lifetime of 0, or `Contact: *`, is an
+unregistration (§10.2.2).
+
+Some registrars list none, or only a Contact of their own (its host is the address the 2xx
+came from or the REGISTER's Request-URI host, §10.2: the registrar's domain). Such a Contact
+is no binding of the AOR; the REGISTER's Contacts are the bindings then, each for the
+lifetime the 2xx granted: its Contacts' `expires` parameter, else its Expires header, else
+what the REGISTER asked for (its Contact's parameter, then its Expires header).
 
 Which IP the binding names (the IP rule). "Where the phone is" means the source address of the
 REGISTER packet as the mirror port shows it; for a REGISTER that a proxy forwarded (more than
@@ -35,10 +41,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from integrations.observations import BindingSeen, BindingSource, CallProtocol
+from integrations.sip.errors import SipDecodeError
 from integrations.sip.lync import binding_source, extension_aliases, protocol_of
 from integrations.sip.message import SipMessage
 from integrations.sip.parties import extension_of, sip_instance
-from integrations.sip.uri import NameAddr, Via, normalize_ip
+from integrations.sip.uri import NameAddr, Via, normalize_ip, parse_uri
 
 DEFAULT_EXPIRES = 3600  # RFC 3261 §10.2.1.1 leaves the default to the registrar; 3600 is usual
 
@@ -55,6 +62,8 @@ class PendingRegister:
     expires: int | None
     protocol: CallProtocol
     aliases: tuple[str, ...] = ()
+    # The Request-URI host: the domain (or the address) of the registrar (§10.2).
+    registrar_host: str = ""
 
 
 def pending_register(request: SipMessage, packet_source: str, at: datetime) -> PendingRegister:
@@ -67,7 +76,17 @@ def pending_register(request: SipMessage, packet_source: str, at: datetime) -> P
         expires=parse_expires(request.header("expires")),
         protocol=protocol_of(request),
         aliases=extension_aliases(request.to.uri),
+        registrar_host=request_uri_host(request),
     )
+
+
+def request_uri_host(request: SipMessage) -> str:
+    """The Request-URI's host, IPs compressed; empty when it is no URI."""
+    try:
+        host = parse_uri(request.request_uri).host
+    except SipDecodeError:
+        return ""
+    return normalize_ip(host) or host.lower()
 
 
 def phone_address(vias: tuple[Via, ...], packet_source: str) -> str:
@@ -92,11 +111,12 @@ def bindings_from_response(
 ) -> list[BindingSeen]:
     """BindingSeen for a 2xx to a REGISTER (the caller checks the status), vouched for by
     `registrar`, the address the 2xx came from."""
-    return [replace(seen, authority=registrar) for seen in _bindings_of_2xx(pending, response, at)]
+    bindings = _bindings_of_2xx(pending, response, at, registrar)
+    return [replace(seen, authority=registrar) for seen in bindings]
 
 
 def _bindings_of_2xx(
-    pending: PendingRegister, response: SipMessage, at: datetime
+    pending: PendingRegister, response: SipMessage, at: datetime, registrar: str
 ) -> list[BindingSeen]:
     if not pending.extension:
         return []
@@ -111,13 +131,42 @@ def _bindings_of_2xx(
         ]
     nat_shown = bool(response.vias) and via_shows_nat(response.vias[0])
     granted = parse_expires(response.header("expires"))
-    contacts = response.contacts or pending.contacts
+    listed = [c for c in response.contacts if not is_registrar_contact(c, pending, registrar)]
+    if listed or not pending.contacts:
+        # A REGISTER that carried no Contact (a query, §10.2.3, or one the capture missed)
+        # leaves the 2xx's Contacts, all of them, as the only word on its bindings.
+        contacts = listed or response.contacts
+        return _contact_bindings(pending, contacts, source, at, nat_shown, granted)
+    # None listed, or the registrar's own alone: the REGISTER's, for what the 2xx granted.
+    stated = (parse_expires(contact.param("expires")) for contact in response.contacts)
+    granted = next((value for value in stated if value is not None), granted)
+    return _contact_bindings(pending, pending.contacts, source, at, nat_shown, granted, True)
+
+
+def _contact_bindings(
+    pending: PendingRegister,
+    contacts: list[NameAddr] | tuple[NameAddr, ...],
+    source: BindingSource,
+    at: datetime,
+    nat_shown: bool,
+    granted: int | None,
+    requested: bool = False,
+) -> list[BindingSeen]:
+    """One BindingSeen per Contact (32 at most); `requested` when they are the REGISTER's,
+    whose own `expires` parameter asks for a lifetime that the 2xx's grant overrides."""
     seen = []
     for contact in contacts[:32]:
-        binding = contact_binding(pending, contact, source, at, nat_shown, granted)
+        binding = contact_binding(pending, contact, source, at, nat_shown, granted, requested)
         if binding is not None:
             seen.append(binding)
     return seen
+
+
+def is_registrar_contact(contact: NameAddr, pending: PendingRegister, registrar: str) -> bool:
+    """A Contact in the 2xx that names the registrar itself: the address the 2xx came from,
+    or the host of the REGISTER's Request-URI. It is no binding of the AOR."""
+    host = contact.uri.host_ip or contact.uri.host.lower()
+    return bool(host) and host in (registrar, pending.registrar_host)
 
 
 def contact_binding(
@@ -127,11 +176,16 @@ def contact_binding(
     at: datetime,
     nat_shown: bool,
     granted: int | None,
+    requested: bool = False,
 ) -> BindingSeen | None:
     ip = binding_ip(contact, pending, nat_shown)
     if ip is None:
         return None
-    expires = first_of(parse_expires(contact.param("expires")), granted, pending.expires)
+    asked = parse_expires(contact.param("expires"))
+    if requested:
+        expires = first_of(granted, asked, pending.expires)
+    else:
+        expires = first_of(asked, granted, pending.expires)
     return BindingSeen(
         extension=pending.extension,
         ip=ip,
