@@ -17,11 +17,21 @@ from functools import cached_property, lru_cache
 
 from integrations.sip.errors import SipDecodeError
 from integrations.sip.sdp import SessionDescription, parse_sdp
-from integrations.sip.uri import NameAddr, Via, parse_name_addr, parse_via, split_outside_quotes
+from integrations.sip.uri import (
+    NameAddr,
+    Via,
+    find_param,
+    parse_name_addr,
+    parse_params,
+    parse_via,
+    split_outside_quotes,
+)
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_HEADERS = 200
 MAX_BODY_BYTES = 64 * 1024
+# Parts of a multipart body looked at for its SDP (a SIPREC INVITE has two).
+MAX_BODY_PARTS = 8
 
 # RFC 3261 §7.3.3 compact forms, plus the ones later RFCs registered (IANA "Header Fields").
 COMPACT_FORMS = {
@@ -139,13 +149,33 @@ class SipMessage:
 
     @cached_property
     def sdp(self) -> SessionDescription | None:
-        """The SDP body, when the body is SDP (§20.15 Content-Type, or a bare `v=0`)."""
-        content_type = (self.header("content-type") or "").lower()
+        """The SDP body, when the body is SDP (§20.15 Content-Type, or a bare `v=0`), or the
+        SDP part of a multipart body (a SIPREC offer beside its metadata, RFC 7866 §6.1)."""
+        written = self.header("content-type") or ""
+        content_type = written.lower()
         if not self.body.strip():
             return None
+        if content_type.startswith("multipart/"):
+            part = sdp_part(self.body, written)
+            return None if part is None else parse_sdp(part)
         if "application/sdp" in content_type or (not content_type and self.body[:2] == b"v="):
             return parse_sdp(self.body)
         return None
+
+
+def sdp_part(body: bytes, content_type: str) -> bytes | None:
+    """The first application/sdp part of a multipart body (RFC 2046 §5.1.1): parts are
+    delimited by `--boundary` lines (the boundary as written: it is case-sensitive), each
+    its own headers, an empty line, its content."""
+    boundary = find_param(parse_params(content_type.partition(";")[2]), "boundary")
+    if not boundary:
+        return None
+    delimiter = b"--" + boundary.encode("utf-8", errors="replace")
+    for part in body.split(delimiter)[1 : MAX_BODY_PARTS + 1]:
+        pieces = HEADER_END.split(part.lstrip(b"\r\n"), maxsplit=1)
+        if len(pieces) == 2 and b"application/sdp" in pieces[0].lower():
+            return pieces[1]
+    return None
 
 
 @lru_cache(maxsize=4096)

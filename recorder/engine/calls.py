@@ -130,6 +130,10 @@ class MediaStream:
     # or learned; and whether this direction may no longer learn one (docs/capture.md).
     latch: Latch | None = None
     latch_refused: bool = False
+    # The recording channel its packets go to, by the side whose direction it is: its
+    # receiver's for a side's first stream; for a further stream the other side's, or None
+    # when it has no channel (docs/sip.md, "More than one audio stream").
+    channel: Side | None = None
 
     def set_log(self, log: RtpLog | LearnedLog | PendingLog | None, code: int = 0) -> None:
         """Where this stream's packets are logged, and as which direction."""
@@ -237,8 +241,11 @@ class LiveCall:
     ended_at: float | None = None
     end_reason: str = ""
     last_activity: float = 0.0
+    # Each side's first audio stream (its offer, its stream), and the further ones.
     offers: dict[Side, MediaOffer] = field(default_factory=dict)
     streams: dict[Side, MediaStream] = field(default_factory=dict)
+    extra_offers: dict[Side, tuple[MediaOffer, ...]] = field(default_factory=dict)
+    extra_streams: dict[Side, tuple[MediaStream, ...]] = field(default_factory=dict)
     log: RtpLog | None = None
     spool: str = ""
     # The segments of one conversation share it (a call split at the maximum length, the
@@ -255,11 +262,18 @@ class LiveCall:
     def last_sign_of_life(self) -> float:
         """Its last signalling or RTP, RTP to a learned address included."""
         times = [self.last_activity]
-        for stream in self.streams.values():
+        for stream in self.all_streams():
             times.append(stream.last_at)
             if stream.latch is not None:
                 times.append(stream.latch.last_heard())
         return max(times)
+
+    def all_streams(self) -> list[MediaStream]:
+        """Every audio stream the call follows: each side's first, then the further ones."""
+        streams = list(self.streams.values())
+        for extra in self.extra_streams.values():
+            streams.extend(extra)
+        return streams
 
     @property
     def local_ip(self) -> str:
@@ -393,8 +407,7 @@ class CallTable:
             self._join(call, signal.joins_call_id)
         call.last_activity = at
         self._learn_parties(call, signal)
-        for offer in signal.media:
-            self._attach(call, offer)
+        self._attach_all(call, signal.media)
         self._advance(call, signal, at)
         return call
 
@@ -412,8 +425,7 @@ class CallTable:
                 return self._open(signal, at)
             call = self._open(start, start.at.timestamp())
             self._learn_parties(call, start)
-            for offer in start.media:
-                self._attach(call, offer)
+            self._attach_all(call, start.media)
             return call
         if signal.call_id in self.refused:
             return None
@@ -493,8 +505,13 @@ class CallTable:
         if key is None:
             return
         stream = MediaStream(call, offer.side, offer.receive_at, offer.payload_types)
-        stream.set_log(call.log or PendingLog(call, self), DIRECTION_CODE[offer.side])
+        stream.channel = offer.side
+        self._log_into(stream, call.log or PendingLog(call, self))
         call.streams[offer.side] = stream
+        self._index(call, key, stream)
+
+    def _index(self, call: LiveCall, key: bytes, stream: MediaStream) -> None:
+        """`stream` receives at `key` from now on; a call that had the address gives it up."""
         claimed = self.latches.get(key)
         if claimed is not None:
             self.unlatch(claimed.toward)  # announced now: the announcer's, not a stand-in
@@ -502,8 +519,75 @@ class CallTable:
         if taken is not None and taken.call is not call:
             for old_stream in taken.call.streams.values():
                 self.unlatch(old_stream)
-            taken.call.streams.pop(taken.receiver, None)
+            self._release(taken)
         self.media[key] = stream
+
+    def _release(self, stream: MediaStream) -> None:
+        """Take `stream` from its call (another call announced its address)."""
+        call, side = stream.call, stream.receiver
+        if call.streams.get(side) is stream:
+            call.streams.pop(side)
+            return
+        kept = tuple(extra for extra in call.extra_streams.get(side, ()) if extra is not stream)
+        call.extra_streams[side] = kept
+
+    # --- more than one audio stream a side (docs/sip.md, "More than one audio stream") ---
+
+    def _attach_all(self, call: LiveCall, media: tuple[MediaOffer, ...]) -> None:
+        """The offers of a step, side by side: a side's first stream is its own; any
+        further streams it announced in the same step are followed as the call's too."""
+        sides: dict[Side, list[MediaOffer]] = {}
+        for offer in media:
+            sides.setdefault(offer.side, []).append(offer)
+        for side, offers in sides.items():
+            self._attach(call, offers[0])
+            self._attach_extras(call, side, tuple(offers[1:]))
+        self._route_extras(call)
+
+    def _attach_extras(self, call: LiveCall, side: Side, offers: tuple[MediaOffer, ...]) -> None:
+        """A side's second and further streams, replacing those it announced before."""
+        old = call.extra_streams.pop(side, ())
+        if tuple(stream.receive_at for stream in old) == tuple(o.receive_at for o in offers):
+            call.extra_streams[side], call.extra_offers[side] = old, offers
+            return
+        for stream in old:
+            self._forget(stream)
+        call.extra_offers[side] = offers
+        streams = []
+        for offer in offers:
+            key = endpoint_key(offer.receive_at)
+            if key is None or offer.encrypted or offer.receive_at.ip in UNROUTABLE:
+                continue
+            stream = MediaStream(call, side, offer.receive_at, offer.payload_types)
+            streams.append(stream)
+            self._index(call, key, stream)
+        call.extra_streams[side] = tuple(streams)
+
+    def _route_extras(self, call: LiveCall) -> None:
+        """The channel of each further stream. The two-channel recording has room for one
+        more only where a side receives nothing (every stream of its sendonly or inactive,
+        as a SIPREC client's offer, RFC 7866): the other side's second stream, the second
+        party of a SIPREC session, takes that side's channel. Other further streams are
+        followed and counted, and have no channel."""
+        for side, streams in call.extra_streams.items():
+            for index, stream in enumerate(streams):
+                free = index == 0 and self._receives_nothing(call, side.other)
+                stream.channel = side.other if free else None
+                self._log_into(stream, call.log or PendingLog(call, self))
+
+    def _receives_nothing(self, call: LiveCall, side: Side) -> bool:
+        offers = (
+            (call.offers[side], *call.extra_offers.get(side, ())) if side in call.offers else ()
+        )
+        return bool(offers) and all(offer.mode in ("sendonly", "inactive") for offer in offers)
+
+    def _log_into(self, stream: MediaStream, log: RtpLog | PendingLog | None) -> None:
+        """Point a stream at the call's log, as its channel's direction; at nothing when it
+        has no channel or the call is not recorded."""
+        if stream.channel is None or log is None:
+            stream.set_log(None)
+        else:
+            stream.set_log(log, DIRECTION_CODE[stream.channel])
 
     def _advance(self, call: LiveCall, signal: CallSignal, at: float) -> None:
         event = signal.event
@@ -529,8 +613,8 @@ class CallTable:
         if call.log is None:
             call.log = self.open_log(call)
             self.open_logs += call.log is not None
-        for stream in call.streams.values():
-            stream.set_log(call.log, DIRECTION_CODE[stream.receiver])
+        for stream in call.all_streams():
+            self._log_into(stream, call.log)
         return call.log
 
     def _arm_log(self, call: LiveCall) -> None:
@@ -538,9 +622,9 @@ class CallTable:
         answered calls) asks again at its next RTP packet."""
         if call.log is not None:
             return
-        for stream in call.streams.values():
+        for stream in call.all_streams():
             if stream.log is None:
-                stream.set_log(PendingLog(call, self), DIRECTION_CODE[stream.receiver])
+                self._log_into(stream, PendingLog(call, self))
 
     def _remember_transfer(self, call: LiveCall, target: str, at: float) -> None:
         """A REFER (or a transfer key) names who the call goes to next: a call to that
@@ -570,7 +654,7 @@ class CallTable:
         call.ended_at = at
         call.end_reason = reason
         call.state = CallState.ENDED
-        for stream in list(call.streams.values()):
+        for stream in call.all_streams():
             self._settle(stream.latch)
             self._forget(stream, grace_until=at + ENDED_MEDIA_GRACE)
             stream.set_log(None)
@@ -755,8 +839,8 @@ class CallTable:
             setattr(call, name, getattr(ended, name))  # fmt: skip
         call.answered_at, call.state, call.last_activity = at, ended.state, at
         self.calls[call.call_id] = call
-        for offer in ended.offers.values():
-            self._attach(call, offer)
+        for side, offer in ended.offers.items():
+            self._attach_all(call, (offer, *ended.extra_offers.get(side, ())))
         return call
 
     def finish_all(self, reason: str) -> list[LiveCall]:

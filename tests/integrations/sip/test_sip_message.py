@@ -244,3 +244,19 @@ def test_sdp_hold_by_zero_address_and_by_direction() -> None:
     modern = parse_sdp(b"v=0\r\na=inactive\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 0\r\n")
     assert legacy.audio[0].holds and modern.audio[0].holds
     assert modern.audio[0].direction == "inactive"
+
+
+def test_the_sdp_of_a_multipart_body_is_its_application_sdp_part() -> None:
+    """A SIPREC INVITE carries its SDP beside the recording metadata (RFC 7866 §6.1) in a
+    multipart/mixed body (RFC 2046 §5.1.1); the boundary is case-sensitive."""
+    sdp = b"v=0\r\nc=IN IP4 10.0.0.5\r\nm=audio 4000 RTP/AVP 0\r\nm=audio 4002 RTP/AVP 0\r\n"
+    body = (
+        b"--OSS-Bound\r\nContent-Type: application/rs-metadata+xml\r\n\r\n<recording/>\r\n"
+        b"--OSS-Bound\r\nContent-Type: application/sdp\r\n\r\n" + sdp + b"--OSS-Bound--\r\n"
+    )
+    head = b"INVITE sip:srs@10.0.0.9 SIP/2.0\r\nCall-ID: r\r\nCSeq: 1 INVITE\r\n"
+    typed = b'Content-Type: multipart/mixed;boundary="OSS-Bound"\r\n'
+    message = parse_message(head + typed + b"\r\n" + body)
+    assert [stream.port for stream in message.sdp.audio] == [4000, 4002]
+    unbounded = parse_message(head + b"Content-Type: multipart/mixed\r\n\r\n" + body)
+    assert unbounded.sdp is None
