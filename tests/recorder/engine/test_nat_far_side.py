@@ -119,7 +119,7 @@ def assert_channel_is_only(channel: list[int], expected: list[int]) -> None:
     """The channel holds `expected`, sample for sample, and nothing else but silence."""
     haystack, needle = array("h", channel).tobytes(), array("h", expected).tobytes()
     found = haystack.find(needle)
-    while found % 2:
+    while found >= 0 and found % 2:  # -1: not found (and -1 % 2 is 1)
         found = haystack.find(needle, found + 1)
     assert found >= 0, "the voice is not in the channel, sample for sample"
     start = found // 2
