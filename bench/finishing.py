@@ -68,6 +68,9 @@ def import_held_back(capture: Path) -> None:
         def __init__(self) -> None:
             self.outcomes: Counter = Counter()
 
+        def start(self) -> None:
+            pass
+
         def submit(self, pending) -> None:
             pass
 
