@@ -52,6 +52,8 @@ class BlockHeaders:
         self.offsets = np.zeros(len(self.lengths), dtype=np.int64)
         # The packets as rows of octets, when they are all of one length.
         self.rows: np.ndarray | None = None
+        # The formats _plain_g711 was last asked for, and its answer.
+        self._plain: tuple[dict, np.ndarray] | None = None
         np.cumsum(self.lengths[:-1], out=self.offsets[1:])
         header = self._headers(data)
         self.first, self.second = header[:, 0], header[:, 1]
@@ -113,18 +115,24 @@ class BlockHeaders:
     def _plain_g711(self, formats: dict[int, PayloadFormat]) -> np.ndarray:
         """Whole plain headers with a G.711 payload type, at least one sample, and an
         arrival time StreamDecoder takes as it is. No marker bit: a marked packet is left
-        to the general path (with a dynamic payload type, marker and type can read as RTCP)."""
+        to the general path (with a dynamic payload type, marker and type can read as RTCP).
+        Worked out once a block for its direction's formats: the scan and the decoding
+        both ask."""
+        if self._plain is not None and self._plain[0] is formats:
+            return self._plain[1]
         # A table of the second octet's 256 values, not np.isin (a sort, 30 us a block):
         # a marked packet's octet is its type plus 128, never in the table.
         g711 = np.zeros(256, dtype=bool)
         g711[[pt for pt, found in formats.items() if _is_g711(found) and 0 <= pt < 128]] = True
-        return (
+        plain = (
             (self.lengths > HEADER_BYTES)
             & (self.first == PLAIN_FIRST_OCTET)
             & g711[self.second]
             & (self.arrivals >= 0.0)
             & (self.arrivals < 1e11)
         )
+        self._plain = (formats, plain)
+        return plain
 
     def payload_types(self) -> tuple[int | None, Counter]:
         """The index of the first packet that looks like RTP (version 2, a whole fixed
@@ -143,28 +151,26 @@ class BlockHeaders:
         zrtp = (self.first == ZRTP_FIRST_OCTET) & (self.second == 0)
         return int(np.count_nonzero(zrtp & (self.timestamp == ZRTP_MAGIC_COOKIE)))
 
-    def g711_odd_lengths(self, formats: dict[int, PayloadFormat]) -> int:
-        """How many plain G.711 packets carry a payload that is no whole number of
-        milliseconds (8 octets): ciphertext and an SRTP authentication tag (RFC 3711 §4.2:
-        4 or 10 octets of HMAC-SHA1) after it, where audio has 160 or 80."""
-        odd = self._plain_g711(formats) & ((self.lengths - HEADER_BYTES) % 8 != 0)
-        return int(np.count_nonzero(odd))
-
-    def g711_payloads(self, formats: dict[int, PayloadFormat], limit: int) -> np.ndarray:
-        """Up to `limit` payload octets of the block's plain G.711 packets, in order."""
-        plain = np.flatnonzero(self._plain_g711(formats))
+    def g711_sample(self, formats: dict[int, PayloadFormat], limit: int) -> tuple[int, np.ndarray]:
+        """For the test of encrypted media: how many plain G.711 packets carry a payload
+        that is no whole number of milliseconds (8 octets), as ciphertext with an SRTP
+        authentication tag after it does (RFC 3711 §4.2: 4 or 10 octets of HMAC-SHA1,
+        where audio has 160 or 80), and up to `limit` of their payload octets, in order."""
+        plain = self._plain_g711(formats)
+        odd = int(np.count_nonzero(plain & ((self.lengths - HEADER_BYTES) % 8 != 0)))
+        indices = np.flatnonzero(plain)
         if self.rows is not None:  # packets all of one length: a view of the data
             needed = -(-limit // max(1, self.rows.shape[1] - HEADER_BYTES))
-            return self.rows[plain[:needed], HEADER_BYTES:].ravel()[:limit]
+            return odd, self.rows[indices[:needed], HEADER_BYTES:].ravel()[:limit]
         taken, total = [], 0
-        for index in plain.tolist():
+        for index in indices.tolist():
             if total >= limit:
                 break
             start = int(self.offsets[index]) + HEADER_BYTES
             payload = self.data[start : start + int(self.lengths[index]) - HEADER_BYTES]
             taken.append(payload)
             total += len(payload)
-        return np.frombuffer(b"".join(taken)[:limit], dtype=np.uint8)
+        return odd, np.frombuffer(b"".join(taken)[:limit], dtype=np.uint8)
 
     def pcm(self, start: int, end: int, codec_name: str) -> bytes:
         """PCM16 of packets start..end-1, all of one length, G.711-expanded."""

@@ -82,10 +82,12 @@ class Direction:
     first_arrival: float | None = None
     last_arrival: float | None = None
     payload_types: Counter = field(default_factory=Counter)
+    # For the test of encrypted media: ZRTP packets, G.711 packets of an odd length, and
+    # G.711 payload octets (their number up to bulk.RANDOMNESS_SAMPLE).
     zrtp_packets: int = 0
     odd_g711_packets: int = 0
-    # G.711 payload octets, up to bulk.RANDOMNESS_SAMPLE, for the test of encrypted media.
     g711_octets: list = field(default_factory=list)
+    g711_sampled: int = 0
 
 
 def local_side_of(call: Call, given: Side | None) -> Side:
@@ -183,7 +185,7 @@ def _encrypted_media(directions: dict[Side, Direction]) -> str:
         return ENCRYPTED_ZRTP
     for direction in directions.values():
         tagged = direction.odd_g711_packets * 2 > sum(direction.payload_types.values())
-        if tagged and looks_random(np.concatenate(direction.g711_octets)):
+        if tagged and direction.g711_octets and looks_random(np.concatenate(direction.g711_octets)):
             return ENCRYPTED_SRTP
     return ""
 
@@ -311,13 +313,12 @@ def _scan(
             direction.last_arrival = batch.arrivals[-1]
         direction.payload_types.update(payload_types)
         direction.zrtp_packets += headers.zrtp_packets()
-        direction.odd_g711_packets += headers.g711_odd_lengths(direction.decoder.formats)
-        sampled = sum(len(octets) for octets in direction.g711_octets)
-        if sampled < RANDOMNESS_SAMPLE:
-            formats = direction.decoder.formats
-            direction.g711_octets.append(
-                headers.g711_payloads(formats, RANDOMNESS_SAMPLE - sampled)
-            )
+        wanted = RANDOMNESS_SAMPLE - direction.g711_sampled
+        odd, octets = headers.g711_sample(direction.decoder.formats, max(0, wanted))
+        direction.odd_g711_packets += odd
+        if len(octets):
+            direction.g711_octets.append(octets)
+            direction.g711_sampled += len(octets)
 
 
 def _expected_frames(directions: dict[Side, Direction], start: float, rate: int) -> int:
