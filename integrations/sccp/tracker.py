@@ -600,7 +600,7 @@ class SccpTracker:
             call = self._legacy_call(session, at)
         else:
             channel = session.channels.get(message.pass_thru_party_id or 0)
-            reference = message.call_reference or (channel.call_reference if channel else None)
+            reference = _reference(message.call_reference, channel)
             if reference is not None and _is_fork(session, reference):
                 return self._fork(receive_at)
             call = self._media_call(session, message.call_reference, channel)
@@ -632,7 +632,7 @@ class SccpTracker:
     ) -> _Call | None:
         """The call a media message belongs to: its own callReference, the one its
         OpenReceiveChannel carried, or the session's single active call."""
-        reference = call_reference or (channel.call_reference if channel else None)
+        reference = _reference(call_reference, channel)
         if reference is None:
             return self._single_call(session)
         if _is_fork(session, reference):
@@ -854,6 +854,12 @@ def _held_call_of(session: _Session, call: _Call) -> _Call | None:
         return None
     held = session.calls.get(call.consult_of)
     return held if held is not None and held.held else None
+
+
+def _reference(call_reference: int | None, channel: _Channel | None) -> int | None:
+    """The call reference of a media message: its own, or the one its channel's
+    OpenReceiveChannel carried."""
+    return call_reference or (channel.call_reference if channel else None)
 
 
 def _is_fork(session: _Session, reference: int | str) -> bool:
