@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 
-from recorder.capture.synthesis import rtp, sip, udp, write_pcap
+from recorder.capture.synthesis import rtp, udp, write_pcap
 from recorder.media.codecs import ULAW_TABLE
 from recorder.models import Recording
+from tests.recorder.recordings.sip_calls import answered_call
 
 PHONE, GATEWAY = "10.73.0.21", "10.73.9.1"
 PHONE_RTP, GATEWAY_RTP = 16600, 31200
@@ -38,27 +39,10 @@ def offer(ip: str, port: int) -> str:
 
 
 def signalling(call_id: str, seconds: float) -> list[tuple[float, bytes]]:
-    def headers(cseq: str, to_tag: str = ";tag=gw1") -> list[str]:
-        return [
-            f"Via: SIP/2.0/UDP {PHONE}:5060;branch=z9hG4bK{cseq.split()[0]}",
-            "From: <sip:9001@pbx.example>;tag=ph1",
-            f"To: <sip:9002@pbx.example>{to_tag}",
-            f"Call-ID: {call_id}",
-            f"CSeq: {cseq}",
-        ]
-
-    return [
-        (START, udp(PHONE, 5060, GATEWAY, 5060, sip(
-            f"INVITE sip:9002@{GATEWAY} SIP/2.0",
-            [*headers("1 INVITE", ""), f"Contact: <sip:9001@{PHONE}>"], offer(PHONE, PHONE_RTP)))),
-        (START + 0.2, udp(GATEWAY, 5060, PHONE, 5060, sip(
-            "SIP/2.0 200 OK", [*headers("1 INVITE"), f"Contact: <sip:9002@{GATEWAY}>"],
-            offer(GATEWAY, GATEWAY_RTP)))),
-        (START + 0.21, udp(PHONE, 5060, GATEWAY, 5060, sip(
-            f"ACK sip:9002@{GATEWAY} SIP/2.0", headers("1 ACK")))),
-        (START + 0.4 + seconds, udp(PHONE, 5060, GATEWAY, 5060, sip(
-            f"BYE sip:9002@{GATEWAY} SIP/2.0", headers("2 BYE")))),
-    ]  # fmt: skip
+    times = (START, START + 0.2, START + 0.4 + seconds)
+    return answered_call(
+        call_id, PHONE, GATEWAY, offer(PHONE, PHONE_RTP), offer(GATEWAY, GATEWAY_RTP), times
+    )
 
 
 def ulaw(sample: int) -> int:

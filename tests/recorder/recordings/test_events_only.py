@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
-from recorder.capture.synthesis import rtp, sdp, sip, udp, write_pcap
+from recorder.capture.synthesis import rtp, sdp, udp, write_pcap
 from recorder.models import Recording
 from recorder.recordings.finish import EVENTS_ONLY
+from tests.recorder.recordings.sip_calls import answered_call
 
 PHONE, GATEWAY = "10.72.0.21", "10.72.9.1"
 PHONE_RTP, GATEWAY_RTP = 16500, 31100
@@ -28,28 +29,10 @@ EVENT_PT = 101  # recorder.capture.synthesis.sdp maps 101 to telephone-event/800
 
 
 def signalling(call_id: str, seconds: float) -> list[tuple[float, bytes]]:
-    def headers(cseq: str, to_tag: str = ";tag=gw1") -> list[str]:
-        return [
-            f"Via: SIP/2.0/UDP {PHONE}:5060;branch=z9hG4bK{cseq.split()[0]}",
-            "From: <sip:9001@pbx.example>;tag=ph1",
-            f"To: <sip:+15550122@pbx.example>{to_tag}",
-            f"Call-ID: {call_id}",
-            f"CSeq: {cseq}",
-        ]
-
-    contact = f"Contact: <sip:9001@{PHONE}:5060>"
-    return [
-        (START, udp(PHONE, 5060, GATEWAY, 5060, sip(
-            f"INVITE sip:+15550122@{GATEWAY} SIP/2.0", [*headers("1 INVITE", ""), contact],
-            sdp(PHONE, PHONE_RTP)))),
-        (START + 0.3, udp(GATEWAY, 5060, PHONE, 5060, sip(
-            "SIP/2.0 200 OK", [*headers("1 INVITE"), f"Contact: <sip:gw@{GATEWAY}>"],
-            sdp(GATEWAY, GATEWAY_RTP)))),
-        (START + 0.31, udp(PHONE, 5060, GATEWAY, 5060, sip(
-            f"ACK sip:gw@{GATEWAY} SIP/2.0", headers("1 ACK")))),
-        (START + 0.5 + seconds, udp(PHONE, 5060, GATEWAY, 5060, sip(
-            f"BYE sip:gw@{GATEWAY} SIP/2.0", headers("2 BYE")))),
-    ]  # fmt: skip
+    times = (START, START + 0.3, START + 0.5 + seconds)
+    return answered_call(
+        call_id, PHONE, GATEWAY, sdp(PHONE, PHONE_RTP), sdp(GATEWAY, GATEWAY_RTP), times
+    )
 
 
 def digit_packets(
