@@ -29,7 +29,6 @@ import re
 import shutil
 import struct
 import uuid
-from array import array
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +39,7 @@ from typing import Any, BinaryIO, Protocol, Self
 import numpy as np
 
 from recorder.lib.files import fsync_directory, read_json, write_atomically
+from recorder.media.codecs import repeat_samples
 
 MANIFEST = "manifest.json"
 CHANNEL_FILES = ("left.pcm", "right.pcm")
@@ -480,7 +480,7 @@ def _at_spool_rate(
     _check_pcm(sample_offset, pcm)
     if sample_rate is not None and sample_rate != spool_rate:
         factor = _upsampling_factor(sample_rate, spool_rate)
-        pcm, sample_offset = _repeat_samples(pcm, factor), sample_offset * factor
+        pcm, sample_offset = repeat_samples(pcm, factor), sample_offset * factor
     if sample_offset + len(pcm) // SAMPLE_BYTES > MAX_FRAMES:
         raise ValueError(f"offset {sample_offset} is beyond the longest WAV file")
     return sample_offset, pcm
@@ -493,17 +493,6 @@ def _upsampling_factor(sample_rate: int, spool_rate: int) -> int:
             "only a lower rate that divides the spool's rate is upsampled"
         )
     return spool_rate // sample_rate
-
-
-def _repeat_samples(pcm: bytes | bytearray | memoryview, factor: int) -> bytes:
-    """Upsample by repeating each sample `factor` times (zero-order hold). It needs no state
-    across chunks, keeps every sample at its exact place, and G.711's 4 kHz band does not
-    gain anything from a finer interpolation worth its cost on the per-packet path."""
-    samples = array("h", bytes(pcm))
-    repeated = array("h", bytes(len(pcm) * factor))
-    for phase in range(factor):
-        repeated[phase::factor] = samples
-    return repeated.tobytes()
 
 
 def _pwrite_all(fd: int, data: bytes | bytearray, position: int) -> None:

@@ -42,6 +42,7 @@ from recorder.media.codecs import (
     PayloadKind,
     UndecodableCodec,
     payload_formats,
+    repeat_samples,
 )
 from recorder.media.rtp import RTCP_PACKET_TYPES, RtpDecodeError, RtpPacket, parse_rtp
 
@@ -151,12 +152,6 @@ class _OpenEvent:
     tick: int
     duration: int
     volume: int
-
-
-def _repeated(pcm: bytes, factor: int) -> bytes:
-    """PCM16 with each sample repeated `factor` times: a lower rate in a higher one."""
-    samples = np.frombuffer(pcm, dtype="<i2")
-    return np.repeat(samples, factor).astype("<i2").tobytes()
 
 
 def signed32(value: int) -> int:
@@ -576,7 +571,7 @@ class StreamDecoder:
         if pcm is None:
             return []
         if codec.sample_rate != rate:
-            pcm = _repeated(pcm, rate // codec.sample_rate)
+            pcm = repeat_samples(pcm, rate // codec.sample_rate)
         self.codec = codec
         per_tick = rate // packet_format.clock_rate
         start = self._advance(at, packet.timestamp) * per_tick
