@@ -223,6 +223,89 @@ class PendingLog:
             opened.append_run(code, run)
 
 
+class SharedLog:
+    """The log of a media address that two calls share: one media path seen on two legs
+    (an internal call whose phones are both on the mirror, a B2BUA's direct media; see
+    CallTable._index). Each packet is counted as each call's stream's and logged into each
+    call's log, as that stream's direction, so each call's recording has it."""
+
+    __slots__ = ("streams",)
+
+    def __init__(self, streams: list[MediaStream]) -> None:
+        self.streams = streams
+
+    def append_coded(self, arrival: float, code: int, packet: bytes) -> None:
+        for stream in self.streams:
+            stream.packets += 1
+            stream.octets += len(packet)
+            stream.last_at = arrival
+            if not stream.first_at:
+                stream.first_at = arrival
+            if stream.log is not None:
+                stream.log.append_coded(arrival, stream.log_code, packet)
+
+    def append_run(self, code: int, run: PendingRun) -> None:
+        first_at = struct.unpack_from("<d", run.arrivals)[0]
+        last_at = struct.unpack_from("<d", run.arrivals, 8 * (run.count - 1))[0]
+        for stream in self.streams:
+            stream.packets += run.count
+            stream.octets += len(run.data)
+            stream.last_at = last_at
+            if not stream.first_at:
+                stream.first_at = first_at
+            if stream.log is not None:
+                stream.log.append_run(stream.log_code, run)
+
+
+def holders(indexed: MediaStream | None) -> list[MediaStream]:
+    """The streams of calls that receive at a media index entry: none, one, or the calls
+    that share the address."""
+    if indexed is None:
+        return []
+    if isinstance(indexed.log, SharedLog):
+        return list(indexed.log.streams)
+    return [indexed]
+
+
+def shared_address(streams: list[MediaStream]) -> MediaStream:
+    """The media index entry of an address the streams receive at: the stream itself when
+    there is one, else a stream of its own whose log hands every packet to each of them
+    (the packet paths count and log it as they would any stream's)."""
+    if len(streams) == 1:
+        return streams[0]
+    first = streams[0]
+    entry = MediaStream(first.call, first.receiver, first.receive_at, first.payload_types)
+    entry.set_log(SharedLog(streams))
+    return entry
+
+
+def _shares(held: MediaStream, announced: MediaStream) -> bool:
+    """Whether a live call keeps an address that another call announces, beside it: when
+    exactly one of the two announced it as its own party's address (the address is that
+    side's signalling IP) and the other on someone else's behalf. That is one media path
+    on two legs: phone A's call has A's address as A's own, and the leg to phone B has it
+    as the far party's (a B2BUA's direct media, CallManager's StartMediaTransmission to B).
+    Two calls that both have it as their own party's are a phone that moved on to a new
+    call (a lost BYE): the new call takes it. See docs/capture.md, "One media address, two
+    calls"."""
+    return _owns(held) != _owns(announced)
+
+
+def _owns(stream: MediaStream) -> bool:
+    """The stream's address is on its own party's host: the IP its call's signalling has
+    for that side. An unknown side IP (a relayed 200, SCCP's far party) owns nothing."""
+    call = stream.call
+    side_ip = call.caller_ip if stream.receiver == Side.CALLER else call.callee_ip
+    return bool(side_ip) and _packed_ip(side_ip) == _packed_ip(stream.receive_at.ip)
+
+
+def _packed_ip(ip: str) -> bytes | None:
+    try:
+        return socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
+    except (OSError, ValueError):
+        return None
+
+
 @dataclass(slots=True, eq=False)
 class LiveCall:
     call_id: str
@@ -511,16 +594,23 @@ class CallTable:
         self._index(call, key, stream)
 
     def _index(self, call: LiveCall, key: bytes, stream: MediaStream) -> None:
-        """`stream` receives at `key` from now on; a call that had the address gives it up."""
+        """`stream` receives at `key` from now on. Another call that had the address keeps
+        it beside `stream` when the two are one media path seen on two legs (see _shares);
+        otherwise it gives the address up."""
         claimed = self.latches.get(key)
         if claimed is not None:
             self.unlatch(claimed.toward)  # announced now: the announcer's, not a stand-in
-        taken = self.media.get(key)
-        if taken is not None and taken.call is not call:
-            for old_stream in taken.call.streams.values():
+        kept = []
+        for held in holders(self.media.get(key)):
+            if held.call is call:
+                continue  # the call announces the address again: the new stream has it
+            if _shares(held, stream):
+                kept.append(held)
+                continue
+            for old_stream in held.call.streams.values():
                 self.unlatch(old_stream)
-            self._release(taken)
-        self.media[key] = stream
+            self._release(held)
+        self.media[key] = shared_address([*kept, stream])
 
     def _release(self, stream: MediaStream) -> None:
         """Take `stream` from its call (another call announced its address)."""
@@ -669,10 +759,17 @@ class CallTable:
     def _forget(self, stream: MediaStream, grace_until: float = 0.0) -> None:
         self.unlatch(stream, grace_until)
         key = endpoint_key(stream.receive_at)
-        if key is not None and self.media.get(key) is stream:
+        if key is None:
+            return
+        indexed = self.media.get(key)
+        if indexed is stream:
             del self.media[key]
             if grace_until:
                 self.ended_media[key] = grace_until
+        elif stream in holders(indexed):
+            # Shared: the other calls keep the address.
+            self.media[key] = shared_address([held for held in holders(indexed)
+                                              if held is not stream])  # fmt: skip
 
     # --- addresses no SDP named (docs/capture.md, "Media relays and NAT") ----------------
 

@@ -43,7 +43,7 @@ from recorder.capture.sources import (
     PCAP_MAGIC,
     pcap_header_format,
 )
-from recorder.engine.calls import PendingLog
+from recorder.engine.calls import PendingLog, SharedLog
 from recorder.media.rtplog import BLOCK_PACKETS, MAX_BLOCK_PACKETS, PendingRun, RtpLog
 
 if TYPE_CHECKING:
@@ -528,11 +528,12 @@ class Run:
 
 
 def _takes(stream: MediaStream | None) -> bool:
-    """A stream whose packets a run appends itself: its log (if it has one) an RtpLog, or
-    the PendingLog that opens one at the stream's first packet. A learned NAT address's
-    log judges each packet (recorder.engine.calls.LearnedLog)."""
+    """A stream whose packets a run appends itself: its log (if it has one) an RtpLog, the
+    PendingLog that opens one at the stream's first packet, or the SharedLog of an address
+    two calls share. A learned NAT address's log judges each packet
+    (recorder.engine.calls.LearnedLog)."""
     return stream is not None and (
-        stream.log is None or isinstance(stream.log, RtpLog | PendingLog)
+        stream.log is None or isinstance(stream.log, RtpLog | PendingLog | SharedLog)
     )
 
 

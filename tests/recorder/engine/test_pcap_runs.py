@@ -43,6 +43,7 @@ from recorder.engine.engine import Engine
 from recorder.engine.pcapfile import RUN_MAX, RUN_STREAK, Run, RunFeeder
 from recorder.media.rtplog import read_log
 from tests.recorder.collected import Collected
+from tests.recorder.engine import test_shared_media_address as shared_media
 
 START = traffic.START
 PACKET = 0.02
@@ -623,4 +624,41 @@ def test_big_endian_and_nanosecond_captures_give_the_same_runs(
         at for call in logs(runs.root).values() for side in call.values() for at, _ in side
     )
     assert START < arrivals[0] < arrivals[-1] < START + 2.0
+    assert_runs_did_most(usage, runs)
+
+
+# -- an address two calls share ---------------------------------------------------------------
+
+
+def internal_call(begin: float, seconds: float) -> Frames:
+    """9001 calls 9002 through a B2BUA with direct media (tests/recorder/engine/
+    test_shared_media_address.py): two dialogs, each naming both phones' addresses, and
+    the RTP straight between the phones, inside the runs of the bench calls around it."""
+    a, b = ("10.81.0.11", 16000), ("10.81.0.12", 17000)
+    pbx = ("10.81.0.1", "pbx")
+    end = begin + seconds + 0.2
+    frames = shared_media.leg("leg-a", (a[0], "9001"), pbx, a, b, begin, begin + 0.02, end)
+    frames += shared_media.leg("leg-b", pbx, (b[0], "9002"), a, b, begin + 0.01, begin + 0.015,
+                               end + 0.01)  # fmt: skip
+    for index in range(round(seconds / PACKET)):
+        at = begin + 0.05 + index * PACKET + 0.00013
+        frames.append((at, voice_frame(a, b, index, 0xA1, G711_FRAME)))
+        frames.append((at + 0.001, voice_frame(b, a, index, 0xB2, G711_FRAME)))
+    return frames
+
+
+def test_an_address_two_calls_share_inside_runs_is_logged_for_both_as_packet_by_packet(
+    tmp_path: Path, usage: RunUsage
+) -> None:
+    frames = list(traffic.packets(traffic.make_calls(6), 4.0, use_sccp=False))
+    frames += internal_call(START + 0.05, 4.0)
+    path = capture(tmp_path / "calls.pcap", frames)
+    runs, packets = compared(path, tmp_path)
+    assert packets.engine.stats.rtp_packets == 6 * 400 + 400  # each packet counted once
+    spools = {s.call_id: Path(s.spool).name for s in packets.sink.snapshots(CallEvent.END)}
+    found = logs(packets.root)
+    for leg in ("leg-a", "leg-b"):
+        directions = found[spools[leg]]
+        assert [len(directions[side]) for side in (Side.CALLER, Side.CALLEE)] == [200, 200]
+        assert {ssrc_of(packet) for _, packet in directions[Side.CALLER]} == {0xB2}
     assert_runs_did_most(usage, runs)
