@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from integrations.observations import CallEvent, CallSignal, Endpoint, MediaOffer, Side
-from recorder.engine.calls import CallTable, endpoint_key
+from recorder.engine.calls import CallTable, endpoint_key, holders
 
 AT = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
@@ -145,3 +145,46 @@ def test_an_attended_transfer_replacing_a_call_joins_its_conversation() -> None:
         call_signal("joined", CallEvent.START, callee="9002", replaces_call_id="consult"), 6.0
     )
     assert joined.conversation_id == "consult"
+
+
+# --- one media address, two calls (docs/capture.md, "One media address, two calls") -------
+
+A_ADDRESS = Endpoint("10.0.0.11", 16384)
+
+
+def leg_with(table: CallTable, call_id: str, caller_ip: str, at: float) -> None:
+    """A call whose caller side receives at phone A's address, its caller's signalling
+    from `caller_ip`: A's own leg when that is A's IP, a B2BUA's leg naming A's otherwise."""
+    caller = MediaOffer(Side.CALLER, A_ADDRESS, ((0, "PCMU/8000"),))
+    start = CallSignal(call_id, CallEvent.START, AT, "sip", media=(caller,), caller_ip=caller_ip)
+    table.apply(start, at)
+
+
+def sharers(table: CallTable) -> list[str]:
+    return sorted(stream.call.call_id for stream in holders(table.media[endpoint_key(A_ADDRESS)]))
+
+
+def test_an_address_is_shared_by_its_own_partys_call_and_one_call_naming_it_for_another() -> None:
+    table = CallTable()
+    leg_with(table, "a-own", "10.0.0.11", 1.0)
+    leg_with(table, "b-leg", "10.0.0.1", 2.0)
+    assert sharers(table) == ["a-own", "b-leg"]
+    # A transfer's leg to C names A's address for its far party too: B's leg gives it up.
+    leg_with(table, "c-leg", "10.0.0.1", 3.0)
+    assert sharers(table) == ["a-own", "c-leg"]
+    assert Side.CALLER not in table.calls["b-leg"].streams
+    # A's own next call (its first call's end lost) takes it from A's first call.
+    leg_with(table, "a-next", "10.0.0.11", 4.0)
+    assert sharers(table) == ["a-next", "c-leg"]
+    # Calls that end give it back to the one left, and the last one's end frees it.
+    table.end(table.calls["c-leg"], 5.0, "bye")
+    assert sharers(table) == ["a-next"]
+    table.end(table.calls["a-next"], 6.0, "bye")
+    assert endpoint_key(A_ADDRESS) not in table.media
+
+
+def test_two_calls_that_both_name_an_address_for_another_do_not_share_it() -> None:
+    table = CallTable()
+    leg_with(table, "first", "10.0.0.1", 1.0)
+    leg_with(table, "second", "10.0.0.2", 2.0)
+    assert sharers(table) == ["second"]
