@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import pytest
 from django.core.management import call_command
@@ -145,7 +146,14 @@ CASES = {
         ],
     ),
     "rtppcap-aaa.pcap": Expected(
-        summary=["SIP messages: 81", "calls seen: 4", "decode errors: none"],
+        summary=[
+            "SIP messages: 81",
+            "calls seen: 4",
+            # The phone's early media (192.168.1.2:30000 to the 183's 212.242.33.36:40392,
+            # tshark: 9 packets) starts a second after the 480 that ended its call.
+            "RTP arriving after its call ended (counted): 9",
+            "decode errors: none",
+        ],
         bindings={
             ("voi18062", "192.168.1.2", "sip-register", True),
             ("35104723", "192.168.1.2", "sip-register", True),
@@ -216,6 +224,49 @@ def test_a_public_capture_yields_what_it_holds(public_captures, name: str) -> No
             for call in Call.objects.order_by("started_at", "pk")
         ]
         assert calls == expected.calls
+
+
+# Calls refused with a challenge (401, 407) and tried again on their Call-ID (issue 14,
+# pattern 1), as tshark shows them: the Call-ID, how the retry ended, and the seconds from
+# the first INVITE to the retry's 200 (None: never answered) and to the call's end.
+RETRIED_CALLS = {
+    "rtppcap-aaa.pcap": [
+        # 407 at 694.61 s, retried 32.5 s later, 403 to the retry at 727.29 s.
+        ("85216695-42dcdb1d@192.168.1.2", "403", None, 34.334),
+        # 407 at 1307.84 s, retried 51.2 s later, 403 to the retry at 1359.22 s.
+        ("24487391-449bf2a0@192.168.1.2", "403", None, 51.528),
+        # 407 at 1425.76 s, retried 17.3 s later, 183 and then 480 at 1443.49 s.
+        ("11894297-4432a9f8@192.168.1.2", "480", None, 17.889),
+    ],
+    # 401 at 201.315 s, retried 4 ms later, 200 at 201.326 s, BYE at 240.105 s.
+    "rtpparsing-forensic.pcap": [
+        ("MzI4NzE5ZDVmNDk0OTBkN2M2MzVhNDI3NTkxZDgzN2M.", "bye", 0.012, 38.791)
+    ],
+    # 20008909 calls 20008910 through the SBC: 407 on both of its legs at 24.32 s, retried
+    # at 24.36 s, the PBX's 200 at 28.065 s, BYE at 31.532 s.
+    "heplify-erspan_sip_ipv4_udp.pcapng": [
+        ("bf3880-0-16e4-5af571fa-38bc4ba4-5af571fa@101.231.48.19", "bye", 3.782, 7.249)
+    ],
+}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("name", sorted(RETRIED_CALLS))
+def test_a_call_retried_after_a_challenge_is_one_call_up_to_the_retry_s_end(
+    public_captures, name: str
+) -> None:
+    call_command("import_pcap", str(public_captures / name), stdout=io.StringIO())
+    for call_id, end_reason, answered_after, ended_after in RETRIED_CALLS[name]:
+        # One row: the retry is the same call, not a second one.
+        (call,) = Call.objects.filter(call_id=call_id)
+        assert call.end_reason == end_reason, call_id
+        assert seconds_after(call.started_at, call.answered_at) == answered_after, call_id
+        assert seconds_after(call.started_at, call.ended_at) == ended_after, call_id
+
+
+def seconds_after(start: datetime, moment: datetime | None) -> float | None:
+    """To the millisecond, as the expectations are written."""
+    return None if moment is None else round((moment - start).total_seconds(), 3)
 
 
 @pytest.mark.django_db(transaction=True)
