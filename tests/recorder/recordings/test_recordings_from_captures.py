@@ -63,6 +63,9 @@ class ExpectedRecording:
     dtmf: tuple[int, str] | None = None
     # The capture ends before the call does (no BYE): the recording says it is partial.
     cut: bool = False
+    # The RTP packets each direction carried during the call, as tshark counts them
+    # (`-z rtp,streams` and the call's window): (to the far party, to the agent).
+    packets: tuple[int, int] | None = None
 
     @property
     def status(self) -> str:
@@ -104,54 +107,104 @@ CASES: dict[str, list[ExpectedRecording]] = {
             sample_rate=8000,
             levels=("speech", "speech"),
             dtmf=(101, "agent"),
+            # The agent's 1,811: 30 telephone-event packets each sent three times under one
+            # sequence number (60 copies), 1,751 distinct of the 1,781 the numbers span.
+            packets=(1811, 1302),
         )
     ],
     # Three calls from the carrier's SBC to the FRITZ!Box; both ends look like phones to
     # the engine (each sent a call's ext/IP), so the caller is recorded.
     "rtpparsing-interception.pcapng": [
+        # Two SSRCs to the FRITZ!Box: 7 packets of one, then 1,021 of the other.
         ExpectedRecording(
-            ("217.0.5.215", 5690), ("84.146.135.221", 7078), "PCMA", 8000, ("speech", "speech")
+            ("217.0.5.215", 5690),
+            ("84.146.135.221", 7078),
+            "PCMA",
+            8000,
+            ("speech", "speech"),
+            packets=(1028, 1038),
         ),
         ExpectedRecording(
-            ("217.0.5.215", 35192), ("84.146.135.221", 7078), "G722", 16000, ("speech", "speech")
+            ("217.0.5.215", 35192),
+            ("84.146.135.221", 7078),
+            "G722",
+            16000,
+            ("speech", "speech"),
+            packets=(911, 922),
         ),
         ExpectedRecording(
-            ("217.0.5.215", 15020), ("84.146.135.221", 7078), "PCMA", 8000, ("speech", "speech")
+            ("217.0.5.215", 15020),
+            ("84.146.135.221", 7078),
+            "PCMA",
+            8000,
+            ("speech", "speech"),
+            packets=(1274, 1285),
         ),
     ],
     "rtpparsing-voip.pcap": [
         ExpectedRecording(
-            ("192.168.5.10", 8014), ("192.168.5.5", 55068), "PCMU", 8000, ("speech", "speech")
+            ("192.168.5.10", 8014),
+            ("192.168.5.5", 55068),
+            "PCMU",
+            8000,
+            ("speech", "speech"),
+            packets=(190, 187),
         )
     ],
     # The neufbox (registered +33360653674) calls 147.
     "rtppcap-nb6-telephone.pcap": [
         ExpectedRecording(
-            ("10.251.23.139", 35560), ("109.3.79.137", 44344), "PCMA", 8000, ("speech", "speech")
+            ("10.251.23.139", 35560),
+            ("109.3.79.137", 44344),
+            "PCMA",
+            8000,
+            ("speech", "speech"),
+            packets=(248, 259),
         )
     ],
     # SIPp calls FreeSWITCH, which plays a prompt: speech in one direction only.
     "rtppcap-sip-rtp-g722.pcap": [
         ExpectedRecording(
-            ("10.0.2.20", 6000), ("10.0.2.15", 17472), "G722", 16000, ("silent", "speech")
+            ("10.0.2.20", 6000),
+            ("10.0.2.15", 17472),
+            "G722",
+            16000,
+            ("silent", "speech"),
+            packets=(0, 425),
         )
     ],
     "rtppcap-sip-rtp-g729a.pcap": [
         ExpectedRecording(
-            ("10.0.2.20", 6000), ("10.0.2.15", 28120), "G729", 8000, ("silent", "speech")
+            ("10.0.2.20", 6000),
+            ("10.0.2.15", 28120),
+            "G729",
+            8000,
+            ("silent", "speech"),
+            packets=(0, 425),
         )
     ],
     # SIP over TCP, A-law with comfort noise (PT 13) in both directions; 101 (10.33.6.100)
     # sends only 20 packets of background noise between its CN packets.
     "heplify-sip_ipv4_tcp.pcap": [
         ExpectedRecording(
-            ("10.33.6.100", 6000), ("10.33.6.101", 6050), "PCMA", 8000, ("quiet", "speech")
+            ("10.33.6.100", 6000),
+            ("10.33.6.101", 6050),
+            "PCMA",
+            8000,
+            ("quiet", "speech"),
+            packets=(24, 42),
         )
     ],
-    # The 7912 (DN 1012) takes a call; the far end (pyskinny) sends digital silence.
+    # The 7912 (DN 1012) takes a call; the far end (pyskinny) sends digital silence. Of the
+    # 1,489 and 1,492 packets tshark counts, 5 and 1 come after the on-hook.
     "pyskinny-cm_call_from_pyskinny_to_7912.pcapng": [
         ExpectedRecording(
-            ("10.102.10.209", 16384), ("10.102.219.27", 60186), "PCMU", 8000, ("speech", "silent")
+            ("10.102.10.209", 16384),
+            ("10.102.219.27", 60186),
+            "PCMU",
+            8000,
+            ("speech", "silent"),
+            packets=(1484, 1491),
         )
     ],
     # The answered hairpin call 2502 -> 2504 on one gateway (192.168.105.110). Only the
@@ -359,6 +412,13 @@ def test_each_call_of_a_capture_becomes_a_complete_stereo_recording_of_its_rtp(
         assert audio.rate == expected.sample_rate
 
         left, right, after = legs_of(packets, expected, recording)
+        if expected.packets is not None:
+            assert (len(left.packets), len(right.packets)) == expected.packets
+            carried = tuple(
+                recording.quality[key]["received"] + recording.quality[key]["duplicated"]
+                for key in ("agent_to_far", "far_to_agent")
+            )
+            assert carried == expected.packets
         audio_pt = audio_types(expected)
         # Less than 0.1 s of audio (five 20 ms packets per direction) after the call's end.
         assert sum(packet_seconds(p) for p in after.audio(audio_pt)) < 2 * DURATION_TOLERANCE
