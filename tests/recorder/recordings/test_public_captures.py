@@ -48,7 +48,16 @@ CASES = {
         ],
     ),
     "heplify-rtp_rtcp_sip_ipv4_udp.pcap": Expected(
-        summary=["SIP messages: 14", "calls seen: 2", "decode errors: none"],
+        summary=[
+            "SIP messages: 14",
+            "calls seen: 2",
+            # tshark: the relay 200.57.7.196:40376 and francisco's 8000 carry the answered
+            # call's 891 + 548; the relay's other leg (40378 with 200.57.7.199:4800, whose
+            # signalling is not in the capture) the same 891 + 548 again, and 6 packets go
+            # to 200.57.7.196:40362, which no SDP names.
+            "RTP packets: 1439 matched to calls, 1445 unmatched",
+            "decode errors: none",
+        ],
         bindings={
             ("Ivan", "200.57.7.205", "sip-register", True),
             ("francisco", "200.57.7.204", "sip-register", True),

@@ -151,6 +151,20 @@ CASES: dict[str, list[ExpectedRecording]] = {
             packets=(190, 187),
         )
     ],
+    # A proxy's call to francisco through the media relay 200.57.7.196; francisco registers
+    # only during the call, so the caller's side is recorded. The relay's other leg
+    # (40378 with 200.57.7.199) is not this call's. No BYE before the capture ends.
+    "heplify-rtp_rtcp_sip_ipv4_udp.pcap": [
+        ExpectedRecording(
+            ("200.57.7.196", 40376),
+            ("200.57.7.204", 8000),
+            "PCMA",
+            8000,
+            ("speech", "speech"),
+            cut=True,
+            packets=(891, 548),
+        )
+    ],
     # The neufbox (registered +33360653674) calls 147.
     "rtppcap-nb6-telephone.pcap": [
         ExpectedRecording(
