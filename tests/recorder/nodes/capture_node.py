@@ -205,6 +205,11 @@ class CaptureWorker:
     process: subprocess.Popen | None = None
     starts: int = 0
     lease_seconds: int = 10
+    # The interpreter it runs on (a production virtualenv's, tests/production), the queues
+    # it takes, and settings over those the tests give every worker.
+    python: str = sys.executable
+    queues: str = f"capture.{NODE}"
+    overrides: dict[str, str] = field(default_factory=dict)
 
     @property
     def log(self) -> Path:
@@ -224,13 +229,14 @@ class CaptureWorker:
             QMS_CAPTURE_LEASE_SECONDS=str(self.lease_seconds),
             QMS_OUTBOX_REDELIVER_SECONDS="3",
         )
+        env.update(self.overrides)
         return env
 
     def start(self, capturing: bool = True) -> None:
         """Start the worker and wait until its sniffer captures on lo (or, for a worker
         that should not capture, until it is ready)."""
-        command = [sys.executable, "-m", "celery", "-A", "qms", "worker", "--pool", "solo"]
-        command += ["--queues", f"capture.{NODE}", "--hostname", "capture-test@%h"]
+        command = [self.python, "-m", "celery", "-A", "qms", "worker", "--pool", "solo"]
+        command += ["--queues", self.queues, "--hostname", "capture-test@%h"]
         command += ["--loglevel", "INFO", "--without-gossip", "--without-mingle"]
         command += ["--without-heartbeat"]
         before = self.captures_announced()
