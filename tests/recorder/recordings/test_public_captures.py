@@ -41,6 +41,9 @@ CASES = {
             ("20008909", "192.168.1.191", "sip-call", True),
             ("20008910", "192.168.1.191", "sip-call", True),
         },
+        # The two calls 20008909 -> 20008910 are the PBX's two legs of one call, both
+        # naming 192.168.1.222:38764 and :12842 (issue 14's pattern 2); the capture holds
+        # no RTP, so three answered calls ended by BYE, and no recordings, is all of it.
         calls=[
             ("sip", "20008777", "20008909", "bye", True),
             ("sip", "20008909", "20008910", "bye", True),

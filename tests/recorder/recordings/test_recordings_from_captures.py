@@ -237,6 +237,10 @@ CASES: dict[str, list[ExpectedRecording]] = {
             levels=("speech", "silent"),
             dtmf=(96, "agent"),
             cut=True,
+            # tshark: 666 packets to 110:4376, none to 2502's announced 110:4374 (its
+            # far party's voice never reaches the mirror); 2502's own 665 go to the relay.
+            # One call, no address shared: it is not issue 14's pattern 2.
+            packets=(666, 0),
         )
     ],
 }
