@@ -24,6 +24,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -34,9 +35,11 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from recorder.nodes import leases
+from recorder.nodes.alerts import note_alert
 from recorder.nodes.caps import CapAlerts
 from recorder.nodes.models import CaptureInterface, PendingFinalisation
 from recorder.nodes.sniffer import SnifferPaths
@@ -53,6 +56,29 @@ RESTART_MAX_SECONDS = 60.0
 # How long a sniffer has, after SIGTERM, to end its calls and close its outbox.
 STOP_SECONDS = 20.0
 FINALISATIONS_PER_ROUND = 100
+# The alert a worker raises when its QMS_NODE is in use on another machine.
+NODE_NAME_IN_USE = "node-name-in-use"
+# How often a refused worker says so again, in heartbeats.
+REFUSAL_REPEAT_HEARTBEATS = 60
+
+
+def machine_identity() -> str:
+    """This machine, as the leases it takes name it: its host name and, where systemd
+    keeps one, the start of its machine id (two clones of one image with one host name
+    still differ there once each has booted with its own)."""
+    name = socket.gethostname()
+    try:
+        machine_id = Path("/etc/machine-id").read_text().strip()[:12]
+    except OSError:
+        machine_id = ""
+    return f"{name}/{machine_id}"[:80] if machine_id else name[:80]
+
+
+def machine_of(owner: str) -> str:
+    """The machine of a lease owner (`worker:pid:token:machine`); empty for an owner
+    written before leases named their machine."""
+    parts = owner.split(":", 3)
+    return parts[3] if len(parts) == 4 else ""
 
 
 class SnifferProcess:
@@ -154,9 +180,13 @@ class SnifferProcess:
 class CaptureNode:
     """The sniffers, outbox delivery and heartbeat of one node, in its worker."""
 
-    def __init__(self, node: str, app, hostname: str) -> None:
+    def __init__(self, node: str, app, hostname: str, machine: str | None = None) -> None:
         self.node, self.app, self.hostname = node, app, hostname
-        self.owner = f"{hostname}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.machine = machine or machine_identity()
+        self.owner = f"{hostname}:{os.getpid()}:{secrets.token_hex(3)}:{self.machine}"
+        # Another machine that runs this node now, while it does (see _refused).
+        self.refused_by = ""
+        self.refused_rounds = 0
         self.sniffers: dict[int, SnifferProcess] = {}
         self.deliverers: dict[Path, Deliverer] = {}
         self.stopping = threading.Event()
@@ -212,9 +242,48 @@ class CaptureNode:
             ):
                 log.info("%s: configuration changed; sniffer stopped", sniffer.interface)
                 self._drop(sniffer)
+        if self._refused():
+            return
         for row in rows.values():
             if row.enabled and row.pk not in self.sniffers:
                 self._take(row)
+
+    def _refused(self) -> bool:
+        """Whether another machine runs this node now: a lease of one of its interfaces
+        held, unexpired, by a worker of another machine. Two machines with one QMS_NODE are
+        an operator's mistake (they would share the node's queue, and each run the other's
+        finalisations without its spools) or a standby: either way this one captures
+        nothing while the other runs, takes over once its leases lapse, and says why, in
+        its log and as the node's alert in the admin. Of two machines that each took a
+        lease at once, the one whose name sorts after the other gives its leases up."""
+        holders = CaptureInterface.objects.filter(node=self.node, lease_expires_at__gt=Now())
+        others = sorted(
+            {(machine_of(owner), owner) for owner in holders.values_list("lease_owner", flat=True)
+             if machine_of(owner) and machine_of(owner) != self.machine}
+        )  # fmt: skip
+        if others and self.sniffers and others[0][0] > self.machine:
+            others = []  # this machine keeps the node; the other one gives way
+        if not others:
+            if self.refused_by:
+                log.info("capture node %s: %s no longer runs it; this worker captures",
+                         self.node, self.refused_by)  # fmt: skip
+            self.refused_by, self.refused_rounds = "", 0
+            return False
+        machine, owner = others[0]
+        for sniffer in list(self.sniffers.values()):
+            self._drop(sniffer)
+        if self.refused_by != machine or self.refused_rounds % REFUSAL_REPEAT_HEARTBEATS == 0:
+            message = (
+                f"QMS_NODE={self.node} is already in use on machine {machine} (worker "
+                f"{owner.partition(':')[0]}), so this worker on {self.machine} captures "
+                f"nothing: give each capture machine a QMS_NODE of its own. A standby "
+                f"machine of node {self.node} takes over once {machine} stops."
+            )
+            log.error("capture node %s: %s", self.node, message)
+            note_alert(self.node, NODE_NAME_IN_USE, message)
+        self.refused_by = machine
+        self.refused_rounds += 1
+        return True
 
     def _take(self, row: CaptureInterface) -> None:
         seconds = settings.QMS_CAPTURE_LEASE_SECONDS
