@@ -208,8 +208,12 @@ class CaptureWorker:
     # The interpreter it runs on (a production virtualenv's, tests/production), the queues
     # it takes, and settings over those the tests give every worker.
     python: str = sys.executable
-    queues: str = f"capture.{NODE}"
+    queues: str = ""  # capture.<node> when empty
     overrides: dict[str, str] = field(default_factory=dict)
+    # The node it is, and the interface its node captures on (tests/recorder/nodes/
+    # test_two_nodes.py runs two nodes on veth pairs).
+    node: str = NODE
+    interface: str = "lo"
 
     @property
     def log(self) -> Path:
@@ -221,7 +225,7 @@ class CaptureWorker:
             DEBUG="1",
             DATABASE_URL=self.database_url,
             CELERY_BROKER_URL=self.broker_url,
-            QMS_NODE=NODE,
+            QMS_NODE=self.node,
             QMS_VAR_DIR=str(self.workdir / "var"),
             QMS_SPOOL_DIR=str(self.workdir / "var" / "spool"),
             QMS_RECORDINGS_DIR=str(settings.QMS_RECORDINGS_DIR),
@@ -236,7 +240,8 @@ class CaptureWorker:
         """Start the worker and wait until its sniffer captures on lo (or, for a worker
         that should not capture, until it is ready)."""
         command = [self.python, "-m", "celery", "-A", "qms", "worker", "--pool", "solo"]
-        command += ["--queues", self.queues, "--hostname", "capture-test@%h"]
+        command += ["--queues", self.queues or f"capture.{self.node}"]
+        command += ["--hostname", f"capture-{self.node}@%h"]
         command += ["--loglevel", "INFO", "--without-gossip", "--without-mingle"]
         command += ["--without-heartbeat"]
         before = self.captures_announced()
@@ -263,10 +268,11 @@ class CaptureWorker:
 
     def sniffer_pids(self) -> list[int]:
         """The sniffer processes this worker started, in order."""
-        return [int(pid) for pid in re.findall(r"lo: sniffer started \(pid (\d+)\)", self.text())]
+        started = rf"{re.escape(self.interface)}: sniffer started \(pid (\d+)\)"
+        return [int(pid) for pid in re.findall(started, self.text())]
 
     def captures_announced(self) -> int:
-        return self.text().count("capturing on lo")
+        return self.text().count(f"capturing on {self.interface}")
 
     def stop(self) -> int | None:
         if self.process is None:
@@ -276,7 +282,7 @@ class CaptureWorker:
         return status
 
     def outbox(self) -> Path:
-        return self.workdir / "var" / "outbox" / "lo"
+        return self.workdir / "var" / "outbox" / self.interface
 
 
 # --- SIPp phones --------------------------------------------------------------------------------
@@ -291,6 +297,19 @@ class Phones:
     far_end: subprocess.Popen | None = None
     far_end_port: int = 0
     calls: list[subprocess.Popen] = field(default_factory=list)
+    # Where the two are, the phone's number, and what the phone's SIPp is run through
+    # (`ip netns exec <ns>` for a phone in a network namespace of its own).
+    agent_ip: str = AGENT_IP
+    far_end_ip: str = FAR_END_IP
+    extension: str = "9001"
+    agent_side: list[str] = field(default_factory=list)
+    agent_ports: Iterator[int] = field(default_factory=lambda: iter(range(31000, 32000, 2)))
+
+    def agent_port(self) -> int:
+        """A free port of the phone's: any in a namespace of its own, which is empty."""
+        if self.agent_side:
+            return next(self.agent_ports)
+        return free_port(socket.SOCK_DGRAM, self.agent_ip)
 
     def audio(self, seconds: float) -> Path:
         """Raw G.711 µ-law for SIPp to stream: any byte is a valid sample."""
@@ -313,16 +332,18 @@ class Phones:
 
     def start_far_end(self, seconds: float) -> None:
         """The registrar and callee, streaming `seconds` of audio into every call."""
-        self.far_end_port = free_port(socket.SOCK_DGRAM, FAR_END_IP)
+        far_end = self.far_end_ip
+        self.far_end_port = free_port(socket.SOCK_DGRAM, far_end)
         scenario = self.scenario("callee_uas", audio=self.audio(seconds))
-        command = [self.sipp, "-sf", str(scenario), "-i", FAR_END_IP, "-p", str(self.far_end_port)]
-        command += ["-mp", str(free_port(socket.SOCK_DGRAM, FAR_END_IP)), "-nostdin"]
+        command = [self.sipp, "-sf", str(scenario), "-i", far_end, "-p", str(self.far_end_port)]
+        command += ["-mp", str(free_port(socket.SOCK_DGRAM, far_end)), "-nostdin"]
         command += ["-trace_err"]
         self.far_end = self._spawn(command, "far-end")
 
     def register(self, extension: str = "9001") -> None:
-        command = [self.sipp, f"{FAR_END_IP}:{self.far_end_port}", "-sf", str(REGISTER_SCENARIO)]
-        command += ["-i", AGENT_IP, "-p", str(free_port(socket.SOCK_DGRAM, AGENT_IP))]
+        command = [*self.agent_side, self.sipp, f"{self.far_end_ip}:{self.far_end_port}"]
+        command += ["-sf", str(REGISTER_SCENARIO), "-i", self.agent_ip]
+        command += ["-p", str(self.agent_port())]
         command += ["-key", "extension", extension, "-key", "expires", "3600", "-m", "1"]
         self._finish(self._spawn([*command, *self._limits()], "register"))
 
@@ -330,10 +351,10 @@ class Phones:
         """John calls 9002; both sides speak for `seconds`, then John hangs up."""
         talk_ms = int((seconds + HANG_UP_AFTER_SECONDS) * 1000)
         scenario = self.scenario("agent_uac", audio=self.audio(seconds), talk_ms=talk_ms)
-        command = [self.sipp, f"{FAR_END_IP}:{self.far_end_port}", "-sf", str(scenario)]
-        command += ["-s", "9002", "-key", "extension", "9001", "-i", AGENT_IP]
-        command += ["-p", str(free_port(socket.SOCK_DGRAM, AGENT_IP))]
-        command += ["-mp", str(free_port(socket.SOCK_DGRAM, AGENT_IP)), "-m", "1"]
+        command = [*self.agent_side, self.sipp, f"{self.far_end_ip}:{self.far_end_port}"]
+        command += ["-sf", str(scenario), "-s", "9002", "-key", "extension", self.extension]
+        command += ["-i", self.agent_ip, "-p", str(self.agent_port())]
+        command += ["-mp", str(self.agent_port()), "-m", "1"]
         caller = self._spawn([*command, *self._limits()], "call")
         if wait:
             self._finish(caller)
