@@ -16,6 +16,7 @@ from pathlib import Path
 PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
 RECORD = struct.Struct("<IIII")
 ETHERNET_HEADER = b"\x00\x11\x22\x33\x44\xaa\x00\x11\x22\x33\x44\x55\x08\x00"
+ETHERNET_IPV6_HEADER = ETHERNET_HEADER[:12] + b"\x86\xdd"
 
 
 def ip_bytes(address: str) -> bytes:
@@ -32,21 +33,42 @@ def checksum(header: bytes) -> int:
 
 def ipv4(src: str, dst: str, proto: int, payload: bytes) -> bytes:
     """An Ethernet frame with an IPv4 packet (no options, DF set) around `payload`."""
+    return ipv4_frame(ip_bytes(src), ip_bytes(dst), proto, payload)
+
+
+def ipv4_frame(src: bytes, dst: bytes, proto: int, payload: bytes) -> bytes:
+    """ipv4() for addresses already packed (4 bytes each), as a HEP agent sends them."""
     header = struct.pack(
-        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0, 0x4000, 64, proto, 0,
-        ip_bytes(src), ip_bytes(dst),
-    )  # fmt: skip
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0, 0x4000, 64, proto, 0, src, dst
+    )
     header = header[:10] + struct.pack("!H", checksum(header)) + header[12:]
     return ETHERNET_HEADER + header + payload
 
 
+def ipv6_frame(src: bytes, dst: bytes, next_header: int, payload: bytes) -> bytes:
+    """An Ethernet frame with an IPv6 packet (RFC 8200 section 3: no extension headers,
+    hop limit 64) around `payload`; the addresses packed, 16 bytes each."""
+    header = struct.pack("!IHBB16s16s", 6 << 28, len(payload), next_header, 64, src, dst)
+    return ETHERNET_IPV6_HEADER + header + payload
+
+
+def udp_segment(sport: int, dport: int, payload: bytes) -> bytes:
+    """A UDP header (RFC 768) and its payload; checksum 0, which a receiver takes as none."""
+    return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+
+def tcp_segment(sport: int, dport: int, seq: int, payload: bytes) -> bytes:
+    """A TCP header (RFC 9293 section 3.1: no options, PSH and ACK) and its payload."""
+    header = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 5 << 4, 0x18, 65535, 0, 0)
+    return header + payload
+
+
 def udp(src: str, sport: int, dst: str, dport: int, payload: bytes) -> bytes:
-    return ipv4(src, dst, 17, struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload)
+    return ipv4(src, dst, 17, udp_segment(sport, dport, payload))
 
 
 def tcp(src: str, sport: int, dst: str, dport: int, seq: int, payload: bytes) -> bytes:
-    header = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 5 << 4, 0x18, 65535, 0, 0)
-    return ipv4(src, dst, 6, header + payload)
+    return ipv4(src, dst, 6, tcp_segment(sport, dport, seq, payload))
 
 
 def sdp(ip: str, port: int) -> str:
