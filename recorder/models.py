@@ -65,6 +65,14 @@ class Call(models.Model):
         help_text="Packets the capture lost (its kernel ring was full) while the call was "
         "live: gaps in its recording may be the recorder's, not the network's.",
     )
+    hep_capture_id = models.BigIntegerField(
+        "HEP capture id",
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="The capture id (HEP chunk 0x000c) of the remote HEP agent whose packet "
+        "opened the call; empty for a call captured from a mirror port.",
+    )
     state = models.CharField(max_length=10, choices=State, default=State.SETUP)
     direction = models.CharField(max_length=10, choices=Direction, blank=True)
     caller = models.CharField(max_length=128, blank=True)

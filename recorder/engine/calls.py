@@ -341,6 +341,8 @@ class LiveCall:
     # Packets the capture lost (its kernel ring full, on any of its interfaces) while this
     # call was live: its gaps may be the recorder's, not the network's.
     capture_dropped: int = 0
+    # The HEP agent whose packet opened the call (HEP's capture id); None from a mirror.
+    hep_capture_id: int | None = None
 
     def last_sign_of_life(self) -> float:
         """Its last signalling or RTP, RTP to a learned address included."""
@@ -399,6 +401,7 @@ class LiveCall:
             local_side=self.local_side,
             conversation_id=self.conversation_id,
             capture_dropped=self.capture_dropped,
+            hep_capture_id=self.hep_capture_id,
         )
 
 
@@ -428,6 +431,7 @@ class CallSnapshot:
     local_side: Side | None = None
     conversation_id: str = ""
     capture_dropped: int = 0
+    hep_capture_id: int | None = None
 
 
 class CallTable:
@@ -932,6 +936,7 @@ class CallTable:
             "direction",
             "conversation_id",
             "silence_limit",
+            "hep_capture_id",
         ):
             setattr(call, name, getattr(ended, name))  # fmt: skip
         call.answered_at, call.state, call.last_activity = at, ended.state, at

@@ -79,6 +79,7 @@ class SnapshotJson(TypedDict):
     local_side: NotRequired[str | None]  # a Side value
     conversation_id: NotRequired[str]
     capture_dropped: NotRequired[int]
+    hep_capture_id: NotRequired[int | None]
 
 
 class EncryptedJson(TypedDict):

@@ -34,6 +34,7 @@ from integrations.sccp.tracker import SccpTracker
 from integrations.sip.framing import SipStreamFramer
 from integrations.sip.message import looks_like_sip
 from integrations.sip.tracker import SipTracker
+from recorder.capture import hep
 from recorder.capture.ip import PROTO_TCP, PROTO_UDP, Datagram, IpDecoder
 from recorder.capture.link import LINKTYPE_ETHERNET, LinkError, ip_of_frame
 from recorder.capture.sources import Packet, PcapFormat
@@ -76,6 +77,7 @@ NOT_ERRORS = {
     "tcp-out-of-order",
     "tcp-retransmission",
     "tcp-idle-expired",
+    *hep.NOT_ERRORS,
 }
 
 
@@ -122,12 +124,15 @@ class Engine:
         self.clock = 0.0
         self.next_tick = 0.0
         self.encrypted_reported: dict[str, float] = {}
+        # The capture id of the HEP agent whose packet is being fed (None for a mirror's):
+        # a call that packet opens keeps it (recorder/nodes/live.py feed_hep).
+        self.hep_capture_id: int | None = None
 
-    def count(self, kind: str) -> None:
+    def count(self, kind: str, number: int = 1) -> None:
         if kind in NOT_ERRORS:
-            self.stats.ignored[kind] += 1
+            self.stats.ignored[kind] += number
         else:
-            self.stats.errors[kind] += 1
+            self.stats.errors[kind] += number
 
     def run(self, packets: Iterable[Packet | None], wall_clock: Callable[[], float]) -> None:
         """Feed every packet; a None from a live source means "no packet for a while"."""
@@ -421,6 +426,8 @@ class Engine:
             for evicted in self.calls.take_evicted():
                 self.sink.call(evicted.snapshot(CallEvent.END))
             if call is not None:
+                if call.hep_capture_id is None:
+                    call.hep_capture_id = self.hep_capture_id
                 self.sink.call(call.snapshot(observation.event))
         elif isinstance(observation, BindingSeen):
             if not self._new_number_allowed(observation):

@@ -80,6 +80,7 @@ def recording_options(options: dict) -> dict:
 
 # PostgreSQL's bigint, the column of a count that comes from the capture process.
 BIGINT_MAX = 2**63 - 1
+HEP_ID_MAX = 2**32 - 1
 # The columns a snapshot writes, besides who the call belongs to (ATTRIBUTION).
 SNAPSHOT_COLUMNS = (
     "state",
@@ -89,6 +90,7 @@ SNAPSHOT_COLUMNS = (
     "ended_at",
     "end_reason",
     "capture_dropped",
+    "hep_capture_id",
     "caller",
     "caller_name",
     "callee",
@@ -235,11 +237,20 @@ def _copy_snapshot(snapshot: CallSnapshot, call: Call) -> None:
     call.end_reason = snapshot.end_reason
     # A count from the capture process's outbox: held to what the column takes.
     call.capture_dropped = min(max(int(snapshot.capture_dropped), 0), BIGINT_MAX)
+    call.hep_capture_id = _capture_id(snapshot.hep_capture_id)
     for name in ("caller", "caller_name", "callee", "callee_name"):
         setattr(call, name, getattr(snapshot, name)[:128])
     call.caller_ip = snapshot.caller_ip or None
     call.callee_ip = snapshot.callee_ip or None
     call.media = [media_json(offer) for offer in snapshot.media]
+
+
+def _capture_id(found: object) -> int | None:
+    """A HEP agent's capture id from the outbox: a 32-bit number (HEPv3's chunk 0x000c),
+    else none."""
+    if isinstance(found, int) and not isinstance(found, bool) and 0 <= found <= HEP_ID_MAX:
+        return found
+    return None
 
 
 def _columns(call: Call) -> dict[str, object]:
