@@ -20,6 +20,7 @@ from qms.lib.env import (
     env_int,
     env_list,
     env_networks,
+    env_shared_secret,
     env_str,
     env_time_zone,
     env_url_path,
@@ -158,6 +159,9 @@ QMS_CAPTURE_BUFFER_MIB = env_int("QMS_CAPTURE_BUFFER_MIB", 512, minimum=2, maxim
 # all), so that media filling its ring never costs a BYE or a REGISTER. 32 MiB holds some
 # 40,000 SIP messages the engine has not yet taken.
 QMS_SIGNALLING_BUFFER_MIB = env_int("QMS_SIGNALLING_BUFFER_MIB", 32, minimum=2, maximum=65536)
+# The shared secret HEP agents send in their authentication key chunk (heplify -hp,
+# Kamailio's siptrace auth_key): when set, a HEP listener takes only packets that carry it.
+QMS_HEP_AUTH_KEY = env_shared_secret("QMS_HEP_AUTH_KEY")
 # wav (PCM16, every browser plays it) or opus (Ogg/Opus, several times smaller).
 QMS_RECORDING_FORMAT = env_choice("QMS_RECORDING_FORMAT", "WAV", ["WAV", "OPUS"]).lower()
 

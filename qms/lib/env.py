@@ -156,6 +156,30 @@ def secret_key(name: str, debug: bool) -> str:
     return value
 
 
+# The longest shared secret: HEP carries it in one chunk, and no agent takes a longer one.
+SHARED_SECRET_MAX = 255
+
+
+def env_shared_secret(name: str) -> str:
+    """A password that other programs send as they were given it (HEP's authentication
+    key): printable ASCII, no space at either end, or empty for none. Its value is never
+    shown in an error."""
+    value = os.environ.get(name, "")
+    if not value:
+        return ""
+    if not (value.isascii() and value.isprintable()) or value != value.strip():
+        raise SettingsError(
+            f"{name} must be printable ASCII with no space at its start or end (the agents "
+            "send it as they are given it); the value set is not."
+        )
+    if len(value) > SHARED_SECRET_MAX:
+        raise SettingsError(
+            f"{name} must be at most {SHARED_SECRET_MAX} characters; the value set has "
+            f"{len(value)}."
+        )
+    return value
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":

@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
 from typing import Protocol
 
+from recorder.capture.hepsocket import HepBlock
+from recorder.capture.link import LINKTYPE_ETHERNET
 from recorder.capture.tcpdump import Block, InterfaceStats
 from recorder.engine.engine import Engine
 from recorder.engine.pcapfile import PcapStream
@@ -41,11 +43,11 @@ log = logging.getLogger("qms.capture")
 class LiveSource(Protocol):
     """What the loop needs of a live capture (recorder.capture.tcpdump.TcpdumpCapture)."""
 
-    def blocks(self) -> Iterator[Block | None]: ...
+    def blocks(self) -> Iterator[Block | HepBlock | None]: ...
 
     def stop(self) -> None: ...
 
-    def rest(self) -> Iterable[Block]: ...
+    def rest(self) -> Iterable[Block | HepBlock]: ...
 
     def close(self) -> None: ...
 
@@ -163,9 +165,13 @@ class CaptureLoop:
             if engine.clock >= until or now >= deadline:
                 return
 
-    def feed(self, engine: Engine, block: Block) -> None:
+    def feed(self, engine: Engine, block: Block | HepBlock) -> None:
         """One block of a stream to the engine's batch path: at once if it is its interface's
-        only stream, else as far as the merge of its interface's rings allows."""
+        only stream, else as far as the merge of its interface's rings allows. A HEP
+        listener's block is frames already, each fed with its agent's capture id."""
+        if isinstance(block, HepBlock):
+            feed_hep(engine, block)
+            return
         if not block.ring:
             stream = self.streams.get(block.interface)
             if stream is None:
@@ -218,6 +224,19 @@ class CaptureLoop:
 
     def orphaned(self) -> bool:
         return bool(self.parent_pid) and os.getppid() != self.parent_pid
+
+
+def feed_hep(engine: Engine, block: HepBlock) -> None:
+    """A HEP block's refused datagrams counted, its frames fed one by one: the engine
+    gives each call the capture id of the agent whose packet opened it."""
+    for kind, number in block.faults.items():
+        engine.count(kind, number)
+    try:
+        for found in block.frames:
+            engine.hep_capture_id = found.capture_id
+            engine.feed(found.at, LINKTYPE_ETHERNET, found.frame)
+    finally:
+        engine.hep_capture_id = None
 
 
 def per_second(packets: int, seconds: float) -> float:
