@@ -35,6 +35,7 @@ LIVE_STATE = [
 class CaptureInterfaceAdmin(admin.ModelAdmin):
     list_display = [
         "interface",
+        "kind",
         "node",
         "enabled",
         "is_capturing",
@@ -45,10 +46,10 @@ class CaptureInterfaceAdmin(admin.ModelAdmin):
         "outbox_backlog",
         "heartbeat_at",
     ]
-    list_filter = ["node", "enabled", "running"]
+    list_filter = ["node", "kind", "enabled", "running"]
     search_fields = ["node", "interface"]
     fieldsets = [
-        (None, {"fields": ["node", "interface", "bpf_filter", "enabled"]}),
+        (None, {"fields": ["node", "kind", "interface", "bpf_filter", "enabled"]}),
         ("Live state (written by the node's worker)", {"fields": LIVE_STATE}),
     ]
     readonly_fields = LIVE_STATE

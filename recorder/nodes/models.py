@@ -8,10 +8,12 @@ reads its interfaces, holds their leases and heartbeats their state; the event t
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
+from recorder.capture.hep import listen_address
 from recorder.models import Call
 
 # A node's name is part of its Celery queue's name (capture.<node>), so it is kept to
@@ -27,8 +29,20 @@ validate_interface_name = RegexValidator(
 )
 
 
+def validate_hep_address(value: str) -> None:
+    try:
+        listen_address(value)
+    except ValueError as error:
+        raise ValidationError(str(error), code="invalid") from None
+
+
 class CaptureInterface(models.Model):
-    """A network interface that one node's worker captures on, and its live state."""
+    """What one node's worker captures: a network interface receiving a mirror, or a HEP
+    listener receiving the packets remote agents mirror; and its live state."""
+
+    class Kind(models.TextChoices):
+        INTERFACE = "interface", "network interface (mirror port)"
+        HEP = "hep", "HEP listener (remote agents)"
 
     node = models.CharField(
         max_length=100,
@@ -36,16 +50,26 @@ class CaptureInterface(models.Model):
         help_text="The capture node (its QMS_NODE) whose worker captures on this interface: "
         "the worker started with `celery -A qms worker -Q capture.<node>`.",
     )
+    kind = models.CharField(
+        max_length=9,
+        choices=Kind,
+        default=Kind.INTERFACE,
+        help_text="A network interface the mirror (SPAN) port feeds, or a UDP address where "
+        "HEP agents (heplify, captagent, Kamailio, OpenSIPS, FreeSWITCH) send what they mirror.",
+    )
     interface = models.CharField(
+        "interface or HEP address",
         max_length=64,
-        validators=[validate_interface_name],
-        help_text="The interface that receives the mirror (SPAN) traffic, such as eth1.",
+        help_text="For a network interface, its name as `ip link` shows it, such as eth1. "
+        "For a HEP listener, the address and UDP port it listens on, such as 0.0.0.0:9060 "
+        "or [::]:9060.",
     )
     bpf_filter = models.CharField(
         "BPF filter",
         max_length=1000,
         blank=True,
-        help_text="A capture filter as tcpdump writes it; empty captures everything.",
+        help_text="A capture filter as tcpdump writes it; empty captures everything. "
+        "A network interface's only: a HEP listener takes every agent's packets.",
     )
     enabled = models.BooleanField(
         default=True, help_text="Captured while the node's worker runs; off stops the sniffer."
@@ -83,11 +107,26 @@ class CaptureInterface(models.Model):
                 fields=["node", "interface"],
                 name="one_capture_interface_per_node_and_name",
                 violation_error_message="This node already captures on this interface.",
-            )
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(kind="hep") | models.Q(bpf_filter=""),
+                name="hep_listener_without_bpf_filter",
+                violation_error_message="A HEP listener takes no BPF filter: leave it empty.",
+            ),
         ]
 
     def __str__(self) -> str:
+        if self.kind == self.Kind.HEP:
+            return f"HEP {self.interface} on {self.node}"
         return f"{self.interface} on {self.node}"
+
+    def clean(self) -> None:
+        """The interface field read as its kind says: a name, or a HEP address."""
+        validate = validate_hep_address if self.kind == self.Kind.HEP else validate_interface_name
+        try:
+            validate(self.interface)
+        except ValidationError as error:
+            raise ValidationError({"interface": error}) from None
 
 
 class OutboxCursor(models.Model):

@@ -86,6 +86,7 @@ class SnifferProcess:
 
     def __init__(self, row: CaptureInterface, node: str) -> None:
         self.interface_id, self.interface, self.bpf = row.pk, row.interface, row.bpf_filter
+        self.kind = row.kind
         self.node = node
         self.paths = SnifferPaths.of(row.interface)
         self.process: subprocess.Popen | None = None
@@ -98,9 +99,13 @@ class SnifferProcess:
 
     def command(self) -> list[str]:
         manage = Path(settings.BASE_DIR) / "manage.py"
+        if self.kind == CaptureInterface.Kind.HEP:
+            source = ["--hep", self.interface]
+        else:
+            source = ["--interface", self.interface, "--bpf", self.bpf]
         return [
-            sys.executable, str(manage), "capture_sniffer", "--node", self.node,
-            "--interface", self.interface, "--bpf", self.bpf, "--parent", str(os.getpid()),
+            sys.executable, str(manage), "capture_sniffer", "--node", self.node, *source,
+            "--parent", str(os.getpid()),
         ]  # fmt: skip
 
     def start(self) -> None:
@@ -234,11 +239,8 @@ class CaptureNode:
             if (
                 row is None
                 or not row.enabled
-                or (row.interface, row.bpf_filter)
-                != (
-                    sniffer.interface,
-                    sniffer.bpf,
-                )
+                or (row.kind, row.interface, row.bpf_filter)
+                != (sniffer.kind, sniffer.interface, sniffer.bpf)
             ):
                 log.info("%s: configuration changed; sniffer stopped", sniffer.interface)
                 self._drop(sniffer)

@@ -23,6 +23,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 
 from extensions.directory_view import do_not_record_ips, do_not_record_numbers, known_phone_ips
+from recorder.capture.hepsocket import HepCapture
 from recorder.capture.tcpdump import TcpdumpCapture
 from recorder.engine.engine import Engine
 from recorder.lib.files import write_atomically
@@ -101,8 +102,13 @@ def cached_directory(cache: Path) -> DirectoryView:
 
 
 class Sniffer:
-    def __init__(self, node: str, interface: str, bpf: str, parent_pid: int = 0) -> None:
-        self.node, self.interface, self.bpf = node, interface, bpf
+    """One interface's capture, or with `hep` one HEP listener's (`interface` is then
+    its address, such as 0.0.0.0:9060)."""
+
+    def __init__(
+        self, node: str, interface: str, bpf: str, parent_pid: int = 0, hep: bool = False
+    ) -> None:
+        self.node, self.interface, self.bpf, self.hep = node, interface, bpf, hep
         self.paths = SnifferPaths.of(interface)
         self.loop = CaptureLoop(STATS_EVERY, self._running_stats, parent_pid=parent_pid)
         self.started = time.time()
@@ -110,13 +116,7 @@ class Sniffer:
     def run(self) -> None:
         """Capture until told to stop; CaptureFileError if the interface cannot be opened."""
         self.loop.handle_signals()
-        capture = TcpdumpCapture(
-            [self.interface],
-            self.bpf,
-            settings.QMS_CAPTURE_BUFFER_MIB,
-            pid_file=self.paths.outbox / TCPDUMP_PIDS,
-            signalling_buffer_mib=settings.QMS_SIGNALLING_BUFFER_MIB,
-        )
+        capture = self._source()
         self.paths.spool.mkdir(parents=True, exist_ok=True)
         sink = OutboxSink(OutboxWriter(self.paths.outbox, self.node, self.interface))
         for spool in leftover_spools(self.paths.spool):
@@ -138,6 +138,18 @@ class Sniffer:
             sink.close()
             self._write_stats(capture, engine, 0.0, running=False)
         log.info("%s: stopped after %d packets", self.interface, engine.stats.packets)
+
+    def _source(self) -> LiveSource:
+        if self.hep:
+            auth_key = settings.QMS_HEP_AUTH_KEY.encode()
+            return HepCapture(self.interface, auth_key, settings.QMS_CAPTURE_BUFFER_MIB << 20)
+        return TcpdumpCapture(
+            [self.interface],
+            self.bpf,
+            settings.QMS_CAPTURE_BUFFER_MIB,
+            pid_file=self.paths.outbox / TCPDUMP_PIDS,
+            signalling_buffer_mib=settings.QMS_SIGNALLING_BUFFER_MIB,
+        )
 
     def _engine(self, sink: OutboxSink) -> Engine:
         view = directory_view(self.paths.outbox / DIRECTORY_CACHE)

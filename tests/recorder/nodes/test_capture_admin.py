@@ -49,8 +49,9 @@ def test_an_interface_is_configured_in_the_admin_and_its_live_state_is_read_only
 ) -> None:
     response = admin_client_logged_in.post(
         "/admin/capture/captureinterface/add/",
-        {"node": "node-a", "interface": "eth1", "bpf_filter": "udp or tcp port 2000",
-         "enabled": "on", "running": "on", "live_calls": "99"},
+        {"node": "node-a", "kind": "interface", "interface": "eth1",
+         "bpf_filter": "udp or tcp port 2000", "enabled": "on", "running": "on",
+         "live_calls": "99"},
     )  # fmt: skip
     assert response.status_code == 302, response.content.decode()[:2000]
 
@@ -67,8 +68,45 @@ def test_an_interface_is_configured_in_the_admin_and_its_live_state_is_read_only
 def test_a_node_name_that_cannot_name_a_queue_is_refused(admin_client_logged_in: Client) -> None:
     response = admin_client_logged_in.post(
         "/admin/capture/captureinterface/add/",
-        {"node": "node a/b", "interface": "eth1", "enabled": "on"},
+        {"node": "node a/b", "kind": "interface", "interface": "eth1", "enabled": "on"},
     )
     assert response.status_code == 200
     assert "A node name is letters, digits" in response.content.decode()
+    assert not CaptureInterface.objects.exists()
+
+
+def test_a_hep_listener_is_configured_in_the_admin_by_its_address(
+    admin_client_logged_in: Client,
+) -> None:
+    response = admin_client_logged_in.post(
+        "/admin/capture/captureinterface/add/",
+        {"node": "node-a", "kind": "hep", "interface": "0.0.0.0:9060", "enabled": "on"},
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+
+    (listener,) = CaptureInterface.objects.all()
+    assert (listener.kind, listener.interface, listener.bpf_filter) == ("hep", "0.0.0.0:9060", "")
+    assert str(listener) == "HEP 0.0.0.0:9060 on node-a"
+
+
+@pytest.mark.parametrize(
+    ("kind", "interface", "bpf", "said"),
+    [
+        ("hep", "eth1", "", "A HEP address is an IP address and a UDP port"),
+        ("hep", "0.0.0.0:99999", "", "A HEP address is an IP address and a UDP port"),
+        ("hep", "0.0.0.0:9060", "udp", "A HEP listener takes no BPF filter"),
+        ("interface", "0.0.0.0 9060", "", "An interface name is written as"),
+    ],
+)
+def test_a_capture_its_kind_cannot_take_is_refused_with_a_sentence(
+    admin_client_logged_in: Client, kind: str, interface: str, bpf: str, said: str
+) -> None:
+    response = admin_client_logged_in.post(
+        "/admin/capture/captureinterface/add/",
+        {"node": "node-a", "kind": kind, "interface": interface, "bpf_filter": bpf,
+         "enabled": "on"},
+    )  # fmt: skip
+
+    assert response.status_code == 200
+    assert said in response.content.decode()
     assert not CaptureInterface.objects.exists()

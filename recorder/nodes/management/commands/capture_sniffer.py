@@ -1,7 +1,8 @@
 """python manage.py capture_sniffer --node NODE --interface IF [--bpf FILTER]
+python manage.py capture_sniffer --node NODE --hep ADDRESS:PORT
 
-The sniffer process a capture node's worker starts for each of its interfaces
-(recorder/nodes/node.py); run by hand, it captures into the outbox until SIGINT.
+The sniffer process a capture node's worker starts for each of its interfaces and HEP
+listeners (recorder/nodes/node.py); run by hand, it captures into the outbox until SIGINT.
 """
 
 from __future__ import annotations
@@ -17,14 +18,21 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--node", required=True, help="The capture node's name.")
-        parser.add_argument("--interface", required=True, help="Interface to capture on.")
+        source = parser.add_mutually_exclusive_group(required=True)
+        source.add_argument("--interface", help="Interface to capture on.")
+        source.add_argument("--hep", metavar="ADDRESS:PORT", help="Listen for HEP here.")
         parser.add_argument("--bpf", default="", help="A BPF capture filter, as for tcpdump.")
         parser.add_argument(
             "--parent", type=int, default=0, help="Stop when this process (the worker) is gone."
         )
 
     def handle(self, *args: object, **options: object) -> None:
-        sniffer = Sniffer(options["node"], options["interface"], options["bpf"], options["parent"])
+        if options["hep"] and options["bpf"]:
+            raise CommandError("--bpf filters an interface's capture; --hep takes none.")
+        captured = options["hep"] or options["interface"]
+        sniffer = Sniffer(
+            options["node"], captured, options["bpf"], options["parent"], hep=bool(options["hep"])
+        )
         try:
             sniffer.run()
         except CaptureFileError as error:
