@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import NoReturn
 
 from django.conf import settings
 from django.core.files.storage import storages
-from django.db import models
+from django.db import models, router, transaction
 from django.utils import timezone
 
 from extensions.models import Agent, Phone
 from integrations.observations import CallDirection, CallProtocol, CallState
 from qms.lib.jsontext import TextKeepingEncoder
+from recorder.audit import chain
 
 
 def recordings_storage():
@@ -298,7 +300,10 @@ class AuditEntryQuerySet(models.QuerySet):
         entries = list(objs)
         for entry in entries:
             entry.refuse_unless_written_now()
-        return super().bulk_create(entries, *args, **kwargs)
+        # Chained one by one, each in its turn (AuditEntry.save).
+        for entry in entries:
+            entry.save(using=self.db)
+        return entries
 
 
 class AuditEntry(models.Model):
@@ -352,6 +357,11 @@ class AuditEntry(models.Model):
         blank=True,
         help_text="The Range asked for, or the filters of a search.",
     )
+    # The hash chain (recorder/audit/chain.py): the hash of the entry before, and this
+    # entry's own over it and everything above. Empty on entries written before the chain.
+    # Null, not "": SQLite adds a nullable column in place, keeping the table's triggers.
+    previous_hash = models.CharField(max_length=64, null=True, blank=True, editable=False)  # noqa: DJ001
+    entry_hash = models.CharField(max_length=64, null=True, blank=True, editable=False)  # noqa: DJ001
 
     objects = AuditEntryQuerySet.as_manager()
 
@@ -371,8 +381,24 @@ class AuditEntry(models.Model):
         if not self._state.adding:
             refuse_update()
         self.refuse_unless_written_now()
-        # Always an INSERT: with a primary key given, Django would try an UPDATE first.
-        super().save(*args, **{**kwargs, "force_insert": True})
+        using = kwargs.get("using") or router.db_for_write(AuditEntry, instance=self)
+        # The detail as it will read back (tuples as lists), so that its hash holds.
+        self.detail = json.loads(json.dumps(self.detail))
+        # No savepoint of its own: an entry that cannot be written spoils what wrote it.
+        with transaction.atomic(using=using, savepoint=False):
+            # The head row, locked until the commit: entries are chained one at a time.
+            heads = AuditChain.objects.using(using).select_for_update().filter(pk=1)
+            head = heads.first()
+            if head is None:  # the trail's first entry: made, then locked like any other
+                AuditChain.objects.using(using).get_or_create(pk=1)
+                head = heads.first()
+            self.previous_hash = head.last_hash
+            self.entry_hash = chain.digest_of(self, head.last_hash)
+            # Always an INSERT: with a primary key given, Django would try an UPDATE first.
+            super().save(*args, **{**kwargs, "force_insert": True})
+            AuditChain.objects.using(using).filter(pk=1).update(
+                last_hash=self.entry_hash, last_entry_id=self.pk
+            )
 
     def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
         refuse_delete()
@@ -386,3 +412,14 @@ class AuditEntry(models.Model):
             raise AppendOnlyError(
                 f"Audit entries are written as they happen: at={self.at} is not now."
             )
+
+
+class AuditChain(models.Model):
+    """The head of the audit trail's hash chain: the hash and id of its last entry. One
+    row; whoever writes an entry holds it until the commit (recorder/audit/chain.py)."""
+
+    last_hash = models.CharField(max_length=64, default=chain.GENESIS)
+    last_entry_id = models.BigIntegerField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"audit chain head: entry {self.last_entry_id} {self.last_hash[:12]}"

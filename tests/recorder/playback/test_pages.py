@@ -305,7 +305,8 @@ def test_the_list_costs_the_same_few_queries_whatever_the_page_holds(
     assert len(listed(response)) == 50
     assert "Mary" in response.content.decode()
     # No query per row: the agents come joined to the page's queries (one count and one
-    # page query for each of the scope's two parts on PostgreSQL, recorder/playback/listing.py).
+    # page query for each of the scope's two parts on PostgreSQL, recorder/playback/listing.py;
+    # the search's audit entry three: the chain's head locked, the entry, the head moved on).
     assert len(many.captured_queries) == len(few.captured_queries) <= 16
 
 

@@ -1,0 +1,1 @@
+"""The audit trail's hash chain (docs/security.md, "The audit trail")."""
