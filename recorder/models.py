@@ -15,7 +15,7 @@ from django.utils import timezone
 from extensions.models import Agent, Phone
 from integrations.observations import CallDirection, CallProtocol, CallState
 from qms.lib.jsontext import TextKeepingEncoder
-from recorder.audit import chain
+from recorder.lib import audit_chain as chain
 
 
 def recordings_storage():
@@ -357,7 +357,7 @@ class AuditEntry(models.Model):
         blank=True,
         help_text="The Range asked for, or the filters of a search.",
     )
-    # The hash chain (recorder/audit/chain.py): the hash of the entry before, and this
+    # The hash chain (recorder/lib/audit_chain.py): the hash of the entry before, and this
     # entry's own over it and everything above. Empty on entries written before the chain.
     # Null, not "": SQLite adds a nullable column in place, keeping the table's triggers.
     previous_hash = models.CharField(max_length=64, null=True, blank=True, editable=False)  # noqa: DJ001
@@ -416,7 +416,7 @@ class AuditEntry(models.Model):
 
 class AuditChain(models.Model):
     """The head of the audit trail's hash chain: the hash and id of its last entry. One
-    row; whoever writes an entry holds it until the commit (recorder/audit/chain.py)."""
+    row; whoever writes an entry holds it until the commit (recorder/lib/audit_chain.py)."""
 
     last_hash = models.CharField(max_length=64, default=chain.GENESIS)
     last_entry_id = models.BigIntegerField(null=True, blank=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from recorder.audit.chain import verify
+from recorder.lib.audit_chain import verify
 from recorder.models import AuditChain, AuditEntry
 
 FIELDS = ("pk", "at", "user_id", "username", "action", "recording_id", "client_ip", "detail",

@@ -21,7 +21,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection, connections
 
-from recorder.audit.chain import GENESIS
+from recorder.lib.audit_chain import GENESIS
 from recorder.models import AuditEntry
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -1,1 +1,0 @@
-"""The audit trail's hash chain (docs/security.md, "The audit trail")."""
