@@ -20,6 +20,7 @@ from qms.lib.env import (
     env_int,
     env_list,
     env_networks,
+    env_s3_storage,
     env_shared_secret,
     env_str,
     env_time_zone,
@@ -205,13 +206,29 @@ QMS_CLIENT_IP_HEADER = env_header("QMS_CLIENT_IP_HEADER")
 # on this host). A request from any other peer is that peer's, whatever its headers say.
 QMS_TRUSTED_PROXIES = env_networks("QMS_TRUSTED_PROXIES", ["127.0.0.1", "::1"])
 
+# Where recordings live (docs/deployment.md, "Recordings in object storage"): filesystem,
+# under QMS_RECORDINGS_DIR, or s3, a bucket of an S3-compatible object store (QMS_S3_*).
+# The spools stay on local disk either way.
+QMS_RECORDINGS_STORAGE = env_choice(
+    "QMS_RECORDINGS_STORAGE", "FILESYSTEM", ["FILESYSTEM", "S3"]
+).lower()
+if QMS_RECORDINGS_STORAGE == "s3":
+    RECORDINGS_STORAGE = env_s3_storage()
+    if QMS_AUDIO_ACCEL_REDIRECT:
+        raise SettingsError(
+            "QMS_AUDIO_ACCEL_REDIRECT hands nginx a file of QMS_RECORDINGS_DIR, and with "
+            "QMS_RECORDINGS_STORAGE=s3 there is none: leave it empty (Django streams the audio)."
+        )
+else:
+    RECORDINGS_STORAGE = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": QMS_RECORDINGS_DIR, "base_url": None},
+    }
+
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    "recordings": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": QMS_RECORDINGS_DIR, "base_url": None},
-    },
+    "recordings": RECORDINGS_STORAGE,
 }
 
 # How long a binding learned without an expiry of its own (SCCP, TAPI, a SIP call) stays

@@ -324,3 +324,72 @@ def _server_database(parts, engine: str) -> dict:
         "OPTIONS": dict(parse_qsl(parts.query)),
         "CONN_MAX_AGE": 60,
     }
+
+
+# S3 bucket names (AWS's naming rules, which S3-compatible stores follow): 3 to 63 lower-case
+# letters, digits, dots and hyphens, beginning and ending with a letter or digit.
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+REGION_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+S3_STORAGE = "qms.lib.s3.RecordingsBucket"
+
+
+def env_s3_storage() -> dict:
+    """A STORAGES entry for a bucket of an S3-compatible object store (qms/lib/s3.py,
+    django-storages' S3Storage on boto3): QMS_S3_BUCKET, and optionally
+    QMS_S3_ENDPOINT_URL (any store but AWS), QMS_S3_REGION, QMS_S3_PREFIX and
+    QMS_S3_ADDRESSING_STYLE. The credentials are not
+    settings of QMS: boto3 finds them as it always does (AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY, a profile, an instance role), so they never pass through here."""
+    bucket = os.environ.get("QMS_S3_BUCKET", "").strip()
+    if not BUCKET_NAME.fullmatch(bucket) or ".." in bucket:
+        raise SettingsError(
+            "QMS_S3_BUCKET must name the recordings' bucket (3 to 63 lower-case letters, "
+            f"digits, '.' and '-') when QMS_RECORDINGS_STORAGE is s3, not {bucket!r}."
+        )
+    region = os.environ.get("QMS_S3_REGION", "").strip()
+    if region and not REGION_NAME.fullmatch(region):
+        raise SettingsError(
+            f"QMS_S3_REGION must be a region name such as eu-west-1, not {region[:60]!r}."
+        )
+    options = {
+        "bucket_name": bucket,
+        "endpoint_url": env_http_url("QMS_S3_ENDPOINT_URL") or None,
+        "region_name": region or None,
+        "location": _object_prefix("QMS_S3_PREFIX"),
+        "addressing_style": env_choice(
+            "QMS_S3_ADDRESSING_STYLE", "AUTO", ["AUTO", "PATH", "VIRTUAL"]
+        ).lower(),
+        # A recording is named by its call, and finishing a call again overwrites it.
+        "file_overwrite": True,
+        # Private objects: nobody reads the bucket but QMS.
+        "default_acl": None,
+        "querystring_auth": True,
+        "signature_version": "s3v4",
+    }
+    return {"BACKEND": S3_STORAGE, "OPTIONS": options}
+
+
+def env_http_url(name: str) -> str:
+    """An http:// or https:// URL such as http://127.0.0.1:9000, or empty."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return ""
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - read for its ValueError on a port that is no number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(
+            f"{name} must be an http:// or https:// URL such as https://s3.example.com, "
+            f"not {_without_password(raw)!r}."
+        )
+    return raw
+
+
+def _object_prefix(name: str) -> str:
+    """A folder of the bucket, such as qms/recordings, or empty for the bucket's root."""
+    prefix = os.environ.get(name, "").strip().strip("/")
+    if prefix and (".." in prefix.split("/") or "" in prefix.split("/")):
+        raise SettingsError(f"{name} must be a folder of the bucket such as qms, not {prefix!r}.")
+    return prefix
