@@ -33,6 +33,7 @@ from recorder.models import Call, Recording
 from recorder.nodes.models import PendingFinalisation
 from recorder.nodes.queues import queue_for
 from recorder.recordings import recovery
+from recorder.recordings.archive import delete_quietly
 from recorder.recordings.attribution import must_not_record
 from recorder.recordings.finish import (
     DecodedCall,
@@ -285,7 +286,8 @@ def _remove_files(recordings: list[Recording]) -> None:
     """The files of recordings whose rows were rolled back: no row points at them."""
     for recording in recordings:
         if recording.file.name:
-            recording.file.storage.delete(recording.file.name)
+            # Quietly: a storage out of reach must not hide why the batch was rolled back.
+            delete_quietly(recording.file.storage, recording.file.name)
 
 
 # A database out of reach is tried again this often, waiting longer each time, before the

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 from django.conf import settings
-from django.core.files.storage import Storage
 from django.db import transaction
 from django.db.models.signals import post_save
 
@@ -27,9 +26,10 @@ from recorder.media.bulk import RANDOMNESS_SAMPLE, BlockHeaders, looks_random
 from recorder.media.codecs import SAMPLE_BYTES, PayloadKind
 from recorder.media.quality import mos_estimate
 from recorder.media.rtplog import LogBlock, log_file, pcm_folder, read_batches, remove_spool
-from recorder.media.spool import Channel, MemorySpool, sync_finished
+from recorder.media.spool import Channel, MemorySpool
 from recorder.media.stream import StreamDecoder
 from recorder.models import Call, Recording, recordings_storage
+from recorder.recordings.archive import RecordingFiles, recording_files
 from recorder.recordings.waveform import PeaksBuilder
 
 WIDEBAND_RATE = 16000
@@ -216,19 +216,22 @@ def store_recordings(decoded: list[DecodedCall]) -> list[Recording]:
     """The recordings of decoded calls, in the caller's transaction, in bulk: their files,
     named by their calls and made durable together, then their rows in one statement.
 
-    The fsync strategy: every file is written without an fsync, then each file and each
-    folder is fsynced once (media/spool.py sync_finished), before the rows commit; a spool
-    goes only after the commit. A crash before the commit leaves the spools to be finished
-    again (files without a row are overwritten then, being named by the row); after it,
-    every committed row's file is on disk. Should anything fail, the files written are
-    removed, for no row points at them."""
+    The fsync strategy, on a storage that is a local folder: every file is written in
+    place without an fsync, then each file and each folder is fsynced once (media/spool.py
+    sync_finished), before the rows commit. On any other storage (a bucket) each file is
+    written beside its log and uploaded, and the object store's answer to the upload is
+    its durability, before the rows commit (recordings/archive.py). A spool goes only
+    after the commit. A crash before the commit leaves the spools to be finished again
+    (files without a row are overwritten then, being named by the row); after it, every
+    committed row's file is stored. Should anything fail (an upload refused raises
+    StorageUnavailable), the files stored are removed, for no row points at them, and the
+    spools stay."""
     recordings = [_recording_of(found.call, found.local) for found in decoded]
-    storage = recordings_storage()
-    written: list[Path] = []
+    files = recording_files(recordings_storage())
     try:
         for found, recording in zip(decoded, recordings, strict=True):
-            written.append(_store(recording, found, storage))
-        sync_finished(written)
+            _store(recording, found, files)
+        files.make_durable()
         columns = [*CALL_COLUMNS, *STORED_COLUMNS]
         _upsert(recordings, columns)
         # A bulk write sends no post_save of its own: sent here, so that what listens for
@@ -239,8 +242,7 @@ def store_recordings(decoded: list[DecodedCall]) -> list[Recording]:
                 using=recording._state.db, update_fields=frozenset(columns),
             )  # fmt: skip
     except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
+        files.discard()
         raise
     for found in decoded:
         remove_after_commit(found.spool)
@@ -393,8 +395,8 @@ def _recording_of(call: Call, local: Side) -> Recording:
     )
 
 
-def _store(recording: Recording, found: DecodedCall, storage: Storage) -> Path:
-    """The recording's file written (not yet durable) and its columns set: the path."""
+def _store(recording: Recording, found: DecodedCall, files: RecordingFiles) -> None:
+    """The recording's file stored (not yet durable) and its columns set."""
     directions = found.directions
     recording.quality = {_quality_key(d): _quality(d.decoder) for d in directions.values()}
     recording.dtmf = _dtmf(directions)
@@ -402,9 +404,9 @@ def _store(recording: Recording, found: DecodedCall, storage: Storage) -> Path:
     recording.mos_estimate = _mos(directions)
     decoded = any(d.decoder.sample_rate is not None for d in directions.values())
     if found.events_only or (decoded and not found.encrypted):
-        destination = _store_audio(recording, found, storage)
+        _store_audio(recording, found, files)
     else:
-        destination = _keep_raw(recording, found, storage)
+        _keep_raw(recording, found, files)
     if found.encrypted:
         recording.status_detail = found.encrypted
         recording.mos_estimate = None
@@ -417,25 +419,23 @@ def _store(recording: Recording, found: DecodedCall, storage: Storage) -> Path:
     if found.partial:
         recording.status = Recording.Status.PARTIAL
         recording.status_detail = clean_text(found.partial, STATUS_DETAIL_COLUMN)
-    return destination
 
 
-def _store_audio(recording: Recording, found: DecodedCall, storage: Storage) -> Path:
-    """The decoded audio written as the recording's file, its columns set: the path."""
+def _store_audio(recording: Recording, found: DecodedCall, files: RecordingFiles) -> None:
+    """The decoded audio stored as the recording's file, its columns set."""
     name = _audio_name(recording)
-    destination = Path(storage.path(name))
+    destination = files.staging(name, found.spool)
     # The waveform is drawn from the audio as it is written, not read back from the file.
     waveform = PeaksBuilder()
     audio_format = settings.QMS_RECORDING_FORMAT
     audio = found.audio.finalize(destination, audio_format, waveform, durable=False)
-    recording.file.name = name
+    recording.file.name = files.store(name, destination)
     recording.size, recording.sha256 = audio.size, audio.sha256
     recording.duration_seconds = audio.duration_seconds
     recording.audio_format = audio_format
     recording.peaks = waveform.peaks
     recording.status = Recording.Status.COMPLETE
     recording.status_detail = capture_loss(recording.signalling)
-    return destination
 
 
 def capture_loss(call: Call) -> str:
@@ -449,22 +449,18 @@ def capture_loss(call: Call) -> str:
     )
 
 
-def _keep_raw(recording: Recording, found: DecodedCall, storage: Storage) -> Path:
+def _keep_raw(recording: Recording, found: DecodedCall, files: RecordingFiles) -> None:
     """No direction could be decoded: keep the RTP as it came, and say which codec.
 
-    The log is copied, not moved: it stays for a new attempt should this transaction be
-    rolled back, and goes with the spool once the row is committed."""
+    The log is copied (or uploaded), not moved: it stays for a new attempt should this
+    transaction be rolled back, and goes with the spool once the row is committed."""
     found.audio.close()
-    name = _audio_name(recording, suffix="rtplog")
-    destination = Path(storage.path(name))
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(log_file(found.spool), destination)
-    recording.file.name = name
-    recording.size = destination.stat().st_size
+    log = log_file(found.spool)
+    recording.file.name = files.store(_audio_name(recording, suffix="rtplog"), log)
+    recording.size = log.stat().st_size
     recording.audio_format = "rtp"
     recording.status = Recording.Status.NOT_DECODABLE
     recording.status_detail = f"not decodable: {recording.codec or 'unknown codec'}"[:200]
-    return destination
 
 
 def remove_after_commit(spool: Path) -> None:
