@@ -3,7 +3,9 @@
 The file is opened through the recording's storage by the name stored in its row, never by
 anything in the request, so a path from outside cannot reach it. Django streams it, one
 HTTP range at a time (recorder/playback/ranges.py), or, with QMS_AUDIO_ACCEL_REDIRECT set, hands the
-same stored name to nginx's internal location and nginx streams it.
+same stored name to nginx's internal location and nginx streams it (filesystem storage only).
+From a bucket only the bytes of the range are fetched, a ranged GET read as it is sent
+(recordings/archive.py open_range), never the whole object first.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from urllib.parse import quote
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
+from django.core.files.storage import Storage
 from django.core.files.utils import validate_file_name
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
@@ -28,6 +31,7 @@ from recorder.playback.ranges import (
     requested_range,
     starts_past_zero,
 )
+from recorder.recordings.archive import open_range
 
 AUDIO_TYPES = {"wav": "audio/wav", "opus": "audio/ogg", "rtp": "application/octet-stream"}
 CHUNK_BYTES = 64 * 1024
@@ -78,17 +82,26 @@ def _streamed_response(
         return _not_satisfiable(size)
     seek = byte_range is not None and byte_range.first > 0
     _audit_fetch(request, recording, download, via_api, seek)
-    whole = ByteRange(0, size - 1)
+    served = byte_range or ByteRange(0, size - 1)
+    # A HEAD is answered without a body, so the file is not opened (nor a GET sent).
+    sends_body = served.length > 0 and request.method != "HEAD"
     response = StreamingHttpResponse(
-        FileChunks(storage.open(name, "rb"), byte_range or whole),
+        FileChunks(_opened(storage, name, served), served) if sends_body else iter(()),
         status=206 if byte_range else 200,
         content_type=_content_type(recording),
     )
-    response["Content-Length"] = str((byte_range or whole).length)
+    response["Content-Length"] = str(served.length)
     if byte_range:
         response["Content-Range"] = byte_range.content_range(size)
     _describe(response, recording, name, download)
     return response
+
+
+def _opened(storage: Storage, name: str, served: ByteRange) -> IO[bytes]:
+    try:
+        return open_range(storage, name, served.first, served.last)
+    except FileNotFoundError:
+        raise Http404("The audio file of this recording is missing from storage.") from None
 
 
 def _honoured_range(request: HttpRequest, recording: Recording) -> str | None:
@@ -142,14 +155,14 @@ def _content_type(recording: Recording) -> str:
 
 
 class FileChunks:
-    """The bytes of one range of an open file, read as sent; closed when the response is."""
+    """The bytes of one range of a file opened at its first byte, read as sent; closed
+    when the response is."""
 
     def __init__(self, audio_file: IO[bytes], byte_range: ByteRange) -> None:
         self.audio_file = audio_file
         self.byte_range = byte_range
 
     def __iter__(self) -> Iterator[bytes]:
-        self.audio_file.seek(self.byte_range.first)
         remaining = self.byte_range.length
         while remaining > 0:
             chunk = self.audio_file.read(min(CHUNK_BYTES, remaining))

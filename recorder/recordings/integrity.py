@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from contextlib import closing
 from dataclasses import dataclass
 from enum import StrEnum
 
 from recorder.models import Recording
+from recorder.recordings.archive import open_stream
 
 HASH_BLOCK_BYTES = 1 << 16
 
@@ -60,7 +62,8 @@ def verify(recording: Recording) -> Integrity:
 
 def _sha256(recording: Recording) -> str:
     digest = hashlib.sha256()
-    with recording.file.storage.open(recording.file.name, "rb") as audio:
+    # Streamed, block by block: a bucket's object is never held whole to be hashed.
+    with closing(open_stream(recording.file.storage, recording.file.name)) as audio:
         while block := audio.read(HASH_BLOCK_BYTES):
             digest.update(block)
     return digest.hexdigest()

@@ -27,6 +27,7 @@ from django.db.models import Q, QuerySet
 
 from extensions.models import Agent, Team
 from recorder.models import AuditEntry, Recording, recordings_storage
+from recorder.recordings.archive import STORAGE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +205,9 @@ def purge_one(found: Purged) -> bool:
 
 
 def delete_file(name: str) -> None:
+    # A storage that fails here (a disk, a bucket out of reach) leaves the file behind its
+    # row, logged, and the purge goes on with the next recording.
     try:
         recordings_storage().delete(name)
-    except OSError as error:
+    except STORAGE_ERRORS as error:
         log.error("recording file %s outlived its row (%s): delete it by hand", name, error)
