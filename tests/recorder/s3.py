@@ -5,6 +5,7 @@ boto3 is mocked; stopping the process is a storage out of reach."""
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from pathlib import Path
 
 REGION = "us-east-1"
 STARTUP_SECONDS = 30.0
+# The server's log colours some lines for a terminal.
+TERMINAL_COLOURS = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def free_port() -> int:
@@ -53,7 +56,8 @@ class S3Server:
 
     def requests(self) -> list[str]:
         """The request lines the server has logged so far, such as 'GET /bucket/key ... 206'."""
-        return [line for line in self.log.read_text().splitlines() if '"' in line]
+        lines = TERMINAL_COLOURS.sub("", self.log.read_text()).splitlines()
+        return [line for line in lines if '"' in line]
 
     def _answers(self) -> bool:
         try:
