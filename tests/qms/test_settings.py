@@ -57,6 +57,12 @@ SETTINGS_VARIABLES = {
     "QMS_RETENTION_DAYS",
     "QMS_TAPI_POLL_SECONDS",
     "QMS_SIGNALLING_BUFFER_MIB",
+    "QMS_RECORDINGS_STORAGE",
+    "QMS_S3_BUCKET",
+    "QMS_S3_ENDPOINT_URL",
+    "QMS_S3_REGION",
+    "QMS_S3_PREFIX",
+    "QMS_S3_ADDRESSING_STYLE",
 }
 
 
@@ -420,6 +426,58 @@ def test_a_bad_value_stops_start_up_with_one_sentence_naming_it_and_no_traceback
     assert "Traceback" not in output
     assert output.startswith(f"{variable} ") and output.count("\n") == 1, output
     assert "hunter2" not in output
+
+
+# Recordings in a bucket (issue 15, section 2) -----------------------------------------------
+
+A_BUCKET = {"QMS_RECORDINGS_STORAGE": "s3", "QMS_S3_BUCKET": "qms-archive"}
+BAD_S3_SETTINGS = [
+    ("QMS_RECORDINGS_STORAGE", {"QMS_RECORDINGS_STORAGE": "nfs"}),
+    ("QMS_S3_BUCKET", {"QMS_RECORDINGS_STORAGE": "s3"}),
+    ("QMS_S3_BUCKET", {**A_BUCKET, "QMS_S3_BUCKET": "Recordings_2026"}),
+    ("QMS_S3_ENDPOINT_URL", {**A_BUCKET, "QMS_S3_ENDPOINT_URL": "minio:9000"}),
+    ("QMS_S3_ENDPOINT_URL", {**A_BUCKET, "QMS_S3_ENDPOINT_URL": "http://minio:port"}),
+    ("QMS_S3_REGION", {**A_BUCKET, "QMS_S3_REGION": "EU West"}),
+    ("QMS_S3_PREFIX", {**A_BUCKET, "QMS_S3_PREFIX": "qms/../other"}),
+    ("QMS_S3_ADDRESSING_STYLE", {**A_BUCKET, "QMS_S3_ADDRESSING_STYLE": "dns"}),
+    ("QMS_AUDIO_ACCEL_REDIRECT", {**A_BUCKET, "QMS_AUDIO_ACCEL_REDIRECT": "/protected/"}),
+]
+
+
+@pytest.mark.parametrize(("variable", "variables"), BAD_S3_SETTINGS)
+def test_a_bad_bucket_setting_stops_start_up_naming_it(
+    tmp_path: Path, variable: str, variables: dict[str, str]
+) -> None:
+    result = run_manage(tmp_path, "check", DEBUG="1", **variables)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "Traceback" not in output
+    assert output.startswith(f"{variable} ") and output.count("\n") == 1, output
+
+
+def test_the_recordings_storage_is_the_bucket_when_so_configured(tmp_path: Path) -> None:
+    show = (
+        "from django.core.files.storage import storages; s = storages['recordings']; "
+        "print(type(s).__name__, s.bucket_name, s.endpoint_url, s.region_name, s.location, "
+        "s.file_overwrite)"
+    )
+    result = run_manage(
+        tmp_path, "shell", "-c", show, DEBUG="1", **A_BUCKET,
+        QMS_S3_ENDPOINT_URL="http://127.0.0.1:9000", QMS_S3_REGION="eu-west-1",
+        QMS_S3_PREFIX="/site-a/recordings/",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].split() == [
+        "RecordingsBucket", "qms-archive", "http://127.0.0.1:9000", "eu-west-1",
+        "site-a/recordings", "True",
+    ]  # fmt: skip
+
+
+def test_the_recordings_storage_is_the_folder_by_default(tmp_path: Path) -> None:
+    show = "from django.core.files.storage import storages; print(storages['recordings'].location)"
+    result = run_manage(tmp_path, "shell", "-c", show, DEBUG="1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == str(tmp_path / "recordings")
 
 
 def test_a_short_secret_key_is_refused_with_debug_off(tmp_path: Path) -> None:
