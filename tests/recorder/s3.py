@@ -1,5 +1,6 @@
 """A real S3-compatible server on loopback for the tests: moto's server mode (the
-`moto[server]` package of the development requirements), run as a process of its own and
+`moto[s3]` package with flask and flask-cors, its server's own needs, in the development
+requirements: the S3 service alone, not every AWS service's), run as a process of its own and
 spoken to over HTTP by boto3, exactly as QMS speaks to a bucket in production. Nothing of
 boto3 is mocked; stopping the process is a storage out of reach."""
 
