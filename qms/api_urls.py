@@ -13,7 +13,7 @@ from extensions.api import (
     TeamViewSet,
 )
 from qms.lib.api import docs_view, schema_view
-from recorder.playback.api import AuditEntryViewSet, RecordingViewSet
+from recorder.playback.api import AuditEntryViewSet, FlagViewSet, NoteViewSet, RecordingViewSet
 
 
 class Router(DefaultRouter):
@@ -50,6 +50,8 @@ router.register("phones", PhoneViewSet, basename="phone")
 router.register("line-appearances", LineAppearanceViewSet, basename="lineappearance")
 router.register("bindings", BindingViewSet, basename="binding")
 router.register("audit", AuditEntryViewSet, basename="auditentry")
+router.register("flags", FlagViewSet, basename="flag")
+router.register("notes", NoteViewSet, basename="recordingnote")
 
 urlpatterns = [
     path("schema/", schema_view, name="api-schema"),

@@ -19,7 +19,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from qms.lib.admin import ReadOnlyAdmin
-from recorder.models import AuditEntry, Call, Recording
+from recorder.models import AuditEntry, Call, Flag, Recording
 from recorder.playback.access import calls_visible_to, recordings_visible_to
 from recorder.playback.audit import audit, audit_call_view, audit_search
 
@@ -173,3 +173,13 @@ def csv_row(entry: AuditEntry) -> list[str]:
 def spreadsheet_safe(cell: str) -> str:
     # A login name or a search filter is typed by someone; keep it text in a spreadsheet.
     return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
+
+
+@admin.register(Flag)
+class FlagAdmin(admin.ModelAdmin):
+    """The flags supervisors may put on recordings. Retire one (active off) rather than
+    delete it: a flag on recordings cannot be deleted."""
+
+    list_display = ["name", "description", "active"]
+    list_filter = ["active"]
+    search_fields = ["name"]

@@ -324,6 +324,11 @@ class AuditEntry(models.Model):
         SEARCH = "search", "search"
         VIEW = "view", "view (recording page)"
         PURGE = "purge", "retention purge"
+        FLAG = "flag", "flag added"
+        UNFLAG = "unflag", "flag removed"
+        NOTE = "note", "note added"
+        NOTE_EDIT = "note_edit", "note changed"
+        NOTE_DELETE = "note_delete", "note deleted"
 
     at = models.DateTimeField(default=timezone.now, db_index=True)
     user = models.ForeignKey(
@@ -423,3 +428,66 @@ class AuditChain(models.Model):
 
     def __str__(self) -> str:
         return f"audit chain head: entry {self.last_entry_id} {self.last_hash[:12]}"
+
+
+class Flag(models.Model):
+    """A mark that administrators define for supervisors to put on recordings, such as
+    "complaint", "training" or "escalate" (docs/playback.md, "Flags and notes")."""
+
+    name = models.CharField(max_length=50, unique=True)
+    description = models.CharField(max_length=200, blank=True)
+    active = models.BooleanField(
+        default=True,
+        help_text="Offered to supervisors. A retired flag stays on the recordings that have it.",
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RecordingFlag(models.Model):
+    """A flag on a recording: who put it there and when."""
+
+    recording = models.ForeignKey(Recording, on_delete=models.CASCADE, related_name="flaggings")
+    flag = models.ForeignKey(Flag, on_delete=models.PROTECT, related_name="flaggings")
+    by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["flag__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["recording", "flag"], name="one_flag_per_recording")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.flag} on recording {self.recording_id}"
+
+
+NOTE_TEXT_LIMIT = 2000
+
+
+class RecordingNote(models.Model):
+    """A supervisor's note at a time position of a recording."""
+
+    recording = models.ForeignKey(Recording, on_delete=models.CASCADE, related_name="notes")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    author_name = models.CharField(max_length=150, help_text="The author's login at the time.")
+    position_seconds = models.FloatField(
+        "position (s)", help_text="Where in the recording, in seconds from its start."
+    )
+    text = models.TextField(max_length=NOTE_TEXT_LIMIT)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["position_seconds", "pk"]
+
+    def __str__(self) -> str:
+        return f"note at {self.position_seconds:.1f} s on recording {self.recording_id}"

@@ -6,19 +6,22 @@ recordings a person may already see, so no filter, count or id tells them about 
 
 from __future__ import annotations
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import F, QuerySet
 from django.db.models.expressions import OrderBy
 from django.http.response import HttpResponseBase
-from rest_framework import permissions, serializers, viewsets
+from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
 from qms.lib.api import DATE_TIME, NUMBER, STRING, ViewModelPermissions
 from qms.lib.query import CheckedQuery, by_id_or_name, choice, moment, number, row_id
-from recorder.models import AuditEntry, Call, Recording
+from recorder.models import AuditEntry, Call, Flag, Recording, RecordingFlag, RecordingNote
+from recorder.playback import marks
 from recorder.playback.access import recordings_visible_to
 from recorder.playback.audio import audio_response
 from recorder.playback.audit import audit, audit_search
@@ -87,6 +90,53 @@ class RecordingSerializer(serializers.ModelSerializer):
         return templates[name].replace(str(URL_PLACEHOLDER), str(recording.pk), 1)
 
 
+class FlaggingSerializer(serializers.ModelSerializer):
+    flag = serializers.SlugRelatedField(slug_field="name", queryset=Flag.objects.all())
+    by = serializers.CharField(source="by.username", read_only=True, allow_null=True)
+
+    class Meta:
+        model = RecordingFlag
+        fields = ["flag", "by", "at"]
+        read_only_fields = ["at"]
+
+
+class NoteSerializer(serializers.ModelSerializer):
+    author = serializers.CharField(source="author_name", read_only=True)
+    recording = serializers.IntegerField(source="recording_id", read_only=True)
+
+    class Meta:
+        model = RecordingNote
+        fields = ["id", "recording", "position_seconds", "text", "author", "created_at",
+                  "updated_at"]  # fmt: skip
+        read_only_fields = ["created_at", "updated_at"]
+
+
+class _as_api_errors:
+    """The marks' refusals as the API's: 403 with the sentence, 400 with the messages."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, error: BaseException | None, trace: object) -> bool:
+        if isinstance(error, DjangoPermissionDenied):
+            raise PermissionDenied(str(error)) from None
+        if isinstance(error, DjangoValidationError):
+            raise ValidationError({"detail": error.messages}) from None
+        return False
+
+
+def _flags_of(recording: Recording) -> list[dict]:
+    flaggings = RecordingFlag.objects.filter(recording=recording).select_related("flag", "by")
+    return FlaggingSerializer(flaggings, many=True).data
+
+
+def _flag_named(name: object) -> Flag:
+    flag = Flag.objects.filter(name=str(name)).first() if name else None
+    if flag is None:
+        raise ValidationError({"flag": ["No flag has this name."]})
+    return flag
+
+
 class RecordingViewSet(CheckedQuery, viewsets.ReadOnlyModelViewSet):
     """Recordings the caller may see, newest first unless ?sort= says otherwise. The filters
     and sort orders are the recordings page's. Every list request is written to the audit
@@ -109,6 +159,7 @@ class RecordingViewSet(CheckedQuery, viewsets.ReadOnlyModelViewSet):
         ("direction", {**STRING, "enum": KNOWN_DIRECTIONS}, "Direction."),
         ("status", {**STRING, "enum": Recording.Status.values}, "Recording status."),
         ("mos_below", NUMBER, "Estimated MOS below this (recordings with no estimate excluded)."),
+        ("flag", STRING, "The name of a flag the recording has."),
         (
             "sort",
             {**STRING, "enum": [f"{sign}{name}" for name in SORTS for sign in ("", "-")]},
@@ -171,6 +222,47 @@ class RecordingViewSet(CheckedQuery, viewsets.ReadOnlyModelViewSet):
         audit(request, AuditEntry.Action.VIEW, recording, {"part": "waveform"})
         return Response(recording.peaks)
 
+    @action(detail=True, url_path="flags", url_name="flags", serializer_class=FlaggingSerializer)
+    def flags(self, request: Request, pk: str | None = None) -> Response:
+        """The recording's flags."""
+        return Response(_flags_of(self.get_object()))
+
+    @flags.mapping.post
+    def add_flag(self, request: Request, pk: str | None = None) -> Response:
+        """Put a flag on the recording: {"flag": name} (recorder.add_recordingflag). 201, or
+        200 when it had it already. An audit entry."""
+        recording = self.get_object()
+        flag = _flag_named(request.data.get("flag"))
+        with _as_api_errors():
+            added = marks.add_flag(request, recording, flag)
+        code = status.HTTP_201_CREATED if added else status.HTTP_200_OK
+        return Response(_flags_of(recording), status=code)
+
+    @action(detail=True, methods=["delete"], url_path=r"flags/(?P<flag_name>[^/]+)",
+            url_name="flag")  # fmt: skip
+    def unflag(self, request: Request, pk: str | None = None, flag_name: str = "") -> Response:
+        """Take a flag off the recording (recorder.add_recordingflag). An audit entry."""
+        recording = self.get_object()
+        with _as_api_errors():
+            if not marks.remove_flag(request, recording, _flag_named(flag_name)):
+                raise NotFound("The recording does not have this flag.")
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @action(detail=True, url_path="notes", url_name="notes", serializer_class=NoteSerializer)
+    def notes(self, request: Request, pk: str | None = None) -> Response:
+        """The recording's notes, by position."""
+        return Response(NoteSerializer(self.get_object().notes.all(), many=True).data)
+
+    @notes.mapping.post
+    def add_note(self, request: Request, pk: str | None = None) -> Response:
+        """Write a note: {"position_seconds": seconds, "text": ...}
+        (recorder.add_recordingnote). An audit entry."""
+        recording = self.get_object()
+        with _as_api_errors():
+            note = marks.add_note(request, recording, request.data.get("position_seconds"),
+                                  request.data.get("text"))  # fmt: skip
+        return Response(NoteSerializer(note).data, status=status.HTTP_201_CREATED)
+
 
 def filtered(recordings: QuerySet, query: dict) -> QuerySet:
     """Narrow visible recordings by the API's (and the pages') search filters."""
@@ -198,6 +290,8 @@ def filtered(recordings: QuerySet, query: dict) -> QuerySet:
     ):
         if name in query:
             recordings = recordings.filter(**{lookup: number(name, query[name])})
+    if "flag" in query:
+        recordings = recordings.filter(flaggings__flag__name=query["flag"])
     return recordings
 
 
@@ -253,3 +347,49 @@ class AuditEntryViewSet(CheckedQuery, viewsets.ReadOnlyModelViewSet):
             if name in query:
                 entries = entries.filter(**{lookup: moment(name, query[name])})
         return entries
+
+
+class NoteViewSet(
+    CheckedQuery,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """A note on a recording the caller may see: read, changed (PATCH position_seconds,
+    text) or deleted by its author, or by a holder of recorder.change_recordingnote /
+    delete_recordingnote. Every change is an audit entry."""
+
+    serializer_class = NoteSerializer
+    permission_classes = [permissions.IsAuthenticated]
+    queryset = RecordingNote.objects.select_related("recording")
+    http_method_names = ["get", "patch", "delete", "head", "options"]
+
+    def get_queryset(self) -> QuerySet:
+        visible = recordings_visible_to(self.request.user)
+        return super().get_queryset().filter(recording__in=visible.values("pk"))
+
+    def perform_update(self, serializer: NoteSerializer) -> None:
+        data = serializer.validated_data
+        with _as_api_errors():
+            marks.edit_note(self.request, serializer.instance, data.get("position_seconds"),
+                            data.get("text"))  # fmt: skip
+
+    def perform_destroy(self, instance: RecordingNote) -> None:
+        with _as_api_errors():
+            marks.delete_note(self.request, instance)
+
+
+class FlagSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Flag
+        fields = ["id", "name", "description", "active"]
+
+
+class FlagViewSet(CheckedQuery, viewsets.ReadOnlyModelViewSet):
+    """The flags administrators defined (in the admin); the active ones may be put on
+    recordings."""
+
+    serializer_class = FlagSerializer
+    permission_classes = [permissions.IsAuthenticated]
+    queryset = Flag.objects.order_by("name")

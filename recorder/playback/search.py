@@ -22,7 +22,7 @@ from extensions.access import (
     teams_visible_to,
 )
 from extensions.models import Agent, Team
-from recorder.models import Call, Recording
+from recorder.models import Call, Flag, Recording
 
 PAGE_SIZE = 50
 # The columns the list sorts by, as ?sort=<name> (ascending) or ?sort=-<name>.
@@ -87,6 +87,10 @@ class RecordingSearchForm(forms.Form):
     mos_below = forms.FloatField(
         label="MOS below", required=False, min_value=1.0, max_value=5.0, help_text="1 to 5."
     )
+    flag = forms.ModelChoiceField(
+        queryset=Flag.objects.order_by("name"), required=False, empty_label="any",
+        to_field_name="name",
+    )  # fmt: skip
     sort = forms.ChoiceField(choices=sort_choices, required=False, widget=forms.HiddenInput)
 
     def __init__(self, user: User, *args: object, **kwargs: object) -> None:
@@ -150,6 +154,7 @@ def _conditions(data: dict) -> Q:
         ("longer_than", "duration_seconds__gte"),
         ("shorter_than", "duration_seconds__lte"),
         ("mos_below", "mos_estimate__lt"),
+        ("flag", "flaggings__flag"),
     ):
         value = data.get(name)
         if value not in (None, ""):

@@ -11,6 +11,8 @@ urlpatterns = [
     path("recordings/", views.recording_list, name="list"),
     path("recordings/<int:pk>/", views.recording_detail, name="detail"),
     path("recordings/<int:pk>/audio", views.recording_audio, name="audio"),
+    path("recordings/<int:pk>/flags", views.recording_flags, name="flags"),
+    path("recordings/<int:pk>/notes", views.recording_notes, name="notes"),
     path("calls/live/", views.live_calls, name="live"),
     path(
         "login/",

@@ -9,19 +9,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django import forms
+from django.contrib import messages
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import AuthenticationForm
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Model, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
 from qms.lib.login_throttle import is_locked, lockout_message
-from recorder.models import AuditEntry, Call, Recording
+from recorder.models import AuditEntry, Call, Flag, Recording, RecordingNote
+from recorder.playback import marks
 from recorder.playback.access import calls_visible_to, may_download, recordings_visible_to
 from recorder.playback.audio import audio_response
 from recorder.playback.audit import audit
@@ -125,8 +128,71 @@ def recording_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "agent_admin_url": admin_url(request.user, recording.agent, "extensions.view_agent"),
         "phone_admin_url": admin_url(request.user, recording.phone, "extensions.view_phone"),
         "recording_admin_url": admin_url(request.user, recording, "recorder.view_recording"),
+        "flaggings": recording.flaggings.select_related("flag", "by"),
+        "flags_to_add": Flag.objects.filter(active=True).exclude(flaggings__recording=recording),
+        "may_flag": marks.may_flag(request.user),
+        "notes": [
+            (note, marks.may_change_note(request.user, note, "delete"))
+            for note in recording.notes.all()
+        ],
+        "may_note": marks.may_note(request.user),
     }
     return render(request, "recorder/recording_detail.html", context)
+
+
+# Flags and notes (recorder/playback/marks.py): each a form of the recording page, which it
+# returns to, with what went wrong said there.
+
+
+def _marked(request: HttpRequest, pk: int, change, anchor: str) -> HttpResponse:
+    recording = get_object_or_404(recordings_visible_to(request.user), pk=pk)
+    try:
+        change(recording)
+    except PermissionDenied as refused:
+        raise PermissionDenied(str(refused)) from None
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+    return HttpResponseRedirect(reverse("recorder:detail", args=[recording.pk]) + anchor)
+
+
+@login_required
+@require_POST
+def recording_flags(request: HttpRequest, pk: int) -> HttpResponse:
+    """Add (flag=<id>) or remove (flag=<id>, remove=1) a flag."""
+
+    def change(recording: Recording) -> None:
+        flag = Flag.objects.filter(pk=_number(request.POST.get("flag"))).first()
+        if flag is None:
+            raise ValidationError("Choose a flag.")
+        if request.POST.get("remove"):
+            marks.remove_flag(request, recording, flag)
+        else:
+            marks.add_flag(request, recording, flag)
+
+    return _marked(request, pk, change, "#flags")
+
+
+@login_required
+@require_POST
+def recording_notes(request: HttpRequest, pk: int) -> HttpResponse:
+    """Add a note (position, text), or delete one (delete=<note id>)."""
+
+    def change(recording: Recording) -> None:
+        if request.POST.get("delete"):
+            note = get_object_or_404(
+                RecordingNote, pk=_number(request.POST["delete"]), recording=recording
+            )
+            marks.delete_note(request, note)
+        else:
+            marks.add_note(request, recording, request.POST.get("position"),
+                           request.POST.get("text"))  # fmt: skip
+
+    return _marked(request, pk, change, "#notes")
+
+
+def _number(value: object) -> int | None:
+    text = str(value or "")
+    return int(text) if text.isdigit() and len(text) < 18 else None
 
 
 def dtmf_marks(recording: Recording) -> list[dict]:

@@ -40,6 +40,8 @@ SUPERVISOR_PERMISSIONS = [
     "view_call",
     "view_recording",
     "download_recording",
+    "add_recordingflag",
+    "add_recordingnote",
 ]
 # Telephony admins keep the directory and the TAPI bridges: every permission of those apps.
 TELEPHONY_ADMIN_APPS = ["extensions", "shoretel"]

@@ -120,6 +120,20 @@
       seekTo(parseFloat(button.dataset.seek));
     });
   });
+  // A new note is at the player's position, until its position is typed by hand.
+  const notePosition = document.getElementById("note-position");
+  if (notePosition) {
+    notePosition.addEventListener("input", function () {
+      notePosition.dataset.typed = "1";
+    });
+    ["timeupdate", "seeked"].forEach(function (name) {
+      audio.addEventListener(name, function () {
+        if (!notePosition.dataset.typed) {
+          notePosition.value = audio.currentTime.toFixed(1);
+        }
+      });
+    });
+  }
   ["timeupdate", "loadedmetadata", "seeked", "play", "pause"].forEach(function (name) {
     audio.addEventListener(name, draw);
   });

@@ -34,6 +34,12 @@ ENDPOINTS = {
     "/api/bindings/{id}/": {"get"},
     "/api/audit/": {"get"},
     "/api/audit/{id}/": {"get"},
+    "/api/flags/": {"get"},
+    "/api/flags/{id}/": {"get"},
+    "/api/notes/{id}/": {"get", "patch", "delete"},
+    "/api/recordings/{id}/flags/": {"get", "post"},
+    "/api/recordings/{id}/flags/{flag_name}/": {"delete"},
+    "/api/recordings/{id}/notes/": {"get", "post"},
 }
 
 
@@ -102,6 +108,8 @@ def test_operations_are_tagged_by_resource(document: dict) -> None:
         "line-appearances",
         "bindings",
         "audit",
+        "flags",
+        "notes",
     }
 
 

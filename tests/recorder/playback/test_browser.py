@@ -26,7 +26,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.select import Select
 
-from recorder.models import AuditEntry, Recording
+from recorder.models import AuditEntry, Flag, Recording, RecordingNote
 from recorder.recordings.waveform import compute_peaks
 from tests.conftest import need_tool
 from tests.recorder.playback.support import PASSWORD, STARTED, PlaybackWorld, build_world, file_name
@@ -258,3 +258,48 @@ def test_the_pages_work_under_the_policy_that_refuses_inline_script(
         browser.execute_cdp_cmd(
             "Page.removeScriptToEvaluateOnNewDocument", {"identifier": watch["identifier"]}
         )
+
+
+def test_a_supervisor_notes_a_moment_flags_the_call_and_finds_it_by_its_flag(
+    browser: WebDriver, live_server, world: PlaybackWorld, long_call: Recording
+) -> None:
+    """Issue 17, section 2: a note at the player's position, a flag, and the list by flag."""
+    Flag.objects.create(name="complaint", description="The customer complained.")
+    marking = Permission.objects.filter(codename__in=["add_recordingflag", "add_recordingnote"])
+    world.supervisor_a.user_permissions.add(*marking)
+    log_in(browser, live_server.url, "sales-lead")
+    browser.get(f"{live_server.url}/recordings/{long_call.pk}/")
+    wait_for(lambda: audio_state(browser)["ready"] >= 1, "the audio's metadata")
+
+    # Seek half-way: the note's position follows the player.
+    canvas = browser.find_element(By.ID, "waveform")
+    ActionChains(browser).move_to_element(canvas).click().perform()
+    position = browser.find_element(By.ID, "note-position")
+    wait_for(lambda: position.get_attribute("value") == "6.0", "the note at the player's time")
+    browser.find_element(By.ID, "note-text").send_keys("Customer asks for a refund")
+    browser.find_element(By.CSS_SELECTOR, "#add-note button[type=submit]").click()
+    wait_for(lambda: "Customer asks for a refund" in browser.find_element(By.ID, "note-list").text,
+             "the note on the page")  # fmt: skip
+    note = RecordingNote.objects.get()
+    assert (note.position_seconds, note.author_name) == (pytest.approx(6.0, abs=0.05), "sales-lead")
+
+    # Its time seeks the player there.
+    wait_for(lambda: audio_state(browser)["ready"] >= 1, "the audio again")
+    browser.find_element(By.CSS_SELECTOR, "#note-list [data-seek]").click()
+    wait_for(lambda: abs(audio_state(browser)["time"] - 6.0) < 0.1, "the seek to the note")
+
+    Select(browser.find_element(By.ID, "flag-choice")).select_by_visible_text("complaint")
+    browser.find_element(By.CSS_SELECTOR, "#add-flag button[type=submit]").click()
+    wait_for(lambda: "complaint" in browser.find_element(By.ID, "flag-list").text, "the flag")
+    browser.save_screenshot(str(SCREENSHOTS / "recording-flags-notes.png"))
+
+    # The list, by flag: this call alone of the three the supervisor may see.
+    browser.get(f"{live_server.url}/recordings/")
+    Select(browser.find_element(By.NAME, "flag")).select_by_visible_text("complaint")
+    browser.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+    wait_for(lambda: browser.find_element(By.ID, "match-count").text.startswith(
+        "1 recording matches"), "the list by flag")  # fmt: skip
+    (row,) = browser.find_elements(By.CSS_SELECTOR, "table.recordings tbody tr a")
+    assert row.get_attribute("href").endswith(f"/recordings/{long_call.pk}/")
+    actions = set(AuditEntry.objects.filter(recording=long_call).values_list("action", flat=True))
+    assert {"flag", "note"} <= actions
