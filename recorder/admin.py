@@ -84,8 +84,10 @@ class CallAdmin(AuditedLooksAdmin):
         "end_reason",
         "extension",
         "agent",
+        "node",
     ]
-    list_filter = ["protocol", "direction", "state"]
+    # The capture node that saw the call: with several nodes, whose calls are whose.
+    list_filter = ["protocol", "direction", "state", "node"]
     search_fields = ["call_id", "caller", "callee", "extension", "agent__name"]
     date_hierarchy = "started_at"
     list_select_related = ["agent"]

@@ -110,3 +110,17 @@ def test_a_capture_its_kind_cannot_take_is_refused_with_a_sentence(
     assert response.status_code == 200
     assert said in response.content.decode()
     assert not CaptureInterface.objects.exists()
+
+
+def test_the_call_log_shows_and_filters_by_the_node_that_saw_each_call(
+    admin_client_logged_in: Client,
+) -> None:
+    from recorder.models import Call
+
+    for call_id, node in (("seen-at-a@pbx", "site-a"), ("seen-at-b@pbx", "site-b")):
+        Call.objects.create(call_id=call_id, protocol="sip", started_at=timezone.now(), node=node)
+    page = admin_client_logged_in.get("/admin/recorder/call/", {"node": "site-a"})
+    assert page.status_code == 200
+    assert "column-node" in page.content.decode()  # the node is a column of the list
+    listed = page.context["cl"].result_list
+    assert [call.call_id for call in listed] == ["seen-at-a@pbx"]
