@@ -65,6 +65,20 @@ def postgresql(transactional_db) -> None:
 
 
 @pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator:
+    """A redis-server of the test's own on a free port, without persistence (the capture
+    node and production tests: tests/recorder/nodes/capture_node.py)."""
+    from tests.recorder.nodes.capture_node import RedisServer
+
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def public_captures() -> Path:
     need(PUBLIC_CAPTURES.is_dir(), f"needs the public captures in {PUBLIC_CAPTURES}")
     return PUBLIC_CAPTURES

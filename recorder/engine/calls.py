@@ -135,6 +135,16 @@ class MediaStream:
     # when it has no channel (docs/sip.md, "More than one audio stream").
     channel: Side | None = None
 
+    def take(self, arrival: float, packet: bytes) -> None:
+        """One RTP packet of this stream: counted, and logged as its direction."""
+        self.packets += 1
+        self.octets += len(packet)
+        self.last_at = arrival
+        if not self.first_at:
+            self.first_at = arrival
+        if self.log is not None:
+            self.log.append_coded(arrival, self.log_code, packet)
+
     def set_log(self, log: RtpLog | LearnedLog | PendingLog | None, code: int = 0) -> None:
         """Where this stream's packets are logged, and as which direction."""
         self.log, self.log_code = log, code
@@ -236,13 +246,7 @@ class SharedLog:
 
     def append_coded(self, arrival: float, code: int, packet: bytes) -> None:
         for stream in self.streams:
-            stream.packets += 1
-            stream.octets += len(packet)
-            stream.last_at = arrival
-            if not stream.first_at:
-                stream.first_at = arrival
-            if stream.log is not None:
-                stream.log.append_coded(arrival, stream.log_code, packet)
+            stream.take(arrival, packet)
 
     def append_run(self, code: int, run: PendingRun) -> None:
         first_at = struct.unpack_from("<d", run.arrivals)[0]

@@ -372,13 +372,7 @@ class Engine:
 
     def _count_rtp(self, stream: MediaStream, payload: bytes, at: float) -> None:
         self.stats.rtp_packets += 1
-        stream.packets += 1
-        stream.octets += len(payload)
-        stream.last_at = at
-        if not stream.first_at:
-            stream.first_at = at
-        if stream.log is not None:
-            stream.log.append_coded(at, stream.log_code, payload)
+        stream.take(at, payload)
 
     def _tcp(self, datagram: Datagram, at: float) -> None:
         segment = datagram.payload

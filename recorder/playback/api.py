@@ -6,6 +6,9 @@ recordings a person may already see, so no filter, count or id tells them about 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import F, QuerySet
@@ -111,18 +114,15 @@ class NoteSerializer(serializers.ModelSerializer):
         read_only_fields = ["created_at", "updated_at"]
 
 
-class _as_api_errors:
+@contextmanager
+def _as_api_errors() -> Iterator[None]:
     """The marks' refusals as the API's: 403 with the sentence, 400 with the messages."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type | None, error: BaseException | None, trace: object) -> bool:
-        if isinstance(error, DjangoPermissionDenied):
-            raise PermissionDenied(str(error)) from None
-        if isinstance(error, DjangoValidationError):
-            raise ValidationError({"detail": error.messages}) from None
-        return False
+    try:
+        yield
+    except DjangoPermissionDenied as refused:
+        raise PermissionDenied(str(refused)) from None
+    except DjangoValidationError as error:
+        raise ValidationError({"detail": error.messages}) from None
 
 
 def _flags_of(recording: Recording) -> list[dict]:

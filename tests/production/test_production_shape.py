@@ -19,7 +19,6 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
@@ -136,16 +135,6 @@ class Browser:
         response, page = self.request("POST", "/login/", form)
         assert response.status == 302, re.findall(rb'(?s)class="errors?.*?</', page)
         assert "sessionid" in self.cookies
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def production_environment(tmp_path: Path, broker_url: str) -> dict[str, str]:

@@ -97,16 +97,6 @@ def sites() -> Iterator[tuple[Site, Site]]:
             remove_site(site)
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def configure(site: Site) -> Agent:
     """The site's agent, their phone's line, and the node's interface."""
     agent = Agent.objects.create(name=site.agent)

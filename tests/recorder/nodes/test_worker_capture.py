@@ -36,16 +36,6 @@ LANDING_SECONDS = 30.0
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def worker(postgresql: None, redis_server: RedisServer, tmp_path: Path) -> Iterator[CaptureWorker]:
     started = CaptureWorker(tmp_path, redis_server.url, database_url())
     try:

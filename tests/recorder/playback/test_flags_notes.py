@@ -9,11 +9,10 @@ import json
 
 import pytest
 from django.contrib.auth.models import Permission
-from django.test import Client
-from rest_framework.test import APIClient
 
 from recorder.models import AuditEntry, Flag, Recording, RecordingFlag, RecordingNote
 from tests.recorder.playback.support import PlaybackWorld, build_world
+from tests.recorder.playback.test_access import api_as, pages_as
 
 
 @pytest.fixture
@@ -32,18 +31,6 @@ def flags(world: PlaybackWorld) -> dict[str, Flag]:
     made = {name: Flag.objects.create(name=name) for name in ("complaint", "training")}
     made["retired"] = Flag.objects.create(name="retired", active=False)
     return made
-
-
-def pages_as(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def api_as(user) -> APIClient:
-    client = APIClient()
-    client.force_login(user)
-    return client
 
 
 def entries(action: str) -> list[tuple]:
