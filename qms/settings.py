@@ -20,6 +20,7 @@ from qms.lib.env import (
     env_int,
     env_list,
     env_networks,
+    env_redis_url,
     env_s3_storage,
     env_shared_secret,
     env_str,
@@ -266,6 +267,13 @@ CELERY_TIMEZONE = TIME_ZONE
 # exit after a number of reconnection attempts (its outbox holds the events meanwhile).
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# Live listening (docs/playback.md): the Redis that carries calls' live audio from the
+# capture nodes to the web tier. The broker's by default when it is Redis; empty turns
+# live listening off.
+QMS_LIVE_AUDIO_URL = env_redis_url(
+    "QMS_LIVE_AUDIO_URL",
+    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis:", "rediss:", "unix:")) else "",
+)
 # celery beat. The TAPI poll has its own entry (integrations/shoretel).
 CELERY_BEAT_SCHEDULE = {
     "expire-stale-bindings": {
@@ -279,6 +287,10 @@ CELERY_BEAT_SCHEDULE = {
     "purge-expired-recordings": {
         "task": "recorder.tasks.purge_expired_recordings",
         "schedule": timedelta(hours=1),
+    },
+    "end-lapsed-live-listens": {
+        "task": "recorder.tasks.end_lapsed_listens",
+        "schedule": timedelta(seconds=30),
     },
 }
 

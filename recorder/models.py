@@ -225,6 +225,7 @@ class Recording(models.Model):
         permissions = [
             ("view_all_recordings", "Can see and play every recording, of every team"),
             ("download_recording", "Can download the audio file of a recording they may play"),
+            ("listen_live", "Can listen to the calls in progress of agents they may hear"),
         ]
 
     def __str__(self) -> str:
@@ -329,6 +330,8 @@ class AuditEntry(models.Model):
         NOTE = "note", "note added"
         NOTE_EDIT = "note_edit", "note changed"
         NOTE_DELETE = "note_delete", "note deleted"
+        LISTEN_START = "listen_start", "live listening started"
+        LISTEN_END = "listen_end", "live listening ended"
 
     at = models.DateTimeField(default=timezone.now, db_index=True)
     user = models.ForeignKey(
@@ -491,3 +494,40 @@ class RecordingNote(models.Model):
 
     def __str__(self) -> str:
         return f"note at {self.position_seconds:.1f} s on recording {self.recording_id}"
+
+
+class LiveListen(models.Model):
+    """A supervisor listening to a call in progress (docs/playback.md, "Live listening"):
+    from the first segment asked for until they stop, the call ends, or their page stops
+    asking. Each start and each end is an audit entry too."""
+
+    class EndedBy(models.TextChoices):
+        STOPPED = "stopped", "the listener stopped"
+        CALL_ENDED = "call_ended", "the call ended"
+        LAPSED = "lapsed", "the listener's page went away"
+        NOT_ALLOWED = "not_allowed", "the listener may no longer hear the call"
+        UNAVAILABLE = "unavailable", "the capture node could not serve the call's audio"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    call = models.ForeignKey(Call, null=True, on_delete=models.SET_NULL, related_name="+")
+    call_ref = models.BigIntegerField(help_text="The call's id, kept should the call go.")
+    client_ip = models.GenericIPAddressField("client IP", null=True, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    last_request_at = models.DateTimeField(
+        default=timezone.now, help_text="When the listener's page last asked for audio."
+    )
+    ended_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    ended_by = models.CharField(max_length=12, choices=EndedBy, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [
+            models.Index(
+                fields=["last_request_at"],
+                condition=models.Q(ended_at__isnull=True),
+                name="live_listens_open",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"live listen {self.pk} to call {self.call_ref}"

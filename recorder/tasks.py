@@ -13,6 +13,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from recorder.nodes.sweep import end_stale_calls
+from recorder.playback.live import end_lapsed_listens as end_lapsed
 from recorder.recordings import (
     finalise,  # noqa: F401 (registers the finalisation tasks)
 )
@@ -32,3 +33,9 @@ def sweep_stale_calls() -> int:
 def purge_expired_recordings() -> int:
     """Delete the recordings past their retention (recorder/recordings/retention.py)."""
     return len(purge_expired(timezone.now()).purged)
+
+
+@shared_task(name="recorder.tasks.end_lapsed_listens", acks_late=True, ignore_result=True)
+def end_lapsed_listens() -> int:
+    """End the live listens whose page went away (recorder/playback/live.py)."""
+    return end_lapsed(timezone.now())

@@ -239,9 +239,22 @@ def env_url_path(name: str) -> str:
 
 def env_cache(name: str) -> dict:
     """A CACHES entry: Redis for redis://, rediss:// or unix:// URLs, else process memory."""
-    raw = os.environ.get(name, "").strip()
+    raw = env_redis_url(name)
     if not raw:
         return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    return {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": raw,
+        "KEY_PREFIX": "qms",
+    }
+
+
+def env_redis_url(name: str, default: str = "") -> str:
+    """A redis://, rediss:// or unix:// URL, or empty (`default` when the variable is not
+    set)."""
+    raw = os.environ.get(name, default).strip()
+    if not raw:
+        return ""
     try:
         parts = urlsplit(raw)
         parts.port  # noqa: B018 - read for its ValueError on a port that is no number
@@ -254,11 +267,7 @@ def env_cache(name: str) -> dict:
             f"{name} must be a Redis URL such as redis://127.0.0.1:6379/1, "
             f"not {_without_password(raw)!r}."
         )
-    return {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": raw,
-        "KEY_PREFIX": "qms",
-    }
+    return raw
 
 
 def env_database(name: str, default: str) -> dict:

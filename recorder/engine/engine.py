@@ -8,7 +8,6 @@ whose observations go to a sink (the directory and the call log live behind it).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import resource
 import struct
@@ -54,7 +53,7 @@ from recorder.engine.pcapfile import (
 )
 from recorder.engine.sink import EngineStats, Sink
 from recorder.media.rtp import looks_like_rtp
-from recorder.media.rtplog import SPOOL_SUFFIX, RtpLog
+from recorder.media.rtplog import RtpLog, log_name
 
 log = logging.getLogger(__name__)
 
@@ -334,8 +333,7 @@ class Engine:
             # The last handles are kept for answered calls: this one asks again at its answer.
             self.stats.caps[SPOOL_RESERVE] += 1
             return None
-        name = hashlib.sha1(call.call_id.encode(), usedforsecurity=False).hexdigest()[:20]
-        path = self.spool_root / f"{int(call.started_at)}-{name}{SPOOL_SUFFIX}"
+        path = self.spool_root / log_name(call.call_id, call.started_at)
         manifest = {
             "call_id": call.call_id,
             "protocol": call.protocol,

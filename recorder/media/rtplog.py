@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -255,6 +256,21 @@ def _write_all(fd: int, data: bytes) -> int:
     return written
 
 
+def log_name(call_id: str, started_at: float) -> str:
+    """A call's log file name in its capture's spool folder: its start and a digest of its
+    Call-ID, so that a hostile Call-ID names no path (the manifest holds the Call-ID)."""
+    return f"{int(started_at)}-{_call_digest(call_id)}{SPOOL_SUFFIX}"
+
+
+def log_names_of(call_id: str) -> str:
+    """A glob of the names the logs of calls with this Call-ID have, whatever their start."""
+    return f"*-{_call_digest(call_id)}{SPOOL_SUFFIX}"
+
+
+def _call_digest(call_id: str) -> str:
+    return hashlib.sha1(call_id.encode(), usedforsecurity=False).hexdigest()[:20]
+
+
 def manifest_record(manifest: dict) -> bytes:
     """The record that opens a log: the call's description as JSON, after its header."""
     text = json.dumps(manifest, sort_keys=True).encode()
@@ -383,3 +399,53 @@ def read_log(spool: Path) -> Iterator[LoggedPacket]:
     """Every packet of every complete block, a direction's packets in arrival order."""
     for block in read_blocks(spool):
         yield from block.packets()
+
+
+# --- a log that is still being written (live listening, recorder/media/live.py) -----------
+
+
+def read_blocks_from(spool: Path, offset: int) -> tuple[list[LogBlock], int]:
+    """The complete blocks written after byte `offset` of a live call's log, and the
+    offset after the last of them: where the next read starts. A block the capture is
+    writing now (cut short) is left for the next read; one that does not parse ends what
+    this read gives, as it ends the log for its finishing."""
+    blocks: list[LogBlock] = []
+    path = log_file(spool)
+    with open(path, "rb", buffering=READ_BUFFER) as opened:
+        opened.seek(offset)
+        while header := opened.read(BLOCK_HEADER.size):
+            block = _read_block(opened, header)
+            if block is None:
+                break
+            offset = opened.tell()
+            if block is not _MANIFEST:
+                blocks.append(block)
+    return blocks, offset
+
+
+def tail_offset(spool: Path, seconds: float) -> int:
+    """Where to start reading a live call's log to get about its last `seconds`: the
+    first block whose last packet arrived within `seconds` of the newest, found from the
+    blocks' headers and last arrival times alone (the packets are skipped)."""
+    ends: list[tuple[int, float]] = []
+    path = log_file(spool)
+    with open(path, "rb") as opened:
+        offset = 0
+        while len(header := opened.read(BLOCK_HEADER.size)) == BLOCK_HEADER.size:
+            _code, magic, count, total = BLOCK_HEADER.unpack(header)
+            if magic == MANIFEST_MAGIC and count == 0:
+                offset += BLOCK_HEADER.size + total
+            elif magic == BLOCK_MAGIC and count:
+                opened.seek(offset + BLOCK_HEADER.size + (count - 1) * ARRIVAL_BYTES)
+                last = opened.read(ARRIVAL_BYTES)
+                if len(last) < ARRIVAL_BYTES:
+                    break
+                ends.append((offset, _native(array("d"), last)[0]))
+                offset += BLOCK_HEADER.size + count * (ARRIVAL_BYTES + LENGTH_BYTES) + total
+            else:
+                break
+            opened.seek(offset)
+    if not ends:
+        return 0
+    newest = max(arrival for _offset, arrival in ends)
+    return next(offset for offset, arrival in ends if arrival >= newest - seconds)

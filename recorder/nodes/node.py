@@ -41,9 +41,11 @@ from django.utils import timezone
 from recorder.nodes import leases
 from recorder.nodes.alerts import note_alert
 from recorder.nodes.caps import CapAlerts
+from recorder.nodes.live_audio import LiveAudioRelay
 from recorder.nodes.models import CaptureInterface, PendingFinalisation
 from recorder.nodes.sniffer import SnifferPaths
 from recorder.recordings.finalise import enqueue_finalisation
+from recorder.recordings.live_relay import relay_client
 from recorder.sinks.delivery import Deliverer
 from recorder.sinks.outbox import STATS_NAME
 
@@ -197,14 +199,27 @@ class CaptureNode:
         self.stopping = threading.Event()
         self.database_failures = 0
         self.thread = threading.Thread(target=self._run, name="qms-capture-node", daemon=True)
+        self.live_audio = self._live_audio()
 
     def start(self) -> None:
         log.info("capture node %s: starting (lease owner %s)", self.node, self.owner)
         self.thread.start()
+        if self.live_audio is not None:
+            self.live_audio.start()
 
     def stop(self) -> None:
         self.stopping.set()
+        if self.live_audio is not None:
+            self.live_audio.stop()
         self.thread.join()
+
+    def _live_audio(self) -> LiveAudioRelay | None:
+        """Live listening's decoder of this node's calls, when the relay is configured."""
+        client = relay_client()
+        if client is None:
+            return None
+        capturing = lambda: bool(self.sniffers) and not self.refused_by  # noqa: E731
+        return LiveAudioRelay(self.node, client, Path(settings.QMS_SPOOL_DIR), capturing)
 
     def _run(self) -> None:
         try:

@@ -42,6 +42,12 @@ def may_download(user: User) -> bool:
     return bool(user.is_active and user.has_perm("recorder.download_recording"))
 
 
+def may_listen_live(user: User) -> bool:
+    """Listening to calls in progress is a permission of its own too (recorder/playback/
+    live.py), for the calls calls_visible_to() shows."""
+    return bool(user.is_active and user.has_perm("recorder.listen_live"))
+
+
 def _scoped(user: User, rows: QuerySet) -> QuerySet:
     if not user.is_authenticated or not user.is_active:
         return rows.none()

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from recorder.playback import views
+from recorder.playback import live, views
 
 app_name = "recorder"
 
@@ -14,6 +14,10 @@ urlpatterns = [
     path("recordings/<int:pk>/flags", views.recording_flags, name="flags"),
     path("recordings/<int:pk>/notes", views.recording_notes, name="notes"),
     path("calls/live/", views.live_calls, name="live"),
+    path("calls/<int:pk>/listen", live.listen_page, name="listen"),
+    path("calls/<int:pk>/listen/start", live.listen_start, name="listen_start"),
+    path("listens/<int:pk>/segment", live.listen_segment, name="listen_segment"),
+    path("listens/<int:pk>/stop", live.listen_stop, name="listen_stop"),
     path(
         "login/",
         auth_views.LoginView.as_view(

@@ -25,7 +25,12 @@ from django.views.decorators.http import require_GET, require_POST
 from qms.lib.login_throttle import is_locked, lockout_message
 from recorder.models import AuditEntry, Call, Flag, Recording, RecordingNote
 from recorder.playback import marks
-from recorder.playback.access import calls_visible_to, may_download, recordings_visible_to
+from recorder.playback.access import (
+    calls_visible_to,
+    may_download,
+    may_listen_live,
+    recordings_visible_to,
+)
 from recorder.playback.audio import audio_response
 from recorder.playback.audit import audit
 from recorder.playback.listing import ScopedListing
@@ -251,7 +256,8 @@ def live_calls(request: HttpRequest) -> HttpResponse:
     )
     # Who is on the phone with whom, now: a search of calls, written at every refresh.
     audit(request, AuditEntry.Action.SEARCH, detail={"filters": {}, "listing": "live calls"})
-    return render(request, "recorder/live_calls.html", {"calls": calls})
+    context = {"calls": calls, "may_listen": may_listen_live(request.user)}
+    return render(request, "recorder/live_calls.html", context)
 
 
 @login_required

@@ -173,6 +173,7 @@ def test_a_worker_on_redis_consumes_a_published_task_and_expires_a_lapsed_bindin
 # the tasks' dotted paths when the code moved into its rooms (issue 12) and never change.
 WIRE_TASK_NAMES = {
     "extensions.tasks.expire_stale_bindings",
+    "recorder.tasks.end_lapsed_listens",
     "integrations.shoretel.tasks.poll_tapi_bridges",
     "recorder.tasks.apply_binding",
     "recorder.tasks.compute_peaks",

@@ -47,6 +47,7 @@ SETTINGS_VARIABLES = {
     "SECURE_HSTS_PRELOAD",
     "LOG_LEVEL",
     "CACHE_URL",
+    "QMS_LIVE_AUDIO_URL",
     "QMS_LOGIN_FAILURE_LIMIT",
     "QMS_LOGIN_LOCKOUT_MINUTES",
     "QMS_AGENTS_HEAR_OWN",
@@ -334,6 +335,18 @@ def test_parse_database_url_raises_value_error_for_the_reader_to_name() -> None:
 # Start-up ----------------------------------------------------------------------------------
 
 
+def test_live_audio_goes_through_the_broker_s_redis_unless_told_otherwise(tmp_path: Path) -> None:
+    show = "from django.conf import settings; print(repr(settings.QMS_LIVE_AUDIO_URL))"
+
+    def shown(**variables: str) -> str:
+        return run_manage(tmp_path, "shell", "-c", show, **variables).stdout.splitlines()[-1]
+
+    broker = {"DEBUG": "1", "CELERY_BROKER_URL": "redis://broker:6379/0"}
+    assert shown(**broker) == "'redis://broker:6379/0'"
+    assert shown(**broker, QMS_LIVE_AUDIO_URL="redis://relay:6379/2") == "'redis://relay:6379/2'"
+    assert shown(DEBUG="1") == "''"
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
@@ -344,6 +357,7 @@ def test_parse_database_url_raises_value_error_for_the_reader_to_name() -> None:
         ("ALLOWED_HOSTS", ",,"),
         ("LOG_LEVEL", "loud"),
         ("CACHE_URL", "memcached://cache:11211"),
+        ("QMS_LIVE_AUDIO_URL", "http://relay:6379"),
         ("QMS_AGENTS_HEAR_OWN", "sometimes"),
         ("QMS_AUDIO_ACCEL_REDIRECT", "protected"),
         ("QMS_LOGIN_FAILURE_LIMIT", "0"),

@@ -42,6 +42,7 @@ SUPERVISOR_PERMISSIONS = [
     "download_recording",
     "add_recordingflag",
     "add_recordingnote",
+    "listen_live",
 ]
 # Telephony admins keep the directory and the TAPI bridges: every permission of those apps.
 TELEPHONY_ADMIN_APPS = ["extensions", "shoretel"]

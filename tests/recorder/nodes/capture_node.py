@@ -330,11 +330,12 @@ class Phones:
         path.write_text(text)
         return path
 
-    def start_far_end(self, seconds: float) -> None:
-        """The registrar and callee, streaming `seconds` of audio into every call."""
+    def start_far_end(self, seconds: float, audio: Path | None = None) -> None:
+        """The registrar and callee, streaming `seconds` of audio into every call (or the
+        µ-law file `audio`)."""
         far_end = self.far_end_ip
         self.far_end_port = free_port(socket.SOCK_DGRAM, far_end)
-        scenario = self.scenario("callee_uas", audio=self.audio(seconds))
+        scenario = self.scenario("callee_uas", audio=audio or self.audio(seconds))
         command = [self.sipp, "-sf", str(scenario), "-i", far_end, "-p", str(self.far_end_port)]
         command += ["-mp", str(free_port(socket.SOCK_DGRAM, far_end)), "-nostdin"]
         command += ["-trace_err"]
@@ -347,10 +348,14 @@ class Phones:
         command += ["-key", "extension", extension, "-key", "expires", "3600", "-m", "1"]
         self._finish(self._spawn([*command, *self._limits()], "register"))
 
-    def call(self, seconds: float, wait: bool = True) -> subprocess.Popen:
-        """John calls 9002; both sides speak for `seconds`, then John hangs up."""
+    def call(
+        self, seconds: float, wait: bool = True, audio: Path | None = None
+    ) -> subprocess.Popen:
+        """John calls 9002; both sides speak for `seconds` (John the µ-law file `audio`, if
+        given), then John hangs up."""
         talk_ms = int((seconds + HANG_UP_AFTER_SECONDS) * 1000)
-        scenario = self.scenario("agent_uac", audio=self.audio(seconds), talk_ms=talk_ms)
+        sent = audio or self.audio(seconds)
+        scenario = self.scenario("agent_uac", audio=sent, talk_ms=talk_ms)
         command = [*self.agent_side, self.sipp, f"{self.far_end_ip}:{self.far_end_port}"]
         command += ["-sf", str(scenario), "-s", "9002", "-key", "extension", self.extension]
         command += ["-i", self.agent_ip, "-p", str(self.agent_port())]
@@ -395,7 +400,9 @@ def loopback_usable(ip: str) -> bool:
 
 
 @contextlib.contextmanager
-def phones(workdir: Path, far_end_seconds: float) -> Iterator[Phones]:
+def phones(
+    workdir: Path, far_end_seconds: float, far_end_audio: Path | None = None
+) -> Iterator[Phones]:
     sipp = need_tool("sipp")
     need_loopback_capture()
     need(
@@ -404,7 +411,7 @@ def phones(workdir: Path, far_end_seconds: float) -> Iterator[Phones]:
     )
     found = Phones(sipp, workdir)
     try:
-        found.start_far_end(far_end_seconds)
+        found.start_far_end(far_end_seconds, far_end_audio)
         yield found
     finally:
         found.stop_all()
