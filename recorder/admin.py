@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
@@ -19,7 +19,16 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from qms.lib.admin import ReadOnlyAdmin
-from recorder.models import AuditEntry, Call, Flag, Recording
+from recorder.models import (
+    USED_FORM_MESSAGE,
+    AuditEntry,
+    Call,
+    EvaluationForm,
+    Flag,
+    FormSection,
+    Question,
+    Recording,
+)
 from recorder.playback.access import calls_visible_to, recordings_visible_to
 from recorder.playback.audit import audit, audit_call_view, audit_search
 
@@ -185,3 +194,93 @@ class FlagAdmin(admin.ModelAdmin):
     list_display = ["name", "description", "active"]
     list_filter = ["active"]
     search_fields = ["name"]
+
+
+class FormPartInline(admin.TabularInline):
+    """A form's sections, or a section's questions: fixed once the form is in use."""
+
+    extra = 1
+
+    def form_of(self, parent: Model | None) -> EvaluationForm | None:
+        raise NotImplementedError
+
+    def is_locked(self, parent: Model | None) -> bool:
+        form = self.form_of(parent)
+        return form is not None and form.is_used()
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return not self.is_locked(obj) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return not self.is_locked(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return not self.is_locked(obj) and super().has_delete_permission(request, obj)
+
+
+class FormSectionInline(FormPartInline):
+    model = FormSection
+    fields = ["order", "title"]
+    show_change_link = True  # its questions are on the section's own page
+
+    def form_of(self, parent: Model | None) -> EvaluationForm | None:
+        return parent
+
+
+class QuestionInline(FormPartInline):
+    model = Question
+    fields = ["order", "text", "kind", "scale_max", "weight", "allows_na", "fail_all"]
+
+    def form_of(self, parent: Model | None) -> EvaluationForm | None:
+        return parent.form if parent is not None else None
+
+
+def warn_if_used(request: HttpRequest, form: EvaluationForm | None) -> None:
+    if form is not None and form.is_used() and request.method == "GET":
+        messages.warning(request, USED_FORM_MESSAGE)
+
+
+@admin.register(EvaluationForm)
+class EvaluationFormAdmin(admin.ModelAdmin):
+    """The forms supervisors score recordings with: sections here, each section's questions
+    on its own page. A form in use keeps its questions; "Make a new version" copies it."""
+
+    list_display = ["name", "version", "active", "created_at"]
+    list_filter = ["active"]
+    search_fields = ["name"]
+    readonly_fields = ["version", "created_at"]
+    inlines = [FormSectionInline]
+    actions = ["make_new_version"]
+
+    def change_view(self, request: HttpRequest, object_id: str, *args, **kwargs) -> HttpResponse:
+        warn_if_used(request, self.get_object(request, object_id))
+        return super().change_view(request, object_id, *args, **kwargs)
+
+    @admin.action(description="Make a new version of the selected forms (to change them)",
+                  permissions=["add"])  # fmt: skip
+    def make_new_version(self, request: HttpRequest, forms: QuerySet) -> None:
+        for form in forms:
+            copy = form.new_version()
+            self.message_user(request, f"{copy} made; {form} is retired.", messages.SUCCESS)
+
+
+@admin.register(FormSection)
+class FormSectionAdmin(admin.ModelAdmin):
+    """A section of a form, with its questions."""
+
+    list_display = ["title", "form", "order"]
+    list_filter = ["form"]
+    inlines = [QuestionInline]
+
+    def change_view(self, request: HttpRequest, object_id: str, *args, **kwargs) -> HttpResponse:
+        section = self.get_object(request, object_id)
+        warn_if_used(request, section.form if section is not None else None)
+        return super().change_view(request, object_id, *args, **kwargs)
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        used = obj is not None and obj.form.is_used()
+        return not used and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        used = obj is not None and obj.form.is_used()
+        return not used and super().has_delete_permission(request, obj)

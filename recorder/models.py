@@ -8,8 +8,10 @@ from datetime import timedelta
 from typing import NoReturn
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.files.storage import storages
 from django.db import models, router, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from extensions.models import Agent, Phone
@@ -330,6 +332,11 @@ class AuditEntry(models.Model):
         NOTE = "note", "note added"
         NOTE_EDIT = "note_edit", "note changed"
         NOTE_DELETE = "note_delete", "note deleted"
+        # At most 16 characters: widening the column would rebuild the table on SQLite,
+        # and with it drop the append-only triggers (migration 0006).
+        EVALUATION = "evaluation", "evaluation saved"
+        EVALUATION_EDIT = "evaluation_edit", "evaluation changed"
+        EVALUATION_DELETE = "evaluation_del", "evaluation deleted"
         LISTEN_START = "listen_start", "live listening started"
         LISTEN_END = "listen_end", "live listening ended"
 
@@ -494,6 +501,262 @@ class RecordingNote(models.Model):
 
     def __str__(self) -> str:
         return f"note at {self.position_seconds:.1f} s on recording {self.recording_id}"
+
+
+# Evaluations (docs/playback.md, "Evaluations"): administrators build the forms in the admin,
+# supervisors score recordings with them; the score is computed by recorder/playback/scoring.py.
+
+USED_FORM_MESSAGE = (
+    "This form has been used by evaluations, so its sections and questions cannot change "
+    "under them. Make a new version of it (the action in the list of forms) and change that."
+)
+
+
+class EvaluationForm(models.Model):
+    """A scorecard: sections of weighted questions. Once an evaluation uses it, its
+    sections and questions are fixed; a change is made in a new version."""
+
+    name = models.CharField(max_length=100)
+    version = models.PositiveSmallIntegerField(default=1, editable=False)
+    description = models.TextField(blank=True, max_length=2000)
+    active = models.BooleanField(
+        default=True,
+        help_text="Offered to supervisors. A retired form stays on the evaluations made with it.",
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["name", "-version"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["name", "version"],
+                name="one_form_version_per_name",
+                violation_error_message="A form of this name and version exists already.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} (v{self.version})" if self.version > 1 else self.name
+
+    def is_used(self) -> bool:
+        return self.pk is not None and self.evaluations.exists()
+
+    def new_version(self) -> EvaluationForm:
+        """A copy of this form, sections and questions, as the next version of its name, to
+        be changed in place of this one, which is retired."""
+        with transaction.atomic():
+            latest = EvaluationForm.objects.filter(name=self.name).aggregate(models.Max("version"))
+            copy = EvaluationForm.objects.create(
+                name=self.name, version=latest["version__max"] + 1,
+                description=self.description, active=self.active,
+            )  # fmt: skip
+            for section in self.sections.prefetch_related("questions"):
+                questions = list(section.questions.all())
+                section.pk, section.form = None, copy
+                section.save()
+                for question in questions:
+                    question.pk, question.section = None, section
+                    question.save()
+            EvaluationForm.objects.filter(pk=self.pk).update(active=False)
+        return copy
+
+
+class FormPart(models.Model):
+    """A section or a question: refused, with a sentence, once its form is in use."""
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        self.refuse_if_form_used()
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
+        self.refuse_if_form_used()
+        return super().delete(*args, **kwargs)
+
+    def clean(self) -> None:
+        super().clean()
+        self.refuse_if_form_used()
+
+    def owning_form(self) -> EvaluationForm | None:
+        raise NotImplementedError
+
+    def refuse_if_form_used(self) -> None:
+        form = self.owning_form()
+        if form is not None and form.is_used():
+            raise ValidationError(USED_FORM_MESSAGE)
+
+
+class FormSection(FormPart):
+    form = models.ForeignKey(EvaluationForm, on_delete=models.CASCADE, related_name="sections")
+    order = models.PositiveSmallIntegerField(default=1)
+    title = models.CharField(max_length=200)
+
+    class Meta:
+        ordering = ["form", "order", "pk"]
+
+    def __str__(self) -> str:
+        return self.title
+
+    def owning_form(self) -> EvaluationForm | None:
+        return self.form if self.form_id else None
+
+
+SCALE_LIMIT = 10
+
+
+class Question(FormPart):
+    class Kind(models.TextChoices):
+        YES_NO = "yes_no", "yes / no"
+        SCALE = "scale", "scale"
+
+    section = models.ForeignKey(FormSection, on_delete=models.CASCADE, related_name="questions")
+    order = models.PositiveSmallIntegerField(default=1)
+    text = models.CharField(max_length=500)
+    kind = models.CharField(max_length=8, choices=Kind, default=Kind.YES_NO)
+    scale_max = models.PositiveSmallIntegerField(
+        "scale top",
+        default=5,
+        help_text=f"A scale runs from 1 (worst) to this (best), 2 to {SCALE_LIMIT}.",
+    )
+    weight = models.FloatField(
+        default=1.0, help_text="Its share of the score; 0 counts for nothing but a fail-all."
+    )
+    allows_na = models.BooleanField(
+        "allows N/A",
+        default=False,
+        help_text="May be answered not applicable: it then counts for nothing.",
+    )
+    fail_all = models.BooleanField(
+        "fail-all",
+        default=False,
+        help_text="A No (or the lowest point of a scale) makes the whole evaluation score 0.",
+    )
+
+    class Meta:
+        ordering = ["section__order", "section", "order", "pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(weight__gte=0) & Q(weight__lte=1000),
+                name="question_weight_from_0_to_1000",
+                violation_error_message="A weight is a number from 0 to 1000.",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind="yes_no") | Q(scale_max__gte=2, scale_max__lte=SCALE_LIMIT),
+                name="question_scale_from_2_to_10",
+                violation_error_message=f"A scale's top is from 2 to {SCALE_LIMIT}.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.text
+
+    def owning_form(self) -> EvaluationForm | None:
+        return self.section.form if self.section_id else None
+
+    def top_value(self) -> int:
+        """The best answer: Yes (1) or the top of the scale."""
+        return 1 if self.kind == self.Kind.YES_NO else self.scale_max
+
+    def bottom_value(self) -> int:
+        """The worst answer: No (0) or 1, the one a fail-all question fails on."""
+        return 0 if self.kind == self.Kind.YES_NO else 1
+
+
+class Evaluation(models.Model):
+    """A supervisor's scoring of one recording with one form."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "draft"
+        SUBMITTED = "submitted", "submitted"
+
+    recording = models.ForeignKey(Recording, on_delete=models.CASCADE, related_name="evaluations")
+    form = models.ForeignKey(EvaluationForm, on_delete=models.PROTECT, related_name="evaluations")
+    agent = models.ForeignKey(
+        Agent,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="evaluations",
+        help_text="The agent evaluated: the recording's, when the evaluation was made.",
+    )
+    evaluator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    evaluator_name = models.CharField(max_length=150, help_text="The evaluator's login then.")
+    status = models.CharField(max_length=10, choices=Status, default=Status.DRAFT)
+    score = models.FloatField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Computed by QMS from the answers, 0 to 100; empty when no answer counts.",
+    )
+    comment = models.TextField(blank=True, max_length=NOTE_TEXT_LIMIT)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["recording", "form", "evaluator"],
+                name="one_evaluation_per_evaluator_form_recording",
+                violation_error_message="You have evaluated this recording with this form "
+                "already: change that evaluation.",
+            ),
+            models.CheckConstraint(
+                condition=Q(score__isnull=True) | Q(score__gte=0, score__lte=100),
+                name="evaluation_score_from_0_to_100",
+                violation_error_message="A score is from 0 to 100.",
+            ),
+            models.CheckConstraint(
+                condition=Q(status="draft") | Q(submitted_at__isnull=False),
+                name="submitted_evaluation_has_its_time",
+                violation_error_message="A submitted evaluation says when it was submitted.",
+            ),
+        ]
+        indexes = [models.Index(fields=["agent", "status"], name="evaluation_agent_status")]
+        permissions = [
+            ("view_own_evaluations", "Can see the submitted evaluations of their own calls"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.form} of recording {self.recording_id} by {self.evaluator_name}"
+
+
+class Answer(models.Model):
+    """One question's answer: a value (Yes 1 / No 0, or a point of the scale) or N/A."""
+
+    evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE, related_name="answers")
+    question = models.ForeignKey(Question, on_delete=models.PROTECT, related_name="answers")
+    value = models.PositiveSmallIntegerField(null=True, blank=True)
+    not_applicable = models.BooleanField("N/A", default=False)
+    comment = models.CharField(max_length=500, blank=True)
+    position_seconds = models.FloatField(
+        "position (s)", null=True, blank=True, help_text="Where in the recording, if said."
+    )
+
+    class Meta:
+        ordering = ["question__section__order", "question__order", "question"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["evaluation", "question"],
+                name="one_answer_per_question",
+                violation_error_message="A question is answered once in an evaluation.",
+            ),
+            models.CheckConstraint(
+                condition=Q(not_applicable=True, value__isnull=True)
+                | Q(not_applicable=False, value__isnull=False, value__lte=SCALE_LIMIT),
+                name="answer_is_a_value_or_na",
+                violation_error_message="An answer is either a value or N/A.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        shown = "N/A" if self.not_applicable else self.value
+        return f"{self.question}: {shown}"
 
 
 class LiveListen(models.Model):

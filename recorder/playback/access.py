@@ -15,7 +15,9 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import Q, QuerySet
 
 from extensions.access import User, entitled, sees_every_recording
-from recorder.models import Call, Recording
+from recorder.models import Call, Evaluation, Recording
+
+VIEW_OWN_EVALUATIONS = "recorder.view_own_evaluations"
 
 
 def recordings_visible_to(user: User, recordings: QuerySet | None = None) -> QuerySet:
@@ -35,6 +37,29 @@ def calls_visible_to(user: User, calls: QuerySet | None = None) -> QuerySet:
     """The call log under the same rules: a call is seen by whoever may see its recording."""
     calls = Call.objects.all() if calls is None else calls
     return _scoped(user, calls)
+
+
+def evaluations_visible_to(user: User, evaluations: QuerySet | None = None) -> QuerySet:
+    """The evaluations `user` may read, narrowed from `evaluations` (default: all).
+
+    - Whoever sees every recording: every evaluation.
+    - Anyone else: the submitted evaluations of the recordings they may see, and their own
+      drafts; never an evaluation of themselves (as the recording's agent) through that.
+    - An agent holding recorder.view_own_evaluations: also the submitted evaluations of
+      their own calls, whether or not they may hear them (QMS_AGENTS_HEAR_OWN).
+    """
+    evaluations = Evaluation.objects.all() if evaluations is None else evaluations
+    if not user.is_authenticated or not user.is_active:
+        return evaluations.none()
+    if sees_every_recording(user):
+        return evaluations
+    submitted = Q(status=Evaluation.Status.SUBMITTED)
+    of_themselves = Q(agent__user=user)
+    seen = Q(recording__in=recordings_visible_to(user).values("pk")) & ~of_themselves
+    seen &= submitted | Q(evaluator=user)
+    if user.has_perm(VIEW_OWN_EVALUATIONS):
+        seen |= of_themselves & submitted
+    return evaluations.filter(seen)
 
 
 def may_download(user: User) -> bool:

@@ -13,6 +13,7 @@ urlpatterns = [
     path("recordings/<int:pk>/audio", views.recording_audio, name="audio"),
     path("recordings/<int:pk>/flags", views.recording_flags, name="flags"),
     path("recordings/<int:pk>/notes", views.recording_notes, name="notes"),
+    path("recordings/<int:pk>/evaluations", views.recording_evaluations, name="evaluations"),
     path("calls/live/", views.live_calls, name="live"),
     path("calls/<int:pk>/listen", live.listen_page, name="listen"),
     path("calls/<int:pk>/listen/start", live.listen_start, name="listen_start"),

@@ -23,10 +23,19 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from qms.lib.login_throttle import is_locked, lockout_message
-from recorder.models import AuditEntry, Call, Flag, Recording, RecordingNote
-from recorder.playback import marks
+from recorder.models import (
+    AuditEntry,
+    Call,
+    Evaluation,
+    EvaluationForm,
+    Flag,
+    Recording,
+    RecordingNote,
+)
+from recorder.playback import evaluations, marks
 from recorder.playback.access import (
     calls_visible_to,
+    evaluations_visible_to,
     may_download,
     may_listen_live,
     recordings_visible_to,
@@ -141,8 +150,21 @@ def recording_detail(request: HttpRequest, pk: int) -> HttpResponse:
             for note in recording.notes.all()
         ],
         "may_note": marks.may_note(request.user),
+        "evaluations": [
+            (evaluation, evaluations.may_change_evaluation(request.user, evaluation, "delete"))
+            for evaluation in evaluations_of(request.user, recording)
+        ],
+        "evaluation_sheets": evaluations.sheets_for(request.user, recording),
     }
     return render(request, "recorder/recording_detail.html", context)
+
+
+def evaluations_of(user: AbstractBaseUser, recording: Recording) -> QuerySet:
+    """The evaluations of `recording` the person may read, with their answers."""
+    rows = recording.evaluations.select_related("form").prefetch_related(
+        "answers__question__section"
+    )
+    return evaluations_visible_to(user, rows).order_by("created_at", "pk")
 
 
 # Flags and notes (recorder/playback/marks.py): each a form of the recording page, which it
@@ -193,6 +215,31 @@ def recording_notes(request: HttpRequest, pk: int) -> HttpResponse:
                            request.POST.get("text"))  # fmt: skip
 
     return _marked(request, pk, change, "#notes")
+
+
+@login_required
+@require_POST
+def recording_evaluations(request: HttpRequest, pk: int) -> HttpResponse:
+    """Save one's evaluation with a form (form=<id>, answer-<question id>..., comment,
+    status=draft|submitted), new or changed; or delete one (delete=<evaluation id>)."""
+
+    def change(recording: Recording) -> None:
+        if request.POST.get("delete"):
+            visible = evaluations_visible_to(request.user, recording.evaluations.all())
+            evaluation = get_object_or_404(visible, pk=_number(request.POST["delete"]))
+            evaluations.delete_evaluation(request, evaluation)
+            return
+        form = EvaluationForm.objects.filter(pk=_number(request.POST.get("form"))).first()
+        if form is None:
+            raise ValidationError("Choose a form.")
+        given = evaluations.given_from_page(form, request.POST)
+        mine = Evaluation.objects.filter(recording=recording, form=form, evaluator=request.user)
+        if mine.exists():
+            evaluations.change_evaluation(request, mine.get(), given)
+        else:
+            evaluations.evaluate(request, recording, form, given)
+
+    return _marked(request, pk, change, "#evaluations")
 
 
 def _number(value: object) -> int | None:
