@@ -6,10 +6,13 @@ import io
 import re
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.test import Client
 
 from extensions.models import Binding, LineAppearance, Phone
+from recorder.models import EvaluationForm, Question, Recording
+from recorder.playback.evaluations import sheets_for
 
 
 def load_demo() -> dict[str, str]:
@@ -114,3 +117,15 @@ def test_the_demo_supervisor_lands_on_the_three_demo_recordings_and_one_plays() 
     assert audio["Content-Type"] == "audio/wav"
     body = b"".join(audio.streaming_content)
     assert body[:4] == b"RIFF" and len(body) == john.size
+
+
+@pytest.mark.django_db(transaction=True)  # load_demo records through a thread of its own
+def test_the_demo_supervisor_may_evaluate_the_demo_calls_with_the_demo_form() -> None:
+    load_demo()
+    load_demo()  # again: still one form
+    form = EvaluationForm.objects.get()
+    assert Question.objects.filter(section__form=form, fail_all=True).count() == 1
+    supervisor = User.objects.get(username="supervisor")
+    assert supervisor.has_perm("recorder.add_evaluation")
+    recording = Recording.objects.filter(call_id__startswith="demo-").first()
+    assert [sheet.form for sheet in sheets_for(supervisor, recording)] == [form]

@@ -19,7 +19,7 @@ from extensions.models import Agent, Team
 from extensions.services import apply_binding
 from integrations.observations import BindingSeen, BindingSource
 from qms.demo.capture import write_demo_capture
-from recorder.models import Recording
+from recorder.models import EvaluationForm, FormSection, Question, Recording
 
 DEMO_DIRECTORY = Path(__file__).resolve().parents[2] / "demo" / "directory.csv"
 # Where `make demo` serves QMS (Makefile: runserver 127.0.0.1:8000).
@@ -43,9 +43,25 @@ SUPERVISOR_PERMISSIONS = [
     "add_recordingflag",
     "add_recordingnote",
     "listen_live",
+    "add_evaluation",
 ]
 # Telephony admins keep the directory and the TAPI bridges: every permission of those apps.
 TELEPHONY_ADMIN_APPS = ["extensions", "shoretel"]
+
+# The demo's evaluation form: (section, [(question, kind, scale top, weight, N/A, fail-all)]).
+DEMO_FORM = "Call quality"
+DEMO_QUESTIONS = [
+    ("Opening", [
+        ("Greets the caller and gives their name", "yes_no", 5, 1, False, False),
+        ("Verifies the caller's identity before discussing the account", "yes_no", 5, 0,
+         True, True),
+    ]),
+    ("Handling", [
+        ("Listens and shows empathy", "scale", 5, 2, False, False),
+        ("Resolves the request or says what happens next", "scale", 5, 3, False, False),
+        ("Offers further help", "yes_no", 5, 1, True, False),
+    ]),
+]  # fmt: skip
 
 # What the wire "said" over the last hour: phones registering, John moving to the desk
 # phone for a while (extension mobility), and a number the PBX sends in long form.
@@ -69,6 +85,7 @@ class Command(BaseCommand):
             import_directory(export)
             self.make_teams()
             self.replay_sightings()
+            self.make_evaluation_form()
             admin_password, supervisor_password = self.make_logins()
         self.record_demo_calls()
         # Recordings made before waveforms were computed at finalisation get theirs now.
@@ -99,6 +116,21 @@ class Command(BaseCommand):
         for name, members in TEAMS.items():
             team, _ = Team.objects.get_or_create(name=name)
             team.agents.set(Agent.objects.filter(name__in=members))
+
+    def make_evaluation_form(self) -> None:
+        """A form for the demo supervisor to score the demo calls with, made once."""
+        if EvaluationForm.objects.filter(name=DEMO_FORM).exists():
+            return
+        form = EvaluationForm.objects.create(
+            name=DEMO_FORM, description="Made by load_demo: change it in the admin."
+        )
+        for order, (title, questions) in enumerate(DEMO_QUESTIONS, start=1):
+            section = FormSection.objects.create(form=form, order=order, title=title)
+            for number, (text, kind, top, weight, na, fail_all) in enumerate(questions, 1):
+                Question.objects.create(
+                    section=section, order=number, text=text, kind=kind, scale_max=top,
+                    weight=weight, allows_na=na, fail_all=fail_all,
+                )  # fmt: skip
 
     def replay_sightings(self) -> None:
         now = timezone.now()
