@@ -13,7 +13,14 @@ from extensions.api import (
     TeamViewSet,
 )
 from qms.lib.api import docs_view, schema_view
-from recorder.playback.api import AuditEntryViewSet, FlagViewSet, NoteViewSet, RecordingViewSet
+from recorder.playback.api import (
+    AuditEntryViewSet,
+    EvaluationFormViewSet,
+    EvaluationViewSet,
+    FlagViewSet,
+    NoteViewSet,
+    RecordingViewSet,
+)
 
 
 class Router(DefaultRouter):
@@ -52,6 +59,8 @@ router.register("bindings", BindingViewSet, basename="binding")
 router.register("audit", AuditEntryViewSet, basename="auditentry")
 router.register("flags", FlagViewSet, basename="flag")
 router.register("notes", NoteViewSet, basename="recordingnote")
+router.register("evaluation-forms", EvaluationFormViewSet, basename="evaluationform")
+router.register("evaluations", EvaluationViewSet, basename="evaluation")
 
 urlpatterns = [
     path("schema/", schema_view, name="api-schema"),

@@ -19,6 +19,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from qms.lib.admin import ReadOnlyAdmin
+from qms.lib.spreadsheet import spreadsheet_safe
 from recorder.models import (
     USED_FORM_MESSAGE,
     AuditEntry,
@@ -31,9 +32,6 @@ from recorder.models import (
 )
 from recorder.playback.access import calls_visible_to, recordings_visible_to
 from recorder.playback.audit import audit, audit_call_view, audit_search
-
-# A spreadsheet runs a cell that starts with one of these as a formula.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def shown(request: HttpRequest, response: HttpResponseBase) -> bool:
@@ -179,11 +177,6 @@ def csv_row(entry: AuditEntry) -> list[str]:
         entry.client_ip or "",
         json.dumps(entry.detail, sort_keys=True),
     ]
-
-
-def spreadsheet_safe(cell: str) -> str:
-    # A login name or a search filter is typed by someone; keep it text in a spreadsheet.
-    return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
 
 
 @admin.register(Flag)

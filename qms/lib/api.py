@@ -39,11 +39,15 @@ class QMSAutoSchema(AutoSchema):
     `query_parameters` and about actions that answer other than JSON."""
 
     def get_filter_parameters(self, path: str, method: str) -> list[dict]:
-        if getattr(self.view, "action", None) != "list":
-            return []
+        # A list's filters are its `query_parameters`; another action's (such as a report)
+        # are under its name in `action_query_parameters`.
+        action = getattr(self.view, "action", None)
+        declared = getattr(self.view, "action_query_parameters", {}).get(action)
+        if declared is None:
+            declared = getattr(self.view, "query_parameters", ()) if action == "list" else ()
         return [
             {"name": name, "in": "query", "required": False, "description": text, "schema": schema}
-            for name, schema, text in getattr(self.view, "query_parameters", ())
+            for name, schema, text in declared
         ]
 
     def get_operation_id_base(self, path: str, method: str, action: str) -> str:

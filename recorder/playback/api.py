@@ -14,6 +14,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import F, QuerySet
 from django.db.models.expressions import OrderBy
 from django.http.response import HttpResponseBase
+from django.utils import timezone
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
@@ -23,9 +24,21 @@ from rest_framework.reverse import reverse
 
 from qms.lib.api import DATE_TIME, NUMBER, STRING, ViewModelPermissions
 from qms.lib.query import CheckedQuery, by_id_or_name, choice, moment, number, row_id
-from recorder.models import AuditEntry, Call, Flag, Recording, RecordingFlag, RecordingNote
-from recorder.playback import marks
-from recorder.playback.access import recordings_visible_to
+from recorder.models import (
+    Answer,
+    AuditEntry,
+    Call,
+    Evaluation,
+    EvaluationForm,
+    Flag,
+    FormSection,
+    Question,
+    Recording,
+    RecordingFlag,
+    RecordingNote,
+)
+from recorder.playback import evaluation_report, evaluations, marks
+from recorder.playback.access import evaluations_visible_to, recordings_visible_to
 from recorder.playback.audio import audio_response
 from recorder.playback.audit import audit, audit_search
 from recorder.playback.listing import ScopedListing
@@ -393,3 +406,200 @@ class FlagViewSet(CheckedQuery, viewsets.ReadOnlyModelViewSet):
     serializer_class = FlagSerializer
     permission_classes = [permissions.IsAuthenticated]
     queryset = Flag.objects.order_by("name")
+
+
+class QuestionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Question
+        fields = ["id", "order", "text", "kind", "scale_max", "weight", "allows_na", "fail_all"]
+
+
+class FormSectionSerializer(serializers.ModelSerializer):
+    questions = QuestionSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = FormSection
+        fields = ["id", "order", "title", "questions"]
+
+
+class EvaluationFormSerializer(serializers.ModelSerializer):
+    sections = FormSectionSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = EvaluationForm
+        fields = ["id", "name", "version", "description", "active", "sections"]
+
+
+class EvaluationFormViewSet(CheckedQuery, viewsets.ReadOnlyModelViewSet):
+    """The evaluation forms administrators built (in the admin), with their sections and
+    questions; the active ones are used for new evaluations. ?active=1 for those alone."""
+
+    serializer_class = EvaluationFormSerializer
+    permission_classes = [permissions.IsAuthenticated]
+    queryset = EvaluationForm.objects.prefetch_related("sections__questions").order_by(
+        "name", "-version"
+    )
+    query_parameters = (("active", {"type": "boolean"}, "Only the forms offered (1) or not (0)."),)
+
+    def get_queryset(self) -> QuerySet:
+        forms = super().get_queryset()
+        active = self.request.query_params.get("active")
+        if active is not None:
+            forms = forms.filter(active=active.lower() in ("1", "true", "yes"))
+        return forms
+
+
+class AnswerSerializer(serializers.ModelSerializer):
+    question = serializers.IntegerField(source="question_id")
+    value = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=10)
+    not_applicable = serializers.BooleanField(required=False, default=False)
+    comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)
+    position_seconds = serializers.FloatField(required=False, allow_null=True)
+
+    class Meta:
+        model = Answer
+        fields = ["question", "value", "not_applicable", "comment", "position_seconds"]
+
+
+class EvaluationSerializer(serializers.ModelSerializer):
+    """The score is the server's: computed from the answers, never taken from the client."""
+
+    recording = serializers.IntegerField(source="recording_id")
+    form = serializers.IntegerField(source="form_id")
+    agent = serializers.CharField(source="agent.name", read_only=True, allow_null=True)
+    evaluator = serializers.CharField(source="evaluator_name", read_only=True)
+    status = serializers.ChoiceField(choices=Evaluation.Status.choices, required=False,
+                                     default=Evaluation.Status.DRAFT)  # fmt: skip
+    comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+    answers = AnswerSerializer(many=True, required=False)
+
+    class Meta:
+        model = Evaluation
+        fields = ["id", "recording", "form", "agent", "evaluator", "status", "score", "comment",
+                  "answers", "created_at", "updated_at", "submitted_at"]  # fmt: skip
+        read_only_fields = ["score", "created_at", "updated_at", "submitted_at"]
+
+
+def _given(data: dict) -> evaluations.EvaluationGiven:
+    """The serializer's validated data as the evaluation given."""
+    answers = [{**answer, "question": answer["question_id"]} for answer in data.get("answers", [])]
+    with _as_api_errors():
+        return evaluations.given_from_api(
+            answers, data.get("comment", ""), data.get("status") == Evaluation.Status.SUBMITTED
+        )
+
+
+def _answer_as_given(answer: Answer) -> dict:
+    return {
+        "question_id": answer.question_id,
+        "value": answer.value,
+        "not_applicable": answer.not_applicable,
+        "comment": answer.comment,
+        "position_seconds": answer.position_seconds,
+    }
+
+
+class EvaluationViewSet(
+    CheckedQuery,
+    mixins.ListModelMixin,
+    mixins.CreateModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Evaluations of the recordings the caller may see (submitted ones, and the caller's
+    own drafts; agents their own with recorder.view_own_evaluations). POST evaluates a
+    recording (recorder.add_evaluation); PATCH changes one's own evaluation (answers given
+    replace those of the same questions); DELETE deletes it. The score is computed by the
+    server. Every change is an audit entry."""
+
+    serializer_class = EvaluationSerializer
+    permission_classes = [permissions.IsAuthenticated]
+    queryset = Evaluation.objects.select_related("agent", "form").prefetch_related("answers")
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    # Ids are numbers: the router puts /evaluations/report/ after /evaluations/{id}/.
+    lookup_value_regex = r"[0-9]+"
+    query_parameters = (
+        ("recording", {"type": "integer"}, "The recording's id."),
+        ("agent", STRING, "The agent's id or name."),
+        ("form", {"type": "integer"}, "The form's id."),
+        ("status", {**STRING, "enum": Evaluation.Status.values}, "Draft or submitted."),
+    )
+    action_query_parameters = {
+        "report": (
+            ("started_from", {**STRING, "format": "date"}, "The first day of calls (default: "
+             "29 days before started_to)."),
+            ("started_to", {**STRING, "format": "date"}, "The last day of calls (default: today)."),
+            ("form", STRING, "A form's name: all its versions count."),
+        ),
+    }  # fmt: skip
+    action_responses = {
+        "report": {
+            "200": {
+                "description": "Average scores per agent and per team: {started_from, "
+                "started_to, form, agents: [{name, evaluations, average}], teams: [...]}.",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+    }
+
+    def get_queryset(self) -> QuerySet:
+        rows = evaluations_visible_to(self.request.user, super().get_queryset())
+        query = self.request.query_params
+        if self.action != "list":
+            return rows
+        if "recording" in query:
+            rows = rows.filter(recording_id=row_id("recording", query["recording"], "a recording"))
+        if "agent" in query:
+            rows = rows.filter(**by_id_or_name("agent", query["agent"]))
+        if "form" in query:
+            rows = rows.filter(form_id=row_id("form", query["form"], "a form"))
+        if "status" in query:
+            rows = rows.filter(status=choice("status", query["status"], Evaluation.Status.values))
+        return rows
+
+    def perform_create(self, serializer: EvaluationSerializer) -> None:
+        data = serializer.validated_data
+        visible = recordings_visible_to(self.request.user).select_related("agent")
+        recording = visible.filter(pk=data["recording_id"]).first()
+        if recording is None:
+            raise ValidationError({"recording": ["No recording you may see has this id."]})
+        form = EvaluationForm.objects.filter(pk=data["form_id"]).first()
+        if form is None:
+            raise ValidationError({"form": ["No form has this id."]})
+        with _as_api_errors():
+            serializer.instance = evaluations.evaluate(self.request, recording, form, _given(data))
+
+    def perform_update(self, serializer: EvaluationSerializer) -> None:
+        evaluation = serializer.instance
+        data = serializer.validated_data
+        if {"recording_id", "form_id"} & set(data):
+            raise ValidationError({"detail": ["An evaluation's recording and form stay."]})
+        answers = {answer.question_id: _answer_as_given(answer)
+                   for answer in evaluation.answers.all()}  # fmt: skip
+        answers.update((answer["question_id"], answer) for answer in data.get("answers", []))
+        given = _given({
+            "comment": data.get("comment", evaluation.comment),
+            "status": data.get("status", evaluation.status),
+            "answers": list(answers.values()),
+        })  # fmt: skip
+        with _as_api_errors():
+            evaluations.change_evaluation(self.request, evaluation, given)
+
+    def perform_destroy(self, instance: Evaluation) -> None:
+        with _as_api_errors():
+            evaluations.delete_evaluation(self.request, instance)
+
+    @action(detail=False, url_path="report", url_name="report")
+    def report(self, request: Request) -> Response:
+        """Average scores per agent and per team, of the submitted evaluations of calls
+        made in the period, scoped like the evaluations: as the report page."""
+        form = evaluation_report.ReportForm(data=request.query_params)
+        if not form.is_valid():
+            raise ValidationError(form.errors)
+        first, last = form.period(timezone.localdate())
+        report = evaluation_report.report_for(request.user, first, last,
+                                              form.cleaned_data["form"])  # fmt: skip
+        audit_search(request, request.query_params, listing="evaluation report")
+        return Response(report.as_dict())

@@ -20,6 +20,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from qms.lib.login_throttle import is_locked, lockout_message
@@ -32,7 +33,7 @@ from recorder.models import (
     Recording,
     RecordingNote,
 )
-from recorder.playback import evaluations, marks
+from recorder.playback import evaluation_report, evaluations, marks
 from recorder.playback.access import (
     calls_visible_to,
     evaluations_visible_to,
@@ -41,7 +42,7 @@ from recorder.playback.access import (
     recordings_visible_to,
 )
 from recorder.playback.audio import audio_response
-from recorder.playback.audit import audit
+from recorder.playback.audit import audit, audit_search
 from recorder.playback.listing import ScopedListing
 from recorder.playback.search import DEFAULT_SORT, PAGE_SIZE, SORTS, RecordingSearchForm
 from recorder.recordings.integrity import verify
@@ -316,3 +317,43 @@ def recording_audio(request: HttpRequest, pk: int) -> HttpResponseBase:
     """
     recording = get_object_or_404(recordings_visible_to(request.user), pk=pk)
     return audio_response(request, recording, via_api=False)
+
+
+@login_required
+@require_GET
+def evaluation_report_page(request: HttpRequest) -> HttpResponse:
+    """Average scores per agent and per team over a period: a table and a bar chart."""
+    form, report = _report(request)
+    context = {
+        "form": form,
+        "report": report,
+        "agent_chart": evaluation_report.chart(report.agents) if report else None,
+        "team_chart": evaluation_report.chart(report.teams) if report else None,
+    }
+    return render(request, "recorder/evaluation_report.html", context)
+
+
+@login_required
+@require_GET
+def evaluation_report_csv(request: HttpRequest) -> HttpResponse:
+    """The report's table as CSV: kind (agent or team), name, evaluations, average score."""
+    form, report = _report(request)
+    if report is None:
+        return HttpResponse(" ".join(form.errors.get("started_to", ["Invalid period."])),
+                            status=400, content_type="text/plain")  # fmt: skip
+    response = HttpResponse(evaluation_report.as_csv(report), content_type="text/csv")
+    name = f"evaluations-{report.first_day}-{report.last_day}.csv"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+def _report(request: HttpRequest) -> tuple:
+    """The period form and its report (None while the form is invalid), audited as a search:
+    the report shows agents' names and scores."""
+    form = evaluation_report.ReportForm(data=request.GET)
+    if not form.is_valid():
+        return form, None
+    first, last = form.period(timezone.localdate())
+    report = evaluation_report.report_for(request.user, first, last, form.cleaned_data["form"])
+    audit_search(request, request.GET, listing="evaluation report")
+    return form, report

@@ -40,7 +40,14 @@ ENDPOINTS = {
     "/api/recordings/{id}/flags/": {"get", "post"},
     "/api/recordings/{id}/flags/{flag_name}/": {"delete"},
     "/api/recordings/{id}/notes/": {"get", "post"},
+    "/api/evaluation-forms/": {"get"},
+    "/api/evaluation-forms/{id}/": {"get"},
+    "/api/evaluations/": {"get", "post"},
+    "/api/evaluations/{id}/": {"get", "patch", "delete"},
+    "/api/evaluations/report/": {"get"},
 }
+# Paths that answer one object, though they hold no id.
+NOT_LISTS = {"/api/evaluations/report/"}
 
 
 @pytest.fixture
@@ -71,7 +78,7 @@ def test_the_schema_lists_every_endpoint_with_its_methods(document: dict) -> Non
 
 def test_every_list_documents_its_pagination(document: dict) -> None:
     for path, operations in document["paths"].items():
-        if "{id}" in path:
+        if "{id}" in path or path in NOT_LISTS:
             continue
         get = operations["get"]
         assert {"page", "page_size"} <= {p["name"] for p in get["parameters"]}, path
@@ -110,7 +117,21 @@ def test_operations_are_tagged_by_resource(document: dict) -> None:
         "audit",
         "flags",
         "notes",
+        "evaluation-forms",
+        "evaluations",
     }
+
+
+def test_the_evaluations_document_their_filters_and_the_report_its_period(document: dict) -> None:
+    evaluations = document["paths"]["/api/evaluations/"]
+    assert {p["name"] for p in evaluations["get"]["parameters"]} >= {
+        "recording", "agent", "form", "status"}  # fmt: skip
+    body = evaluations["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/Evaluation"}
+    evaluation = document["components"]["schemas"]["Evaluation"]
+    assert evaluation["properties"]["score"]["readOnly"] is True  # the server computes it
+    report = document["paths"]["/api/evaluations/report/"]["get"]
+    assert {p["name"] for p in report["parameters"]} == {"started_from", "started_to", "form"}
 
 
 def test_the_schema_needs_a_login() -> None:

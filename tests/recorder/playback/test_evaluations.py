@@ -20,7 +20,13 @@ from recorder.models import (
 )
 from recorder.playback.access import evaluations_visible_to
 from recorder.playback.scoring import ScoredAnswer, normalised, score_of
-from tests.recorder.playback.support import PlaybackWorld, build_world
+from tests.recorder.playback.evaluation_ground import (
+    VERIFIES,
+    evaluation_world,
+    make_scorecard,
+    question,
+)
+from tests.recorder.playback.support import PlaybackWorld
 from tests.recorder.playback.test_access import pages_as
 
 # The arithmetic alone (recorder/playback/scoring.py).
@@ -65,35 +71,12 @@ def test_the_score_is_kept_to_two_decimals() -> None:
 
 @pytest.fixture
 def world(postgresql: None) -> PlaybackWorld:
-    world = build_world()
-    evaluating = Permission.objects.filter(codename="add_evaluation")
-    for supervisor in (world.supervisor_a, world.supervisor_b):
-        supervisor.user_permissions.add(*evaluating)
-    Recording.objects.filter(pk=world.recording_a.pk).update(duration_seconds=30.0)
-    world.recording_a.refresh_from_db()
-    return world
+    return evaluation_world()
 
 
 @pytest.fixture
 def scorecard(world: PlaybackWorld) -> EvaluationForm:
-    """Greeting (yes/no, weight 1), Empathy (scale 1-5, weight 2, N/A allowed), and a
-    weightless fail-all: Data protection (yes/no)."""
-    form = EvaluationForm.objects.create(name="Call quality")
-    opening = FormSection.objects.create(form=form, order=1, title="Opening")
-    handling = FormSection.objects.create(form=form, order=2, title="Handling")
-    Question.objects.create(section=opening, order=1, text="Greets the customer by name")
-    Question.objects.create(section=handling, order=1, text="Shows empathy", kind="scale",
-                            scale_max=5, weight=2, allows_na=True)  # fmt: skip
-    Question.objects.create(section=handling, order=2, text="Verifies the caller's identity",
-                            weight=0, fail_all=True)  # fmt: skip
-    return form
-
-
-VERIFIES = "Verifies the caller's identity"
-
-
-def question(text: str) -> Question:
-    return Question.objects.get(text=text)
+    return make_scorecard()
 
 
 def answers(greets: str, empathy: str, verifies: str) -> dict[str, str]:
