@@ -26,9 +26,10 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.select import Select
 
-from recorder.models import AuditEntry, Flag, Recording, RecordingNote
+from recorder.models import AuditEntry, Evaluation, Flag, Recording, RecordingNote
 from recorder.recordings.waveform import compute_peaks
 from tests.conftest import need_tool
+from tests.recorder.playback.evaluation_ground import VERIFIES, make_scorecard, question
 from tests.recorder.playback.support import PASSWORD, STARTED, PlaybackWorld, build_world, file_name
 
 SECONDS = 12
@@ -240,7 +241,9 @@ def test_the_pages_work_under_the_policy_that_refuses_inline_script(
     )
     try:
         log_in(browser, live_server.url, "sales-lead")
-        for url in ("/recordings/", f"/recordings/{long_call.pk}/", "/calls/live/"):
+        pages = ("/recordings/", f"/recordings/{long_call.pk}/", "/calls/live/",
+                 "/evaluations/report/")  # fmt: skip
+        for url in pages:
             browser.get(live_server.url + url)
             wait_for(lambda: browser.find_elements(By.TAG_NAME, "main"), f"the page {url}")
             # QMS's own pages, styles and script violate nothing.
@@ -303,3 +306,67 @@ def test_a_supervisor_notes_a_moment_flags_the_call_and_finds_it_by_its_flag(
     assert row.get_attribute("href").endswith(f"/recordings/{long_call.pk}/")
     actions = set(AuditEntry.objects.filter(recording=long_call).values_list("action", flat=True))
     assert {"flag", "note"} <= actions
+
+
+def test_a_supervisor_evaluates_a_call_while_listening_and_sees_its_score(
+    browser: WebDriver, live_server, world: PlaybackWorld, long_call: Recording
+) -> None:
+    """Issue 17, section 3: the evaluate panel of the recording page, scored by the server."""
+    form = make_scorecard()
+    world.supervisor_a.user_permissions.add(Permission.objects.get(codename="add_evaluation"))
+    log_in(browser, live_server.url, "sales-lead")
+    browser.get(f"{live_server.url}/recordings/{long_call.pk}/")
+    wait_for(lambda: audio_state(browser)["ready"] >= 1, "the audio's metadata")
+    browser.find_element(By.ID, "waveform").send_keys(Keys.SPACE)
+    wait_for(lambda: audio_state(browser)["time"] > 0.3, "playback to advance")
+
+    panel = browser.find_element(By.ID, f"evaluate-{form.pk}")
+    for name, word in (
+        (f"answer-{question('Greets the customer by name').pk}", "yes"),
+        (f"answer-{question('Shows empathy').pk}", "4"),
+        (f"answer-{question(VERIFIES).pk}", "yes"),
+    ):
+        panel.find_element(By.CSS_SELECTOR, f"input[name='{name}'][value='{word}']").click()
+    browser.find_element(By.ID, f"evaluation-comment-{form.pk}").send_keys("Warm and clear")
+    panel.find_element(By.CSS_SELECTOR, "button[value=submitted]").click()
+
+    listed = wait_for(
+        lambda: (
+            "83.3 %" in browser.find_element(By.ID, "evaluation-list").text
+            and browser.find_element(By.ID, "evaluation-list")
+        ),
+        "the score on the page",
+    )
+    assert "submitted" in listed.text and "sales-lead" in listed.text
+    listed.find_element(By.TAG_NAME, "summary").click()
+    wait_for(lambda: "Warm and clear" in listed.text, "the evaluation's details")
+    browser.save_screenshot(str(SCREENSHOTS / "recording-evaluation.png"))
+    evaluation = Evaluation.objects.get()
+    assert (evaluation.score, evaluation.status) == (83.33, "submitted")
+    assert AuditEntry.objects.filter(recording=long_call, action="evaluation").exists()
+
+
+def test_the_report_page_shows_the_averages_as_a_table_and_a_chart(
+    browser: WebDriver, live_server, world: PlaybackWorld, long_call: Recording
+) -> None:
+    form = make_scorecard()
+    for recording, score in ((long_call, 90.0), (world.recording_a, 70.0)):
+        Evaluation.objects.create(recording=recording, form=form, agent=recording.agent,
+                                  evaluator_name="boss", status="submitted", score=score,
+                                  submitted_at=STARTED)  # fmt: skip
+    log_in(browser, live_server.url, "sales-lead")
+    browser.find_element(By.LINK_TEXT, "Evaluations").click()
+    wait_for(lambda: browser.find_elements(By.ID, "report-filters"), "the report page")
+    for name, day in (("started_from", "03/01/2026"), ("started_to", "03/31/2026")):
+        browser.find_element(By.NAME, name).send_keys(day)
+    browser.find_element(By.CSS_SELECTOR, "#report-filters button[type=submit]").click()
+    table = wait_for(lambda: browser.find_element(By.ID, "report-agents"), "the agents' table")
+    assert table.text.splitlines()[1:] == ["John 2 80.0"]
+    assert browser.find_element(By.ID, "report-teams").text.splitlines()[1:] == ["Sales 2 80.0"]
+    bar = browser.find_element(By.CSS_SELECTOR, "#chart-agents rect")
+    assert bar.size["width"] == pytest.approx(0.8 * 400, abs=2)  # 80 out of 100
+    assert "80.0" in browser.find_element(By.ID, "chart-agents").text
+    assert "started_from=2026-03-01" in browser.find_element(By.ID, "report-csv").get_attribute(
+        "href"
+    )
+    browser.save_screenshot(str(SCREENSHOTS / "evaluation-report.png"))
