@@ -19,8 +19,9 @@ from rest_framework.schemas.openapi import AutoSchema, SchemaGenerator
 TITLE = "QMS API"
 VERSION = "1"
 DESCRIPTION = (
-    "Recordings, their audio and waveform, the directory (teams, agents, extensions, phones, "
-    "line appearances, observed ext/IP bindings) and the audit trail. Session or token "
+    "Recordings, their audio and waveform, their flags, notes and evaluations (with the forms "
+    "and the report of scores), the directory (teams, agents, extensions, phones, line "
+    "appearances, observed ext/IP bindings) and the audit trail. Session or token "
     "authentication (`Authorization: Token <key>`). Everything is scoped as in the pages: a "
     "supervisor sees their teams' agents and what belongs to them, and a row one may not see "
     "answers 404 like a missing one. Every list is paginated: `page`, `page_size`."
