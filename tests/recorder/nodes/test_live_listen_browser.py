@@ -119,6 +119,10 @@ def test_a_supervisor_listens_to_a_sipp_call_in_progress_in_the_browser(
             "the call connected",
             worker.log,
         )
+        # The listen page's script and its requests violate nothing of the script policy.
+        watch = browser.execute_cdp_cmd(
+            "Page.addScriptToEvaluateOnNewDocument", {"source": pages.WATCH_VIOLATIONS}
+        )
         browser.get(live_server.url + "/calls/live/")
         browser.find_element(By.CSS_SELECTOR, "a.listen").click()
         pages.wait_for(lambda: browser.find_elements(By.ID, "listen-start"), "the listen page")
@@ -128,6 +132,10 @@ def test_a_supervisor_listens_to_a_sipp_call_in_progress_in_the_browser(
         while time.monotonic() < deadline and not _heard_enough(browser):
             time.sleep(0.2)
         heard = played(browser)
+        assert browser.execute_script("return window.cspViolations") == []
+        browser.execute_cdp_cmd(
+            "Page.removeScriptToEvaluateOnNewDocument", {"identifier": watch["identifier"]}
+        )
         assert heard["segments"] > 0, browser.find_element(By.ID, "listen-state").text
         assert heard["frames"] >= HEARD_SECONDS * heard["rate"], heard["frames"]
         caller.wait(timeout=CALL_SECONDS + 10)
