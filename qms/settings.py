@@ -247,7 +247,7 @@ QMS_TAPI_EVENTS_KEEP_DAYS = env_int("QMS_TAPI_EVENTS_KEEP_DAYS", 7, minimum=1, m
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "qms.lib.tokens.ExpiringTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     # Every list is paginated: PAGE_SIZE rows unless ?page_size= asks for up to 500.
@@ -255,6 +255,9 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "qms.lib.api.QMSAutoSchema",
 }
+
+# API tokens stop working this many days after they were issued (0: never).
+QMS_API_TOKEN_DAYS = env_int("QMS_API_TOKEN_DAYS", 90, minimum=0, maximum=3650)
 
 # Celery: with no broker configured, tasks run in-process (the embedded default).
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL")
