@@ -20,6 +20,8 @@ from qms.lib.env import (
     env_int,
     env_list,
     env_networks,
+    env_recording_key_id,
+    env_recording_keys,
     env_redis_url,
     env_s3_storage,
     env_shared_secret,
@@ -166,6 +168,18 @@ QMS_SIGNALLING_BUFFER_MIB = env_int("QMS_SIGNALLING_BUFFER_MIB", 32, minimum=2, 
 QMS_HEP_AUTH_KEY = env_shared_secret("QMS_HEP_AUTH_KEY")
 # wav (PCM16, every browser plays it) or opus (Ogg/Opus, several times smaller).
 QMS_RECORDING_FORMAT = env_choice("QMS_RECORDING_FORMAT", "WAV", ["WAV", "OPUS"]).lower()
+# Encryption at rest (docs/security.md, "Recordings encrypted at rest"): the master keys,
+# by id (`id:base64,...` or `file:/etc/qms/recording-keys`), never in the database; and
+# the id new recordings are sealed under. Empty: recordings are stored plain.
+QMS_RECORDING_KEYS = env_recording_keys("QMS_RECORDING_KEYS")
+QMS_RECORDING_KEY_ID = env_recording_key_id(
+    "QMS_RECORDING_KEY_ID", QMS_RECORDING_KEYS, "QMS_RECORDING_KEYS"
+)
+# The class that wraps and unwraps data keys: the settings' keys by default; a KMS or
+# Vault client in production (recorder/recordings/keys.py says what it implements).
+QMS_RECORDING_KEY_PROVIDER = env_str(
+    "QMS_RECORDING_KEY_PROVIDER", "recorder.recordings.keys.SettingsKeys"
+).strip()
 
 # Capture nodes (docs/deployment.md). This node's name: its worker, started with
 # `celery -A qms worker -Q capture.<node>`, runs the sniffers configured for it in the admin.

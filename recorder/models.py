@@ -175,8 +175,22 @@ class Recording(models.Model):
     codec = models.CharField(max_length=64, blank=True)
     audio_format = models.CharField("format", max_length=8, default="wav")
     file = models.FileField(max_length=500, blank=True, storage=recordings_storage)
-    size = models.BigIntegerField(default=0)
-    sha256 = models.CharField("SHA-256", max_length=64, blank=True)
+    size = models.BigIntegerField(
+        default=0, help_text="Bytes of the plain audio (the file a player gets), sealed or not."
+    )
+    sha256 = models.CharField(
+        "SHA-256",
+        max_length=64,
+        blank=True,
+        help_text="Of the plain audio (the file a player gets), sealed or not.",
+    )
+    encryption_key_id = models.CharField(
+        "encryption key id",
+        max_length=64,
+        blank=True,
+        help_text="The master key the file's data key is wrapped under; blank: stored plain. "
+        "The file's own header is the truth; this says what to rotate.",
+    )
     status = models.CharField(max_length=16, choices=Status, default=Status.RECORDING)
     status_detail = models.CharField(max_length=200, blank=True)
     dtmf = models.JSONField(
@@ -339,6 +353,7 @@ class AuditEntry(models.Model):
         EVALUATION_DELETE = "evaluation_del", "evaluation deleted"
         LISTEN_START = "listen_start", "live listening started"
         LISTEN_END = "listen_end", "live listening ended"
+        INTEGRITY = "integrity", "integrity failure"
 
     at = models.DateTimeField(default=timezone.now, db_index=True)
     user = models.ForeignKey(

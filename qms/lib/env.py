@@ -8,6 +8,8 @@ without a traceback, and exit non-zero.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 import re
@@ -402,3 +404,72 @@ def _object_prefix(name: str) -> str:
     if prefix and (".." in prefix.split("/") or "" in prefix.split("/")):
         raise SettingsError(f"{name} must be a folder of the bucket such as qms, not {prefix!r}.")
     return prefix
+
+
+# A master key's id: it is written into every file sealed under it (recorder/media/sealed.py).
+KEY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MASTER_KEY_BYTES = 32
+
+
+def env_recording_keys(name: str) -> dict[str, bytes]:
+    """The master keys recordings are sealed with, by id: `id:base64,id:base64` (each key
+    32 random bytes, base64), or `file:/path` to a file of such `id:base64` lines (blank
+    lines and # comments allowed). Empty: none. A key's bytes never appear in an error."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return {}
+    if raw.startswith("file:"):
+        entries, where = _key_file_lines(name, Path(raw[5:]).expanduser()), f"{raw[5:]!r} ({name})"
+    else:
+        entries, where = [item.strip() for item in raw.split(",")], name
+    keys: dict[str, bytes] = {}
+    for number, entry in enumerate(entries, start=1):
+        key_id, key = _master_key(where, number, entry)
+        if key_id in keys:
+            raise SettingsError(f"{where} names the key id {key_id!r} twice.")
+        keys[key_id] = key
+    return keys
+
+
+def _key_file_lines(name: str, path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as error:
+        why = getattr(error, "strerror", None) or "not ASCII text"
+        raise SettingsError(f"{name} names the key file {str(path)!r}, which QMS cannot read "
+                            f"({why}).") from None  # fmt: skip
+    lines = [line.strip() for line in text.splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _master_key(where: str, number: int, entry: str) -> tuple[str, bytes]:
+    key_id, _, encoded = entry.partition(":")
+    key_id = key_id.strip()
+    if not KEY_ID.fullmatch(key_id):
+        raise SettingsError(
+            f"{where}: key {number} must be written id:base64-key, with an id of letters, "
+            "digits, '.', '_' and '-' (at most 64); it is not."
+        )
+    try:
+        key = base64.b64decode(encoded.strip(), validate=True)
+    except binascii.Error:
+        key = b""
+    if len(key) != MASTER_KEY_BYTES:
+        raise SettingsError(
+            f"{where}: the key {key_id!r} must be 32 random bytes in base64 (for example the "
+            "output of `python3 -c 'import os, base64; print(base64.b64encode(os.urandom(32))"
+            ".decode())'`); it is not."
+        )
+    return key_id, key
+
+
+def env_recording_key_id(name: str, keys: dict[str, bytes], keys_name: str) -> str:
+    """The id of the master key new recordings are sealed with, one of `keys`; empty:
+    recordings are stored plain."""
+    key_id = os.environ.get(name, "").strip()
+    if key_id and key_id not in keys:
+        known = ", ".join(sorted(keys)) or "none"
+        raise SettingsError(
+            f"{name} is {key_id[:64]!r}, which is not a key id of {keys_name} (it has: {known})."
+        )
+    return key_id

@@ -40,6 +40,7 @@ import numpy as np
 
 from recorder.lib.files import fsync_directory, read_json, write_atomically
 from recorder.media.codecs import repeat_samples
+from recorder.media.sealed import Sealing
 
 MANIFEST = "manifest.json"
 CHANNEL_FILES = ("left.pcm", "right.pcm")
@@ -205,10 +206,11 @@ class CallSpool:
         format: str = "wav",
         observer: BlockObserver | None = None,
         durable: bool = True,
+        sealing: Sealing | None = None,
     ) -> FinishedAudio:
         """Close the spool and turn it into the finished file (see finalize())."""
         self.close()
-        return finalize(self.directory, destination_path, format, observer, durable)
+        return finalize(self.directory, destination_path, format, observer, durable, sealing)
 
     def __enter__(self) -> Self:
         return self
@@ -341,12 +343,14 @@ class MemorySpool:
         format: str = "wav",
         observer: BlockObserver | None = None,
         durable: bool = True,
+        sealing: Sealing | None = None,
     ) -> FinishedAudio:
         """The finished file at `destination_path`, as finalize() writes it."""
         _check_format(format)
         if self.disk is None and format == "wav":
-            return self._write_wav(Path(destination_path), observer or _NO_OBSERVER, durable)
-        return self._spill().finalize(destination_path, format, observer, durable)
+            destination, observer = Path(destination_path), observer or _NO_OBSERVER
+            return self._write_wav(destination, observer, durable, sealing)
+        return self._spill().finalize(destination_path, format, observer, durable, sealing)
 
     def _grow(self, frames: int) -> None:
         """Room for `frames` frames at least: twice the room, so growing costs little."""
@@ -358,7 +362,7 @@ class MemorySpool:
         return self.stereo[: self.written[side], side].astype("<i2").tobytes()
 
     def _write_wav(
-        self, destination: Path, observer: BlockObserver, durable: bool
+        self, destination: Path, observer: BlockObserver, durable: bool, sealing: Sealing | None
     ) -> FinishedAudio:
         frames = max(self.written)
         stereo = self.stereo[:frames].astype("<i2", copy=False)
@@ -367,8 +371,9 @@ class MemorySpool:
         temporary = _temporary_name(destination, durable)
         try:
             return _write_wav_blocks(
-                blocks, frames, temporary, destination, self.sample_rate, observer, durable
-            )
+                blocks, frames, temporary, destination, self.sample_rate, observer, durable,
+                sealing,
+            )  # fmt: skip
         except BaseException as error:
             temporary.unlink(missing_ok=True)
             if isinstance(error, OSError):
@@ -394,6 +399,7 @@ def finalize(
     format: str = "wav",
     observer: BlockObserver | None = None,
     durable: bool = True,
+    sealing: Sealing | None = None,
 ) -> FinishedAudio:
     """Turn a spool into one stereo file at `destination_path` and remove the spool.
 
@@ -406,7 +412,8 @@ def finalize(
     (PCM16) or "opus" (Ogg/Opus through soundfile; hashed once written). Raises
     SpoolFullError (spool kept) on a full disk. `observer`, if given, sees the stereo PCM
     as it is written (the waveform is drawn from it without reading the finished file
-    again).
+    again). With `sealing`, the file is written sealed (encrypted, media/sealed.py); its
+    size and SHA-256 are still those of the plain audio.
     """
     _check_format(format)
     spool_dir, destination = Path(spool_dir), Path(destination_path)
@@ -417,7 +424,8 @@ def finalize(
     temporary = _temporary_name(destination, durable)
     try:
         write = _write_wav if format == "wav" else _write_opus
-        audio = write(spool_dir, temporary, destination, rate, observer or _NO_OBSERVER, durable)
+        observer = observer or _NO_OBSERVER
+        audio = write(spool_dir, temporary, destination, rate, observer, durable, sealing)
     except BaseException as error:
         # Whatever stopped us, a half-written file must not stay beside the archive.
         temporary.unlink(missing_ok=True)
@@ -546,10 +554,13 @@ def _write_wav(
     rate: int,
     observer: BlockObserver,
     durable: bool = True,
+    sealing: Sealing | None = None,
 ) -> FinishedAudio:
     frames = _frames_in(spool_dir)
     blocks = _stereo_blocks(spool_dir, frames)
-    return _write_wav_blocks(blocks, frames, temporary, destination, rate, observer, durable)
+    return _write_wav_blocks(
+        blocks, frames, temporary, destination, rate, observer, durable, sealing
+    )
 
 
 def _write_wav_blocks(
@@ -560,28 +571,59 @@ def _write_wav_blocks(
     rate: int,
     observer: BlockObserver,
     durable: bool = True,
+    sealing: Sealing | None = None,
 ) -> FinishedAudio:
-    """Stereo PCM16 blocks as a WAV file: hashed while written, fsynced (if `durable`),
-    moved into place."""
+    """Stereo PCM16 blocks as a WAV file (sealed, with `sealing`): hashed while written,
+    fsynced (if `durable`), moved into place."""
     digest = hashlib.sha256()
     observer.begin(frames, rate)
-    with _created(temporary) as out:
+    size = WAV_HEADER_BYTES + frames * FRAME_BYTES
+    with _created(temporary) as file:
+        out = file if sealing is None else sealing.writer(file, size)
         _hashed_write(out, digest, _wav_header(frames, rate))
         for block in blocks:
             observer.block(block)
             _hashed_write(out, digest, block)
-        out.flush()
+        if sealing is not None:
+            out.finish()
+        file.flush()
         if durable:
-            os.fsync(out.fileno())
+            os.fsync(file.fileno())
         # Durable, the pages are dropped; not, their writeback starts now, while the next
         # call of the batch is decoded, and sync_finished() then mostly waits for it.
-        _drop_cached(out.fileno())
+        _drop_cached(file.fileno())
     _move_into_place(temporary, destination, durable)
-    size = WAV_HEADER_BYTES + frames * FRAME_BYTES
     return FinishedAudio(destination, digest.hexdigest(), size, frames / rate, rate)
 
 
 def _write_opus(
+    spool_dir: Path,
+    temporary: Path,
+    destination: Path,
+    rate: int,
+    observer: BlockObserver,
+    durable: bool = True,
+    sealing: Sealing | None = None,
+) -> FinishedAudio:
+    if sealing is None:
+        return _write_plain_opus(spool_dir, temporary, destination, rate, observer, durable)
+    # libsndfile seeks back as it writes, so the Ogg file is written plain beside the
+    # destination, then sealed into place, and the plain one removed at once.
+    plain = destination.with_name(f".{destination.name}.plain")
+    try:
+        _write_plain_opus(spool_dir, plain, plain, rate, observer, durable=False)
+        with _created(temporary) as out:
+            sha256, size = sealing.seal_file(plain, out)
+            out.flush()
+            if durable:
+                os.fsync(out.fileno())
+    finally:
+        plain.unlink(missing_ok=True)
+    _move_into_place(temporary, destination, durable)
+    return FinishedAudio(destination, sha256, size, _frames_in(spool_dir) / rate, rate)
+
+
+def _write_plain_opus(
     spool_dir: Path,
     temporary: Path,
     destination: Path,

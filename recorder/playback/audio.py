@@ -6,10 +6,18 @@ HTTP range at a time (recorder/playback/ranges.py), or, with QMS_AUDIO_ACCEL_RED
 same stored name to nginx's internal location and nginx streams it (filesystem storage only).
 From a bucket only the bytes of the range are fetched, a ranged GET read as it is sent
 (recordings/archive.py open_range), never the whole object first.
+
+A sealed (encrypted) recording is decrypted here, the chunks covering the range alone
+(recordings/encryption.py): the Range is over the plain file, which is what the browser
+gets. nginx cannot decrypt, so with QMS_AUDIO_ACCEL_REDIRECT set a sealed recording is
+still streamed by Django. The first chunk is opened before the response starts, so a
+tampered one answers 409 with a sentence; a later one ends the stream where it is. Both
+are logged and written to the audit trail, and no byte of a chunk whose tag fails is sent.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import IO
 from urllib.parse import quote
@@ -22,6 +30,7 @@ from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpRespons
 from django.http.response import HttpResponseBase
 from django.utils.http import content_disposition_header
 
+from recorder.media.sealed import SealedFileError, UnknownKey
 from recorder.models import AuditEntry, Recording
 from recorder.playback.access import may_download
 from recorder.playback.audit import audit
@@ -32,6 +41,9 @@ from recorder.playback.ranges import (
     starts_past_zero,
 )
 from recorder.recordings.archive import open_range
+from recorder.recordings.encryption import StoredAudio, stored_audio
+
+log = logging.getLogger(__name__)
 
 AUDIO_TYPES = {"wav": "audio/wav", "opus": "audio/ogg", "rtp": "application/octet-stream"}
 CHUNK_BYTES = 64 * 1024
@@ -44,9 +56,18 @@ def audio_response(request: HttpRequest, recording: Recording, via_api: bool) ->
     if download and not may_download(request.user):
         raise PermissionDenied("Downloading recordings needs a permission of its own.")
     name = stored_name(recording)
-    if settings.QMS_AUDIO_ACCEL_REDIRECT:
+    try:
+        audio = stored_audio(recording)
+    except FileNotFoundError:
+        if settings.QMS_AUDIO_ACCEL_REDIRECT:
+            # nginx answers for a file that is not there, as for any other.
+            return _accel_response(request, recording, name, download, via_api)
+        raise Http404("The audio file of this recording is missing from storage.") from None
+    except SealedFileError as error:
+        return unreadable_audio(request, recording, error)
+    if settings.QMS_AUDIO_ACCEL_REDIRECT and not audio.sealed:
         return _accel_response(request, recording, name, download, via_api)
-    return _streamed_response(request, recording, name, download, via_api)
+    return _streamed_response(request, recording, audio, download, via_api)
 
 
 def stored_name(recording: Recording) -> str:
@@ -69,13 +90,9 @@ def _accel_response(
 
 
 def _streamed_response(
-    request: HttpRequest, recording: Recording, name: str, download: bool, via_api: bool
+    request: HttpRequest, recording: Recording, audio: StoredAudio, download: bool, via_api: bool
 ) -> HttpResponseBase:
-    storage = recording.file.storage
-    try:
-        size = storage.size(name)
-    except FileNotFoundError:
-        raise Http404("The audio file of this recording is missing from storage.") from None
+    storage, name, size = audio.storage, audio.name, audio.plain_size
     try:
         byte_range = requested_range(_honoured_range(request, recording), size)
     except RangeNotSatisfiable:
@@ -85,8 +102,17 @@ def _streamed_response(
     served = byte_range or ByteRange(0, size - 1)
     # A HEAD is answered without a body, so the file is not opened (nor a GET sent).
     sends_body = served.length > 0 and request.method != "HEAD"
+    if sends_body and audio.sealed:
+        try:
+            content = SealedChunks(request, recording, audio, served)
+        except SealedFileError as error:
+            return unreadable_audio(request, recording, error)
+    elif sends_body:
+        content = FileChunks(_opened(storage, name, served), served)
+    else:
+        content = iter(())
     response = StreamingHttpResponse(
-        FileChunks(_opened(storage, name, served), served) if sends_body else iter(()),
+        content,
         status=206 if byte_range else 200,
         content_type=_content_type(recording),
     )
@@ -173,3 +199,53 @@ class FileChunks:
 
     def close(self) -> None:
         self.audio_file.close()
+
+
+class SealedChunks:
+    """The plain bytes of one range of a sealed file, decrypted chunk by chunk as sent.
+    The first chunk is opened when this is made, before the response starts, so that a
+    tamper there is an error page; a later chunk that fails ends the stream, logged and
+    audited (a 206 already on its way cannot change its status)."""
+
+    def __init__(
+        self, request: HttpRequest, recording: Recording, audio: StoredAudio, served: ByteRange
+    ) -> None:
+        self.request, self.recording = request, recording
+        self.blocks = audio.plain_bytes(served.first, served.last)
+        try:
+            self.first = next(self.blocks)
+        except SealedFileError:
+            self.blocks.close()
+            raise
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.first
+        try:
+            yield from self.blocks
+        except SealedFileError as error:
+            log.error("recording %s: playback stopped: %s", self.recording.pk, error)
+            _audit_failure(self.request, self.recording, error)
+
+    def close(self) -> None:
+        self.blocks.close()
+
+
+def unreadable_audio(
+    request: HttpRequest, recording: Recording, error: SealedFileError
+) -> HttpResponse:
+    """A sealed recording that cannot be opened: an error page that says why, an audit
+    entry, and a log line; never a byte of its audio."""
+    log.error("recording %s cannot be played: %s", recording.pk, error)
+    _audit_failure(request, recording, error)
+    # A key this server lacks is its own configuration's fault (503); a file that fails
+    # its tags is in a state that playing cannot resolve (409).
+    status = 503 if isinstance(error, UnknownKey) else 409
+    sentence = f"This recording cannot be played: {error}. No audio of it was sent."
+    return HttpResponse(sentence, status=status, content_type="text/plain; charset=utf-8")
+
+
+def _audit_failure(request: HttpRequest, recording: Recording, error: SealedFileError) -> None:
+    detail = {"error": str(error)}
+    if request.headers.get("Range"):
+        detail["range"] = request.headers["Range"]
+    audit(request, AuditEntry.Action.INTEGRITY, recording, detail)

@@ -30,6 +30,7 @@ from recorder.media.spool import Channel, MemorySpool
 from recorder.media.stream import StreamDecoder
 from recorder.models import Call, Recording, recordings_storage
 from recorder.recordings.archive import RecordingFiles, recording_files
+from recorder.recordings.keys import new_recordings_sealing
 from recorder.recordings.waveform import PeaksBuilder
 
 WIDEBAND_RATE = 16000
@@ -65,7 +66,7 @@ CALL_COLUMNS = [
     "remote_ip",
 ]
 ANALYSIS_COLUMNS = ["quality", "dtmf", "codec", "mos_estimate"]
-AUDIO_COLUMNS = ["file", "size", "audio_format", "status"]
+AUDIO_COLUMNS = ["file", "size", "audio_format", "status", "encryption_key_id"]
 STORED_COLUMNS = [
     *ANALYSIS_COLUMNS, *AUDIO_COLUMNS, "sha256", "duration_seconds", "peaks", "status_detail",
 ]  # fmt: skip
@@ -428,7 +429,10 @@ def _store_audio(recording: Recording, found: DecodedCall, files: RecordingFiles
     # The waveform is drawn from the audio as it is written, not read back from the file.
     waveform = PeaksBuilder()
     audio_format = settings.QMS_RECORDING_FORMAT
-    audio = found.audio.finalize(destination, audio_format, waveform, durable=False)
+    # Sealed as it is written, when encryption is on: no plain copy of a WAV is made.
+    sealing = new_recordings_sealing()
+    audio = found.audio.finalize(destination, audio_format, waveform, False, sealing)
+    recording.encryption_key_id = sealing.key_id if sealing else ""
     recording.file.name = files.store(name, destination)
     recording.size, recording.sha256 = audio.size, audio.sha256
     recording.duration_seconds = audio.duration_seconds
@@ -456,8 +460,20 @@ def _keep_raw(recording: Recording, found: DecodedCall, files: RecordingFiles) -
     transaction be rolled back, and goes with the spool once the row is committed."""
     found.audio.close()
     log = log_file(found.spool)
-    recording.file.name = files.store(_audio_name(recording, suffix="rtplog"), log)
-    recording.size = log.stat().st_size
+    name = _audio_name(recording, suffix="rtplog")
+    sealing = new_recordings_sealing()
+    if sealing is None:
+        recording.file.name = files.store(name, log)
+        recording.size = log.stat().st_size
+    else:
+        # The raw RTP is as personal as the audio: sealed like it, into the place the
+        # storage wants it (the final name on a folder, a file to upload otherwise).
+        sealed = files.staging(name, found.spool)
+        sealed.parent.mkdir(parents=True, exist_ok=True)
+        with sealed.open("wb") as out:
+            _, recording.size = sealing.seal_file(log, out)
+        recording.file.name = files.store(name, sealed)
+    recording.encryption_key_id = sealing.key_id if sealing else ""
     recording.audio_format = "rtp"
     recording.status = Recording.Status.NOT_DECODABLE
     recording.status_detail = f"not decodable: {recording.codec or 'unknown codec'}"[:200]

@@ -28,6 +28,7 @@ import numpy as np
 
 from qms.lib.jsontext import WithJSON, int8_list_text
 from recorder.models import Recording
+from recorder.recordings.encryption import stored_audio
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def peaks_for_recording(recording: Recording) -> dict | None:
     """The peaks of a stored recording's file; None when it has no audio to draw."""
     if not recording.file or recording.audio_format not in DRAWABLE_FORMATS:
         return None
-    with recording.file.storage.open(recording.file.name, "rb") as audio:
+    with stored_audio(recording).reader() as audio:
         return compute_peaks(audio, recording.audio_format)
 
 
