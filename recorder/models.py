@@ -188,6 +188,10 @@ class Recording(models.Model):
         "encryption key id",
         max_length=64,
         blank=True,
+        # A default in the database too: a node still on the code before this column
+        # (a rolling upgrade) keeps writing its plain recordings' rows.
+        default="",
+        db_default="",
         help_text="The master key the file's data key is wrapped under; blank: stored plain. "
         "The file's own header is the truth; this says what to rotate.",
     )

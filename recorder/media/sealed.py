@@ -237,7 +237,7 @@ class ChunkCipher:
 
     def seal(self, index: int, plain: bytes | memoryview) -> bytes:
         nonce, context = self._nonce_and_context(index)
-        return self.aead.encrypt(nonce, bytes(plain), context)
+        return self.aead.encrypt(nonce, plain, context)
 
     def open(self, index: int, stored: bytes) -> bytes:
         """The chunk's plain bytes, only once its tag holds: never unauthenticated bytes."""
