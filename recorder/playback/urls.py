@@ -19,6 +19,7 @@ urlpatterns = [
     path("calls/<int:pk>/listen/start", live.listen_start, name="listen_start"),
     path("listens/<int:pk>/segment", live.listen_segment, name="listen_segment"),
     path("listens/<int:pk>/stop", live.listen_stop, name="listen_stop"),
+    path("evaluations/mine/", views.my_evaluations, name="my-evaluations"),
     path("evaluations/report/", views.evaluation_report_page, name="evaluation-report"),
     path("evaluations/report.csv", views.evaluation_report_csv, name="evaluation-report-csv"),
     path(

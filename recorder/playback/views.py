@@ -23,6 +23,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from extensions.models import Agent
 from qms.lib.login_throttle import is_locked, lockout_message
 from recorder.models import (
     AuditEntry,
@@ -35,6 +36,7 @@ from recorder.models import (
 )
 from recorder.playback import evaluation_report, evaluations, marks
 from recorder.playback.access import (
+    VIEW_OWN_EVALUATIONS,
     calls_visible_to,
     evaluations_visible_to,
     may_download,
@@ -317,6 +319,34 @@ def recording_audio(request: HttpRequest, pk: int) -> HttpResponseBase:
     """
     recording = get_object_or_404(recordings_visible_to(request.user), pk=pk)
     return audio_response(request, recording, via_api=False)
+
+
+@login_required
+@require_GET
+def my_evaluations(request: HttpRequest) -> HttpResponse:
+    """An agent's own evaluations, with their answers and their average: what the agent
+    may read of them (evaluations_visible_to), whether or not they may hear the calls."""
+    agent = Agent.objects.filter(user=request.user).first()
+    allowed = request.user.has_perm(VIEW_OWN_EVALUATIONS)
+    evaluations = _own_evaluations(request, agent) if agent is not None and allowed else []
+    scores = [evaluation.score for evaluation in evaluations if evaluation.score is not None]
+    context = {
+        "agent": agent,
+        "allowed": allowed,
+        "evaluations": evaluations,
+        "average": sum(scores) / len(scores) if scores else None,
+    }
+    return render(request, "recorder/my_evaluations.html", context)
+
+
+def _own_evaluations(request: HttpRequest, agent: Agent) -> list[Evaluation]:
+    """The submitted evaluations of the agent's calls, newest first; a look at them is a
+    search of the trail, as the report is."""
+    rows = Evaluation.objects.filter(agent=agent, status=Evaluation.Status.SUBMITTED)
+    rows = rows.select_related("form", "recording").prefetch_related("answers__question__section")
+    found = evaluations_visible_to(request.user, rows).order_by("-submitted_at", "-pk")
+    audit_search(request, request.GET, "my evaluations")
+    return list(found)
 
 
 @login_required

@@ -242,7 +242,7 @@ def test_the_pages_work_under_the_policy_that_refuses_inline_script(
     try:
         log_in(browser, live_server.url, "sales-lead")
         pages = ("/recordings/", f"/recordings/{long_call.pk}/", "/calls/live/",
-                 "/evaluations/report/")  # fmt: skip
+                 "/evaluations/report/", "/evaluations/mine/")  # fmt: skip
         for url in pages:
             browser.get(live_server.url + url)
             wait_for(lambda: browser.find_elements(By.TAG_NAME, "main"), f"the page {url}")
