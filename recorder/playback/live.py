@@ -35,8 +35,11 @@ from recorder.playback.access import calls_visible_to, may_listen_live
 from recorder.recordings.live_relay import (
     ENDED,
     RELAY_ERRORS,
+    UNAVAILABLE,
     Segment,
     next_segment,
+    node_capturing,
+    node_down,
     relay_client,
     want,
 )
@@ -82,6 +85,8 @@ def listen_start(request: HttpRequest, pk: int) -> JsonResponse:
     if not call.node:
         why = "This call is captured by a foreground sniff, which serves no live audio."
         return _refusal(why, 409)
+    if not node_capturing(call.node):
+        return _refusal(f"Live audio is unavailable: {node_down(call.node)}.", 503)
     try:
         want(client, call.node, call.pk)
     except RELAY_ERRORS:
@@ -151,6 +156,9 @@ def _open_listen(request: HttpRequest, pk: int) -> LiveListen:
 
 
 def _segment_response(listen: LiveListen, segment: Segment) -> HttpResponse:
+    if _node_gone(listen, segment):
+        # Nothing came, and nothing will: the node's worker stopped (or its machine).
+        segment = Segment(None, segment.position, UNAVAILABLE, node_down(listen.call.node))
     state = segment.state or ("ended" if _call_ended(listen) and segment.audio is None else "live")
     if state != "live":
         how = LiveListen.EndedBy.CALL_ENDED if state == ENDED else LiveListen.EndedBy.UNAVAILABLE
@@ -166,6 +174,13 @@ def _segment_response(listen: LiveListen, segment: Segment) -> HttpResponse:
         response["X-QMS-Why"] = segment.why
     response["Cache-Control"] = "no-store"
     return response
+
+
+def _node_gone(listen: LiveListen, segment: Segment) -> bool:
+    """No audio came for a call still going on, and its node does not capture now."""
+    if segment.audio is not None or segment.state or _call_ended(listen):
+        return False
+    return not node_capturing(listen.call.node)
 
 
 def wav_of(audio: LiveAudio) -> bytes:

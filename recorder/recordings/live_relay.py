@@ -21,16 +21,19 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import redis
 from django.conf import settings
+from django.utils import timezone
 
 from recorder.engine.codec import media_from_json
 from recorder.media.codecs import payload_formats
 from recorder.media.live import LiveAudio, LiveDecoder
 from recorder.media.rtplog import log_names_of, read_manifest
 from recorder.models import Call
+from recorder.nodes.models import CaptureInterface
 from recorder.recordings.finish import local_side_of
 
 # A listener's interest lapses this long after its page last asked for audio.
@@ -181,6 +184,18 @@ def _rate(offers: Iterable) -> int:
             if codec is not None and codec.sample_rate >= WIDEBAND_RATE:
                 return WIDEBAND_RATE
     return 8000
+
+
+def node_capturing(node: str) -> bool:
+    """Whether a worker of `node` captures now: one of its interfaces running, by a
+    heartbeat recent enough to believe (as the admin's "capturing" column says)."""
+    recent = timezone.now() - timedelta(seconds=settings.QMS_CAPTURE_LEASE_SECONDS)
+    running = CaptureInterface.objects.filter(node=node, running=True, heartbeat_at__gte=recent)
+    return running.exists()
+
+
+def node_down(node: str) -> str:
+    return f"the capture node {node} that captures this call is not running now"
 
 
 def ended_reason(call: Call) -> str:

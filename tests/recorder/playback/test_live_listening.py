@@ -25,6 +25,7 @@ from integrations.observations import Side
 from recorder.media.rtplog import RtpLog, log_name
 from recorder.models import AuditEntry, Call, LiveListen
 from recorder.nodes.live_audio import LiveAudioRelay
+from recorder.nodes.models import CaptureInterface
 from recorder.playback.live import end_lapsed_listens
 from tests.recorder.media.rtp_build import FRAME, PCMA, rtp
 from tests.recorder.media.test_live_decoder import pcm_of, voice
@@ -61,6 +62,12 @@ class LiveCall:
                  "payload_types": [[PCMA, "PCMA/8000"]]},
             ],
         )  # fmt: skip
+        if node:
+            # The node's worker captures: its interface heartbeats (recorder/nodes/node.py).
+            CaptureInterface.objects.get_or_create(
+                node=node, interface="eth1",
+                defaults={"running": True, "heartbeat_at": timezone.now()},
+            )  # fmt: skip
         folder = spool_root / "eth1"
         folder.mkdir(parents=True)
         start = started.timestamp()
@@ -279,3 +286,25 @@ def test_a_call_no_node_logs_is_said_unavailable(world: PlaybackWorld, relay, mo
     assert answers[-1]["X-QMS-Live"] == "unavailable"
     assert "no audio of the call has been captured" in answers[-1]["X-QMS-Why"]
     assert LiveListen.objects.get(pk=listen["listen"]).ended_by == LiveListen.EndedBy.UNAVAILABLE
+
+
+def test_a_node_that_stopped_capturing_is_said_so(world: PlaybackWorld, relay) -> None:
+    call = LiveCall(relay[1], world)
+    call.talk(3.0)
+    client = pages_as(world.supervisor_a)
+    listen = start_listening(client, call.row)
+    # The node's worker stops (its last heartbeat ages past the lease): no audio will come.
+    stale = timezone.now() - timedelta(minutes=5)
+    CaptureInterface.objects.filter(node=NODE).update(heartbeat_at=stale)
+    relay[0].stop()
+    answers = list(segments(client, listen, seconds=8))
+    assert answers[-1]["X-QMS-Live"] == "unavailable"
+    assert (
+        answers[-1]["X-QMS-Why"]
+        == "the capture node site-a that captures this call is not running now"
+    )
+    assert LiveListen.objects.get(pk=listen["listen"]).ended_by == LiveListen.EndedBy.UNAVAILABLE
+    # A new listen is refused at once, with the same sentence.
+    refused = client.post(f"/calls/{call.row.pk}/listen/start")
+    assert refused.status_code == 503
+    assert "site-a that captures this call is not running" in refused.json()["detail"]
