@@ -195,6 +195,7 @@ class FormPartInline(admin.TabularInline):
     extra = 1
 
     def form_of(self, parent: Model | None) -> EvaluationForm | None:
+        """The form the inline's parent belongs to (each inline below says how)."""
         raise NotImplementedError
 
     def is_locked(self, parent: Model | None) -> bool:

@@ -599,6 +599,7 @@ class FormPart(models.Model):
         self.refuse_if_form_used()
 
     def owning_form(self) -> EvaluationForm | None:
+        """The form this part belongs to (FormSection and Question each say how)."""
         raise NotImplementedError
 
     def refuse_if_form_used(self) -> None:

@@ -9,7 +9,6 @@ what each SIPp phone streams, John's sentence on the left, the caller's on the r
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +20,9 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from extensions.models import Team
 from recorder.models import AuditEntry, Call, LiveListen
 from tests.conftest import need_tool
+from tests.recorder.nodes import test_worker_capture as worker_capture
 from tests.recorder.nodes.capture_node import (
     CaptureWorker,
-    RedisServer,
-    database_url,
     eventually,
     johns_desk,
     loopback_interface,
@@ -45,6 +43,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 # The pages' headless Chromium (tests/recorder/playback/test_browser.py), a fixture here too.
 browser = pages.browser
+# The capture node's worker of the worker tests (tests/recorder/nodes/test_worker_capture.py).
+worker = worker_capture.worker
 
 CALL_SECONDS = 12.0
 # Each phone says its sentence this many times over, so that whenever the listener joins
@@ -54,15 +54,6 @@ RATE = 8000
 # What the page must have played before the test compares it.
 HEARD_SECONDS = 4.0
 MIN_CORRELATION = 0.8
-
-
-@pytest.fixture
-def worker(postgresql: None, redis_server: RedisServer, tmp_path: Path) -> Iterator[CaptureWorker]:
-    started = CaptureWorker(tmp_path, redis_server.url, database_url())
-    try:
-        yield started
-    finally:
-        started.stop()
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from recorder.models import AuditEntry, Recording
 from recorder.recordings.integrity import IntegrityState, verify
+from tests.recorder.playback import test_audio_range
 from tests.recorder.playback.sealed_support import (
     SEALED_CHUNK,
     chunk_offset,
@@ -22,8 +23,12 @@ from tests.recorder.playback.sealed_support import (
     sealed_recording,
 )
 from tests.recorder.playback.support import PlaybackWorld, build_world, login
+from tests.recorder.playback.test_audio_range import audio_url, body
 
 pytestmark = pytest.mark.django_db
+
+# Supervisor A's client, as the plain Range tests have it (a fixture here too).
+supervisor = test_audio_range.supervisor
 
 # Several chunks and a short last one, with a real WAV header at the start.
 PLAIN = random.Random(16).randbytes(4 * SEALED_CHUNK + 4321)
@@ -37,21 +42,6 @@ def world() -> PlaybackWorld:
 @pytest.fixture
 def sealed(world: PlaybackWorld) -> Recording:
     return sealed_recording(world.recording_a, PLAIN)
-
-
-@pytest.fixture
-def supervisor(world: PlaybackWorld) -> Client:
-    client = Client()
-    client.force_login(world.supervisor_a)
-    return client
-
-
-def audio_url(recording: Recording) -> str:
-    return f"/recordings/{recording.pk}/audio"
-
-
-def body(response) -> bytes:
-    return b"".join(response.streaming_content)
 
 
 def integrity_entries(recording: Recording) -> list[AuditEntry]:

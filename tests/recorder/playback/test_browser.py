@@ -61,25 +61,35 @@ def world() -> PlaybackWorld:
     return build_world()
 
 
-@pytest.fixture
-def long_call(world: PlaybackWorld) -> Recording:
+def call_recording(
+    world: PlaybackWorld, call_id: str, stored: bytes | None = None, **fields: object
+) -> Recording:
+    """John's twelve-second call (call_wav) as a complete recording; its file holds
+    `stored` (the WAV itself unless given: a sealed copy, say)."""
     audio = call_wav()
     recording = Recording.objects.create(
-        call_id="browser-1",
+        call_id=call_id,
         started_at=STARTED,
         duration_seconds=SECONDS,
         direction="inbound",
         extension="9001",
         agent=world.john,
-        remote_party="+15551230001",
         codec="PCMU",
         status=Recording.Status.COMPLETE,
         size=len(audio),
         sha256=hashlib.sha256(audio).hexdigest(),
-        dtmf=[{"digit": "5", "at": 3.0, "duration": 0.12, "by": "far"}],
         peaks=compute_peaks(io.BytesIO(audio), "wav"),
+        **fields,
     )
-    recording.file.save("2026/03/02/browser-1.wav", ContentFile(audio), save=True)
+    content = ContentFile(audio if stored is None else stored)
+    recording.file.save(f"2026/03/02/{call_id}.wav", content, save=True)
+    return recording
+
+
+@pytest.fixture
+def long_call(world: PlaybackWorld) -> Recording:
+    dtmf = [{"digit": "5", "at": 3.0, "duration": 0.12, "by": "far"}]
+    recording = call_recording(world, "browser-1", remote_party="+15551230001", dtmf=dtmf)
     world.supervisor_a.user_permissions.add(Permission.objects.get(codename="download_recording"))
     return recording
 

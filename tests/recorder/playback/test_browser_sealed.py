@@ -4,22 +4,25 @@ by clicking the waveform."""
 
 from __future__ import annotations
 
-import hashlib
-import io
 from pathlib import Path
 
 import pytest
-from django.core.files.base import ContentFile
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from recorder.models import AuditEntry, Recording
-from recorder.recordings.waveform import compute_peaks
 from tests.recorder.playback import test_browser
 from tests.recorder.playback.sealed_support import seal
-from tests.recorder.playback.support import STARTED, PlaybackWorld, build_world
-from tests.recorder.playback.test_browser import SECONDS, audio_state, call_wav, log_in, wait_for
+from tests.recorder.playback.support import PlaybackWorld, build_world
+from tests.recorder.playback.test_browser import (
+    SECONDS,
+    audio_state,
+    call_recording,
+    call_wav,
+    log_in,
+    wait_for,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the live server reads what we wrote
 
@@ -34,24 +37,10 @@ def world() -> PlaybackWorld:
 
 @pytest.fixture
 def sealed_call(world: PlaybackWorld) -> Recording:
-    audio = call_wav()
-    recording = Recording.objects.create(
-        call_id="browser-sealed",
-        started_at=STARTED,
-        duration_seconds=SECONDS,
-        direction="inbound",
-        extension="9001",
-        agent=world.john,
-        remote_party="+15551230002",
-        codec="PCMU",
-        status=Recording.Status.COMPLETE,
-        size=len(audio),
-        sha256=hashlib.sha256(audio).hexdigest(),
-        peaks=compute_peaks(io.BytesIO(audio), "wav"),
+    return call_recording(
+        world, "browser-sealed", seal(call_wav()), remote_party="+15551230002",
         encryption_key_id="test-2025",
-    )
-    recording.file.save("2026/03/02/browser-sealed.wav", ContentFile(seal(audio)), save=True)
-    return recording
+    )  # fmt: skip
 
 
 def test_a_supervisor_plays_and_seeks_an_encrypted_recording(
