@@ -26,6 +26,8 @@ from pathlib import Path
 
 import redis
 from django.conf import settings
+from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from recorder.engine.codec import media_from_json
@@ -188,10 +190,13 @@ def _rate(offers: Iterable) -> int:
 
 def node_capturing(node: str) -> bool:
     """Whether a worker of `node` captures now: one of its interfaces running, by a
-    heartbeat recent enough to believe (as the admin's "capturing" column says)."""
+    heartbeat recent enough to believe (as the admin's "capturing" column says), or its
+    lease held unexpired by a worker whose sniffer is still starting (its first figures
+    come a second or two after the capture opens, and the lease lapses with the worker)."""
     recent = timezone.now() - timedelta(seconds=settings.QMS_CAPTURE_LEASE_SECONDS)
-    running = CaptureInterface.objects.filter(node=node, running=True, heartbeat_at__gte=recent)
-    return running.exists()
+    running = Q(running=True, heartbeat_at__gte=recent)
+    leased = ~Q(lease_owner="") & Q(lease_expires_at__gt=Now())
+    return CaptureInterface.objects.filter(running | leased, node=node).exists()
 
 
 def node_down(node: str) -> str:

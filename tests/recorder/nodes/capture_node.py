@@ -42,6 +42,7 @@ BPF = f"udp and host {AGENT_IP}"
 WORKER_START_SECONDS = 30.0
 WORKER_STOP_SECONDS = 40.0
 SIPP_SECONDS = 30.0
+SIPP_START_SECONDS = 10.0
 # The caller hangs up this long after its audio ends.
 HANG_UP_AFTER_SECONDS = 0.4
 
@@ -332,14 +333,36 @@ class Phones:
 
     def start_far_end(self, seconds: float, audio: Path | None = None) -> None:
         """The registrar and callee, streaming `seconds` of audio into every call (or the
-        µ-law file `audio`)."""
+        µ-law file `audio`). Its ports are free when picked but may be taken before SIPp
+        binds them: a far end that exits at once is started again on others."""
         far_end = self.far_end_ip
-        self.far_end_port = free_port(socket.SOCK_DGRAM, far_end)
         scenario = self.scenario("callee_uas", audio=audio or self.audio(seconds))
-        command = [self.sipp, "-sf", str(scenario), "-i", far_end, "-p", str(self.far_end_port)]
-        command += ["-mp", str(free_port(socket.SOCK_DGRAM, far_end)), "-nostdin"]
-        command += ["-trace_err"]
-        self.far_end = self._spawn(command, "far-end")
+        for _ in range(3):
+            self.far_end_port = free_port(socket.SOCK_DGRAM, far_end)
+            command = [self.sipp, "-sf", str(scenario), "-i", far_end]
+            command += ["-p", str(self.far_end_port)]
+            command += ["-mp", str(free_port(socket.SOCK_DGRAM, far_end)), "-nostdin"]
+            command += ["-trace_err"]
+            self.far_end = self._spawn(command, "far-end")
+            if self._listening(self.far_end, far_end, self.far_end_port):
+                return
+            stop_process(self.far_end, 5)
+        log = self.far_end.output.read_text(errors="replace")[-3000:]  # type: ignore[attr-defined]
+        pytest.fail(f"SIPp's far end did not listen (exit {self.far_end.poll()}):\n{log}")
+
+    @staticmethod
+    def _listening(process: subprocess.Popen, ip: str, port: int) -> bool:
+        """Whether `process` came to hold its SIP port (a bind there fails) before it
+        exited, so that nothing is sent to a far end still starting."""
+        deadline = time.monotonic() + SIPP_START_SECONDS
+        while process.poll() is None and time.monotonic() < deadline:
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                    probe.bind((ip, port))
+            except OSError:
+                return process.poll() is None
+            time.sleep(0.05)
+        return False
 
     def register(self, extension: str = "9001") -> None:
         command = [*self.agent_side, self.sipp, f"{self.far_end_ip}:{self.far_end_port}"]
@@ -384,7 +407,13 @@ class Phones:
             status = phone.wait(timeout=SIPP_SECONDS + 5)
         except subprocess.TimeoutExpired:
             status = None
-        assert status == 0, f"SIPp failed:\n{phone.output.read_text()[-3000:]}"
+        if status == 0:
+            return
+        far_end = ""
+        if self.far_end is not None and self.far_end is not phone:
+            far_end = (f"\nthe far end (exit {self.far_end.poll()}):\n"
+                       f"{self.far_end.output.read_text(errors='replace')[-2000:]}")  # fmt: skip
+        pytest.fail(f"SIPp failed:\n{phone.output.read_text()[-3000:]}{far_end}")
 
     def stop_all(self) -> None:
         for process in self.calls:

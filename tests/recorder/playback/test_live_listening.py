@@ -288,6 +288,26 @@ def test_a_call_no_node_logs_is_said_unavailable(world: PlaybackWorld, relay, mo
     assert LiveListen.objects.get(pk=listen["listen"]).ended_by == LiveListen.EndedBy.UNAVAILABLE
 
 
+def test_a_node_whose_sniffer_is_starting_serves_a_listen(world: PlaybackWorld, relay) -> None:
+    """A worker that has just taken its interface's lease captures before its first
+    figures say so: a listen then is not refused, and hears the call."""
+    call = LiveCall(relay[1], world)
+    lease = timezone.now() + timedelta(seconds=30)
+    CaptureInterface.objects.filter(node=NODE).update(
+        running=False, heartbeat_at=None, lease_owner="capture-site-a@host", lease_expires_at=lease
+    )
+    call.talk(3.0)
+    client = pages_as(world.supervisor_a)
+    listen = start_listening(client, call.row)
+    answers = list(segments(client, listen, seconds=3))
+    assert any(answer["X-QMS-Live"] == "live" and answer.content for answer in answers)
+    # Its lease lapsed (the worker died before its first heartbeat): refused, with why.
+    CaptureInterface.objects.filter(node=NODE).update(lease_expires_at=timezone.now())
+    refused = client.post(f"/calls/{call.row.pk}/listen/start")
+    assert refused.status_code == 503
+    assert "site-a that captures this call is not running" in refused.json()["detail"]
+
+
 def test_a_node_that_stopped_capturing_is_said_so(world: PlaybackWorld, relay) -> None:
     call = LiveCall(relay[1], world)
     call.talk(3.0)
