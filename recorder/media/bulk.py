@@ -9,6 +9,7 @@ header fields (RFC 3550 §5.1) of every packet of a block are gathered with nump
 
 from __future__ import annotations
 
+import functools
 import sys
 import warnings
 from array import array
@@ -16,7 +17,14 @@ from collections import Counter
 
 import numpy as np
 
-from recorder.media.codecs import ALAW_TABLE, ULAW_TABLE, PayloadFormat, PayloadKind
+from recorder.media.codecs import (
+    ALAW_TABLE,
+    ULAW_TABLE,
+    PayloadFormat,
+    PayloadKind,
+    RtpMap,
+    payload_formats,
+)
 
 HEADER_BYTES = 12
 # A fixed header with version 2 and no padding, extension or CSRCs (RFC 3550 §5.1).
@@ -52,8 +60,8 @@ class BlockHeaders:
         self.offsets = np.zeros(len(self.lengths), dtype=np.int64)
         # The packets as rows of octets, when they are all of one length.
         self.rows: np.ndarray | None = None
-        # The formats _plain_g711 was last asked for, and its answer.
-        self._plain: tuple[dict, np.ndarray] | None = None
+        # The G.711 table _plain_g711 was last asked for, and its answer.
+        self._plain: tuple[np.ndarray, np.ndarray] | None = None
         np.cumsum(self.lengths[:-1], out=self.offsets[1:])
         header = self._headers(data)
         self.first, self.second = header[:, 0], header[:, 1]
@@ -66,7 +74,7 @@ class BlockHeaders:
         packet shorter than that (a keepalive)."""
         count = len(self.lengths)
         length = int(self.lengths[0]) if count else 0
-        alike = len(data) == count * length and np.all(self.lengths == length)
+        alike = len(data) == count * length and (self.lengths == length).all()
         if length >= HEADER_BYTES and alike:
             # Packets all of one length (most blocks): the headers are a view of the data.
             self.rows = np.frombuffer(data, dtype=np.uint8).reshape(count, length)
@@ -85,7 +93,7 @@ class BlockHeaders:
         offset = int(self.offsets[index])
         return float(self.arrivals[index]), self.data[offset : offset + int(self.lengths[index])]
 
-    def links(self, formats: dict[int, PayloadFormat], limits: tuple[float, float]) -> np.ndarray:
+    def links(self, g711: np.ndarray, limits: tuple[float, float]) -> np.ndarray:
         """links[i]: packet i is the regular successor of packet i - 1 (never for i = 0).
 
         Both plain G.711 packets of one payload type, length and SSRC; the sequence number
@@ -93,7 +101,7 @@ class BlockHeaders:
         step within `limits`, the (lowest, highest) timestamp-ahead-of-arrival, in clock
         ticks, that StreamDecoder accepts before it follows the arrival clock instead.
         """
-        plain = self._plain_g711(formats)
+        plain = self._plain_g711(g711)
         samples = self.lengths - HEADER_BYTES
         links = np.zeros(len(self), dtype=bool)
         if len(self) < 2:
@@ -112,18 +120,14 @@ class BlockHeaders:
         )
         return links
 
-    def _plain_g711(self, formats: dict[int, PayloadFormat]) -> np.ndarray:
-        """Whole plain headers with a G.711 payload type, at least one sample, and an
-        arrival time StreamDecoder takes as it is. No marker bit: a marked packet is left
-        to the general path (with a dynamic payload type, marker and type can read as RTCP).
-        Worked out once a block for its direction's formats: the scan and the decoding
-        both ask."""
-        if self._plain is not None and self._plain[0] is formats:
+    def _plain_g711(self, g711: np.ndarray) -> np.ndarray:
+        """Whole plain headers with a G.711 payload type (`g711`, a table of g711_types),
+        at least one sample, and an arrival time StreamDecoder takes as it is. No marker
+        bit: a marked packet is left to the general path (with a dynamic payload type,
+        marker and type can read as RTCP). Worked out once a block for its direction's
+        table: the scan and the decoding both ask."""
+        if self._plain is not None and self._plain[0] is g711:
             return self._plain[1]
-        # A table of the second octet's 256 values, not np.isin (a sort, 30 us a block):
-        # a marked packet's octet is its type plus 128, never in the table.
-        g711 = np.zeros(256, dtype=bool)
-        g711[[pt for pt, found in formats.items() if _is_g711(found) and 0 <= pt < 128]] = True
         plain = (
             (self.lengths > HEADER_BYTES)
             & (self.first == PLAIN_FIRST_OCTET)
@@ -131,7 +135,7 @@ class BlockHeaders:
             & (self.arrivals >= 0.0)
             & (self.arrivals < 1e11)
         )
-        self._plain = (formats, plain)
+        self._plain = (g711, plain)
         return plain
 
     def payload_types(self) -> tuple[int | None, Counter]:
@@ -151,12 +155,12 @@ class BlockHeaders:
         zrtp = (self.first == ZRTP_FIRST_OCTET) & (self.second == 0)
         return int(np.count_nonzero(zrtp & (self.timestamp == ZRTP_MAGIC_COOKIE)))
 
-    def g711_sample(self, formats: dict[int, PayloadFormat], limit: int) -> tuple[int, np.ndarray]:
+    def g711_sample(self, g711: np.ndarray, limit: int) -> tuple[int, np.ndarray]:
         """For the test of encrypted media: how many plain G.711 packets carry a payload
         that is no whole number of milliseconds (8 octets), as ciphertext with an SRTP
         authentication tag after it does (RFC 3711 §4.2: 4 or 10 octets of HMAC-SHA1,
         where audio has 160 or 80), and up to `limit` of their payload octets, in order."""
-        plain = self._plain_g711(formats)
+        plain = self._plain_g711(g711)
         odd = int(np.count_nonzero(plain & ((self.lengths - HEADER_BYTES) % 8 != 0)))
         indices = np.flatnonzero(plain)
         if self.rows is not None:  # packets all of one length: a view of the data
@@ -190,6 +194,19 @@ def expand_g711(codec_name: str, payloads: np.ndarray) -> bytes:
         return G711_TABLES[codec_name][payloads].tobytes()
     pcm = expand(payloads.tobytes(), 2)
     return pcm if sys.byteorder == "little" else audioop.byteswap(pcm, 2)
+
+
+@functools.lru_cache(maxsize=256)
+def g711_types(rtpmap: RtpMap) -> np.ndarray:
+    """A table of the 256 values of an RTP header's second octet: True where it is an
+    unmarked G.711 payload type of the map's formats (codecs.payload_formats). Made once
+    per map, read-only: a finisher decodes thousands of calls of the same few maps. A
+    marked packet's octet is its type plus 128, never in the table."""
+    table = np.zeros(256, dtype=bool)
+    formats = payload_formats(rtpmap)
+    table[[pt for pt, found in formats.items() if _is_g711(found) and 0 <= pt < 128]] = True
+    table.flags.writeable = False
+    return table
 
 
 def looks_random(octets: np.ndarray) -> bool:

@@ -303,6 +303,14 @@ def payload_format(payload_type: int, rtpmap: str) -> PayloadFormat:
     return PayloadFormat(payload_type, PayloadKind.AUDIO, codec.name, clock_rate, codec)
 
 
+# An SDP's payload type map as a hashable value: ((0, "PCMU/8000"), (101, "telephone-event/8000")).
+RtpMap = tuple[tuple[int, str], ...]
+
+
+def rtpmap_of(payload_types: Iterable[tuple[int, str]]) -> RtpMap:
+    return tuple(tuple(entry) for entry in payload_types)
+
+
 def payload_formats(rtpmap: Iterable[tuple[int, str]] = ()) -> dict[int, PayloadFormat]:
     """Every payload type 0-127: the static ones of RFC 3551 §6 overlaid by the SDP's map.
 
@@ -310,11 +318,11 @@ def payload_formats(rtpmap: Iterable[tuple[int, str]] = ()) -> dict[int, Payload
     still says what arrived. (Made once per map: a finisher decodes thousands of calls
     that carry the same few maps, and each would otherwise build 128 formats twice.)
     """
-    return dict(_formats_of(tuple(tuple(entry) for entry in rtpmap)))
+    return dict(_formats_of(rtpmap_of(rtpmap)))
 
 
 @functools.lru_cache(maxsize=256)
-def _formats_of(rtpmap: tuple[tuple[int, str], ...]) -> dict[int, PayloadFormat]:
+def _formats_of(rtpmap: RtpMap) -> dict[int, PayloadFormat]:
     formats = {
         payload_type: payload_format(payload_type, f"{name}/{rate}")
         for payload_type, (name, rate) in STATIC_PAYLOAD_TYPES.items()

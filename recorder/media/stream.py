@@ -32,6 +32,7 @@ from recorder.media.bulk import (
     HEADER_BYTES,
     PLAIN_FIRST_OCTET,
     BlockHeaders,
+    g711_types,
 )
 from recorder.media.codecs import (
     SAMPLE_BYTES,
@@ -43,6 +44,7 @@ from recorder.media.codecs import (
     UndecodableCodec,
     payload_formats,
     repeat_samples,
+    rtpmap_of,
 )
 from recorder.media.rtp import RTCP_PACKET_TYPES, RtpDecodeError, RtpPacket, parse_rtp
 
@@ -182,7 +184,10 @@ class StreamDecoder:
         stall_limit: float = 5.0,
         max_fill: float = 2.0,
     ) -> None:
-        self.formats = payload_formats(payload_types)
+        rtpmap = rtpmap_of(payload_types)
+        self.formats = payload_formats(rtpmap)
+        # Which payload types are G.711, as bulk.BlockHeaders asks (shared, read-only).
+        self.g711_types = g711_types(rtpmap)
         self.reorder_window = reorder_window
         self.reorder_packets = max(1, reorder_packets)
         self.jump_limit = jump_limit
@@ -248,7 +253,7 @@ class StreamDecoder:
         it; every other packet goes through feed().
         """
         limits = (-self.stall_limit * 8000, self.jump_limit * 8000)
-        breaks = [*np.flatnonzero(~headers.links(self.formats, limits)).tolist(), len(headers)]
+        breaks = [*np.flatnonzero(~headers.links(self.g711_types, limits)).tolist(), len(headers)]
         chunks: list[PcmChunk] = []
         index = 0
         if self.source is None and self._starts_in_order(headers):
@@ -280,13 +285,15 @@ class StreamDecoder:
         end = int(after[0]) + 1
         sequence = headers.sequence[:end]
         second = headers.second[:end]
+        # The arrays' own .all() and slices' differences: np.all and np.diff cost more in
+        # their Python wrappers than in the arithmetic, on a window's few packets.
         return bool(
-            np.all(headers.lengths[:end] > HEADER_BYTES)
-            and np.all(headers.first[:end] == PLAIN_FIRST_OCTET)
-            and np.all((second < RTCP_PACKET_TYPES.start) | (second >= RTCP_PACKET_TYPES.stop))
-            and np.all(headers.ssrc[:end] == headers.ssrc[0])
-            and np.all(np.diff(sequence) % SEQUENCE_MODULO == 1)
-            and np.all(np.diff(arrivals[:end]) >= 0.0)
+            (headers.lengths[:end] > HEADER_BYTES).all()
+            and (headers.first[:end] == PLAIN_FIRST_OCTET).all()
+            and ((second < RTCP_PACKET_TYPES.start) | (second >= RTCP_PACKET_TYPES.stop)).all()
+            and (headers.ssrc[:end] == headers.ssrc[0]).all()
+            and ((sequence[1:] - sequence[:-1]) % SEQUENCE_MODULO == 1).all()
+            and (arrivals[1:end] >= arrivals[: end - 1]).all()
             and arrivals[end - 1] < LATEST_ARRIVAL
         )
 

@@ -317,7 +317,7 @@ def _scan(
         direction.payload_types.update(payload_types)
         direction.zrtp_packets += headers.zrtp_packets()
         wanted = RANDOMNESS_SAMPLE - direction.g711_sampled
-        odd, octets = headers.g711_sample(direction.decoder.formats, max(0, wanted))
+        odd, octets = headers.g711_sample(direction.decoder.g711_types, max(0, wanted))
         direction.odd_g711_packets += odd
         if len(octets):
             direction.g711_octets.append(octets)

@@ -150,8 +150,9 @@ def _fold(
     first = int(np.searchsorted(starts, first_frame, side="right")) - 1
     last = int(np.searchsorted(starts, last_frame, side="right")) - 1
     offsets = np.maximum(starts[first : last + 1], first_frame) - first_frame
-    # One contiguous row per channel: reduceat then runs over memory in order (SIMD).
-    by_channel = np.ascontiguousarray(block.T)
+    # One contiguous row per channel: reduceat then runs over memory in order (SIMD), and
+    # on int32 twice as fast as on int16 (numpy 2's loops), the copy made in one step.
+    by_channel = np.array(block.T, dtype=np.int32, order="C")
     low, high = lows[:, first : last + 1], highs[:, first : last + 1]  # views, updated in place
     np.minimum(low, np.minimum.reduceat(by_channel, offsets, axis=1), out=low)
     np.maximum(high, np.maximum.reduceat(by_channel, offsets, axis=1), out=high)

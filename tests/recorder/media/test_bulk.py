@@ -309,7 +309,7 @@ def test_links_break_at_each_irregularity() -> None:
     arrivals = array("d", [at for at, _ in packets])
     lengths = array("H", [len(p) for _, p in packets])
     headers = BlockHeaders(arrivals, lengths, b"".join(p for _, p in packets))
-    links = headers.links(StreamDecoder(PAYLOAD_TYPES).formats, (-40000.0, 8000.0))
+    links = headers.links(StreamDecoder(PAYLOAD_TYPES).g711_types, (-40000.0, 8000.0))
     assert links.tolist() == [False, True, True, False, False, True]
 
 
