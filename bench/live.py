@@ -94,6 +94,17 @@ def replay(capture: Path, pps: int) -> str:
 last_peak_kib = 0
 
 
+def replay_rate(output: str) -> str:
+    """tcpreplay's own account of the replay ("Actual: N packets ... in S seconds", "Rated:
+    ... pps"): the rate the wire saw, not the one asked for."""
+    lines = [
+        line.strip()
+        for line in output.splitlines()
+        if line.strip().startswith(("Actual:", "Rated:"))
+    ]
+    return "; ".join(lines) or "tcpreplay printed no rate"
+
+
 def peak_rss_kib(pid: int) -> int:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
@@ -111,7 +122,7 @@ def while_replaying(command: list[str], env: dict[str, str], capture: Path, pps:
             command, cwd=ROOT, env=env, stdout=output, stderr=output, start_new_session=True
         )
         time.sleep(3)  # the capture is open before the first packet
-        replay(capture, pps)
+        print(f"  replayed for {Path(command[0]).name}: {replay_rate(replay(capture, pps))}")
         time.sleep(SETTLE_SECONDS)
         global last_peak_kib
         last_peak_kib = peak_rss_kib(child.pid)
