@@ -121,7 +121,10 @@ def test_a_killed_writer_leaves_every_flushed_record_readable(tmp_path: Path) ->
         "    index += 1\n"
         "    if index % 50 == 0:\n"
         "        log.flush()\n"
-        f"        Path({str(tmp_path / 'progress')!r}).write_text(str(index))\n"
+        # Through a new name: a kill in the middle of a write must not leave it empty.
+        f"        new = Path({str(tmp_path / 'progress.new')!r})\n"
+        "        new.write_text(str(index))\n"
+        f"        new.replace({str(tmp_path / 'progress')!r})\n"
         "    time.sleep(0.0005)\n"
     )
     child = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
