@@ -10,8 +10,10 @@ does not consume its node's queue captures nothing.
 from __future__ import annotations
 
 from celery import bootsteps
+from celery.signals import worker_process_init, worker_ready
 
 from recorder.nodes.queues import queue_for
+from recorder.recordings.finishing_process import settle_heap
 
 
 class CaptureStep(bootsteps.StartStopStep):
@@ -31,3 +33,17 @@ class CaptureStep(bootsteps.StartStopStep):
         from recorder.nodes.node import CaptureNode
 
         return CaptureNode(settings.QMS_NODE, worker.app, worker.hostname)
+
+
+@worker_ready.connect
+def settle_worker_heap(**_: object) -> None:
+    """A worker that finishes recordings in its own process (the solo pool a capture node
+    runs, or threads) takes the finishing processes' collector settings once it is ready:
+    what its set-up made stays out of every later collection."""
+    settle_heap()
+
+
+@worker_process_init.connect
+def settle_child_heap(**_: object) -> None:
+    """The same in each child of a prefork pool, where the tasks run."""
+    settle_heap()
