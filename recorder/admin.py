@@ -13,7 +13,6 @@ import json
 from django.contrib import admin, messages
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.http.response import HttpResponseBase
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -31,52 +30,12 @@ from recorder.models import (
     Recording,
 )
 from recorder.playback.access import calls_visible_to, recordings_visible_to
-from recorder.playback.audit import audit, audit_call_view, audit_search
+from recorder.playback.audit import audit, audit_call_view
+from recorder.playback.audited_admin import AuditedLooks
 
 
-def shown(request: HttpRequest, response: HttpResponseBase) -> bool:
-    # A redirect (an object one may not see, a bad filter) or a HEAD shows nothing.
-    return request.method == "GET" and response.status_code == 200
-
-
-class AuditedLooksAdmin(ReadOnlyAdmin):
-    """The list is a search; an object's page and its history show its metadata: a view."""
-
-    # Written into a search entry's detail; None for a list of recordings.
-    audit_listing: str | None = None
-    # The key under which a look at one object names it, when it is not a recording.
-    audit_key: str = "object"
-
-    def audit_look(self, request: HttpRequest, obj: Model) -> None:
-        audit(request, AuditEntry.Action.VIEW, detail={self.audit_key: obj.pk})
-
-    def changelist_view(
-        self, request: HttpRequest, extra_context: dict | None = None
-    ) -> HttpResponse:
-        response = super().changelist_view(request, extra_context)
-        if shown(request, response):
-            audit_search(request, request.GET, self.audit_listing)
-        return response
-
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict | None = None,
-    ) -> HttpResponse:
-        response = super().change_view(request, object_id, form_url, extra_context)
-        if shown(request, response):
-            self.audit_look(request, response.context_data["original"])
-        return response
-
-    def history_view(
-        self, request: HttpRequest, object_id: str, extra_context: dict | None = None
-    ) -> HttpResponse:
-        response = super().history_view(request, object_id, extra_context)
-        if shown(request, response):
-            self.audit_look(request, response.context_data["object"])
-        return response
+class AuditedLooksAdmin(AuditedLooks, ReadOnlyAdmin):
+    """Read-only, and every look audited (recorder/playback/audited_admin.py)."""
 
 
 @admin.register(Call)

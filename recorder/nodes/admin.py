@@ -15,6 +15,7 @@ from recorder.nodes.models import (
     ParkedEvent,
     PendingFinalisation,
 )
+from recorder.playback.audited_admin import AuditedLooks
 
 LIVE_STATE = [
     "running",
@@ -70,9 +71,13 @@ class PendingFinalisationAdmin(ReadOnlyAdmin):
 
 
 @admin.register(ParkedEvent)
-class ParkedEventAdmin(ClearableReadOnlyAdmin):
+class ParkedEventAdmin(AuditedLooks, ClearableReadOnlyAdmin):
     """Events the database would not take, with their reason: each one is a call, a
-    binding or a spool that QMS did not store and that someone should look at."""
+    binding or a spool that QMS did not store and that someone should look at. They hold
+    the event's numbers and names as the wire gave them: each look is audited."""
+
+    audit_listing = "parked events"
+    audit_key = "parked_event"
 
     list_display = ["parked_at", "kind", "subject", "reason", "node"]
     list_filter = ["kind", "node"]

@@ -17,6 +17,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from recorder.models import AppendOnlyError, AuditEntry, Call, Recording
+from recorder.nodes.models import ParkedEvent
 from tests.recorder.playback.support import PlaybackWorld, build_world, login
 
 pytestmark = pytest.mark.django_db
@@ -428,4 +429,22 @@ def test_the_tapi_call_pages_are_audited_like_the_call_pages(world: PlaybackWorl
     assert sorted(entries_written(), key=lambda entry: entry[0]) == [
         ("search", None, {"filters": {"q": "555"}, "listing": "tapi calls"}),
         ("view", None, {"tapi_call": tapi_call.pk}),
+    ]
+
+
+def test_a_look_at_parked_events_is_audited_as_a_search_and_a_view(world: PlaybackWorld) -> None:
+    """A parked event holds a call's or a binding's fields as the wire gave them."""
+    parked = ParkedEvent.objects.create(
+        kind=ParkedEvent.Kind.CALL, subject="a1b2@10.0.0.41", reason="a value no column holds",
+        event={"caller": "+16175551212", "callee": "9001"}, node="site-a",
+    )  # fmt: skip
+    client = pages_as(world.admin)
+    assert client.get("/admin/capture/parkedevent/?q=a1b2").status_code == 200
+    assert client.get(f"/admin/capture/parkedevent/{parked.pk}/change/").status_code == 200
+    assert client.get(f"/admin/capture/parkedevent/{parked.pk}/history/").status_code == 200
+    in_order = AuditEntry.objects.order_by("pk").values_list("action", "recording_id", "detail")
+    assert list(in_order) == [
+        ("search", None, {"filters": {"q": "a1b2"}, "listing": "parked events"}),
+        ("view", None, {"parked_event": parked.pk}),
+        ("view", None, {"parked_event": parked.pk}),
     ]
