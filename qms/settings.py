@@ -153,8 +153,12 @@ QMS_RECORD_UNSIGNALLED = env_bool("QMS_RECORD_UNSIGNALLED", True)
 QMS_MAX_CALL_SECONDS = env_int("QMS_MAX_CALL_SECONDS", 4 * 3600, minimum=60, maximum=7 * 86400)
 # sniff and import_pcap finish recordings (decode, audio file, row) in this many processes
 # of their own, off the capture process; 0 finishes them in the capture process's database
-# thread (recorder/recordings/finisher.py).
-QMS_FINISH_PROCESSES = env_int("QMS_FINISH_PROCESSES", 1, minimum=0, maximum=64)
+# thread (recorder/recordings/finisher.py). By default one for each core this process may
+# run on, at most 4 (about 170 MiB each): they run at a lower priority than the capture,
+# so a burst of call ends takes the cores the capture leaves idle and never the capture's.
+QMS_FINISH_PROCESSES = env_int(
+    "QMS_FINISH_PROCESSES", min(4, len(os.sched_getaffinity(0))), minimum=0, maximum=64
+)
 # Each capture interface's kernel ring, in MiB (tcpdump -B): how long a burst the engine
 # has not caught up with can last before the kernel drops packets. At 100,000 packets/s of
 # G.711 a mirror port fills about 27 MiB a second (docs/capture.md).

@@ -15,6 +15,10 @@ import time
 IDLE_SECONDS = 1.0
 # The most recordings finished in one batch (one transaction).
 BATCH = 100
+# How much lower than its command's a worker's scheduling priority is (nice): where the
+# capture and a worker share a core, the capture gets about nine tenths of it, so a burst
+# of call ends never starves the capture; a core the capture leaves idle is the worker's.
+NICENESS = 10
 # Allocations between the collector's youngest-generation passes, in place of Python's 700:
 # a batch's rows, headers and arrays are short-lived and hold no cycles worth chasing.
 YOUNG_COLLECTION_EVERY = 20_000
@@ -36,6 +40,7 @@ def work(jobs, results, configured: dict, command_pid: int) -> None:
     # what its workers hold.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.nice(NICENESS)
     import django
     from django.conf import settings
 

@@ -23,7 +23,9 @@ from recorder.recordings.finisher import (
     finish_left_over,
     finisher_for_commands,
 )
+from recorder.recordings.finishing_process import NICENESS
 from recorder.recordings.recovery import FAILED, recover_spools
+from tests.qms.test_settings import run_manage
 from tests.recorder.recordings.test_recording_recovery import logged_call
 from tests.recorder.recordings.test_spool_failures import call_with_damaged_spool
 
@@ -86,6 +88,31 @@ def test_started_workers_are_up_before_the_first_call_ends_and_share_its_recordi
     assert [worker.pid for worker in finisher.workers] == started  # no others were started
     assert finisher.outcomes == {"complete": 4}
     assert all(not worker.is_alive() for worker in finisher.workers)
+
+
+@needs_shared_database
+@pytest.mark.django_db(transaction=True)
+def test_workers_run_at_a_lower_priority_than_their_command(tmp_path: Path) -> None:
+    finisher = ProcessFinisher(1)
+    finisher.start()
+    [worker] = finisher.workers
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    deadline = time.monotonic() + 30
+    # The worker lowers its own priority as it starts.
+    while os.getpriority(os.PRIO_PROCESS, worker.pid) == own and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert os.getpriority(os.PRIO_PROCESS, worker.pid) == min(19, own + NICENESS)
+    for call, spool in calls(tmp_path, 1):
+        hand_over(call, spool, finisher.submit)
+    finisher.close()
+    assert finisher.outcomes == {"complete": 1}
+
+
+def test_commands_finish_in_a_process_a_core_by_default(tmp_path: Path) -> None:
+    script = "from django.conf import settings; print(settings.QMS_FINISH_PROCESSES)"
+    done = run_manage(tmp_path, "shell", "-c", script, DEBUG="1")
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split()[-1]) == min(4, len(os.sched_getaffinity(0)))
 
 
 @needs_shared_database

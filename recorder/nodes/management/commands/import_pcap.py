@@ -21,6 +21,7 @@ from recorder.capture.sources import (
 )
 from recorder.engine.engine import Engine
 from recorder.nodes.caps import CapAlerts
+from recorder.nodes.commands import CAPTURE_CHECKS
 from recorder.nodes.summary import summary_lines
 from recorder.recordings.finisher import finish_left_over, finisher_for_commands
 from recorder.recordings.recovery import recover_spools
@@ -74,6 +75,7 @@ class Command(BaseCommand):
         "Process pcap/pcapng capture files (several files in time order): learn ext/IP "
         "bindings and follow calls, as a live capture would."
     )
+    requires_system_checks = CAPTURE_CHECKS
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("files", nargs="+", type=Path, help="pcap or pcapng files")

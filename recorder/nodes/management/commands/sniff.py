@@ -19,6 +19,7 @@ from recorder.capture.sources import CaptureFileError
 from recorder.capture.tcpdump import TcpdumpCapture
 from recorder.engine.engine import Engine
 from recorder.nodes.caps import CapAlerts, caps_line
+from recorder.nodes.commands import CAPTURE_CHECKS
 from recorder.nodes.live import CaptureLoop, LiveSource
 from recorder.nodes.summary import summary_lines
 from recorder.recordings.finisher import finish_left_over, finisher_for_commands
@@ -34,6 +35,7 @@ log = logging.getLogger("qms.sniff")
 
 class Command(BaseCommand):
     help = "Capture live from network interfaces until SIGINT/SIGTERM or --duration."
+    requires_system_checks = CAPTURE_CHECKS
 
     def add_arguments(self, parser: CommandParser) -> None:
         source = parser.add_mutually_exclusive_group(required=True)
