@@ -99,10 +99,17 @@ class InlineFinisher:
 
 class ProcessFinisher:
     """Finishes recordings in `processes` worker processes of its own, started by start()
-    or, at the latest, when the first recording is handed over."""
+    or, at the latest, when the first recording is handed over.
 
-    def __init__(self, processes: int) -> None:
+    A worker is started afresh (spawn): it sets Django up, about a second of CPU. With
+    `fork`, the workers that start() starts are forked instead and set up nothing: only for
+    a caller that calls start() while it has no other thread and no open database
+    connection (a sink's own process, recorder/sinks/sink_process.py). A worker started
+    later (the first call's end, a dead worker's place) is started afresh all the same."""
+
+    def __init__(self, processes: int, fork: bool = False) -> None:
         self.processes = processes
+        self.fork = fork
         self.context = multiprocessing.get_context("spawn")
         self.jobs = self.context.Queue()
         self.results = self.context.Queue()
@@ -117,7 +124,7 @@ class ProcessFinisher:
         delaying the first recordings; with calls that all end together (an import of
         short calls), it came after the last packet."""
         while len(self.workers) < self.processes:
-            self.workers.append(self._start_worker())
+            self.workers.append(self._start_worker(forked=self.fork))
 
     def submit(self, pending: PendingFinalisation) -> None:
         """Called from the sink's thread once the batch that ended the call has committed."""
@@ -150,10 +157,11 @@ class ProcessFinisher:
         self.jobs.close()
         self.results.close()
 
-    def _start_worker(self):
-        worker = self.context.Process(
+    def _start_worker(self, forked: bool = False):
+        context = multiprocessing.get_context("fork") if forked else self.context
+        worker = context.Process(
             target=finishing_process.work,
-            args=(self.jobs, self.results, settings_for_worker(), os.getpid()),
+            args=(self.jobs, self.results, None if forked else settings_for_worker(), os.getpid()),
             name="qms-finisher",
             daemon=True,
         )
@@ -200,10 +208,16 @@ def settings_for_worker() -> dict:
     return found
 
 
+def finishes_inline() -> bool:
+    """Whether a capture command finishes its recordings in its own database thread: with
+    QMS_FINISH_PROCESSES at 0, or a database only this process can open."""
+    in_memory = getattr(connection, "is_in_memory_db", lambda: False)()
+    return settings.QMS_FINISH_PROCESSES == 0 or in_memory
+
+
 def finisher_for_commands():
     """The finisher of a capture command: QMS_FINISH_PROCESSES worker processes, or the
-    sink's own thread when that is 0 or the database is one only this process can open."""
-    in_memory = getattr(connection, "is_in_memory_db", lambda: False)()
-    if settings.QMS_FINISH_PROCESSES == 0 or in_memory:
+    sink's own thread (finishes_inline)."""
+    if finishes_inline():
         return InlineFinisher()
     return ProcessFinisher(settings.QMS_FINISH_PROCESSES)

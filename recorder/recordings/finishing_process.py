@@ -33,19 +33,22 @@ def settle_heap() -> None:
     gc.set_threshold(YOUNG_COLLECTION_EVERY, *gc.get_threshold()[1:])
 
 
-def work(jobs, results, configured: dict, command_pid: int) -> None:
+def work(jobs, results, configured: dict | None, command_pid: int) -> None:
     """A worker process: Django set up with the command's settings, then the recordings
-    handed over, until told to stop or, with its command gone, until none is queued."""
+    handed over, until told to stop or, with its command gone, until none is queued.
+    `configured` is None in a worker forked from a process whose Django is set up already
+    (and which had no other thread and no open connection to hand down)."""
     # The command takes the signals (Ctrl-C reaches the whole group) and then waits for
     # what its workers hold.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.nice(NICENESS)
-    import django
-    from django.conf import settings
+    if configured is not None:
+        import django
+        from django.conf import settings
 
-    settings.configure(**configured)
-    django.setup()
+        settings.configure(**configured)
+        django.setup()
     settle_heap()
     from recorder.recordings.finalise import finish_batch
 

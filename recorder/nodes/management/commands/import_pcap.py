@@ -23,10 +23,10 @@ from recorder.engine.engine import Engine
 from recorder.nodes.caps import CapAlerts
 from recorder.nodes.commands import CAPTURE_CHECKS
 from recorder.nodes.summary import summary_lines
-from recorder.recordings.finisher import finish_left_over, finisher_for_commands
+from recorder.recordings.finisher import finish_left_over
 from recorder.recordings.recovery import recover_spools
+from recorder.sinks.commands import sink_for_commands
 from recorder.sinks.database import (
-    DatabaseSink,
     add_recording_arguments,
     recording_options,
 )
@@ -91,10 +91,7 @@ class Command(BaseCommand):
             # What a killed earlier run left: recordings handed over, then cut calls.
             finish_left_over(options["node"], Path(settings.QMS_SPOOL_DIR))
             recover_spools(Path(settings.QMS_SPOOL_DIR))
-        finisher = finisher_for_commands()
-        if not options["no_recording"]:
-            finisher.start()  # its set-up overlaps the capture
-        sink = DatabaseSink(node=options["node"], finisher=finisher)
+        sink = sink_for_commands(options["node"], recording=not options["no_recording"])
         engine = Engine(sink, known_phone_ips(), **recording_options(options))
         started = time.perf_counter()
         notes = CaptureNotes()
@@ -105,8 +102,7 @@ class Command(BaseCommand):
         finally:
             engine.finish()
             captured = time.perf_counter() - started
-            sink.close()
-            finisher.close()  # every recording handed over, finished
+            sink.close()  # every event stored, every recording handed over finished
             CapAlerts(options["node"]).note(engine.stats.caps)
         for line in summary_lines(engine, sink, captured, notes):
             self.stdout.write(line)

@@ -1,0 +1,234 @@
+"""A capture command's DatabaseSink in a process of its own, off the capture's interpreter.
+
+Applying bindings and calls to the database (the directory's rules, attribution, rows,
+the pending finalisations) costs a capture command more than a millisecond of CPU a call.
+In a thread of the capture process it competes with the capture loop for the interpreter:
+importing 1,000 short calls, the packets took 3.0 s with the database thread beside them
+against 1.1 s without it. A SinkProcess keeps only a small sender thread in the capture
+process, which pickles the events in batches down a pipe; the process at the other end
+runs the same DatabaseSink, and owns the command's finishing processes (recordings/
+finisher.py), to which its sink hands each ended call once committed.
+
+The events keep their order (one pipe, one reader). The capture loop never waits on the
+database: the queue in front of the sender is bounded as DatabaseSink's own is, and when it
+is full the loop waits rather than lose a binding or a call. Should the process die (killed,
+out of memory), the sender starts another and sends it what it had not yet handed over;
+what the dead one had received and not committed is lost, as a killed command's queue is:
+each later snapshot of a call holds the whole call, and the spool of a call whose end was
+lost is recovered as a cut call by the next capture command (recordings/recovery.py).
+
+When the command closes the sink, the process applies everything, waits for its finishing
+processes, and sends back its counts for the command's summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import queue
+import signal
+import threading
+from collections import Counter
+
+from integrations.observations import BindingSeen, EncryptedSignallingSeen
+from recorder.engine.calls import CallSnapshot
+
+log = logging.getLogger(__name__)
+
+# Events pickled and sent together: one pipe write (and one wake-up of the process) for
+# many events when the capture produces them fast, one for each when it does not.
+SEND_BATCH = 500
+STOP = None
+
+
+class FinishedCounts:
+    """What the process's finisher reports at the end, in the shape of a Finisher."""
+
+    def __init__(self, processes: int) -> None:
+        self.processes = processes
+        self.outcomes: Counter = Counter()
+
+
+class SinkProcess:
+    """A Sink whose DatabaseSink runs in a process of its own (see the module's text)."""
+
+    def __init__(
+        self,
+        node: str,
+        finish_processes: int,
+        start_finishers: bool = True,
+        capacity: int = 100_000,
+    ) -> None:
+        from recorder.recordings.finisher import settings_for_worker
+
+        self.node = node
+        self.start_finishers = start_finishers
+        self.context = multiprocessing.get_context("spawn")
+        self.configured = settings_for_worker()
+        self.events: queue.Queue = queue.Queue(maxsize=capacity)
+        self.finisher = FinishedCounts(finish_processes)
+        self.outcomes: Counter = Counter()
+        self.failures: Counter = Counter()
+        self.bindings_applied = 0
+        # The CPU time the process's database thread used, once it has stopped.
+        self.cpu_seconds = 0.0
+        self.restarts = 0
+        self._start_process(forked=True)
+        self.sender = threading.Thread(target=self._send, name="qms-sink-sender", daemon=True)
+        self.sender.start()
+
+    def binding(self, seen: BindingSeen) -> None:
+        self.events.put(seen)
+
+    def call(self, snapshot: CallSnapshot) -> None:
+        self.events.put(snapshot)
+
+    def encrypted(self, seen: EncryptedSignallingSeen) -> None:
+        self.events.put(seen)
+
+    def close(self) -> None:
+        """Everything queued applied and its recordings finished; then the counts."""
+        self.events.put(STOP)
+        self.sender.join()
+
+    def _start_process(self, forked: bool = False) -> None:
+        """The first process is forked from the command, which has no other thread yet and
+        no open connection (sink_for_commands), and so sets nothing up; one that replaces
+        a dead process is started afresh and sets Django up itself."""
+        receiving, self.pipe = self.context.Pipe(duplex=False)
+        self.reports, reporting = self.context.Pipe(duplex=False)
+        context = multiprocessing.get_context("fork") if forked else self.context
+        self.process = context.Process(
+            target=work,
+            args=(
+                receiving,
+                reporting,
+                None if forked else self.configured,
+                self.node,
+                self.finisher.processes,
+                self.start_finishers,
+                # The command's own ends, which a forked process holds copies of and closes
+                # (the command's death must read as the end of the pipe).
+                (self.pipe, self.reports) if forked else (),
+            ),
+            name="qms-sink",
+            daemon=False,
+        )
+        self.process.start()
+        # The parent's copies: the process holds its own ends, so that a dead process
+        # shows as a broken pipe here.
+        receiving.close()
+        reporting.close()
+
+    def _send(self) -> None:
+        stopping = False
+        while not stopping:
+            batch = [self.events.get()]
+            while len(batch) < SEND_BATCH and batch[-1] is not STOP:
+                try:
+                    batch.append(self.events.get_nowait())
+                except queue.Empty:
+                    break
+            stopping = batch[-1] is STOP
+            self._deliver(batch)
+        self._collect_report()
+
+    def _deliver(self, batch: list) -> None:
+        """Down the pipe; to a new process should the one there have died."""
+        while True:
+            try:
+                self.pipe.send(batch)
+                return
+            except (BrokenPipeError, ConnectionResetError, EOFError, OSError):
+                self._replace_dead()
+
+    def _collect_report(self) -> None:
+        while True:
+            try:
+                report = self.reports.recv()
+                break
+            except (EOFError, OSError):  # it died while finishing up: what is left is lost
+                self.process.join()
+                log.error(
+                    "the database process ended (exit code %s) before its report; the "
+                    "next capture command recovers the calls it held",
+                    self.process.exitcode,
+                )
+                return
+        self.process.join()
+        self.outcomes.update(report["outcomes"])
+        self.failures.update(report["failures"])
+        self.bindings_applied += report["bindings_applied"]
+        self.cpu_seconds += report["cpu_seconds"]
+        self.finisher.outcomes.update(report["finished"])
+
+    def _replace_dead(self) -> None:
+        self.process.join()
+        self.restarts += 1
+        log.error(
+            "the database process ended (exit code %s): starting another; the events it "
+            "had received and not stored are lost",
+            self.process.exitcode,
+        )
+        self.failures["database process ended"] += 1
+        self.pipe.close()
+        self.reports.close()
+        self._start_process()
+
+
+def work(
+    receiving,
+    reporting,
+    configured: dict | None,
+    node: str,
+    finish_processes: int,
+    start_finishers: bool,
+    commands_ends: tuple = (),
+) -> None:
+    """The process: Django set up with the command's settings (or, forked, as the command
+    had it), a DatabaseSink fed from the pipe until told to stop, then its counts sent
+    back. Its finishing processes are forked from it before its sink's thread starts."""
+    # The command takes the signals (Ctrl-C reaches the whole group), stops its capture
+    # and then closes this sink.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for end in commands_ends:
+        end.close()
+    if configured is not None:
+        import django
+        from django.conf import settings
+
+        settings.configure(**configured)
+        django.setup()
+    from recorder.recordings.finisher import ProcessFinisher
+    from recorder.recordings.finishing_process import settle_heap
+    from recorder.sinks.database import DatabaseSink
+
+    settle_heap()
+    finisher = ProcessFinisher(finish_processes, fork=True)
+    if start_finishers:
+        finisher.start()  # forked now, while this process has no thread but its own
+    sink = DatabaseSink(node=node, finisher=finisher)
+    handlers = {BindingSeen: sink.binding, CallSnapshot: sink.call}
+    stopping = False
+    try:
+        while not stopping:
+            batch = receiving.recv()
+            stopping = bool(batch) and batch[-1] is STOP
+            for event in batch[:-1] if stopping else batch:
+                handlers.get(type(event), sink.encrypted)(event)
+    except EOFError:  # the command is gone: store what it sent
+        pass
+    sink.close()
+    finisher.close()
+    with contextlib.suppress(BrokenPipeError, OSError):
+        reporting.send(
+            {
+                "outcomes": sink.outcomes,
+                "failures": sink.failures,
+                "bindings_applied": sink.bindings_applied,
+                "cpu_seconds": sink.cpu_seconds,
+                "finished": finisher.outcomes,
+            }
+        )

@@ -1,0 +1,108 @@
+"""A capture command's database sink in a process of its own (recorder/sinks/sink_process.py):
+the same DatabaseSink, its events sent down a pipe in order, nothing lost when the command
+closes it, and a process that dies replaced."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from django.db import connection, connections
+
+from extensions.models import Binding
+from integrations.observations import CallEvent
+from recorder.models import Call
+from recorder.sinks.commands import sink_for_commands
+from recorder.sinks.database import DatabaseSink
+from recorder.sinks.sink_process import SinkProcess
+from tests.recorder.sinks.test_sink_isolation import sighting, snapshot
+
+needs_shared_database = pytest.mark.skipif(
+    connection.vendor == "sqlite", reason="a second process cannot open SQLite in memory"
+)
+pytestmark = [needs_shared_database, pytest.mark.django_db(transaction=True)]
+
+
+def a_call(call_id: str) -> list:
+    return [snapshot(call_id, CallEvent.START), snapshot(call_id, CallEvent.END)]
+
+
+def sink_process() -> SinkProcess:
+    connections.close_all()  # as sink_for_commands does before it forks
+    return SinkProcess("proc", 1, start_finishers=False)
+
+
+def stored_within(seconds: float, call_ids: set[str]) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if call_ids <= set(Call.objects.values_list("call_id", flat=True)):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_the_events_are_stored_in_order_by_another_process() -> None:
+    sink = sink_process()
+    assert sink.process.pid != os.getpid()
+    sink.binding(sighting("9001", "10.80.0.11"))
+    for event in a_call("first") + a_call("second"):
+        sink.call(event)
+    sink.close()
+
+    assert sink.process.exitcode == 0
+    ended = dict(Call.objects.values_list("call_id", "state"))
+    assert ended == {"first": "ended", "second": "ended"}
+    assert Binding.objects.filter(extension_number="9001", ip="10.80.0.11").exists()
+    assert set(Call.objects.values_list("extension", flat=True)) == {"9001"}
+    assert (sink.bindings_applied, sum(sink.outcomes.values())) == (1, 1)
+    assert not sink.failures
+    assert sink.cpu_seconds > 0
+
+
+def test_a_dead_process_is_replaced_and_what_follows_is_stored() -> None:
+    sink = sink_process()
+    for event in a_call("before"):
+        sink.call(event)
+    assert stored_within(30, {"before"})
+    first = sink.process
+    os.kill(first.pid, signal.SIGKILL)
+    first.join(timeout=30)
+    for event in a_call("after"):
+        sink.call(event)
+    sink.close()
+
+    assert first.exitcode == -signal.SIGKILL and sink.process is not first
+    assert sink.restarts == 1 and sink.failures == {"database process ended": 1}
+    assert dict(Call.objects.values_list("call_id", "state")) == {
+        "before": "ended",
+        "after": "ended",
+    }
+
+
+def test_a_process_whose_command_is_gone_stores_what_it_was_sent() -> None:
+    sink = sink_process()
+    for event in a_call("sent"):
+        sink.call(event)
+    while not sink.events.empty():  # handed to the pipe
+        time.sleep(0.01)
+    time.sleep(0.2)
+    # The command's end of the pipe closes without a word, as at the command's death.
+    sink.pipe.close()
+    sink.process.join(timeout=60)
+
+    assert sink.process.exitcode == 0
+    assert dict(Call.objects.values_list("call_id", "state")) == {"sent": "ended"}
+
+
+def test_commands_store_in_a_process_unless_recordings_are_finished_inline(settings) -> None:
+    settings.QMS_FINISH_PROCESSES = 0
+    inline = sink_for_commands("proc")
+    assert isinstance(inline, DatabaseSink)
+    inline.close()
+    settings.QMS_FINISH_PROCESSES = 1
+    apart = sink_for_commands("proc", recording=False)
+    assert isinstance(apart, SinkProcess)
+    apart.close()
+    assert apart.process.exitcode == 0
