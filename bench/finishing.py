@@ -77,7 +77,14 @@ def import_held_back(capture: Path) -> None:
         def close(self) -> None:
             pass
 
-    command.finisher_for_commands = HeldBack
+    if hasattr(command, "sink_for_commands"):  # the sink in a thread, its finisher held back
+        from recorder.sinks.database import DatabaseSink
+
+        command.sink_for_commands = lambda node, recording=True: DatabaseSink(
+            node, finisher=HeldBack()
+        )
+    else:  # an earlier commit's code
+        command.finisher_for_commands = HeldBack
     call_command("import_pcap", str(capture))
 
 
