@@ -22,3 +22,4 @@ def test_a_capture_command_leaves_the_web_s_checks_to_the_web(tmp_path: Path) ->
     assert "models" in CAPTURE_CHECKS and "urls" not in CAPTURE_CHECKS
     assert "recorder.recordings.finalise" in imported
     assert "recorder.playback.views" not in imported
+    assert "rest_framework.pagination" not in imported
