@@ -23,6 +23,7 @@ import ipaddress
 import re
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from integrations.observations import (
     BindingSeen,
@@ -54,6 +55,8 @@ OFFERS_MAX = 8
 MODES = {"sendrecv", "sendonly", "recvonly", "inactive"}
 # The longest IPv6 text form (with an IPv4 tail) is 45 characters.
 ADDRESS_MAX = 45
+# Addresses whose check clean_address remembers (at most 45 characters each).
+ADDRESSES_REMEMBERED = 16_384
 # A binding's lifetime beyond this is no SIP Expires a registrar grants (RFC 3261 allows
 # 2^32-1, but a week is already far past any registrar's), and overflows date arithmetic.
 EXPIRES_MAX = 7 * 24 * 3600
@@ -77,7 +80,10 @@ def clean_text(value: object, limit: int) -> str:
     """Text safe for any column of `limit` characters: unsafe characters replaced, cut
     with a marker when longer."""
     text = value if isinstance(value, str) else str(value)
-    text = UNSAFE.sub(REPLACEMENT, text)
+    # Every unsafe character is one Python calls unprintable: printable text (nearly all
+    # of it) skips the pattern.
+    if not text.isprintable():
+        text = UNSAFE.sub(REPLACEMENT, text)
     if len(text) <= limit:
         return text
     return text[: limit - len(CUT_MARK)] + CUT_MARK
@@ -102,6 +108,14 @@ def clean_address(value: str) -> str:
     anything else, and the whole row with it)."""
     if len(value) > ADDRESS_MAX:
         return ""
+    return _checked_address(value)
+
+
+@lru_cache(maxsize=ADDRESSES_REMEMBERED)
+def _checked_address(value: str) -> str:
+    """clean_address's verdict on text of an address's length, remembered: the same few
+    thousand phones' and servers' addresses come in every message (ipaddress's parse was
+    a tenth of the SCCP path); a stranger's flood of new ones only pushes out the oldest."""
     try:
         ipaddress.ip_address(value)
     except ValueError:

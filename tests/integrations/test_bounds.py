@@ -15,7 +15,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from extensions.models import Binding, Extension, SeenExtension
-from integrations.bounds import CUT_MARK, DIALABLE, SIP_USER_NAME, Refused, bounded
+from integrations.bounds import (
+    CUT_MARK,
+    DIALABLE,
+    REPLACEMENT,
+    SIP_USER_NAME,
+    UNSAFE,
+    Refused,
+    bounded,
+    clean_address,
+    clean_text,
+)
 from integrations.observations import (
     BindingSeen,
     BindingSource,
@@ -254,3 +264,27 @@ def test_an_over_long_party_is_cut_to_its_column_with_a_mark() -> None:
     kept = bounded(CallSignal("c1", CallEvent.START, AT, "sip", caller_name="<b>" * 3000))
     assert len(kept.caller_name) == column(Call, "caller_name")
     assert kept.caller_name.endswith(CUT_MARK)
+
+
+# -- the fast paths: the same answers as the plain rules --------------------------------------
+
+# Any code point, lone surrogates (what invalid UTF-8 became) and controls included.
+ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=300)
+
+
+@given(ANY_TEXT, st.integers(min_value=1, max_value=400))
+def test_clean_text_replaces_exactly_what_the_unsafe_pattern_names(text: str, limit: int) -> None:
+    replaced = UNSAFE.sub(REPLACEMENT, text)
+    expected = replaced if len(replaced) <= limit else replaced[: limit - 1] + CUT_MARK
+    assert clean_text(text, limit) == expected
+
+
+@given(st.one_of(st.ip_addresses().map(str), ANY_TEXT, st.sampled_from(["10.0.0.1", "::1"])))
+def test_a_remembered_address_check_answers_as_the_check_itself(value: str) -> None:
+    try:
+        ipaddress.ip_address(value)
+        valid = len(value) <= 45
+    except ValueError:
+        valid = False
+    for _ in range(2):  # the second answer comes from what was remembered
+        assert clean_address(value) == (value if valid else "")
