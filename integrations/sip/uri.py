@@ -203,6 +203,25 @@ def decode_user(user: str) -> str:
 def parse_name_addr(text: str) -> NameAddr:
     """`"Name" <uri>;params` or `uri;params` (§20.10: in the second form every `;` starts a
     header parameter, so the URI can carry none)."""
+    if len(text) <= REMEMBERED_TEXT_MAX:
+        return _remembered_name_addr(text)
+    return _parse_name_addr(text)
+
+
+# A dialog's From, To and Contact come back word for word in each of its messages: the
+# last NAME_ADDRS_REMEMBERED of them (each at most REMEMBERED_TEXT_MAX characters, so that
+# a stranger's long headers cost no memory) are parsed once. Their values are frozen; a
+# text that fails to parse is not remembered and fails again.
+NAME_ADDRS_REMEMBERED = 8192
+REMEMBERED_TEXT_MAX = 256
+
+
+@lru_cache(maxsize=NAME_ADDRS_REMEMBERED)
+def _remembered_name_addr(text: str) -> NameAddr:
+    return _parse_name_addr(text)
+
+
+def _parse_name_addr(text: str) -> NameAddr:
     text = text.strip()
     angle = angle_bracket_span(text)
     if angle is None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from integrations.sip import uri
 from integrations.sip.errors import SipDecodeError
 from integrations.sip.message import looks_like_sip, parse_message
 from integrations.sip.parties import extension_of
@@ -260,3 +263,40 @@ def test_the_sdp_of_a_multipart_body_is_its_application_sdp_part() -> None:
     assert [stream.port for stream in message.sdp.audio] == [4000, 4002]
     unbounded = parse_message(head + b"Content-Type: multipart/mixed\r\n\r\n" + body)
     assert unbounded.sdp is None
+
+
+# -- remembered name-addrs (uri.py): the same answer as a parse, and no memory for long ones ---
+
+NAME_ADDR_TEXTS = st.one_of(
+    st.sampled_from(
+        [
+            '"Mary" <sip:9002@10.0.0.2>;tag=1',
+            "<sip:9001@pbx.example.com;user=phone>",
+            "sip:9003@10.0.0.3;tag=x",
+            '"unclosed <sip:1@2',
+            "<sip:1@2",
+        ]
+    ),
+    st.text(st.sampled_from('"<>;=@:sip9 ,\\tag'), max_size=40),
+)
+
+
+def parsed_or_error(parse, text: str) -> object:
+    try:
+        return parse(text)
+    except SipDecodeError as error:
+        return ("error", error.kind)
+
+
+@given(NAME_ADDR_TEXTS)
+def test_a_remembered_name_addr_is_the_one_a_parse_gives(text: str) -> None:
+    fresh = parsed_or_error(uri._parse_name_addr, text)
+    assert parsed_or_error(parse_name_addr, text) == fresh
+    assert parsed_or_error(parse_name_addr, text) == fresh  # remembered, or failing again
+
+
+def test_a_long_name_addr_is_parsed_but_not_remembered() -> None:
+    long_text = f'"{"x" * uri.REMEMBERED_TEXT_MAX}" <sip:9001@10.0.0.1>;tag=long'
+    before = uri._remembered_name_addr.cache_info().currsize
+    assert parse_name_addr(long_text).uri.user == "9001"
+    assert uri._remembered_name_addr.cache_info().currsize == before
