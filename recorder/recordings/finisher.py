@@ -107,9 +107,12 @@ class ProcessFinisher:
     connection (a sink's own process, recorder/sinks/sink_process.py). A worker started
     later (the first call's end, a dead worker's place) is started afresh all the same."""
 
-    def __init__(self, processes: int, fork: bool = False) -> None:
+    def __init__(self, processes: int, fork: bool = False, inherited: tuple = ()) -> None:
         self.processes = processes
         self.fork = fork
+        # What a forked worker closes at once, of what it inherits: its parent's ends of
+        # pipes, whose other ends must see the parent's death as theirs.
+        self.inherited = inherited
         self.context = multiprocessing.get_context("spawn")
         self.jobs = self.context.Queue()
         self.results = self.context.Queue()
@@ -161,7 +164,13 @@ class ProcessFinisher:
         context = multiprocessing.get_context("fork") if forked else self.context
         worker = context.Process(
             target=finishing_process.work,
-            args=(self.jobs, self.results, None if forked else settings_for_worker(), os.getpid()),
+            args=(
+                self.jobs,
+                self.results,
+                None if forked else settings_for_worker(),
+                os.getpid(),
+                self.inherited if forked else (),
+            ),
             name="qms-finisher",
             daemon=True,
         )

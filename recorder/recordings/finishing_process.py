@@ -33,15 +33,18 @@ def settle_heap() -> None:
     gc.set_threshold(YOUNG_COLLECTION_EVERY, *gc.get_threshold()[1:])
 
 
-def work(jobs, results, configured: dict | None, command_pid: int) -> None:
+def work(jobs, results, configured: dict | None, command_pid: int, inherited: tuple = ()) -> None:
     """A worker process: Django set up with the command's settings, then the recordings
     handed over, until told to stop or, with its command gone, until none is queued.
     `configured` is None in a worker forked from a process whose Django is set up already
-    (and which had no other thread and no open connection to hand down)."""
+    (and which had no other thread and no open connection to hand down); `inherited` are
+    the ends of its parent's pipes that such a worker closes."""
     # The command takes the signals (Ctrl-C reaches the whole group) and then waits for
     # what its workers hold.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for connection_end in inherited:  # a forked worker's copies of its parent's pipes
+        connection_end.close()
     os.nice(NICENESS)
     if configured is not None:
         import django

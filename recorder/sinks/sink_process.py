@@ -206,7 +206,9 @@ def work(
     from recorder.sinks.database import DatabaseSink
 
     settle_heap()
-    finisher = ProcessFinisher(finish_processes, fork=True)
+    # Its finishing processes must not hold this process's pipes open: a dead process
+    # must read as a broken pipe to the command, a dead command as the pipe's end here.
+    finisher = ProcessFinisher(finish_processes, fork=True, inherited=(receiving, reporting))
     if start_finishers:
         finisher.start()  # forked now, while this process has no thread but its own
     sink = DatabaseSink(node=node, finisher=finisher)

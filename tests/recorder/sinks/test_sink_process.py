@@ -29,9 +29,9 @@ def a_call(call_id: str) -> list:
     return [snapshot(call_id, CallEvent.START), snapshot(call_id, CallEvent.END)]
 
 
-def sink_process() -> SinkProcess:
+def sink_process(start_finishers: bool = False) -> SinkProcess:
     connections.close_all()  # as sink_for_commands does before it forks
-    return SinkProcess("proc", 1, start_finishers=False)
+    return SinkProcess("proc", 1, start_finishers=start_finishers)
 
 
 def stored_within(seconds: float, call_ids: set[str]) -> bool:
@@ -40,6 +40,15 @@ def stored_within(seconds: float, call_ids: set[str]) -> bool:
         if call_ids <= set(Call.objects.values_list("call_id", flat=True)):
             return True
         time.sleep(0.05)
+    return False
+
+
+def replaced_within(seconds: float, sink: SinkProcess, dead: object) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if sink.process is not dead:
+            return True
+        time.sleep(0.01)
     return False
 
 
@@ -62,7 +71,8 @@ def test_the_events_are_stored_in_order_by_another_process() -> None:
 
 
 def test_a_dead_process_is_replaced_and_what_follows_is_stored() -> None:
-    sink = sink_process()
+    # With its finishing process, forked from it, which may outlive it for a while.
+    sink = sink_process(start_finishers=True)
     for event in a_call("before"):
         sink.call(event)
     assert stored_within(30, {"before"})
@@ -71,6 +81,8 @@ def test_a_dead_process_is_replaced_and_what_follows_is_stored() -> None:
     first.join(timeout=30)
     for event in a_call("after"):
         sink.call(event)
+    # Replaced at the next send, not once the orphaned finishing process ends.
+    assert replaced_within(0.5, sink, first)
     sink.close()
 
     assert first.exitcode == -signal.SIGKILL and sink.process is not first
