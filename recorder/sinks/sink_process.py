@@ -59,6 +59,7 @@ class SinkProcess:
         finish_processes: int,
         start_finishers: bool = True,
         capacity: int = 100_000,
+        fork: bool = True,
     ) -> None:
         from recorder.recordings.finisher import settings_for_worker
 
@@ -74,7 +75,10 @@ class SinkProcess:
         # The CPU time the process's database thread used, once it has stopped.
         self.cpu_seconds = 0.0
         self.restarts = 0
-        self._start_process(forked=True)
+        # Forked (set up already) unless the caller may not hand down its state: then the
+        # process starts afresh and sets Django up itself, as a replacement does.
+        self.forked = fork
+        self._start_process(forked=fork)
         self.sender = threading.Thread(target=self._send, name="qms-sink-sender", daemon=True)
         self.sender.start()
 

@@ -9,7 +9,7 @@ import signal
 import time
 
 import pytest
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 
 from extensions.models import Binding
 from integrations.observations import CallEvent
@@ -118,3 +118,16 @@ def test_commands_store_in_a_process_unless_recordings_are_finished_inline(setti
     assert isinstance(apart, SinkProcess)
     apart.close()
     assert apart.process.exitcode == 0
+
+
+def test_a_command_called_inside_a_transaction_keeps_it_and_stores_apart(settings) -> None:
+    settings.QMS_FINISH_PROCESSES = 1
+    with transaction.atomic():
+        Binding.objects.exists()  # the caller's connection, in its transaction
+        sink = sink_for_commands("proc", recording=False)
+        for event in a_call("inside"):
+            sink.call(event)
+        sink.close()
+        assert not sink.forked and sink.process.exitcode == 0
+        # The caller's transaction is intact, and sees what the process committed.
+        assert dict(Call.objects.values_list("call_id", "state")) == {"inside": "ended"}
