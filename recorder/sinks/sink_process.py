@@ -23,6 +23,7 @@ processes, and sends back its counts for the command's summary.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import multiprocessing
@@ -102,6 +103,11 @@ class SinkProcess:
         a dead process is started afresh and sets Django up itself."""
         receiving, self.pipe = self.context.Pipe(duplex=False)
         self.reports, reporting = self.context.Pipe(duplex=False)
+        # A command that ends without closing its sink (an error before its capture began)
+        # must not wait forever on a process waiting for events: at the interpreter's exit,
+        # before multiprocessing joins its children, the pipe's end tells the process to
+        # store what it has and stop.
+        atexit.register(self.pipe.close)
         context = multiprocessing.get_context("fork") if forked else self.context
         self.process = context.Process(
             target=work,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 from django.db import connection, connections, transaction
@@ -17,6 +18,7 @@ from recorder.models import Call
 from recorder.sinks.commands import sink_for_commands
 from recorder.sinks.database import DatabaseSink
 from recorder.sinks.sink_process import SinkProcess
+from tests.qms.test_settings import run_manage
 from tests.recorder.sinks.test_sink_isolation import sighting, snapshot
 
 needs_shared_database = pytest.mark.skipif(
@@ -131,3 +133,18 @@ def test_a_command_called_inside_a_transaction_keeps_it_and_stores_apart(setting
         assert not sink.forked and sink.process.exitcode == 0
         # The caller's transaction is intact, and sees what the process committed.
         assert dict(Call.objects.values_list("call_id", "state")) == {"inside": "ended"}
+
+
+def test_a_command_that_fails_before_closing_its_sink_still_ends(tmp_path: Path) -> None:
+    assert run_manage(tmp_path, "migrate", "-v0", DEBUG="1").returncode == 0
+    script = (
+        "from recorder.sinks.commands import sink_for_commands\n"
+        "sink = sink_for_commands('failing')\n"
+        "print(type(sink).__name__, flush=True)\n"
+        "raise SystemExit(3)\n"
+    )
+    # On the var folder's SQLite file a second process may open: a sink process. Should
+    # the interpreter's exit wait on it forever, run_manage's timeout fails the test.
+    done = run_manage(tmp_path, "shell", "-c", script, DEBUG="1", QMS_FINISH_PROCESSES="1")
+    assert done.stdout.splitlines()[-1] == "SinkProcess", done.stderr[-2000:]
+    assert done.returncode == 3
