@@ -358,6 +358,8 @@ class AuditEntry(models.Model):
         LISTEN_START = "listen_start", "live listening started"
         LISTEN_END = "listen_end", "live listening ended"
         INTEGRITY = "integrity", "integrity failure"
+        # Parked events cleared in the admin: they held calls' and bindings' numbers.
+        CLEAR = "clear", "parked events cleared"
 
     at = models.DateTimeField(default=timezone.now, db_index=True)
     user = models.ForeignKey(

@@ -15,7 +15,7 @@ from recorder.nodes.models import (
     ParkedEvent,
     PendingFinalisation,
 )
-from recorder.playback.audited_admin import AuditedLooks
+from recorder.playback.audited_admin import AuditedClears, AuditedLooks
 
 LIVE_STATE = [
     "running",
@@ -71,13 +71,15 @@ class PendingFinalisationAdmin(ReadOnlyAdmin):
 
 
 @admin.register(ParkedEvent)
-class ParkedEventAdmin(AuditedLooks, ClearableReadOnlyAdmin):
+class ParkedEventAdmin(AuditedLooks, AuditedClears, ClearableReadOnlyAdmin):
     """Events the database would not take, with their reason: each one is a call, a
     binding or a spool that QMS did not store and that someone should look at. They hold
-    the event's numbers and names as the wire gave them: each look is audited."""
+    the event's numbers and names as the wire gave them: each look is audited, and so is
+    clearing them."""
 
     audit_listing = "parked events"
     audit_key = "parked_event"
+    audit_cleared = "parked events"
 
     list_display = ["parked_at", "kind", "subject", "reason", "node"]
     list_filter = ["kind", "node"]

@@ -5,7 +5,8 @@ call's or a binding's fields as the wire gave them (recorder/nodes/admin.py)."""
 
 from __future__ import annotations
 
-from django.db.models import Model
+from django.db import transaction
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 
@@ -56,3 +57,31 @@ class AuditedLooks:
         if shown(request, response):
             self.audit_look(request, response.context_data["object"])
         return response
+
+
+class AuditedClears:
+    """For a ClearableReadOnlyAdmin whose rows hold what the wire said of calls: clearing
+    them (one from its page, or several by the list's action) is audited, in the deletion's
+    transaction, with the ids cleared (the first MAX_IDS_NAMED of them) and how many."""
+
+    MAX_IDS_NAMED = 1000
+    # What the entry's detail calls the rows.
+    audit_cleared: str = "objects"
+
+    def delete_model(self, request: HttpRequest, obj: Model) -> None:
+        with transaction.atomic():
+            self.audit_clear(request, [obj.pk])
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        with transaction.atomic():
+            self.audit_clear(request, sorted(queryset.values_list("pk", flat=True)))
+            super().delete_queryset(request, queryset)
+
+    def audit_clear(self, request: HttpRequest, ids: list) -> None:
+        detail = {
+            "cleared": self.audit_cleared,
+            "count": len(ids),
+            "ids": ids[: self.MAX_IDS_NAMED],
+        }
+        audit(request, AuditEntry.Action.CLEAR, detail=detail)

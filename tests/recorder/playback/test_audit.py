@@ -432,6 +432,39 @@ def test_the_tapi_call_pages_are_audited_like_the_call_pages(world: PlaybackWorl
     ]
 
 
+def parked_calls(count: int) -> list[ParkedEvent]:
+    return [
+        ParkedEvent.objects.create(
+            kind=ParkedEvent.Kind.CALL,
+            subject=f"call-{n}@10.0.0.41",
+            reason="refused",
+            event={"caller": "+16175551212", "callee": "9001"},
+            node="site-a",
+        )
+        for n in range(count)
+    ]
+
+
+def test_clearing_parked_events_is_audited_one_or_several(world: PlaybackWorld) -> None:
+    first, second, third = parked_calls(3)
+    client = pages_as(world.admin)
+    # One, from its page; then two by the list's action, confirmed.
+    page = f"/admin/capture/parkedevent/{first.pk}/delete/"
+    assert client.post(page, {"post": "yes"}).status_code == 302
+    chosen = {"action": "delete_selected", "_selected_action": [second.pk, third.pk]}
+    assert client.post("/admin/capture/parkedevent/", chosen | {"post": "yes"}).status_code == 302
+
+    assert not ParkedEvent.objects.exists()
+    cleared = AuditEntry.objects.filter(action=AuditEntry.Action.CLEAR).order_by("pk")
+    assert [(entry.username, entry.detail) for entry in cleared] == [
+        (world.admin.username, {"cleared": "parked events", "count": 1, "ids": [first.pk]}),
+        (
+            world.admin.username,
+            {"cleared": "parked events", "count": 2, "ids": [second.pk, third.pk]},
+        ),
+    ]
+
+
 def test_a_look_at_parked_events_is_audited_as_a_search_and_a_view(world: PlaybackWorld) -> None:
     """A parked event holds a call's or a binding's fields as the wire gave them."""
     parked = ParkedEvent.objects.create(
