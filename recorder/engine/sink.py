@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -31,6 +32,39 @@ class NullSink:
 
     def encrypted(self, seen: EncryptedSignallingSeen) -> None:
         pass
+
+
+# What a QueuedSink's queue ends with when its sink is closed (None: it crosses pipes too).
+STOP = None
+
+
+class QueuedSink:
+    """A Sink that queues what the engine hands it, for a thread of its own to take in
+    batches: the engine never waits on what the events cost, only, when `capacity` events
+    are waiting, for room (rather than lose a binding or a call)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.events: queue.Queue = queue.Queue(maxsize=capacity)
+
+    def binding(self, seen: BindingSeen) -> None:
+        self.events.put(seen)
+
+    def call(self, snapshot: CallSnapshot) -> None:
+        self.events.put(snapshot)
+
+    def encrypted(self, seen: EncryptedSignallingSeen) -> None:
+        self.events.put(seen)
+
+    def next_batch(self, limit: int) -> list:
+        """What is queued now, in order, up to `limit` events (waiting for the first); STOP
+        ends a batch."""
+        batch = [self.events.get()]
+        while len(batch) < limit and batch[-1] is not STOP:
+            try:
+                batch.append(self.events.get_nowait())
+            except queue.Empty:
+                break
+        return batch
 
 
 @dataclass

@@ -222,11 +222,3 @@ def finishes_inline() -> bool:
     QMS_FINISH_PROCESSES at 0, or a database only this process can open."""
     in_memory = getattr(connection, "is_in_memory_db", lambda: False)()
     return settings.QMS_FINISH_PROCESSES == 0 or in_memory
-
-
-def finisher_for_commands():
-    """The finisher of a capture command: QMS_FINISH_PROCESSES worker processes, or the
-    sink's own thread (finishes_inline)."""
-    if finishes_inline():
-        return InlineFinisher()
-    return ProcessFinisher(settings.QMS_FINISH_PROCESSES)

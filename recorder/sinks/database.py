@@ -9,7 +9,6 @@ the loop waits rather than lose a binding or a call.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections import Counter
@@ -39,6 +38,7 @@ from qms.lib.database import TRANSIENT
 from qms.lib.prepared import prepared
 from recorder.engine.calls import CallSnapshot, moment
 from recorder.engine.codec import media_json
+from recorder.engine.sink import STOP, QueuedSink
 from recorder.models import Call
 from recorder.nodes.alerts import park
 from recorder.nodes.models import ParkedEvent, PendingFinalisation
@@ -48,7 +48,6 @@ from recorder.recordings.finisher import Finisher, InlineFinisher
 
 log = logging.getLogger(__name__)
 
-STOP = object()
 # Events applied per transaction: one commit (one fsync) per batch, not per event.
 BATCH = 500
 
@@ -317,13 +316,13 @@ def parked_kind_of(event: object) -> tuple[str, str]:
     return ParkedEvent.Kind.OTHER, type(event).__name__
 
 
-class DatabaseSink:
+class DatabaseSink(QueuedSink):
     """Applies the capture loop's events to the database from a thread of its own."""
 
     def __init__(
         self, node: str = "", capacity: int = 100_000, finisher: Finisher | None = None
     ) -> None:
-        self.events: queue.Queue = queue.Queue(maxsize=capacity)
+        super().__init__(capacity)
         # Without a finisher of the caller's, each recording is finished in this sink's
         # thread once its batch commits.
         self.finisher = finisher if finisher is not None else InlineFinisher()
@@ -336,15 +335,6 @@ class DatabaseSink:
         self.thread = threading.Thread(target=self._work, name="qms-db-sink", daemon=True)
         self.thread.start()
 
-    def binding(self, seen: BindingSeen) -> None:
-        self.events.put(seen)
-
-    def call(self, snapshot: CallSnapshot) -> None:
-        self.events.put(snapshot)
-
-    def encrypted(self, seen: EncryptedSignallingSeen) -> None:
-        self.events.put(seen)
-
     def close(self) -> None:
         """Apply everything queued, then stop."""
         self.events.put(STOP)
@@ -354,22 +344,12 @@ class DatabaseSink:
         try:
             stopped = False
             while not stopped:
-                batch = self._next_batch()
+                batch = self.next_batch(BATCH)
                 stopped = batch[-1] is STOP
                 self._apply_batch([event for event in batch if event is not STOP])
         finally:
             connection.close()
             self.cpu_seconds = time.thread_time()
-
-    def _next_batch(self) -> list:
-        """What is queued now, in order, up to BATCH events (waiting for the first)."""
-        batch = [self.events.get()]
-        while len(batch) < BATCH and batch[-1] is not STOP:
-            try:
-                batch.append(self.events.get_nowait())
-            except queue.Empty:
-                break
-        return batch
 
     def _apply_batch(self, batch: list) -> None:
         """One transaction per batch (one commit, one fsync). Bindings go first, in order,

@@ -27,20 +27,19 @@ import atexit
 import contextlib
 import logging
 import multiprocessing
-import queue
 import signal
 import threading
 from collections import Counter
 
-from integrations.observations import BindingSeen, EncryptedSignallingSeen
+from integrations.observations import BindingSeen
 from recorder.engine.calls import CallSnapshot
+from recorder.engine.sink import STOP, QueuedSink
 
 log = logging.getLogger(__name__)
 
 # Events pickled and sent together: one pipe write (and one wake-up of the process) for
 # many events when the capture produces them fast, one for each when it does not.
 SEND_BATCH = 500
-STOP = None
 
 
 class FinishedCounts:
@@ -51,7 +50,7 @@ class FinishedCounts:
         self.outcomes: Counter = Counter()
 
 
-class SinkProcess:
+class SinkProcess(QueuedSink):
     """A Sink whose DatabaseSink runs in a process of its own (see the module's text)."""
 
     def __init__(
@@ -62,13 +61,10 @@ class SinkProcess:
         capacity: int = 100_000,
         fork: bool = True,
     ) -> None:
-        from recorder.recordings.finisher import settings_for_worker
-
+        super().__init__(capacity)
         self.node = node
         self.start_finishers = start_finishers
         self.context = multiprocessing.get_context("spawn")
-        self.configured = settings_for_worker()
-        self.events: queue.Queue = queue.Queue(maxsize=capacity)
         self.finisher = FinishedCounts(finish_processes)
         self.outcomes: Counter = Counter()
         self.failures: Counter = Counter()
@@ -83,15 +79,6 @@ class SinkProcess:
         self.sender = threading.Thread(target=self._send, name="qms-sink-sender", daemon=True)
         self.sender.start()
 
-    def binding(self, seen: BindingSeen) -> None:
-        self.events.put(seen)
-
-    def call(self, snapshot: CallSnapshot) -> None:
-        self.events.put(snapshot)
-
-    def encrypted(self, seen: EncryptedSignallingSeen) -> None:
-        self.events.put(seen)
-
     def close(self) -> None:
         """Everything queued applied and its recordings finished; then the counts."""
         self.events.put(STOP)
@@ -100,7 +87,10 @@ class SinkProcess:
     def _start_process(self, forked: bool = False) -> None:
         """The first process is forked from the command, which has no other thread yet and
         no open connection (sink_for_commands), and so sets nothing up; one that replaces
-        a dead process is started afresh and sets Django up itself."""
+        a dead process is started afresh and sets Django up itself, with the command's
+        settings as they stand."""
+        from recorder.recordings.finisher import settings_for_worker
+
         receiving, self.pipe = self.context.Pipe(duplex=False)
         self.reports, reporting = self.context.Pipe(duplex=False)
         # A command that ends without closing its sink (an error before its capture began)
@@ -114,7 +104,7 @@ class SinkProcess:
             args=(
                 receiving,
                 reporting,
-                None if forked else self.configured,
+                None if forked else settings_for_worker(),
                 self.node,
                 self.finisher.processes,
                 self.start_finishers,
@@ -134,12 +124,7 @@ class SinkProcess:
     def _send(self) -> None:
         stopping = False
         while not stopping:
-            batch = [self.events.get()]
-            while len(batch) < SEND_BATCH and batch[-1] is not STOP:
-                try:
-                    batch.append(self.events.get_nowait())
-                except queue.Empty:
-                    break
+            batch = self.next_batch(SEND_BATCH)
             stopping = batch[-1] is STOP
             self._deliver(batch)
         self._collect_report()

@@ -21,7 +21,6 @@ from recorder.recordings.finisher import (
     InlineFinisher,
     ProcessFinisher,
     finish_left_over,
-    finisher_for_commands,
 )
 from recorder.recordings.finishing_process import NICENESS
 from recorder.recordings.recovery import FAILED, recover_spools
@@ -191,19 +190,6 @@ def test_the_inline_finisher_finishes_in_the_thread_that_hands_over(tmp_path: Pa
     # Finished by the time the commit returns: nothing waits for close().
     assert Recording.objects.get().status == "complete"
     assert finisher.outcomes == {"complete": 1}
-
-
-def test_commands_finish_in_processes_unless_told_not_to(settings) -> None:
-    settings.QMS_FINISH_PROCESSES = 0
-    assert isinstance(finisher_for_commands(), InlineFinisher)
-    settings.QMS_FINISH_PROCESSES = 2
-    in_memory = getattr(connection, "is_in_memory_db", lambda: False)()
-    expected = InlineFinisher if in_memory else ProcessFinisher
-    chosen = finisher_for_commands()
-    assert isinstance(chosen, expected)
-    if isinstance(chosen, ProcessFinisher):
-        assert chosen.processes == 2 and not chosen.workers  # started only when needed
-        chosen.close()
 
 
 # -- several recordings finished together (recordings/finalise.py finalise_batch) ----------

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connections, transaction
 
 from extensions.models import Binding
 from integrations.observations import CallEvent
@@ -19,11 +19,9 @@ from recorder.sinks.commands import sink_for_commands
 from recorder.sinks.database import DatabaseSink
 from recorder.sinks.sink_process import SinkProcess
 from tests.qms.test_settings import run_manage
+from tests.recorder.recordings.test_finisher import needs_shared_database
 from tests.recorder.sinks.test_sink_isolation import sighting, snapshot
 
-needs_shared_database = pytest.mark.skipif(
-    connection.vendor == "sqlite", reason="a second process cannot open SQLite in memory"
-)
 pytestmark = [needs_shared_database, pytest.mark.django_db(transaction=True)]
 
 
