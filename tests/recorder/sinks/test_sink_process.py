@@ -20,6 +20,7 @@ from recorder.sinks.database import DatabaseSink
 from recorder.sinks.sink_process import SinkProcess
 from tests.qms.test_settings import run_manage
 from tests.recorder.recordings.test_finisher import needs_shared_database
+from tests.recorder.sinks.dying_process import dies_at_start
 from tests.recorder.sinks.test_sink_isolation import sighting, snapshot
 
 pytestmark = [needs_shared_database, pytest.mark.django_db(transaction=True)]
@@ -143,3 +144,50 @@ def test_a_command_that_fails_before_closing_its_sink_still_ends(tmp_path: Path)
     done = run_manage(tmp_path, "shell", "-c", script, DEBUG="1", QMS_FINISH_PROCESSES="1")
     assert done.stdout.splitlines()[-1] == "SinkProcess", done.stderr[-2000:]
     assert done.returncode == 3
+
+
+class Doomed(SinkProcess):
+    """A sink whose every process ends at once, with the pauses made short."""
+
+    work = staticmethod(dies_at_start)
+    FIRST_PAUSE = 0.2
+    LONGEST_PAUSE = 0.8
+
+    def _start_process(self, forked: bool = False) -> None:
+        self.starts = [*getattr(self, "starts", []), time.monotonic()]
+        super()._start_process(forked)
+
+
+def test_a_process_that_cannot_stay_up_is_retried_ever_more_slowly_then_given_up(
+    caplog,
+) -> None:
+    connections.close_all()
+    sink = Doomed("proc", 1, start_finishers=False)
+    # Each batch finds the process dead at its send (the first may slip into the pipe
+    # before the process ends; the next cannot).
+    deadline = time.monotonic() + 30
+    while len(sink.starts) < 6 and time.monotonic() < deadline:
+        for event in a_call(f"call-{len(sink.starts)}"):
+            sink.call(event)
+        time.sleep(0.05)
+    assert len(sink.starts) >= 6, sink.starts
+    gaps = [later - earlier for earlier, later in zip(sink.starts, sink.starts[1:])]
+    # The first death is replaced at once; then 0.2, 0.4, 0.8 s and no longer.
+    assert gaps[1] >= 0.2 and gaps[2] >= 0.4 and gaps[3] >= 0.8 and gaps[4] >= 0.8, gaps
+    assert gaps[4] < 0.8 + 10, gaps
+    # Closing once the last process is dead and no start is pending: the STOP finds no
+    # reader.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and sink.process.exitcode is None:
+        time.sleep(0.05)
+    last = sink.process
+    time.sleep(Doomed.LONGEST_PAUSE + 1)
+    assert sink.process is last and last.exitcode == 3
+    started = time.monotonic()
+    sink.close()
+
+    assert time.monotonic() - started < 30  # given up, not retried for ever
+    assert not sink.sender.is_alive() and sink.process.exitcode == 3
+    assert sink.failures["database process ended"] >= len(sink.starts) - 1
+    assert "times in a row within 30 s of its start: stopping without it" in caplog.text
+    assert not Call.objects.exists()
