@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -75,18 +74,25 @@ last_cpu = 0.0
 
 def timed(command: list[str], environment: dict[str, str]) -> tuple[float, int, str]:
     """Wall seconds, peak RSS in KiB of the child, and its output; its CPU time (children
-    included: the finishing processes are waited for) goes to last_cpu."""
+    included: the finishing processes are waited for) goes to last_cpu. The child is waited
+    for with wait4, so that its own usage is read, not the largest of every child this
+    bench ran (tshark's, in a later pair)."""
     global last_cpu
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    done = subprocess.run(
-        ["taskset", "-c", CORES, *command], cwd=ROOT, env=environment,
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    elapsed = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    last_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    return elapsed, max(after.ru_maxrss, before.ru_maxrss), done.stdout + done.stderr
+    with tempfile.TemporaryFile("w+") as output:
+        started = time.perf_counter()
+        child = subprocess.Popen(
+            ["taskset", "-c", CORES, *command], cwd=ROOT, env=environment,
+            stdout=output, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        _, status, usage = os.wait4(child.pid, 0)
+        elapsed = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        output.seek(0)
+        text = output.read()
+    if child.returncode:
+        raise subprocess.CalledProcessError(child.returncode, command, text)
+    last_cpu = usage.ru_utime + usage.ru_stime
+    return elapsed, usage.ru_maxrss, text
 
 
 def qms_environment(var_dir: Path) -> dict[str, str]:
@@ -152,10 +158,21 @@ def main() -> None:
     parser.add_argument(
         "--cost", action="store_true", help="also import without recording: CPU per call"
     )
+    parser.add_argument(
+        "--runs", type=int, default=1, help="pairs of QMS and tshark, one after the other"
+    )
     arguments = parser.parse_args()
     globals()["CORES"] = arguments.cores
     capture = capture_file(arguments.calls, arguments.seconds)
     compile_project()
+    for _ in range(arguments.runs):
+        run_pair(capture, arguments)
+
+
+def run_pair(capture: Path, arguments: argparse.Namespace) -> None:
+    """QMS's import and tshark, one after the other: a row with both times, and the CPU
+    time each took (QMS's with its processes; the wall time is what the target is about,
+    the CPU time scatters less on a shared machine)."""
     var_dir = Path(tempfile.mkdtemp(prefix="qms-e2e-", dir=ROOT / "var"))
     try:
         qms_seconds, qms_peak, output = run_qms(capture, var_dir)
@@ -169,6 +186,7 @@ def main() -> None:
     warm(capture)
     tshark_seconds, _, _ = timed(["tshark", "-q", "-z", "rtp,streams", "-r", str(capture)],
                                  dict(os.environ))  # fmt: skip
+    tshark_cpu = last_cpu
     print(output.strip().splitlines()[-1])
     print(outcome)
     print(
@@ -176,6 +194,7 @@ def main() -> None:
         f"**{rtp / qms_seconds:,.0f} RTP packets/s**"
         f" | {qms_peak // 1024} MiB | {tshark_seconds:.1f} s, {rtp / tshark_seconds:,.0f}"
         f" RTP packets/s | **{tshark_seconds / qms_seconds:.2f}x** |"
+        f" CPU {qms_cpu:.1f} s / {tshark_cpu:.1f} s |"
     )
 
 
