@@ -1,8 +1,8 @@
 """The recordings' files in their storage (settings.STORAGES["recordings"]), by name.
 
 Finishing a batch of calls writes each call's file, makes the batch durable, and only then
-commits the rows that name the files (recordings/finish.py store_recordings). How depends
-on the storage:
+commits the rows that name the files (recordings/finish.py write_recordings, then
+commit_recordings in a transaction of the rows alone). How depends on the storage:
 
 - a folder of this machine (Django's FileSystemStorage, the default, or a shared file
   system mounted there): each file is written in place at its final name, then every file

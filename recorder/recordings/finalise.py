@@ -37,9 +37,10 @@ from recorder.recordings.archive import delete_quietly
 from recorder.recordings.attribution import must_not_record
 from recorder.recordings.finish import (
     DecodedCall,
+    commit_recordings,
     decode_call,
     remove_after_commit,
-    store_recordings,
+    write_recordings,
 )
 from recorder.recordings.waveform import peaks_for_recording
 
@@ -172,12 +173,12 @@ def finalise_batch(pending_ids: list[int]) -> dict[int, Finished]:
     """Finished calls' spools decoded into their Recordings together, once each.
 
     Each spool is locked while it is decoded, and gone (with its pending row) once its
-    recording is committed. The batch is one transaction: the rows in one statement, the
-    files made durable together, their columns in one more, the pending rows removed in
-    one (recordings/finish.py store_recordings). A spool that cannot be decoded is set
-    aside alone; should the batch's writes fail, each recording is finished again alone, so
-    that one bad call spoils nothing else. Raises TRANSIENT while the database is out of
-    reach; the pending rows stay for a new attempt.
+    recording is committed. The batch's files are written and made durable together, then
+    its rows are one transaction: the recordings in one statement, the pending rows
+    removed in one more (recordings/finish.py write_recordings, commit_recordings). A
+    spool that cannot be decoded is set aside alone; should the batch's writes fail, each
+    recording is finished again alone, so that one bad call spoils nothing else. Raises
+    TRANSIENT while the database is out of reach; the pending rows stay for a new attempt.
 
     Whoever calls it, a node's task or a capture command's finishing process
     (recordings/finisher.py), the recordings come out the same."""
@@ -213,8 +214,10 @@ def _finalise_together(pending_ids: list[int]) -> tuple[dict[int, Finished], lis
             del finished[pending.pk]
         stored: list[Recording] = []
         try:
+            # The files first, outside the transaction: it holds the rows alone.
+            written = write_recordings([call for _, call in decoded]) if decoded else None
             with transaction.atomic():
-                stored = store_recordings([call for _, call in decoded]) if decoded else []
+                stored = commit_recordings(written) if written else []
                 for spool in empty:
                     remove_after_commit(spool)
                 done = [p.pk for p in pendings if p not in failed and p not in later]

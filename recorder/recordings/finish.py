@@ -214,8 +214,25 @@ def _write_silence(
 
 
 def store_recordings(decoded: list[DecodedCall]) -> list[Recording]:
-    """The recordings of decoded calls, in the caller's transaction, in bulk: their files,
-    named by their calls and made durable together, then their rows in one statement.
+    """The recordings of decoded calls, in bulk: their files written and made durable
+    (write_recordings), then their rows in the caller's transaction (commit_recordings)."""
+    return commit_recordings(write_recordings(decoded))
+
+
+@dataclass
+class WrittenRecordings:
+    """Recordings whose files are stored and durable, their rows not yet written."""
+
+    decoded: list[DecodedCall]
+    recordings: list[Recording]
+    files: RecordingFiles
+
+
+def write_recordings(decoded: list[DecodedCall]) -> WrittenRecordings:
+    """The files of decoded calls' recordings, named by their calls and made durable
+    together, without a database write: a caller writes them before its transaction
+    begins, so that the transaction (on SQLite, the database's one write lock) lasts for
+    the rows alone, not for a batch's files and their fsyncs.
 
     The fsync strategy, on a storage that is a local folder: every file is written in
     place without an fsync, then each file and each folder is fsynced once (media/spool.py
@@ -233,6 +250,18 @@ def store_recordings(decoded: list[DecodedCall]) -> list[Recording]:
         for found, recording in zip(decoded, recordings, strict=True):
             _store(recording, found, files)
         files.make_durable()
+    except BaseException:
+        files.discard()
+        raise
+    return WrittenRecordings(decoded, recordings, files)
+
+
+def commit_recordings(written: WrittenRecordings) -> list[Recording]:
+    """The rows of recordings whose files are written, in one statement, in the caller's
+    transaction; each call's spool goes once it commits. Should the rows fail, the files
+    are removed."""
+    recordings = written.recordings
+    try:
         columns = [*CALL_COLUMNS, *STORED_COLUMNS]
         _upsert(recordings, columns)
         # A bulk write sends no post_save of its own: sent here, so that what listens for
@@ -243,9 +272,9 @@ def store_recordings(decoded: list[DecodedCall]) -> list[Recording]:
                 using=recording._state.db, update_fields=frozenset(columns),
             )  # fmt: skip
     except BaseException:
-        files.discard()
+        written.files.discard()
         raise
-    for found in decoded:
+    for found in written.decoded:
         remove_after_commit(found.spool)
     return recordings
 

@@ -221,6 +221,35 @@ def test_a_batch_costs_the_same_few_statements_whatever_its_size(tmp_path: Path)
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_batch_writes_its_files_before_its_transaction_begins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The transaction holds the rows alone: on SQLite its write lock is the database's
+    one, and held over a batch's files and fsyncs it kept the other finishing processes
+    and the capture's database process waiting (asleep in SQLite's busy handler)."""
+    pending_ids = pending_calls(tmp_path, 3)
+    in_transaction: dict[str, list[bool]] = {"files": [], "rows": []}
+    real_store, real_upsert = finish._store, finish._upsert
+
+    def store(*arguments: object) -> None:
+        in_transaction["files"].append(connection.in_atomic_block)
+        real_store(*arguments)
+
+    def upsert(*arguments: object) -> None:
+        in_transaction["rows"].append(connection.in_atomic_block)
+        real_upsert(*arguments)
+
+    monkeypatch.setattr(finish, "_store", store)
+    monkeypatch.setattr(finish, "_upsert", upsert)
+
+    outcomes = finish_batch(pending_ids)
+
+    assert [outcomes[pending_id] for pending_id in pending_ids] == ["complete"] * 3
+    assert in_transaction == {"files": [False] * 3, "rows": [True]}
+    assert not PendingFinalisation.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_batch_holds_so_much_decoded_audio_at_once_and_finishes_the_rest_after(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -228,13 +257,13 @@ def test_a_batch_holds_so_much_decoded_audio_at_once_and_finishes_the_rest_after
     far are stored, and the rest are decoded in a round of their own."""
     pending_ids = pending_calls(tmp_path, 5)
     rounds: list[tuple[int, int]] = []  # (recordings stored, audio bytes held) per round
-    real = finish.store_recordings
+    real = finish.write_recordings
 
-    def counted(decoded: list) -> list:
+    def counted(decoded: list) -> finish.WrittenRecordings:
         rounds.append((len(decoded), sum(call.audio.held_bytes for call in decoded)))
         return real(decoded)
 
-    monkeypatch.setattr(finalise, "store_recordings", counted)
+    monkeypatch.setattr(finalise, "write_recordings", counted)
     monkeypatch.setattr(finalise, "BATCH_AUDIO_BYTES", 1)  # one call's audio is past it
 
     outcomes = finish_batch(pending_ids)
