@@ -13,14 +13,13 @@ import re
 from collections import Counter
 
 from integrations.sip.errors import SipDecodeError
-from integrations.sip.message import MAX_HEADER_BYTES, check_content_length
+from integrations.sip.message import MAX_HEADER_BYTES, check_content_length, empty_line
 
 # A start line (RFC 3261 §7.1, §7.2) at the buffer's start or right after a line feed.
 START_LINE = re.compile(
     rb"(?:^|(?<=\n))"
     rb"(?:SIP/2\.0 [1-6][0-9][0-9][ \r\n]|[A-Z][A-Za-z0-9.!%*_+`'~-]* [^ \r\n]+ SIP/2\.0\r?\n)"
 )
-HEADER_END = re.compile(rb"\r?\n\r?\n")
 CONTENT_LENGTH = re.compile(rb"\n[ \t]*(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
 MAX_START_LINE = 4096
 
@@ -57,10 +56,10 @@ class SipStreamFramer:
         if not self._in_sync and not self._resynchronise():
             return None
         self._skip_keepalives()
-        head_end = HEADER_END.search(self._buffer, 0, MAX_HEADER_BYTES + 4)
+        head_end = empty_line(self._buffer, MAX_HEADER_BYTES + 4)
         if head_end is None:
             return self._wait_for_head()
-        return self._take_message(head_end.start(), head_end.end())
+        return self._take_message(*head_end)
 
     def _skip_keepalives(self) -> None:
         """RFC 5626 §3.5.1 keep-alives (CRLFCRLF ping, CRLF pong) sit between messages."""

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from integrations.sip import uri
 from integrations.sip.errors import SipDecodeError
-from integrations.sip.message import looks_like_sip, parse_message
+from integrations.sip.message import HEADER_END, empty_line, looks_like_sip, parse_message
 from integrations.sip.parties import extension_of
 from integrations.sip.sdp import parse_sdp
 from integrations.sip.uri import parse_name_addr, parse_uri
@@ -300,3 +300,19 @@ def test_a_long_name_addr_is_parsed_but_not_remembered() -> None:
     before = uri._remembered_name_addr.cache_info().currsize
     assert parse_name_addr(long_text).uri.user == "9001"
     assert uri._remembered_name_addr.cache_info().currsize == before
+
+
+# Bytes where header ends hide: line ends of every kind next to each other and to text.
+LINE_END_SOUP = st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b":"]), max_size=30).map(
+    b"".join
+)
+
+
+@given(LINE_END_SOUP, st.integers(0, 40))
+def test_the_empty_line_is_found_where_the_header_end_pattern_finds_it(
+    data: bytes, limit: int
+) -> None:
+    found = HEADER_END.search(data, 0, limit)
+    expected = None if found is None else (found.start(), found.end())
+    assert empty_line(data, limit) == expected
+    assert empty_line(bytearray(data), limit) == expected
