@@ -316,3 +316,14 @@ def test_the_empty_line_is_found_where_the_header_end_pattern_finds_it(
     expected = None if found is None else (found.start(), found.end())
     assert empty_line(data, limit) == expected
     assert empty_line(bytearray(data), limit) == expected
+
+
+def test_a_header_is_parsed_once_and_a_broken_one_fails_each_time_it_is_read() -> None:
+    message = parse_message(
+        b"BYE sip:h SIP/2.0\r\nFrom: <sip:1@h>;tag=1\r\nCSeq: x BYE\r\nCall-ID: p\r\n\r\n"
+    )
+    assert message.from_ is message.from_
+    for _ in range(2):
+        with pytest.raises(SipDecodeError) as raised:
+            message.cseq
+        assert raised.value.kind == "bad-cseq"
