@@ -24,6 +24,7 @@ import re
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import TypeVar
 
 from integrations.observations import (
     BindingSeen,
@@ -33,6 +34,9 @@ from integrations.observations import (
     Endpoint,
     MediaOffer,
 )
+
+Observed = TypeVar("Observed")
+Items = TypeVar("Items")
 
 # Rule R4's two shapes (extensions/validators.py explains them and gives the sentences).
 DIALABLE = re.compile(r"\+?[0-9*#]+")
@@ -108,7 +112,9 @@ def clean_address(value: str) -> str:
     anything else, and the whole row with it)."""
     if len(value) > ADDRESS_MAX:
         return ""
-    return _checked_address(value)
+    # The text itself, not the remembered copy: an unchanged field stays the same object,
+    # which lets `_with` keep an observation that needed no cleaning.
+    return value if _checked_address(value) else ""
 
 
 @lru_cache(maxsize=ADDRESSES_REMEMBERED)
@@ -156,6 +162,30 @@ def bounded(observation: object) -> object:
     return observation
 
 
+def _with(observation: Observed, **fields: object) -> Observed:
+    """`observation` with `fields`, as dataclasses.replace makes it; the observation itself
+    when each field is already the very object it holds. Nearly all wire text needs no
+    cleaning, and the copy of a frozen dataclass cost more than the cleaning did."""
+    for name, value in fields.items():
+        if getattr(observation, name) is not value:
+            return replace(observation, **fields)
+    return observation
+
+
+def _kept(given: Items, made: Items) -> Items:
+    """`made`, or `given` when the two hold the very same objects in tuples alike all the
+    way down (the cleaning changed none of them), so that `_with` sees the field unchanged."""
+    return given if _identical(given, made) else made
+
+
+def _identical(given: object, made: object) -> bool:
+    if given is made:
+        return True
+    if type(given) is not tuple or type(made) is not tuple or len(given) != len(made):
+        return False
+    return all(map(_identical, given, made))
+
+
 def _bounded_binding(seen: BindingSeen) -> BindingSeen:
     if not is_extension_syntax(seen.extension):
         raise Refused("bad-extension")
@@ -171,13 +201,13 @@ def _bounded_binding(seen: BindingSeen) -> BindingSeen:
     if line is not None and not 1 <= line <= 1000:
         line = None
     aliases = tuple(alias for alias in seen.aliases[:ALIASES_MAX] if is_extension_syntax(alias))
-    return replace(
+    return _with(
         seen,
         ip=ip,
         expires_in=expires,
         device=clean_text(seen.device, DEVICE_MAX),
         line_number=line,
-        aliases=aliases,
+        aliases=_kept(seen.aliases, aliases),
         authority=clean_address(seen.authority),
     )
 
@@ -185,7 +215,7 @@ def _bounded_binding(seen: BindingSeen) -> BindingSeen:
 def _bounded_signal(signal: CallSignal) -> CallSignal:
     if clean_moment(signal.at) is None:
         raise Refused("bad-time")
-    return replace(
+    return _with(
         signal,
         call_id=clean_identifier(signal.call_id),
         protocol=clean_text(signal.protocol, PROTOCOL_MAX),
@@ -195,7 +225,9 @@ def _bounded_signal(signal: CallSignal) -> CallSignal:
         callee_name=clean_party(signal.callee_name),
         caller_ip=clean_address(signal.caller_ip),
         callee_ip=clean_address(signal.callee_ip),
-        media=tuple(_bounded_offer(offer) for offer in signal.media[:OFFERS_MAX]),
+        media=_kept(
+            signal.media, tuple(_bounded_offer(offer) for offer in signal.media[:OFFERS_MAX])
+        ),
         reason=clean_text(
             signal.reason, REASON_MAX if signal.event == CallEvent.END else TARGET_MAX
         ),
@@ -213,5 +245,6 @@ def _bounded_offer(offer: MediaOffer) -> MediaOffer:
         (number, clean_text(name, CODEC_NAME_MAX))
         for number, name in offer.payload_types[:PAYLOAD_TYPES_MAX]
     )
+    payload_types = _kept(offer.payload_types, payload_types)
     mode = offer.mode if offer.mode in MODES else "sendrecv"
-    return replace(offer, receive_at=receive_at, payload_types=payload_types, mode=mode)
+    return _with(offer, receive_at=receive_at, payload_types=payload_types, mode=mode)

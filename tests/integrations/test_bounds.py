@@ -8,6 +8,7 @@ The columns are read from the models themselves, so a column made shorter is cau
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from extensions.models import Binding, Extension, SeenExtension
+from integrations import bounds
 from integrations.bounds import (
     CUT_MARK,
     DIALABLE,
@@ -30,6 +32,7 @@ from integrations.observations import (
     BindingSeen,
     BindingSource,
     CallEvent,
+    CallProtocol,
     CallSignal,
     Endpoint,
     MediaOffer,
@@ -288,3 +291,68 @@ def test_a_remembered_address_check_answers_as_the_check_itself(value: str) -> N
         valid = False
     for _ in range(2):  # the second answer comes from what was remembered
         assert clean_address(value) == (value if valid else "")
+
+
+# What most of the wire is: text that needs no cleaning, addresses that are addresses.
+PLAIN_TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=30)
+PLAIN_ADDRESS = st.one_of(st.ip_addresses().map(str), st.just(""))
+plain_offers = st.builds(
+    MediaOffer,
+    side=st.sampled_from(Side),
+    receive_at=st.builds(Endpoint, PLAIN_ADDRESS, st.integers(0, 65535)),
+    # A list where a tuple belongs is copied into a tuple, as before.
+    payload_types=st.lists(
+        st.tuples(st.integers(0, 127), PLAIN_TEXT) | st.lists(PLAIN_TEXT, min_size=2, max_size=2),
+        max_size=4,
+    ).flatmap(lambda pairs: st.sampled_from([pairs, tuple(pairs)])),
+    mode=st.sampled_from(["sendrecv", "sendonly", "recvonly", "inactive", "odd"]),
+    encrypted=st.booleans(),
+)
+plain_signals = st.builds(
+    CallSignal,
+    call_id=PLAIN_TEXT,
+    event=st.sampled_from(CallEvent),
+    at=TIMES,
+    protocol=st.sampled_from(CallProtocol),
+    caller=PLAIN_TEXT,
+    callee=PLAIN_TEXT,
+    caller_ip=PLAIN_ADDRESS,
+    callee_ip=st.one_of(PLAIN_ADDRESS, HOSTILE_ADDRESS),
+    media=st.lists(st.one_of(plain_offers, offers), max_size=3).map(tuple),
+    reason=PLAIN_TEXT,
+)
+plain_bindings = st.builds(
+    BindingSeen,
+    extension=st.sampled_from(["9001", "+14255550100", "alice", "bad ext"]),
+    ip=PLAIN_ADDRESS,
+    source=st.sampled_from(BindingSource),
+    seen_at=TIMES,
+    expires_in=st.one_of(st.none(), st.integers(-10, 10**7)),
+    device=st.one_of(PLAIN_TEXT, HOSTILE_TEXT),
+    line_number=st.one_of(st.none(), st.integers(-2, 2000)),
+    aliases=st.lists(st.sampled_from(["100", "bob", "no way", "\x00"]), max_size=6).flatmap(
+        lambda aliases: st.sampled_from([aliases, tuple(aliases)])
+    ),
+    authority=PLAIN_ADDRESS,
+)
+
+
+def bounded_or_refused(observation: object) -> object:
+    try:
+        kept = bounded(observation)
+    except Refused as refused:
+        return ("refused", refused.kind)
+    return kept, repr(kept)  # the repr tells a str from a StrEnum, a tuple from a list
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.one_of(plain_signals, plain_bindings, signals, bindings))
+def test_an_observation_that_needs_no_cleaning_is_kept_as_a_copy_would_be(
+    observation: object,
+) -> None:
+    kept = bounded_or_refused(observation)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bounds, "_with", lambda observation, **fields: replace(observation, **fields))
+        patch.setattr(bounds, "_kept", lambda given, made: made)
+        copied = bounded_or_refused(observation)
+    assert kept == copied
