@@ -122,11 +122,30 @@ def _checked_address(value: str) -> str:
     """clean_address's verdict on text of an address's length, remembered: the same few
     thousand phones' and servers' addresses come in every message (ipaddress's parse was
     a tenth of the SCCP path); a stranger's flood of new ones only pushes out the oldest."""
+    if is_dotted_quad(value):
+        return value
     try:
         ipaddress.ip_address(value)
     except ValueError:
         return ""
     return value
+
+
+def is_dotted_quad(text: str) -> bool:
+    """True for an IPv4 address written as ipaddress writes it: four decimal numbers up to
+    255 without leading zeros, which ipaddress takes and gives back unchanged. Most phones'
+    addresses are one, and this check spares ipaddress's parse (13,000 instructions; 4,000
+    of them on the 1,000-call pcap, once for the SIP decoder and once here); anything else
+    goes to ipaddress."""
+    parts = text.split(".")
+    if len(parts) != 4:
+        return False
+    for part in parts:
+        if not (part.isdigit() and part.isascii() and len(part) <= 3):
+            return False
+        if len(part) > 1 and (part[0] == "0" or int(part) > 255):
+            return False
+    return True
 
 
 def clean_moment(at: datetime) -> datetime | None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import unquote
 
+from integrations.bounds import is_dotted_quad
 from integrations.sip.errors import SipDecodeError
 
 Params = tuple[tuple[str, str], ...]
@@ -80,8 +81,11 @@ def normalize_ip(text: str) -> str | None:
 
     Cached: a capture sees the same few thousand addresses in every message.
     """
+    text = text.strip("[]")
+    if is_dotted_quad(text):
+        return text
     try:
-        return str(ipaddress.ip_address(text.strip("[]")))
+        return str(ipaddress.ip_address(text))
     except ValueError:
         return None
 

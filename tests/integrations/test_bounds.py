@@ -27,6 +27,7 @@ from integrations.bounds import (
     bounded,
     clean_address,
     clean_text,
+    is_dotted_quad,
 )
 from integrations.observations import (
     BindingSeen,
@@ -356,3 +357,17 @@ def test_an_observation_that_needs_no_cleaning_is_kept_as_a_copy_would_be(
         patch.setattr(bounds, "_kept", lambda given, made: made)
         copied = bounded_or_refused(observation)
     assert kept == copied
+
+
+DOTTED_TEXT = st.text(st.sampled_from("0123456789.٣ x:"), max_size=20)
+
+
+@given(st.one_of(DOTTED_TEXT, st.ip_addresses(v=4).map(str)))
+def test_a_dotted_quad_is_exactly_an_ipv4_address_that_ipaddress_writes_back_unchanged(
+    text: str,
+) -> None:
+    try:
+        written = str(ipaddress.IPv4Address(text))
+    except ValueError:
+        written = None
+    assert is_dotted_quad(text) == (written == text)

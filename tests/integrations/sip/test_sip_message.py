@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -327,3 +329,18 @@ def test_a_header_is_parsed_once_and_a_broken_one_fails_each_time_it_is_read() -
         with pytest.raises(SipDecodeError) as raised:
             message.cseq
         assert raised.value.kind == "bad-cseq"
+
+
+@given(
+    st.one_of(
+        st.text(st.sampled_from("0123456789.:[]abcdef%"), max_size=24),
+        st.ip_addresses().map(str),
+        st.ip_addresses().map(lambda address: f"[{address}]"),
+    )
+)
+def test_an_address_is_written_as_ipaddress_writes_it(text: str) -> None:
+    try:
+        expected = str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        expected = None
+    assert uri.normalize_ip.__wrapped__(text) == expected  # the parse, not what it remembered
