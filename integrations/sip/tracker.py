@@ -118,6 +118,9 @@ class SipTracker:
         # flood of INVITEs never evicts a call in progress (answered calls go last).
         self._unanswered: OrderedDict[str, None] = OrderedDict()
         self._registrars: OrderedDict[str, None] = OrderedDict()
+        # Built once, not for every message: a dict of bound methods a message cost 1 %.
+        self._on_request = self._request_handlers()
+        self._on_response = self._response_handlers()
 
     # -- the edge ---------------------------------------------------------------------------
 
@@ -181,10 +184,10 @@ class SipTracker:
     def _on_message(self, message: SipMessage, packet: Packet) -> list[Observation]:
         if message.is_request:
             self.messages[message.method] += 1
-            handler = self._request_handlers().get(message.method)
+            handler = self._on_request.get(message.method)
         else:
             self.messages[f"{message.status // 100}xx"] += 1
-            handler = self._response_handlers().get(message.cseq.method)
+            handler = self._on_response.get(message.cseq.method)
         return [] if handler is None else handler(message, packet)
 
     def _request_handlers(self) -> dict[str, Callable[[SipMessage, Packet], list[Observation]]]:
@@ -563,9 +566,16 @@ def transaction_key(message: SipMessage) -> tuple[str, int, str]:
 
 def packet_at(src: Endpoint, dst: Endpoint, at: datetime, transport: str) -> Packet:
     """The packet, with its addresses in the compressed form call bindings use."""
-    src = Endpoint(normalize_ip(src.ip) or src.ip, src.port)
-    dst = Endpoint(normalize_ip(dst.ip) or dst.ip, dst.port)
-    return Packet(src, dst, at, transport)
+    return Packet(compressed(src), compressed(dst), at, transport)
+
+
+def compressed(endpoint: Endpoint) -> Endpoint:
+    """The endpoint with its IP in compressed form: the endpoint itself when it already is
+    (an IPv4 address always), as the copy would equal it."""
+    ip = normalize_ip(endpoint.ip) or endpoint.ip
+    if ip == endpoint.ip and type(endpoint.ip) is str:
+        return endpoint
+    return Endpoint(ip, endpoint.port)
 
 
 def ua_source(message: SipMessage, packet: Packet) -> str:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from integrations.observations import (
     BindingSeen,
     BindingSource,
@@ -12,7 +15,8 @@ from integrations.observations import (
     Endpoint,
     Observation,
 )
-from integrations.sip.tracker import SipTracker
+from integrations.sip.tracker import SipTracker, compressed
+from integrations.sip.uri import normalize_ip
 
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
 PHONE_A = Endpoint("10.0.0.11", 5060)
@@ -401,3 +405,14 @@ def test_hold_and_resume_by_late_offer_follow_the_answer_in_the_ack() -> None:
         ("hold", "10.0.0.12:5000"),
         ("resume", "10.0.0.12:5000"),
     ]
+
+
+@given(
+    st.one_of(st.ip_addresses().map(str), st.ip_addresses(v=6).map(lambda a: a.exploded)),
+    st.integers(0, 65535),
+)
+def test_an_endpoint_comes_out_as_a_copy_with_its_compressed_address_would(
+    ip: str, port: int
+) -> None:
+    endpoint = Endpoint(ip, port)
+    assert compressed(endpoint) == Endpoint(normalize_ip(ip) or ip, port)
