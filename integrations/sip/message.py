@@ -294,10 +294,26 @@ def parse_headers(lines: list[str]) -> tuple[tuple[str, str], ...]:
             name, value = headers[-1]
             headers[-1] = (name, f"{value} {line.strip()}".strip())
             continue
-        headers.append(parse_header_line(line))
+        if len(line) <= REMEMBERED_LINE_MAX:
+            headers.append(_remembered_header_line(line))
+        else:
+            headers.append(parse_header_line(line))
         if len(headers) > MAX_HEADERS:
             raise SipDecodeError("too-many-headers", f"over {MAX_HEADERS}")
     return tuple(headers)
+
+
+# A dialog's From, To, Call-ID and CSeq lines, and the Content-Length and Content-Type
+# of every message, come back word for word: the last HEADER_LINES_REMEMBERED lines (each
+# at most REMEMBERED_LINE_MAX characters, so that a stranger's long headers cost no memory)
+# are split once. A line that fails to parse is not remembered and fails again.
+HEADER_LINES_REMEMBERED = 8192
+REMEMBERED_LINE_MAX = 256
+
+
+@lru_cache(maxsize=HEADER_LINES_REMEMBERED)
+def _remembered_header_line(line: str) -> tuple[str, str]:
+    return parse_header_line(line)
 
 
 def parse_header_line(line: str) -> tuple[str, str]:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from integrations.sip import uri
+from integrations.sip import message, uri
 from integrations.sip.errors import SipDecodeError
 from integrations.sip.message import HEADER_END, empty_line, looks_like_sip, parse_message
 from integrations.sip.parties import extension_of
@@ -344,3 +344,18 @@ def test_an_address_is_written_as_ipaddress_writes_it(text: str) -> None:
     except ValueError:
         expected = None
     assert uri.normalize_ip.__wrapped__(text) == expected  # the parse, not what it remembered
+
+
+@given(st.text(st.sampled_from(" \t\r:abc\u00a0\x1c\ufffd;"), max_size=30))
+def test_a_remembered_header_line_is_the_one_a_parse_gives(line: str) -> None:
+    fresh = parsed_or_error(message.parse_header_line, line)
+    assert parsed_or_error(message._remembered_header_line, line) == fresh
+    assert parsed_or_error(message._remembered_header_line, line) == fresh
+
+
+def test_a_long_header_line_is_parsed_but_not_remembered() -> None:
+    long_line = "X-Long: " + "x" * message.REMEMBERED_LINE_MAX
+    before = message._remembered_header_line.cache_info().currsize
+    parsed = parse_message(f"OPTIONS sip:h SIP/2.0\r\n{long_line}\r\n\r\n".encode())
+    assert parsed.header("x-long") == "x" * message.REMEMBERED_LINE_MAX
+    assert message._remembered_header_line.cache_info().currsize == before
