@@ -35,7 +35,7 @@ PYTHON = ROOT / ".venv" / "bin" / "python"
 CODE = Path(os.environ.get("QMS_BENCH_CODE", ROOT))
 sys.path.insert(0, str(CODE))
 
-from bench.end_to_end import BENCH_KEY, capture_file, compile_project  # noqa: E402
+from bench.end_to_end import BENCH_KEY, capture_file  # noqa: E402
 
 
 def environment(var: Path) -> dict:
@@ -157,6 +157,10 @@ def main() -> None:
         prepare(capture, var)
         shutil.copytree(var, pristine, symlinks=True)
         codes = [ROOT, options.against] if options.against else [ROOT]
+        # (This process runs this checkout's bench; a child finishing with an earlier
+        # commit's code imports that commit's, which may not have it.)
+        from bench.end_to_end import compile_project
+
         for code in codes:
             compile_project(code)
         for run in range(options.runs * len(codes)):
