@@ -24,6 +24,7 @@ from recorder.nodes.caps import CapAlerts
 from recorder.nodes.commands import CAPTURE_CHECKS
 from recorder.nodes.summary import summary_lines
 from recorder.recordings.finisher import finish_left_over
+from recorder.recordings.finishing_process import settle_heap
 from recorder.recordings.recovery import recover_spools
 from recorder.sinks.commands import sink_for_commands
 from recorder.sinks.database import (
@@ -91,6 +92,9 @@ class Command(BaseCommand):
             # What a killed earlier run left: recordings handed over, then cut calls.
             finish_left_over(options["node"], Path(settings.QMS_SPOOL_DIR))
             recover_spools(Path(settings.QMS_SPOOL_DIR))
+        # What Django's set-up made lives as long as the command: out of the collector's
+        # passes, which the capture's allocations set off every 700 (settle_heap).
+        settle_heap()
         sink = sink_for_commands(options["node"], recording=not options["no_recording"])
         engine = Engine(sink, known_phone_ips(), **recording_options(options))
         started = time.perf_counter()
