@@ -66,9 +66,14 @@ class LocalFiles:
         sync_finished(self.written)
 
     def discard(self) -> None:
-        """The files stored so far removed: their rows will not be committed."""
+        """The files stored so far removed: their rows will not be committed. Quietly: a
+        file that cannot be removed must not hide why the batch was rolled back (it is
+        named by its call, and overwritten when the call is finished again)."""
         for path in self.written:
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                log.exception("%s could not be removed after its batch failed", path)
 
 
 class UploadedFiles:

@@ -33,10 +33,10 @@ from recorder.models import Call, Recording
 from recorder.nodes.models import PendingFinalisation
 from recorder.nodes.queues import queue_for
 from recorder.recordings import recovery
-from recorder.recordings.archive import delete_quietly
 from recorder.recordings.attribution import must_not_record
 from recorder.recordings.finish import (
     DecodedCall,
+    WrittenRecordings,
     commit_recordings,
     decode_call,
     remove_after_commit,
@@ -213,6 +213,7 @@ def _finalise_together(pending_ids: list[int]) -> tuple[dict[int, Finished], lis
         for pending in later:
             del finished[pending.pk]
         stored: list[Recording] = []
+        written = None
         try:
             # The files first, outside the transaction: it holds the rows alone.
             written = write_recordings([call for _, call in decoded]) if decoded else None
@@ -223,10 +224,10 @@ def _finalise_together(pending_ids: list[int]) -> tuple[dict[int, Finished], lis
                 done = [p.pk for p in pendings if p not in failed and p not in later]
                 PendingFinalisation.objects.filter(pk__in=done).delete()
         except TRANSIENT:
-            _remove_files(stored)
+            _discard(written)
             raise
         except Exception as error:  # the finalisation's edge: a recording no retry would store
-            _remove_files(stored)
+            _discard(written)
             if len(pendings) > 1:
                 raise _BatchSpoilt(str(error)) from error
             failed.update(dict.fromkeys(pendings, error))
@@ -285,12 +286,11 @@ def _stored_calls(call_ids: list[int]) -> set[int]:
     return {recording.signalling_id for recording in found if recording.is_stored()}
 
 
-def _remove_files(recordings: list[Recording]) -> None:
-    """The files of recordings whose rows were rolled back: no row points at them."""
-    for recording in recordings:
-        if recording.file.name:
-            # Quietly: a storage out of reach must not hide why the batch was rolled back.
-            delete_quietly(recording.file.storage, recording.file.name)
+def _discard(written: WrittenRecordings | None) -> None:
+    """The files of a batch whose rows were rolled back, or never begun: no row points at
+    them (the transaction may fail to begin after the files are written)."""
+    if written is not None:
+        written.files.discard()
 
 
 # A database out of reach is tried again this often, waiting longer each time, before the

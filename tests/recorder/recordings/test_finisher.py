@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from recorder.models import Call, Recording, recordings_storage
@@ -247,6 +247,34 @@ def test_a_batch_writes_its_files_before_its_transaction_begins(
     assert [outcomes[pending_id] for pending_id in pending_ids] == ["complete"] * 3
     assert in_transaction == {"files": [False] * 3, "rows": [True]}
     assert not PendingFinalisation.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_whose_transaction_cannot_begin_leaves_no_file_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The files are written before the transaction: a database that refuses it (locked,
+    gone) must still find no file without its row, and the spools and pending rows kept."""
+    pending_ids = pending_calls(tmp_path, 2)
+    archive = Path(recordings_storage().location)
+    before = files_in(archive)
+
+    class Refused:
+        def __enter__(self) -> None:
+            raise OperationalError("database is locked")
+
+        def __exit__(self, *exception: object) -> None:
+            pass
+
+    monkeypatch.setattr(finalise.transaction, "atomic", Refused)
+    with pytest.raises(OperationalError):
+        finalise.finalise_batch(pending_ids)
+    monkeypatch.undo()
+
+    assert files_in(archive) == before
+    assert set(PendingFinalisation.objects.values_list("pk", flat=True)) == set(pending_ids)
+    assert not Recording.objects.exists()
+    assert set(finish_batch(pending_ids).values()) == {"complete"}
 
 
 @pytest.mark.django_db(transaction=True)
