@@ -170,6 +170,7 @@ class ProcessFinisher:
                 None if forked else settings_for_worker(),
                 os.getpid(),
                 self.inherited if forked else (),
+                self.processes,
             ),
             name="qms-finisher",
             daemon=True,

@@ -33,12 +33,33 @@ def settle_heap() -> None:
     gc.set_threshold(YOUNG_COLLECTION_EVERY, *gc.get_threshold()[1:])
 
 
-def work(jobs, results, configured: dict | None, command_pid: int, inherited: tuple = ()) -> None:
+def share_of(jobs, processes: int) -> int:
+    """How many recordings a worker that has just taken one takes in all: an even share of
+    what is queued among the command's `processes` workers, at most BATCH. When 55 calls
+    end together, each of two workers takes 28, instead of the first taking them all
+    while the second waits for the next calls to end; the last of a burst is shared out
+    the same way, so that no worker finishes a long batch alone while the other idles."""
+    try:
+        queued = jobs.qsize()
+    except NotImplementedError:  # a platform whose queues cannot count (macOS)
+        return BATCH
+    return max(1, min(BATCH, -(-(queued + 1) // max(processes, 1))))
+
+
+def work(
+    jobs,
+    results,
+    configured: dict | None,
+    command_pid: int,
+    inherited: tuple = (),
+    processes: int = 1,
+) -> None:
     """A worker process: Django set up with the command's settings, then the recordings
     handed over, until told to stop or, with its command gone, until none is queued.
     `configured` is None in a worker forked from a process whose Django is set up already
     (and which had no other thread and no open connection to hand down); `inherited` are
-    the ends of its parent's pipes that such a worker closes."""
+    the ends of its parent's pipes that such a worker closes; `processes` is how many
+    workers share the queue."""
     # The command takes the signals (Ctrl-C reaches the whole group) and then waits for
     # what its workers hold.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -64,9 +85,11 @@ def work(jobs, results, configured: dict | None, command_pid: int, inherited: tu
             if os.getppid() != command_pid:
                 break
             continue
-        # What else is queued already joins the batch: one transaction and one round of
-        # writes for many calls ended together, and no waiting for more.
-        while len(batch) < BATCH and batch[-1] is not None:
+        # What else is queued already joins the batch, up to this worker's share: one
+        # transaction and one round of writes for many calls ended together, and no
+        # waiting for more.
+        wanted = share_of(jobs, processes)
+        while len(batch) < wanted and batch[-1] is not None:
             try:
                 batch.append(jobs.get_nowait())
             except queue.Empty:

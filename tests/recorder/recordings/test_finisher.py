@@ -4,6 +4,7 @@ when one of them dies or the command is killed."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import time
@@ -22,7 +23,7 @@ from recorder.recordings.finisher import (
     ProcessFinisher,
     finish_left_over,
 )
-from recorder.recordings.finishing_process import NICENESS
+from recorder.recordings.finishing_process import BATCH, NICENESS, share_of
 from recorder.recordings.recovery import FAILED, recover_spools
 from tests.qms.test_settings import run_manage
 from tests.recorder.recordings.test_recording_recovery import logged_call
@@ -353,3 +354,19 @@ def test_a_row_the_database_refuses_spoils_nothing_else_of_its_batch(
     stored = set(Recording.objects.exclude(file="").values_list("file", flat=True))
     assert files_in(archive) - before == stored - before
     assert len(stored) == 3
+
+
+def test_a_worker_takes_an_even_share_of_what_is_queued() -> None:
+    # A worker has just taken one recording; what it takes in all is its share of that
+    # one and those still queued, so that a burst of call ends keeps every worker busy.
+    jobs = multiprocessing.get_context("spawn").Queue()
+    assert share_of(jobs, 2) == 1  # nothing else queued: the one it has
+    for pending_id in range(54):
+        jobs.put(pending_id)
+    assert share_of(jobs, 2) == 28  # 55 ended together: 28 for this one, 27 left
+    assert share_of(jobs, 1) == 55
+    for pending_id in range(54, 500):
+        jobs.put(pending_id)
+    assert share_of(jobs, 2) == BATCH  # a long queue: batches as large as they may be
+    jobs.close()
+    jobs.cancel_join_thread()
