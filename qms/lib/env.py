@@ -51,7 +51,7 @@ DATABASE_ENGINES = {
     "postgres": "django.db.backends.postgresql",
     "postgresql": "django.db.backends.postgresql",
     "pgsql": "django.db.backends.postgresql",
-    "sqlite": "django.db.backends.sqlite3",
+    "sqlite": "qms.lib.sqlite3",
 }
 
 

@@ -265,7 +265,7 @@ def test_the_other_postgres_schemes_mean_postgres(scheme: str) -> None:
 
 def test_a_sqlite_url_with_three_slashes_is_a_relative_path() -> None:
     assert parse_database_url("sqlite:///var/qms.sqlite3") == {
-        "ENGINE": "django.db.backends.sqlite3",
+        "ENGINE": "qms.lib.sqlite3",
         "NAME": "var/qms.sqlite3",
         "OPTIONS": {
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
