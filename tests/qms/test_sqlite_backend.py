@@ -3,8 +3,13 @@ short statement's placeholders converted once."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
 import pytest
 from django.db.utils import ConnectionHandler
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qms.lib.sqlite3.base import CACHED_UP_TO, qmark_style
 
@@ -69,3 +74,22 @@ def test_named_placeholders_still_work() -> None:
     finally:
         connection.close()
     assert found == ("2001-a",)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.datetimes(
+        min_value=datetime(1901, 1, 1),
+        max_value=datetime(2200, 1, 1),
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=2)), ZoneInfo("Europe/Paris")]),
+    )
+    | st.datetimes()
+    | st.none()
+)
+def test_a_time_is_written_as_djangos_own_backend_writes_it(value: datetime | None) -> None:
+    ours = sqlite_in_memory()
+    djangos = ConnectionHandler(
+        {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+    )["default"]
+    assert type(ours.ops) is not type(djangos.ops)  # the fast path is there to be tested
+    assert ours.ops.adapt_datetimefield_value(value) == djangos.ops.adapt_datetimefield_value(value)
