@@ -171,6 +171,21 @@ def check_output(var_dir: Path, calls: int, seconds: float) -> str:
     return f"{calls} complete recordings, {len(files)} stereo WAV files of {seconds:g} s"
 
 
+def cpu_by_part(output: str, total: float) -> str:
+    """Where QMS's CPU went, from what the command and its finishing processes say of
+    themselves (to a tenth of a second): finishing, the database process's sink, and the
+    rest (the capture, every process's start-up, the pipes between them)."""
+    reports = re.findall(r"finished \d+ recordings in ([\d.]+) s", output)
+    finishing = [float(found) for found in reports]
+    database = re.search(r"database writes: ([\d.]+) s of CPU", output)
+    stored = float(database.group(1)) if database else 0.0
+    rest = total - sum(finishing) - stored
+    return (
+        f"CPU by part: finishing {sum(finishing):.1f} s ({len(finishing)} processes), "
+        f"database {stored:.1f} s, the rest (capture, start-ups, pipes) {rest:.1f} s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=1000)
@@ -210,6 +225,7 @@ def run_pair(capture: Path, arguments: argparse.Namespace) -> None:
     tshark_cpu = last_cpu
     print(output.strip().splitlines()[-1])
     print(outcome)
+    print(cpu_by_part(output, qms_cpu))
     print(
         f"| {capture.name} | {rtp:,} | {qms_seconds:.1f} s, "
         f"**{rtp / qms_seconds:,.0f} RTP packets/s**"
