@@ -578,22 +578,67 @@ def _write_wav_blocks(
     digest = hashlib.sha256()
     observer.begin(frames, rate)
     size = WAV_HEADER_BYTES + frames * FRAME_BYTES
-    with _created(temporary) as file:
-        out = file if sealing is None else sealing.writer(file, size)
-        _hashed_write(out, digest, _wav_header(frames, rate))
-        for block in blocks:
-            observer.block(block)
-            _hashed_write(out, digest, block)
-        if sealing is not None:
+    header = _wav_header(frames, rate)
+    digest.update(header)
+    if sealing is None:
+        _write_plain_wav(temporary, header, blocks, observer, digest, durable)
+    else:
+        with _created(temporary) as file:
+            out = sealing.writer(file, size)
+            out.write(header)
+            for block in blocks:
+                observer.block(block)
+                _hashed_write(out, digest, block)
             out.finish()
-        file.flush()
-        if durable:
-            os.fsync(file.fileno())
-        # Durable, the pages are dropped; not, their writeback starts now, while the next
-        # call of the batch is decoded, and sync_finished() then mostly waits for it.
-        _drop_cached(file.fileno())
+            file.flush()
+            if durable:
+                os.fsync(file.fileno())
+            _drop_cached(file.fileno())
     _move_into_place(temporary, destination, durable)
     return FinishedAudio(destination, digest.hexdigest(), size, frames / rate, rate)
+
+
+def _write_plain_wav(
+    path: Path,
+    header: bytes,
+    blocks: Iterator[bytes | memoryview],
+    observer: BlockObserver,
+    digest: Any,
+    durable: bool,
+) -> None:
+    """The header and the blocks written straight to the file descriptor, the header with
+    the first block in one system call. Through a buffered file the 44-byte header was a
+    write of its own before the audio's, and opening it asked the kernel three things more:
+    about 60 us a file of a short call's 128 KB on the benchmark machine."""
+    fd = _created_fd(path)
+    try:
+        pending = [header]
+        for block in blocks:
+            observer.block(block)
+            digest.update(block)
+            _write_fully(fd, [*pending, block])
+            pending = []
+        if pending:
+            _write_fully(fd, pending)
+        if durable:
+            os.fsync(fd)
+        # Durable, the pages are dropped; not, their writeback starts now, while the next
+        # call of the batch is decoded, and sync_finished() then mostly waits for it.
+        _drop_cached(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_fully(fd: int, parts: list) -> None:
+    """`parts` written one after the other, however few bytes each write takes."""
+    views = [memoryview(part).cast("B") for part in parts]
+    while views:
+        written = os.writev(fd, views)
+        while views and written >= views[0].nbytes:
+            written -= views[0].nbytes
+            views.pop(0)
+        if views:
+            views[0] = views[0][written:]
 
 
 def _write_opus(
@@ -688,6 +733,17 @@ def _stereo_blocks(spool_dir: Path, frames: int) -> Iterator[bytes]:
     with _open_or_empty(left_path) as left, _open_or_empty(right_path) as right:
         for start in range(0, frames, FINALIZE_BLOCK_FRAMES):
             yield _interleave(left, right, min(FINALIZE_BLOCK_FRAMES, frames - start))
+
+
+def _created_fd(path: Path) -> int:
+    """As _created, a file descriptor: `path` opened for writing, emptied, its folder made
+    if it is missing."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, 0o666)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, flags, 0o666)
 
 
 def _created(path: Path) -> BinaryIO:

@@ -19,6 +19,7 @@ from recorder.media import spool as spool_module
 from recorder.media.spool import (
     CallSpool,
     Channel,
+    MemorySpool,
     SpoolFullError,
     finalize,
 )
@@ -446,3 +447,35 @@ def test_an_hour_of_audio_is_written_and_finalized_in_bounded_memory(tmp_path: P
     assert audio.duration_seconds == 3600
     assert audio.size == 44 + 3600 * 8000 * 4
     assert audio.size == audio.path.stat().st_size
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_writes_the_kernel_cuts_short_still_give_the_whole_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_memory: bool
+) -> None:
+    """A write(2) may take fewer bytes than it was given: what is left is written next, so
+    the file is the one whole writes give, byte for byte."""
+
+    def finished(name: str) -> bytes:
+        if in_memory:
+            spool = MemorySpool(tmp_path / f"{name}-pcm", name, 8000, {})
+        else:
+            spool = CallSpool.create(tmp_path / f"{name}-spool", name, 8000)
+        spool.write(Channel.AGENT, 0, pattern(0, 0, 70000))
+        spool.write(Channel.FAR_PARTY, 100, pattern(1, 0, 50000))
+        audio = spool.finalize(tmp_path / f"{name}.wav")
+        data = audio.path.read_bytes()
+        assert audio.sha256 == hashlib.sha256(data).hexdigest() and audio.size == len(data)
+        return data
+
+    whole = finished("whole")
+    real_writev, sizes = os.writev, []
+
+    def writev_at_most_a_few_bytes(fd: int, buffers: list) -> int:
+        taken = bytes(buffers[0])[:1021]  # never the whole of a part, never past the first
+        sizes.append(len(taken))
+        return real_writev(fd, [taken])
+
+    monkeypatch.setattr(spool_module.os, "writev", writev_at_most_a_few_bytes)
+    assert finished("cut") == whole
+    assert len(sizes) > 200 and max(sizes) == 1021
