@@ -296,13 +296,18 @@ def pcm_folder(spool: Path) -> Path:
 
 
 def remove_spool(spool: Path) -> None:
-    """A spool gone, with whatever its finishing put beside it; nothing there is no error."""
-    if spool.is_dir():
-        shutil.rmtree(spool, ignore_errors=True)
-        return
-    with contextlib.suppress(FileNotFoundError):
+    """A spool gone, with whatever its finishing put beside it; nothing there is no error.
+    (Removed first and asked about after: a log file, today's layout, costs no look.)"""
+    try:
         spool.unlink()
-    shutil.rmtree(pcm_folder(spool), ignore_errors=True)
+    except FileNotFoundError:
+        pass
+    except (IsADirectoryError, PermissionError):  # EISDIR on Linux, EPERM elsewhere
+        if spool.is_dir():  # the earlier layout: a folder holding everything
+            shutil.rmtree(spool, ignore_errors=True)
+            return
+        raise
+    shutil.rmtree(spool.with_name(spool.name + ".pcm"), ignore_errors=True)
 
 
 def read_manifest(spool: Path) -> dict:
@@ -327,10 +332,12 @@ def read_blocks(spool: Path) -> Iterator[LogBlock]:
     """Every complete block of a call's log, in the order written. A block cut short by a
     crash or a full disk, or one that does not parse, ends the log there."""
     path = log_file(spool)
-    if not path.exists():
+    try:
+        # Blocks are small (a second of one call): read the file in large pieces.
+        opened = open(path, "rb", buffering=READ_BUFFER)  # noqa: SIM115 (closed below)
+    except FileNotFoundError:
         return
-    # Blocks are small (a second of one call): read the file in large pieces.
-    with open(path, "rb", buffering=READ_BUFFER) as opened:
+    with opened:
         while header := opened.read(BLOCK_HEADER.size):
             block = _read_block(opened, header)
             if block is None:

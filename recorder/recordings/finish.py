@@ -8,6 +8,7 @@ one timeline by their first packet's arrival, so a reply never plays before its 
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -144,7 +145,8 @@ def decode_call(
 ) -> DecodedCall | None:
     """A finished call's log decoded, without the database: None when it holds no RTP
     (nothing to record)."""
-    shutil.rmtree(pcm_folder(spool), ignore_errors=True)
+    pcm = pcm_folder(spool)
+    shutil.rmtree(pcm, ignore_errors=True)
     local = local_side_of(call, local_side)
     directions = _directions(media, local)
     batches = _batches(spool)
@@ -160,7 +162,7 @@ def decode_call(
     # Put together in memory (a long call goes on in a PCM spool beside the log); either
     # can always be decoded again from the RTP log.
     audio_spool = MemorySpool(
-        pcm_folder(spool), call.call_id, rate, {"timeline_start": start},
+        pcm, call.call_id, rate, {"timeline_start": start},
         expected_frames=_expected_frames(directions, start, rate),
     )  # fmt: skip
     if encrypted:
@@ -300,8 +302,10 @@ def _batches(spool: Path) -> Iterable[tuple[LogBlock, BlockHeaders]]:
     once and kept with their headers (reading the headers is most of a short call's
     decoding); a longer log's batches are kept and their headers read in each pass; a
     log past LOG_KEPT_BYTES is read twice from the file rather than held."""
-    path = log_file(spool)
-    size = path.stat().st_size if path.exists() else 0
+    try:
+        size = os.stat(log_file(spool)).st_size
+    except FileNotFoundError:
+        size = 0
     if size <= HEADERS_KEPT_BYTES:
         return list(_WithHeaders(read_batches(spool)))
     if size <= LOG_KEPT_BYTES:
