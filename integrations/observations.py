@@ -7,10 +7,52 @@ decoders stay pure and can be fed raw bytes in tests and fuzzers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import MISSING, dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Final
+from typing import Final, TypeVar
+
+Frozen = TypeVar("Frozen", bound=type)
+
+
+def direct_init(cls: Frozen) -> Frozen:
+    """The frozen dataclass `cls`, with an __init__ that stores each field straight into the
+    instance: through the slot's own descriptor, or into the instance dict of a class without
+    slots. The __init__ dataclasses writes for a frozen class calls object.__setattr__ for
+    every field (a frozen instance refuses plain assignment), 1,270 instructions a field
+    under callgrind against 600 through the descriptor, and the capture loop fills about
+    400,000 fields so on the 1,000-call pcap's SIP alone.
+
+    The new __init__ takes the same parameters, with the same defaults, as dataclasses' own
+    (kept as its `__wrapped__`, which inspect.signature shows); the class stays frozen and
+    compares, hashes, prints and pickles as before. Only for plain fields: none with a
+    default_factory, init=False or kw_only, and no __post_init__.
+    """
+    generated = cls.__init__
+    fields = dataclasses.fields(cls)
+    names = [field.name for field in fields]
+    plain = all(f.init and not f.kw_only and f.default_factory is MISSING for f in fields)
+    if not (cls.__dataclass_params__.frozen and plain) or hasattr(cls, "__post_init__"):
+        raise TypeError(f"direct_init takes a frozen dataclass of plain fields: {cls}")
+    if "self" in names or "stored" in names:
+        raise TypeError(f"direct_init needs the names self and stored: {cls}")
+    if "__slots__" in cls.__dict__:
+        namespace = {f"set_{name}": cls.__dict__[name].__set__ for name in names}
+        stores = [f"    set_{name}(self, {name})" for name in names]
+    else:
+        namespace = {}
+        stores = ["    stored = self.__dict__", *(f"    stored[{n!r}] = {n}" for n in names)]
+    source = "\n".join([f"def __init__(self, {', '.join(names)}):", *stores, "    pass"])
+    # The source is made of the class's own field names, which are identifiers.
+    exec(source, namespace)  # noqa: S102
+    init = namespace["__init__"]
+    init.__defaults__ = generated.__defaults__
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__module__ = cls.__module__
+    init.__wrapped__ = generated
+    cls.__init__ = init
+    return cls
 
 
 class CallProtocol(StrEnum):
@@ -62,6 +104,7 @@ class BindingSource(StrEnum):
     STATIC = "static"
 
 
+@direct_init
 @dataclass(frozen=True, slots=True)
 class BindingSeen:
     """One sighting of an extension at a phone IP.
@@ -93,6 +136,7 @@ class BindingSeen:
     authority: str = ""
 
 
+@direct_init
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """An IP address and port, as on the wire (IPv6 in its compressed text form)."""
@@ -116,6 +160,7 @@ class Side(StrEnum):
         return Side.CALLEE if self is Side.CALLER else Side.CALLER
 
 
+@direct_init
 @dataclass(frozen=True, slots=True)
 class MediaOffer:
     """Where one party of a call receives RTP: an SDP `m=audio` line (RFC 4566), an SCCP
@@ -144,6 +189,7 @@ class CallEvent(StrEnum):
     END = "end"
 
 
+@direct_init
 @dataclass(frozen=True, slots=True)
 class CallSignal:
     """One step of one call, from any call system.
@@ -181,6 +227,7 @@ class CallSignal:
     joins_call_id: str = ""
 
 
+@direct_init
 @dataclass(frozen=True, slots=True)
 class EncryptedSignallingSeen:
     """A phone talking to its call system over TLS (SIP on 5061, secure SCCP on 2443):

@@ -17,6 +17,7 @@ from integrations.observations import (
     Endpoint,
     MediaOffer,
     Side,
+    direct_init,
 )
 from integrations.sip.message import SipMessage
 from integrations.sip.sdp import SessionDescription
@@ -24,6 +25,7 @@ from integrations.sip.sdp import SessionDescription
 MAX_REMEMBERED_STEPS = 64
 
 
+@direct_init
 @dataclass(frozen=True, slots=True)
 class Refusal:
     """A final response that refused the INVITE of a call not answered, and asked the caller

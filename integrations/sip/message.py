@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
+from integrations.observations import direct_init
 from integrations.sip.errors import SipDecodeError
 from integrations.sip.sdp import SessionDescription, parse_sdp
 from integrations.sip.uri import (
@@ -90,12 +91,14 @@ class parsed_once(Generic[Parsed]):
         return value
 
 
+@direct_init
 @dataclass(frozen=True, slots=True)
 class CSeq:
     number: int
     method: str
 
 
+@direct_init
 @dataclass(frozen=True)
 class SipMessage:
     """A request (method, request_uri) or a response (status, reason), with its headers in

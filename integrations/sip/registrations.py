@@ -40,7 +40,7 @@ import ipaddress
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from integrations.observations import BindingSeen, BindingSource, CallProtocol
+from integrations.observations import BindingSeen, BindingSource, CallProtocol, direct_init
 from integrations.sip.errors import SipDecodeError
 from integrations.sip.lync import binding_source, extension_aliases, protocol_of
 from integrations.sip.message import SipMessage
@@ -50,6 +50,7 @@ from integrations.sip.uri import NameAddr, Via, normalize_ip, parse_uri
 DEFAULT_EXPIRES = 3600  # RFC 3261 §10.2.1.1 leaves the default to the registrar; 3600 is usual
 
 
+@direct_init
 @dataclass(frozen=True, slots=True)
 class PendingRegister:
     """A REGISTER request waiting for its final response."""

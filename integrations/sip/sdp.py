@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from integrations.observations import direct_init
 from integrations.sip.errors import SipDecodeError
 from integrations.sip.uri import normalize_ip
 
@@ -37,6 +38,7 @@ STATIC_PAYLOAD_TYPES = {
 }
 
 
+@direct_init
 @dataclass(frozen=True, slots=True)
 class MediaDescription:
     """One `m=` section with the connection address that applies to it (§5.7, §5.14)."""
@@ -55,6 +57,7 @@ class MediaDescription:
         return self.direction in ("sendonly", "inactive") or self.address in HOLD_ADDRESSES
 
 
+@direct_init
 @dataclass(frozen=True, slots=True)
 class SessionDescription:
     media: tuple[MediaDescription, ...]

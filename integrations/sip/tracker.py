@@ -46,6 +46,7 @@ from integrations.observations import (
     MediaOffer,
     Observation,
     Side,
+    direct_init,
 )
 from integrations.sip.calls import Call, LateOffer, Refusal, holds, media_offers, step_of
 from integrations.sip.errors import SipDecodeError
@@ -72,6 +73,7 @@ AUTH_CHALLENGES = frozenset({401, 407})
 MAX_REGISTRARS = 1024
 
 
+@direct_init
 @dataclass(frozen=True, slots=True)
 class Packet:
     """Where and when a SIP message was seen."""

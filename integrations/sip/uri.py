@@ -13,11 +13,13 @@ from functools import lru_cache
 from urllib.parse import unquote
 
 from integrations.bounds import is_dotted_quad
+from integrations.observations import direct_init
 from integrations.sip.errors import SipDecodeError
 
 Params = tuple[tuple[str, str], ...]
 
 
+@direct_init
 @dataclass(frozen=True, slots=True)
 class SipUri:
     """A sip:, sips: or tel: URI. For tel: the number is in `user` and `host` is empty."""
@@ -37,6 +39,7 @@ class SipUri:
         return normalize_ip(self.host)
 
 
+@direct_init
 @dataclass(frozen=True, slots=True)
 class NameAddr:
     """A From, To, Contact, Refer-To or P-Asserted-Identity value (RFC 3261 §20.10)."""
@@ -54,6 +57,7 @@ class NameAddr:
         return self.param("tag") or ""
 
 
+@direct_init
 @dataclass(frozen=True, slots=True)
 class Via:
     """One Via value: `SIP/2.0/UDP host:port;branch=..;received=..;rport=..` (§20.42)."""

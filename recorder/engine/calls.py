@@ -24,6 +24,7 @@ from integrations.observations import (
     Endpoint,
     MediaOffer,
     Side,
+    direct_init,
 )
 from recorder.engine.floods import FLOOD_EVICTED, REFUSED_REMEMBERED, UnansweredCalls
 from recorder.media.rtp import looks_like_rtp
@@ -409,6 +410,7 @@ class LiveCall:
         )
 
 
+@direct_init
 @dataclass(frozen=True, slots=True)
 class CallSnapshot:
     """A live call as it stands after one event: what leaves the capture loop per call."""
