@@ -96,6 +96,10 @@ def normalize_ip(text: str) -> str | None:
 
 def split_outside_quotes(text: str, separator: str) -> list[str]:
     """Split on `separator` except inside "quoted strings" and <angle brackets> (§7.3.1)."""
+    if separator not in text:
+        # Nothing to split on (a single Contact, a URI without parameters): the text whole,
+        # as the walk below would give it, without a Python step per character.
+        return [text]
     if '"' not in text and "<" not in text:
         return text.split(separator)
     parts: list[str] = []
@@ -243,6 +247,16 @@ def _parse_name_addr(text: str) -> NameAddr:
 
 def angle_bracket_span(text: str) -> tuple[int, int] | None:
     """Positions of the `<` and `>` that enclose the URI, skipping a quoted display name."""
+    if '"' not in text:
+        # No display name in quotes (or a bare token one): the walk below would stop at
+        # the first `<`, and find the `>` after it, as these searches do.
+        start = text.find("<")
+        if start < 0:
+            return None
+        end = text.find(">", start)
+        if end < 0:
+            raise SipDecodeError("bad-uri", "unclosed <")
+        return start, end
     in_quotes = escaped = False
     for index, char in enumerate(text):
         if escaped:
@@ -262,6 +276,23 @@ def angle_bracket_span(text: str) -> tuple[int, int] | None:
 
 def parse_via(text: str) -> Via:
     """`SIP/2.0/UDP sent-by;params` (§20.42)."""
+    if len(text) <= REMEMBERED_TEXT_MAX:
+        return _remembered_via(text)
+    return _parse_via(text)
+
+
+# A request's Via comes back word for word in its responses (§8.2.6.2), and in its
+# retransmissions: the last VIAS_REMEMBERED of them, each at most REMEMBERED_TEXT_MAX
+# characters, are parsed once, as the name-addrs are. A Via that fails is not remembered.
+VIAS_REMEMBERED = 8192
+
+
+@lru_cache(maxsize=VIAS_REMEMBERED)
+def _remembered_via(text: str) -> Via:
+    return _parse_via(text)
+
+
+def _parse_via(text: str) -> Via:
     protocol, _, rest = text.strip().partition(" ")
     parts = protocol.split("/")
     if len(parts) != 3 or parts[0].upper() != "SIP":

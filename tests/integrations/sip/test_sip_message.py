@@ -359,3 +359,91 @@ def test_a_long_header_line_is_parsed_but_not_remembered() -> None:
     parsed = parse_message(f"OPTIONS sip:h SIP/2.0\r\n{long_line}\r\n\r\n".encode())
     assert parsed.header("x-long") == "x" * message.REMEMBERED_LINE_MAX
     assert message._remembered_header_line.cache_info().currsize == before
+
+
+# -- the walks of uri.py, and the searches that stand in for them where they give the same --
+
+
+def split_walking(text: str, separator: str) -> list[str]:
+    """split_outside_quotes as it was written before its searches: a step per character."""
+    parts: list[str] = []
+    start = 0
+    in_quotes = in_angle = escaped = False
+    for index, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif in_quotes:
+            escaped = char == "\\"
+            in_quotes = char != '"'
+        elif char == '"':
+            in_quotes = True
+        elif char == "<":
+            in_angle = True
+        elif char == ">":
+            in_angle = False
+        elif char == separator and not in_angle:
+            parts.append(text[start:index])
+            start = index + 1
+    parts.append(text[start:])
+    return parts
+
+
+def angle_span_walking(text: str) -> tuple[int, int] | None:
+    """angle_bracket_span as it was written before its searches: a step per character."""
+    in_quotes = escaped = False
+    for index, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif in_quotes:
+            escaped = char == "\\"
+            in_quotes = char != '"'
+        elif char == '"':
+            in_quotes = True
+        elif char == "<":
+            end = text.find(">", index)
+            if end < 0:
+                raise SipDecodeError("bad-uri", "unclosed <")
+            return index, end
+    return None
+
+
+QUOTES_AND_ANGLES = st.text(st.sampled_from('"<>\\,;= ab'), max_size=24)
+
+
+@given(QUOTES_AND_ANGLES, st.sampled_from([",", ";"]))
+def test_a_text_is_split_where_the_walk_splits_it(text: str, separator: str) -> None:
+    assert uri.split_outside_quotes(text, separator) == split_walking(text, separator)
+
+
+@given(QUOTES_AND_ANGLES)
+def test_the_angle_brackets_are_found_where_the_walk_finds_them(text: str) -> None:
+    assert parsed_or_error(uri.angle_bracket_span, text) == parsed_or_error(
+        angle_span_walking, text
+    )
+
+
+VIA_TEXTS = st.one_of(
+    st.sampled_from(
+        [
+            "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport",
+            "SIP/2.0/TCP [2001:db8::1]:5061;received=1.2.3.4",
+            "SIP/2.0/UDP host:99999",
+            "SIP/1.0/UDP h",
+        ]
+    ),
+    st.text(st.sampled_from("SIP/2.0UDP :;=[]rport9"), max_size=40),
+)
+
+
+@given(VIA_TEXTS)
+def test_a_remembered_via_is_the_one_a_parse_gives(text: str) -> None:
+    fresh = parsed_or_error(uri._parse_via, text)
+    assert parsed_or_error(uri.parse_via, text) == fresh
+    assert parsed_or_error(uri.parse_via, text) == fresh  # remembered, or failing again
+
+
+def test_a_long_via_is_parsed_but_not_remembered() -> None:
+    long_via = f"SIP/2.0/UDP 10.0.0.1;branch={'z' * uri.REMEMBERED_TEXT_MAX}"
+    before = uri._remembered_via.cache_info().currsize
+    assert uri.parse_via(long_via).host == "10.0.0.1"
+    assert uri._remembered_via.cache_info().currsize == before
