@@ -371,3 +371,77 @@ def test_a_dotted_quad_is_exactly_an_ipv4_address_that_ipaddress_writes_back_unc
     except ValueError:
         written = None
     assert is_dotted_quad(text) == (written == text)
+
+
+def cleaned_field_by_field(signal: CallSignal) -> CallSignal:
+    """_bounded_signal as it was before it looked at a signal's text at once: each field
+    cleaned by its own call, the signal kept when each came back as it was."""
+    if bounds.clean_moment(signal.at) is None:
+        raise Refused("bad-time")
+    reason_max = bounds.REASON_MAX if signal.event == CallEvent.END else bounds.TARGET_MAX
+    return bounds._with(
+        signal,
+        call_id=bounds.clean_identifier(signal.call_id),
+        protocol=clean_text(signal.protocol, bounds.PROTOCOL_MAX),
+        caller=bounds.clean_party(signal.caller),
+        caller_name=bounds.clean_party(signal.caller_name),
+        callee=bounds.clean_party(signal.callee),
+        callee_name=bounds.clean_party(signal.callee_name),
+        caller_ip=clean_address(signal.caller_ip),
+        callee_ip=clean_address(signal.callee_ip),
+        media=bounds._kept(
+            signal.media,
+            tuple(bounds._bounded_offer(offer) for offer in signal.media[: bounds.OFFERS_MAX]),
+        ),
+        reason=clean_text(signal.reason, reason_max),
+        replaces_call_id=bounds.clean_identifier(signal.replaces_call_id),
+        joins_call_id=bounds.clean_identifier(signal.joins_call_id),
+    )
+
+
+# Text a decoder gives nearly always (printable, around the columns' lengths), or a stranger's.
+PLAIN_OR_HOSTILE_TEXT = st.one_of(
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=300), HOSTILE_TEXT
+)
+PLAIN_OR_HOSTILE_ADDRESS = st.one_of(st.ip_addresses().map(str), st.just(""), HOSTILE_ADDRESS)
+plain_offers = st.builds(
+    MediaOffer,
+    side=st.sampled_from(Side),
+    receive_at=st.builds(Endpoint, PLAIN_OR_HOSTILE_ADDRESS, st.integers(0, 65535)),
+    payload_types=st.lists(st.tuples(st.integers(0, 127), PLAIN_OR_HOSTILE_TEXT), max_size=40).map(
+        tuple
+    ),
+    mode=st.one_of(st.sampled_from(sorted(bounds.MODES)), HOSTILE_TEXT),
+)
+plain_or_hostile_signals = st.builds(
+    CallSignal,
+    call_id=PLAIN_OR_HOSTILE_TEXT,
+    event=st.sampled_from(CallEvent),
+    at=TIMES,
+    protocol=st.one_of(st.sampled_from(CallProtocol), PLAIN_OR_HOSTILE_TEXT),
+    caller=PLAIN_OR_HOSTILE_TEXT,
+    caller_name=PLAIN_OR_HOSTILE_TEXT,
+    callee=PLAIN_OR_HOSTILE_TEXT,
+    callee_name=PLAIN_OR_HOSTILE_TEXT,
+    caller_ip=PLAIN_OR_HOSTILE_ADDRESS,
+    callee_ip=PLAIN_OR_HOSTILE_ADDRESS,
+    media=st.lists(plain_offers, max_size=10).map(tuple),
+    reason=PLAIN_OR_HOSTILE_TEXT,
+    replaces_call_id=PLAIN_OR_HOSTILE_TEXT,
+    joins_call_id=PLAIN_OR_HOSTILE_TEXT,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(plain_or_hostile_signals)
+def test_a_signal_is_bounded_as_its_fields_cleaned_one_by_one_would_be(signal: CallSignal) -> None:
+    expected = cleaned_field_by_field(signal)
+    kept = bounded(signal)
+    assert kept == expected
+    assert (kept is signal) == (expected is signal)
+
+
+def test_a_signal_whose_text_is_not_all_text_is_cleaned_into_text() -> None:
+    signal = replace(CallSignal("c1", CallEvent.START, AT, CallProtocol.SIP), caller=1001)
+    assert bounded(signal) == cleaned_field_by_field(signal)
+    assert bounded(signal).caller == "1001"
