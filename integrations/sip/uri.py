@@ -102,6 +102,12 @@ def split_outside_quotes(text: str, separator: str) -> list[str]:
         return [text]
     if '"' not in text and "<" not in text:
         return text.split(separator)
+    return split_walking(text, separator)
+
+
+def split_walking(text: str, separator: str) -> list[str]:
+    """split_outside_quotes a step per character, as any text needs when the searches
+    above cannot tell."""
     parts: list[str] = []
     start = 0
     in_quotes = in_angle = escaped = False
@@ -257,6 +263,11 @@ def angle_bracket_span(text: str) -> tuple[int, int] | None:
         if end < 0:
             raise SipDecodeError("bad-uri", "unclosed <")
         return start, end
+    return angle_span_walking(text)
+
+
+def angle_span_walking(text: str) -> tuple[int, int] | None:
+    """angle_bracket_span a step per character, past a quoted display name."""
     in_quotes = escaped = False
     for index, char in enumerate(text):
         if escaped:

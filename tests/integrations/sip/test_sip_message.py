@@ -361,50 +361,7 @@ def test_a_long_header_line_is_parsed_but_not_remembered() -> None:
     assert message._remembered_header_line.cache_info().currsize == before
 
 
-# -- the walks of uri.py, and the searches that stand in for them where they give the same --
-
-
-def split_walking(text: str, separator: str) -> list[str]:
-    """split_outside_quotes as it was written before its searches: a step per character."""
-    parts: list[str] = []
-    start = 0
-    in_quotes = in_angle = escaped = False
-    for index, char in enumerate(text):
-        if escaped:
-            escaped = False
-        elif in_quotes:
-            escaped = char == "\\"
-            in_quotes = char != '"'
-        elif char == '"':
-            in_quotes = True
-        elif char == "<":
-            in_angle = True
-        elif char == ">":
-            in_angle = False
-        elif char == separator and not in_angle:
-            parts.append(text[start:index])
-            start = index + 1
-    parts.append(text[start:])
-    return parts
-
-
-def angle_span_walking(text: str) -> tuple[int, int] | None:
-    """angle_bracket_span as it was written before its searches: a step per character."""
-    in_quotes = escaped = False
-    for index, char in enumerate(text):
-        if escaped:
-            escaped = False
-        elif in_quotes:
-            escaped = char == "\\"
-            in_quotes = char != '"'
-        elif char == '"':
-            in_quotes = True
-        elif char == "<":
-            end = text.find(">", index)
-            if end < 0:
-                raise SipDecodeError("bad-uri", "unclosed <")
-            return index, end
-    return None
+# -- uri.py's walks, and the searches that stand in for them where they give the same --
 
 
 QUOTES_AND_ANGLES = st.text(st.sampled_from('"<>\\,;= ab'), max_size=24)
@@ -412,13 +369,13 @@ QUOTES_AND_ANGLES = st.text(st.sampled_from('"<>\\,;= ab'), max_size=24)
 
 @given(QUOTES_AND_ANGLES, st.sampled_from([",", ";"]))
 def test_a_text_is_split_where_the_walk_splits_it(text: str, separator: str) -> None:
-    assert uri.split_outside_quotes(text, separator) == split_walking(text, separator)
+    assert uri.split_outside_quotes(text, separator) == uri.split_walking(text, separator)
 
 
 @given(QUOTES_AND_ANGLES)
 def test_the_angle_brackets_are_found_where_the_walk_finds_them(text: str) -> None:
     assert parsed_or_error(uri.angle_bracket_span, text) == parsed_or_error(
-        angle_span_walking, text
+        uri.angle_span_walking, text
     )
 
 
